@@ -1,0 +1,337 @@
+//! Keys and values of every Palisade map, with their layouts explained.
+//! Map names are in [`crate::map_names`]; capacities in [`capacity`].
+//!
+//! Addresses are raw network-order bytes in a `[u8; 16]`; an IPv4 address
+//! occupies bytes `0..4` and the rest are zero. Ports and identities are
+//! native-endian integers (the datapath converts ports from the wire).
+
+use core::mem::{align_of, size_of};
+
+/// Default capacities (`max_entries`). The agent may raise them at load time.
+pub mod capacity {
+    /// Local endpoints on one node.
+    pub const ENDPOINTS: u32 = 4096;
+    /// Policy entries across all local endpoints.
+    pub const POLICY: u32 = 262_144;
+    /// Distinct multi-range port sets.
+    pub const PORTSETS: u32 = 4096;
+    /// Single addresses (pods cluster-wide, node addresses) per family.
+    pub const IPCACHE_EXACT: u32 = 131_072;
+    /// CIDR regions per family.
+    pub const IPCACHE_LPM: u32 = 65_536;
+    /// Tracked connections (two entries are never needed per connection).
+    pub const CT: u32 = 262_144;
+    /// Tracked fragmented datagrams.
+    pub const FRAGS: u32 = 8192;
+    /// Per-endpoint drop counters.
+    pub const EP_DROPS: u32 = 16_384;
+    /// Ring buffer bytes for drop and audit events (a power of two pages).
+    pub const EVENTS_BYTES: u32 = 1 << 20;
+}
+
+/// `ENDPOINTS` value, keyed by the ifindex of the pod's host-side veth.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointInfo {
+    /// Agent-assigned endpoint id, stable for the pod's life; the first
+    /// field of every [`PolicyKey`] of this pod.
+    pub ep_id: u32,
+    /// The pod's security identity (reported in events).
+    pub identity: u32,
+    /// [`endpoint_flags`] bits.
+    pub flags: u32,
+    /// Explicit padding; always zero.
+    pub _pad: u32,
+}
+
+/// Bits of [`EndpointInfo::flags`].
+pub mod endpoint_flags {
+    /// Some enforced policy selects the pod for ingress.
+    pub const ISOLATED_INGRESS: u32 = 1 << 0;
+    /// Some enforced policy selects the pod for egress.
+    pub const ISOLATED_EGRESS: u32 = 1 << 1;
+    /// Ingress verdicts are audited: a would-drop is reported and passed.
+    pub const AUDIT_INGRESS: u32 = 1 << 2;
+    /// Egress verdicts are audited.
+    pub const AUDIT_EGRESS: u32 = 1 << 3;
+    /// Audited policies (enforced ∪ audited) would isolate the pod for
+    /// ingress although the enforced ones do not; the audit view's entries
+    /// (`PolicyKey::view == 1`) are then consulted for new allowed flows.
+    pub const VIEW_ISOLATED_INGRESS: u32 = 1 << 4;
+    /// Same as [`VIEW_ISOLATED_INGRESS`] for egress.
+    pub const VIEW_ISOLATED_EGRESS: u32 = 1 << 5;
+    /// The pod's policy is not known yet: new flows are dropped with
+    /// `policy-pending` (only with `--default-deny-until-synced`).
+    pub const POLICY_PENDING: u32 = 1 << 6;
+
+    /// The isolation bit for a direction.
+    pub const fn isolated(direction: u8) -> u32 {
+        if direction == crate::direction::INGRESS { ISOLATED_INGRESS } else { ISOLATED_EGRESS }
+    }
+    /// The audit bit for a direction.
+    pub const fn audit(direction: u8) -> u32 {
+        if direction == crate::direction::INGRESS { AUDIT_INGRESS } else { AUDIT_EGRESS }
+    }
+    /// The audit-view isolation bit for a direction.
+    pub const fn view_isolated(direction: u8) -> u32 {
+        if direction == crate::direction::INGRESS {
+            VIEW_ISOLATED_INGRESS
+        } else {
+            VIEW_ISOLATED_EGRESS
+        }
+    }
+}
+
+/// `POLICY` key: "may `identity` talk to endpoint `ep_id` in `direction`
+/// with protocol class `proto`?". A hash map, so a lookup costs the same
+/// whatever the number of policies, rules, identities or CIDRs.
+///
+/// The datapath looks up, in order and stopping at the first match whose
+/// ports match: the peer's pod identity, the peer's CIDR identity (when it
+/// differs), and [`crate::IDENTITY_ANY`]. So at most 3 lookups per new flow
+/// (6 when the endpoint also has an audit view in that direction).
+///
+/// The compiler stores one entry per distinct key: the union of every rule's
+/// ports for that key goes into one [`PolicyValue`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyKey {
+    /// [`EndpointInfo::ep_id`] of the local pod.
+    pub ep_id: u32,
+    /// Peer identity, or [`crate::IDENTITY_ANY`].
+    pub identity: u32,
+    /// [`crate::direction`].
+    pub direction: u8,
+    /// `6`, `17`, `132`, or [`crate::proto::OTHER`] for all other protocols.
+    pub proto: u8,
+    /// `0`: the enforced policies. `1`: the audit view (enforced ∪ audited).
+    pub view: u8,
+    /// Explicit padding; always zero.
+    pub _pad: u8,
+}
+
+/// `POLICY` value: the destination ports allowed for the key.
+///
+/// If `portset` is zero the allowed ports are the inclusive range
+/// `port_lo..=port_hi` (`0..=65535` is "all ports"); otherwise the ports are
+/// the set bits of `PORTSETS[portset]`, used when the union of rules is not
+/// one contiguous range. Ranges need not be aligned to powers of two.
+/// For [`crate::proto::OTHER`] the port is 0, so entries use `0..=65535`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PolicyValue {
+    /// First allowed port (inclusive), host order.
+    pub port_lo: u16,
+    /// Last allowed port (inclusive), host order.
+    pub port_hi: u16,
+    /// Non-zero: id of a [`PortBitmap`] in `PORTSETS`.
+    pub portset: u32,
+}
+
+impl PolicyValue {
+    /// Every port.
+    pub const ALL_PORTS: PolicyValue = PolicyValue { port_lo: 0, port_hi: u16::MAX, portset: 0 };
+
+    /// One inclusive range.
+    pub const fn range(lo: u16, hi: u16) -> PolicyValue {
+        PolicyValue { port_lo: lo, port_hi: hi, portset: 0 }
+    }
+}
+
+/// Number of `u64` words in a [`PortBitmap`].
+pub const PORT_BITMAP_WORDS: usize = 65_536 / 64;
+
+/// `PORTSETS` value: bit `p` (word `p / 64`, bit `p % 64`) is set iff port
+/// `p` is allowed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortBitmap {
+    /// The bits.
+    pub words: [u64; PORT_BITMAP_WORDS],
+}
+
+impl PortBitmap {
+    /// No port.
+    pub const EMPTY: PortBitmap = PortBitmap { words: [0; PORT_BITMAP_WORDS] };
+
+    /// Whether `port` is in the set.
+    pub const fn contains(&self, port: u16) -> bool {
+        self.words[(port / 64) as usize] & (1u64 << (port % 64)) != 0
+    }
+
+    /// Adds the inclusive range `lo..=hi`.
+    pub fn insert_range(&mut self, lo: u16, hi: u16) {
+        let mut p = lo as u32;
+        while p <= hi as u32 {
+            self.words[(p / 64) as usize] |= 1u64 << (p % 64);
+            p += 1;
+        }
+    }
+}
+
+/// Value of the ipcache maps (`IPCACHE_EXACT4/6` and the LPM tries
+/// `IPCACHE_V4/6`).
+///
+/// The exact maps hold every single address Palisade knows (pod IPs across
+/// the cluster, this node's addresses): `identity` is the pod identity (or
+/// [`crate::IDENTITY_HOST`]) and `cidr_identity` is the identity of the most
+/// specific policy prefix containing the address, or
+/// [`crate::IDENTITY_WORLD`]. The LPM tries hold the CIDR regions
+/// ([`crate::identity`]); there both fields are the region identity. An
+/// address in neither is `WORLD`.
+///
+/// The LPM keys are aya's `Key<[u8; 4]>` / `Key<[u8; 16]>` (prefix length
+/// then network-order address bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IpcacheValue {
+    /// Pod, host or region identity.
+    pub identity: u32,
+    /// Region identity of the address (equal to `identity` for regions).
+    pub cidr_identity: u32,
+}
+
+/// `CT` key. One entry per connection per endpoint, keyed by the tuple of
+/// the packet that opened it, as seen on that endpoint's interface.
+///
+/// A packet on interface `ifindex` travelling in `direction` is
+/// * *established* if `{its tuple, ifindex, direction}` exists;
+/// * a *reply* if `{its reversed tuple, ifindex, opposite direction}` exists.
+///
+/// Two pods on one node each have their own entry for a connection between
+/// them, so each side is judged by its own policy.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKey {
+    /// Source address of the opening packet.
+    pub saddr: [u8; 16],
+    /// Destination address of the opening packet.
+    pub daddr: [u8; 16],
+    /// Source port (ICMP echo: the identifier; otherwise 0 without ports).
+    pub sport: u16,
+    /// Destination port (ICMP echo: 0).
+    pub dport: u16,
+    /// Host-side interface of the endpoint.
+    pub ifindex: u32,
+    /// IP protocol number.
+    pub proto: u8,
+    /// [`crate::direction`] of the opening packet.
+    pub direction: u8,
+    /// [`crate::family`].
+    pub family: u8,
+    /// Explicit padding; always zero.
+    pub _pad: u8,
+}
+
+/// `CT` value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtValue {
+    /// `bpf_ktime_get_coarse_ns()` after which the entry is dead. Lookups
+    /// treat dead entries as absent; LRU eviction reclaims them, so no
+    /// userspace sweep is needed.
+    pub expires_ns: u64,
+    /// `Config::policy_epoch` when the flow was last judged by policy.
+    pub epoch: u32,
+    /// [`ct_flags`] bits.
+    pub flags: u16,
+    /// Explicit padding; always zero.
+    pub _pad: u16,
+    /// Peer identity when the entry was created (for tools).
+    pub peer_identity: u32,
+    /// Explicit padding; always zero.
+    pub _pad2: u32,
+}
+
+/// Bits of [`CtValue::flags`].
+pub mod ct_flags {
+    /// The opener sent a SYN.
+    pub const SYN_SEEN: u16 = 1 << 0;
+    /// A reply was seen (TCP: the connection is established).
+    pub const REPLY_SEEN: u16 = 1 << 1;
+    /// The opener sent a FIN.
+    pub const FIN_ORIGINAL: u16 = 1 << 2;
+    /// The replier sent a FIN.
+    pub const FIN_REPLY: u16 = 1 << 3;
+    /// Either side sent a RST.
+    pub const RST: u16 = 1 << 4;
+    /// Created while the endpoint was in audit mode for a would-drop flow:
+    /// revalidated once audit mode is off.
+    pub const AUDITED: u16 = 1 << 5;
+}
+
+/// `FRAGS` key: one fragmented datagram on one endpoint interface.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    /// Source address.
+    pub saddr: [u8; 16],
+    /// Destination address.
+    pub daddr: [u8; 16],
+    /// Fragment identification (IPv4: 16 bits; IPv6: 32 bits).
+    pub id: u32,
+    /// Host-side interface of the endpoint.
+    pub ifindex: u32,
+    /// IP protocol number of the datagram.
+    pub proto: u8,
+    /// [`crate::direction`].
+    pub direction: u8,
+    /// [`crate::family`].
+    pub family: u8,
+    /// Explicit padding; always zero.
+    pub _pad: u8,
+}
+
+/// `FRAGS` value: the allowed first fragment's ports.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragValue {
+    /// When the state dies (coarse monotonic ns).
+    pub expires_ns: u64,
+    /// Source port of the datagram.
+    pub sport: u16,
+    /// Destination port of the datagram.
+    pub dport: u16,
+    /// Explicit padding; always zero.
+    pub _pad: u32,
+}
+
+/// A `METRICS` slot (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes (`skb->len`).
+    pub bytes: u64,
+}
+
+/// `EP_DROPS` key: drops per endpoint, direction and reason.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EndpointDropKey {
+    /// [`EndpointInfo::ep_id`].
+    pub ep_id: u32,
+    /// [`crate::direction`].
+    pub direction: u8,
+    /// [`crate::DropReason`] value.
+    pub reason: u8,
+    /// [`crate::verdict::DROPPED`] or [`crate::verdict::AUDIT`].
+    pub verdict: u8,
+    /// Explicit padding; always zero.
+    pub _pad: u8,
+}
+
+const _: () = {
+    assert!(size_of::<EndpointInfo>() == 16 && align_of::<EndpointInfo>() == 4);
+    assert!(size_of::<PolicyKey>() == 12 && align_of::<PolicyKey>() == 4);
+    assert!(size_of::<PolicyValue>() == 8);
+    assert!(size_of::<PortBitmap>() == 8192);
+    assert!(size_of::<IpcacheValue>() == 8);
+    assert!(size_of::<CtKey>() == 44 && align_of::<CtKey>() == 4);
+    assert!(size_of::<CtValue>() == 24 && align_of::<CtValue>() == 8);
+    assert!(size_of::<FragKey>() == 44);
+    assert!(size_of::<FragValue>() == 16);
+    assert!(size_of::<Counter>() == 16);
+    assert!(size_of::<EndpointDropKey>() == 8);
+};
