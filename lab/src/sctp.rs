@@ -70,7 +70,9 @@ impl Packet<'_> {
         if !matches!(self.chunk_type, CHUNK_INIT | CHUNK_INIT_ACK) {
             return None;
         }
-        Some(u32::from_be_bytes(self.chunk_value.get(..4)?.try_into().ok()?))
+        Some(u32::from_be_bytes(
+            self.chunk_value.get(..4)?.try_into().ok()?,
+        ))
     }
 
     /// The State Cookie parameter of an INIT ACK chunk.
@@ -131,7 +133,9 @@ pub fn init(src_port: u16, dst_port: u16, initiate_tag: u32) -> Vec<u8> {
 /// INIT's Initiate Tag, our own `initiate_tag`, and `cookie` as State Cookie.
 /// `None` if `init` is not an INIT.
 pub fn init_ack(init: &Packet<'_>, initiate_tag: u32, cookie: &[u8]) -> Option<Vec<u8>> {
-    let peer_tag = init.initiate_tag().filter(|_| init.chunk_type == CHUNK_INIT)?;
+    let peer_tag = init
+        .initiate_tag()
+        .filter(|_| init.chunk_type == CHUNK_INIT)?;
     let param_len = u16::try_from(4 + cookie.len()).ok()?;
     let mut param = Vec::with_capacity(usize::from(param_len).next_multiple_of(4));
     param.extend_from_slice(&PARAM_STATE_COOKIE.to_be_bytes());

@@ -238,7 +238,13 @@ fn run(label: &str, bound: &Bound, stop: &AtomicBool) {
     let mut buf = vec![0u8; 65_536];
     while !stop.load(Ordering::Relaxed) {
         // SAFETY: `pollfds` is a valid array of `len` pollfds.
-        let n = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, interval) };
+        let n = unsafe {
+            libc::poll(
+                pollfds.as_mut_ptr(),
+                pollfds.len() as libc::nfds_t,
+                interval,
+            )
+        };
         if n <= 0 {
             continue; // timeout, or EINTR: check the stop flag again
         }

@@ -501,9 +501,10 @@ impl Lab {
         }
         netns.ip_batch(&lines)?;
         for other in &self.nodes {
-            other
-                .netns
-                .ip_batch(&routes_via(index, &[pod_cidr_v4(index), pod_cidr_v6(index)]))?;
+            other.netns.ip_batch(&routes_via(
+                index,
+                &[pod_cidr_v4(index), pod_cidr_v6(index)],
+            ))?;
         }
         self.nodes.push(Node {
             name: name.to_owned(),
@@ -532,10 +533,7 @@ impl Lab {
                 node: node.to_owned(),
             })?;
         let host_veth = host_veth_name(namespace, name);
-        if self
-            .pods_on(node)
-            .any(|p| p.host_veth == host_veth)
-        {
+        if self.pods_on(node).any(|p| p.host_veth == host_veth) {
             return Err(LabError::VethCollision {
                 namespace: namespace.to_owned(),
                 pod: name.to_owned(),
@@ -555,7 +553,12 @@ impl Lab {
         let node_ref = &self.nodes[node_pos];
         let (ipv4, ipv6) = (pod_v4(node_ref.index, k), pod_v6(node_ref.index, k));
         let netns = Netns::create(&format!("{}-pod-{name}", self.id))?;
-        attach_leaf(&node_ref.netns, &netns, &host_veth, &[ipv4.into(), ipv6.into()])?;
+        attach_leaf(
+            &node_ref.netns,
+            &netns,
+            &host_veth,
+            &[ipv4.into(), ipv6.into()],
+        )?;
         self.pods.push(Pod {
             name: name.to_owned(),
             namespace: namespace.to_owned(),
@@ -627,7 +630,12 @@ impl Drop for Lab {
 /// Connects a leaf namespace (pod or external host) to a node the Calico
 /// way: `eth0` in the leaf, `host_if` in the node with proxy ARP and
 /// `fe80::1`, a host route per address, default routes in the leaf.
-fn attach_leaf(node: &Netns, leaf: &Netns, host_if: &str, addrs: &[IpAddr]) -> Result<(), LabError> {
+fn attach_leaf(
+    node: &Netns,
+    leaf: &Netns,
+    host_if: &str,
+    addrs: &[IpAddr],
+) -> Result<(), LabError> {
     leaf.sysctls(&[
         ("net/ipv6/conf/all/accept_dad".into(), "0"),
         ("net/ipv6/conf/default/accept_dad".into(), "0"),
