@@ -1,2 +1,120 @@
+//! Palisade's TC programs and the maps they share. Only the `#[classifier]`
+//! entry points and the `#[map]` statics live here; the pipeline is in
+//! [`datapath`]. Layouts and names come from `palisade-common`.
 #![no_std]
 #![no_main]
+
+mod conntrack;
+mod datapath;
+mod events;
+mod frags;
+mod ipcache;
+mod packet;
+mod parse;
+mod policy;
+
+use aya_ebpf::{
+    bindings::{BPF_F_NO_PREALLOC, TC_ACT_OK},
+    macros::{classifier, map},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    programs::TcContext,
+};
+use palisade_common::{
+    Config, Counter, CtKey, CtValue, EndpointDropKey, EndpointInfo, EventStats, FragKey,
+    FragValue, IpcacheValue, METRICS_ENTRIES, PolicyKey, PolicyValue, PortBitmap, RateLimitState,
+    capacity, direction,
+};
+
+/// Local endpoints by host-side interface index.
+#[map(name = "ENDPOINTS")]
+static ENDPOINTS: HashMap<u32, EndpointInfo> = HashMap::with_max_entries(capacity::ENDPOINTS, 0);
+
+/// Allowed (endpoint, peer identity, direction, protocol) → ports.
+#[map(name = "POLICY")]
+static POLICY: HashMap<PolicyKey, PolicyValue> = HashMap::with_max_entries(capacity::POLICY, 0);
+
+/// Multi-range port sets referenced by `PolicyValue::portset`.
+#[map(name = "PORTSETS")]
+static PORTSETS: HashMap<u32, PortBitmap> =
+    HashMap::with_max_entries(capacity::PORTSETS, BPF_F_NO_PREALLOC);
+
+/// Single IPv4 addresses → identities.
+#[map(name = "IPCACHE_EXACT4")]
+static IPCACHE_EXACT4: HashMap<[u8; 4], IpcacheValue> =
+    HashMap::with_max_entries(capacity::IPCACHE_EXACT, 0);
+
+/// Single IPv6 addresses → identities.
+#[map(name = "IPCACHE_EXACT6")]
+static IPCACHE_EXACT6: HashMap<[u8; 16], IpcacheValue> =
+    HashMap::with_max_entries(capacity::IPCACHE_EXACT, 0);
+
+/// IPv4 CIDR regions.
+#[map(name = "IPCACHE_V4")]
+static IPCACHE_V4: LpmTrie<[u8; 4], IpcacheValue> =
+    LpmTrie::with_max_entries(capacity::IPCACHE_LPM, BPF_F_NO_PREALLOC);
+
+/// IPv6 CIDR regions.
+#[map(name = "IPCACHE_V6")]
+static IPCACHE_V6: LpmTrie<[u8; 16], IpcacheValue> =
+    LpmTrie::with_max_entries(capacity::IPCACHE_LPM, BPF_F_NO_PREALLOC);
+
+/// Connection tracking, both families.
+#[map(name = "CT")]
+static CT: LruHashMap<CtKey, CtValue> = LruHashMap::with_max_entries(capacity::CT, 0);
+
+/// Allowed first fragments.
+#[map(name = "FRAGS")]
+static FRAGS: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(capacity::FRAGS, 0);
+
+/// Runtime configuration (one entry).
+#[map(name = "CONFIG")]
+static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Packet/byte counters by direction, verdict and reason.
+#[map(name = "METRICS")]
+static METRICS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(METRICS_ENTRIES, 0);
+
+/// Drops per endpoint, direction and reason.
+#[map(name = "EP_DROPS")]
+static EP_DROPS: LruPerCpuHashMap<EndpointDropKey, u64> =
+    LruPerCpuHashMap::with_max_entries(capacity::EP_DROPS, 0);
+
+/// What happened to drop events (emitted, rate limited, ring full).
+#[map(name = "EVENT_STATS")]
+static EVENT_STATS: PerCpuArray<EventStats> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU token bucket of the event rate limiter.
+#[map(name = "EVENT_RATE")]
+static EVENT_RATE: PerCpuArray<RateLimitState> = PerCpuArray::with_max_entries(1, 0);
+
+/// Drop and audit events for `palisade monitor`.
+#[map(name = "EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(capacity::EVENTS_BYTES, 0);
+
+/// Host veth TC ingress: packets leaving the pod (its egress policy).
+#[classifier]
+pub fn palisade_from_pod(ctx: TcContext) -> i32 {
+    datapath::handle(&ctx, direction::EGRESS)
+}
+
+/// Host veth TC egress: packets entering the pod (its ingress policy).
+#[classifier]
+pub fn palisade_to_pod(ctx: TcContext) -> i32 {
+    datapath::handle(&ctx, direction::INGRESS)
+}
+
+/// Passes everything: the baseline benchmarks compare against.
+#[classifier]
+pub fn palisade_noop(_ctx: TcContext) -> i32 {
+    TC_ACT_OK
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

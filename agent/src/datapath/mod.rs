@@ -1,0 +1,15 @@
+//! The datapath as userspace sees it: the embedded eBPF object, loading it
+//! (optionally with every map pinned so a restarted agent adopts them),
+//! typed handles to its maps, and attaching its programs to interfaces.
+
+mod attach;
+mod error;
+mod loader;
+mod maps;
+mod object;
+
+pub use attach::{AttachMode, Attachment, attach_endpoint, detach_endpoint};
+pub use error::DatapathError;
+pub use loader::{Datapath, LoadOptions};
+pub use maps::Maps;
+pub use object::OBJECT;

@@ -1,0 +1,337 @@
+//! The per-packet pipeline shared by both directions:
+//!
+//! ```text
+//! parse ─► control frames pass ─► later fragment? FRAGS
+//!       ─► CT (established / reply) ─► related ICMP error?
+//!       ─► ENDPOINTS ─► ipcache ─► isolation ─► POLICY ─► CT create
+//! ```
+//!
+//! Only [`handle`] counts and reports; stages return a [`Verdict`]. Anything
+//! unexpected on an isolated pod drops (fail closed); a pod that is not
+//! isolated in a direction gets everything in that direction, as Kubernetes
+//! specifies, malformed packets included (the kernel drops those itself).
+
+use aya_ebpf::{
+    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
+    helpers::generated::bpf_ktime_get_coarse_ns,
+    programs::TcContext,
+};
+use palisade_common::{
+    Config, DropReason, EndpointInfo, ForwardReason, IDENTITY_HOST, config_flags, ct_flags,
+    defaults, direction, endpoint_flags, event_kind, proto, verdict,
+};
+
+use crate::{
+    CONFIG, ENDPOINTS, conntrack, events, frags, ipcache,
+    packet::{Fragment, Packet, opposite},
+    parse::{self, Frame},
+    policy,
+};
+
+const TCP_RST: u8 = 0x04;
+
+/// What happens to the packet.
+enum Verdict {
+    /// Pass it on.
+    Forward(ForwardReason),
+    /// Drop it.
+    Drop(DropReason),
+}
+
+/// What the stages learnt, for counters and events.
+struct Facts {
+    ep: EndpointInfo,
+    pkt: Option<Packet>,
+    peer_identity: u32,
+    /// A would-drop to report although the packet passes (audit).
+    audit: Option<DropReason>,
+}
+
+const NO_ENDPOINT: EndpointInfo = EndpointInfo { ep_id: 0, identity: 0, flags: 0, _pad: 0 };
+const DEFAULT_CONFIG: Config = Config {
+    policy_epoch: 0,
+    flags: 0,
+    events_per_sec: 0,
+    events_burst: 0,
+    tcp_syn_timeout_s: 0,
+    tcp_established_timeout_s: 0,
+    tcp_close_timeout_s: 0,
+    udp_timeout_s: 0,
+    sctp_timeout_s: 0,
+    other_timeout_s: 0,
+    frag_timeout_s: 0,
+    _pad: 0,
+};
+
+/// Judges one packet crossing the host veth of a pod in `dir` and returns
+/// the TC action. Allowed packets return `TC_ACT_UNSPEC` so programs
+/// attached after ours (a CNI's own) still run.
+#[inline(always)]
+pub fn handle(ctx: &TcContext, dir: u8) -> i32 {
+    let cfg = match CONFIG.get(0) {
+        Some(c) => *c,
+        None => DEFAULT_CONFIG,
+    };
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let len = ctx.len();
+    let mut facts = Facts { ep: NO_ENDPOINT, pkt: None, peer_identity: 0, audit: None };
+    match judge(ctx, dir, ifindex, &cfg, &mut facts) {
+        Verdict::Forward(reason) => {
+            events::count(dir, verdict::FORWARDED, reason as u8, len);
+            if let Some(would) = facts.audit {
+                events::count(dir, verdict::AUDIT, would as u8, len);
+                events::count_endpoint(facts.ep.ep_id, dir, verdict::AUDIT, would as u8);
+                report(ctx, &cfg, event_kind::AUDIT, would, dir, ifindex, &facts);
+            }
+            TC_ACT_UNSPEC
+        }
+        Verdict::Drop(reason) => {
+            events::count(dir, verdict::DROPPED, reason as u8, len);
+            events::count_endpoint(facts.ep.ep_id, dir, verdict::DROPPED, reason as u8);
+            report(ctx, &cfg, event_kind::DROP, reason, dir, ifindex, &facts);
+            TC_ACT_SHOT as i32
+        }
+    }
+}
+
+#[inline(always)]
+fn report(
+    ctx: &TcContext,
+    cfg: &Config,
+    kind: u8,
+    reason: DropReason,
+    dir: u8,
+    ifindex: u32,
+    facts: &Facts,
+) {
+    events::report(
+        cfg,
+        &events::Report {
+            kind,
+            reason: reason as u8,
+            dir,
+            ifindex,
+            ep: &facts.ep,
+            pkt: facts.pkt.as_ref(),
+            peer_identity: facts.peer_identity,
+            len: ctx.len(),
+        },
+    );
+}
+
+#[inline(always)]
+fn now_ns() -> u64 {
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// The endpoint on `ifindex`; fails closed when there is none.
+#[inline(always)]
+fn endpoint(ifindex: u32, cfg: &Config) -> Result<Option<EndpointInfo>, DropReason> {
+    match unsafe { ENDPOINTS.get(&ifindex) } {
+        Some(ep) => Ok(Some(*ep)),
+        None if cfg.flags & config_flags::UNKNOWN_ENDPOINT_PASS != 0 => Ok(None),
+        // Fail closed: our program is on the interface but the agent has not
+        // (or no longer) described the pod behind it.
+        None => Err(DropReason::UnknownEndpoint),
+    }
+}
+
+/// Verdict for a packet that cannot be judged by policy (malformed,
+/// non-IP, unmatched fragment): drop only if the pod is isolated in `dir`.
+#[inline(always)]
+fn unjudgeable(
+    ifindex: u32,
+    dir: u8,
+    cfg: &Config,
+    facts: &mut Facts,
+    reason: DropReason,
+    otherwise: ForwardReason,
+) -> Verdict {
+    match endpoint(ifindex, cfg) {
+        Err(r) => Verdict::Drop(r),
+        Ok(None) => Verdict::Forward(otherwise),
+        Ok(Some(ep)) => {
+            facts.ep = ep;
+            if ep.flags & endpoint_flags::isolated(dir) == 0 {
+                Verdict::Forward(otherwise)
+            } else if ep.flags & endpoint_flags::audit(dir) != 0 {
+                facts.audit = Some(reason);
+                Verdict::Forward(ForwardReason::Audited)
+            } else {
+                Verdict::Drop(reason)
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn judge(ctx: &TcContext, dir: u8, ifindex: u32, cfg: &Config, facts: &mut Facts) -> Verdict {
+    parse::ensure_linear(ctx);
+    let pkt = match parse::parse(ctx) {
+        Ok(Frame::Ip(p)) => p,
+        Ok(Frame::Control) => return Verdict::Forward(ForwardReason::AlwaysAllowed),
+        Ok(Frame::OtherL3) => {
+            return unjudgeable(
+                ifindex,
+                dir,
+                cfg,
+                facts,
+                DropReason::UnsupportedL3,
+                ForwardReason::AlwaysAllowed,
+            );
+        }
+        Err(reason) => {
+            return unjudgeable(ifindex, dir, cfg, facts, reason, ForwardReason::NotIsolated);
+        }
+    };
+    facts.pkt = Some(pkt);
+    let now = now_ns();
+
+    if pkt.fragment == Fragment::Later {
+        if frags::lookup(&pkt, ifindex, dir, now).is_some() {
+            return Verdict::Forward(ForwardReason::Fragment);
+        }
+        return unjudgeable(
+            ifindex,
+            dir,
+            cfg,
+            facts,
+            DropReason::FragmentNoState,
+            ForwardReason::NotIsolated,
+        );
+    }
+
+    if let Some(hit) = conntrack::lookup(&pkt, ifindex, dir, now) {
+        let entry = unsafe { &mut *hit.value };
+        if let Err(reason) = revalidate(entry, &pkt, hit.reply, ifindex, dir, cfg, facts) {
+            return Verdict::Drop(reason);
+        }
+        conntrack::update(entry, &pkt, hit.reply, now, cfg);
+        if pkt.fragment == Fragment::First {
+            remember_fragment(&pkt, ifindex, dir, now, cfg);
+        }
+        return Verdict::Forward(ForwardReason::Established);
+    }
+
+    // An ICMP error about a tracked connection: the quoted packet travelled
+    // the other way, as the opener or as a reply.
+    if let Some(inner) = parse::icmp_error_inner(ctx, &pkt) {
+        let back = opposite(dir);
+        if conntrack::exists(&inner.ct_key(ifindex, back), now)
+            || conntrack::exists(&inner.reverse_ct_key(ifindex, back), now)
+        {
+            return Verdict::Forward(ForwardReason::Established);
+        }
+    }
+
+    let ep = match endpoint(ifindex, cfg) {
+        Err(r) => return Verdict::Drop(r),
+        Ok(None) => return Verdict::Forward(ForwardReason::NotIsolated),
+        Ok(Some(ep)) => ep,
+    };
+    facts.ep = ep;
+    if ep.flags & endpoint_flags::POLICY_PENDING != 0 {
+        return Verdict::Drop(DropReason::PolicyPending);
+    }
+    let peer = ipcache::lookup(pkt.is_v4(), pkt.peer_addr(dir));
+    facts.peer_identity = peer.identity;
+    let host_exempt = dir == direction::INGRESS
+        && peer.identity == IDENTITY_HOST
+        && cfg.flags & config_flags::ENFORCE_HOST == 0;
+
+    let mut ct_extra = 0u16;
+    let reason = if ep.flags & endpoint_flags::isolated(dir) != 0 {
+        if host_exempt {
+            ForwardReason::Host
+        } else if policy::allows(ep.ep_id, dir, 0, &peer, pkt.proto, pkt.policy_port()) {
+            ForwardReason::PolicyAllowed
+        } else if ep.flags & endpoint_flags::audit(dir) != 0 {
+            facts.audit = Some(DropReason::PolicyDenied);
+            ct_extra = ct_flags::AUDITED;
+            ForwardReason::Audited
+        } else {
+            return Verdict::Drop(DropReason::PolicyDenied);
+        }
+    } else {
+        // Audited policies would isolate the pod: report what they would drop.
+        if ep.flags & endpoint_flags::view_isolated(dir) != 0
+            && !host_exempt
+            && !policy::allows(ep.ep_id, dir, 1, &peer, pkt.proto, pkt.policy_port())
+        {
+            facts.audit = Some(DropReason::PolicyDenied);
+        }
+        ForwardReason::NotIsolated
+    };
+
+    if !(pkt.proto == proto::TCP && pkt.l4_flags & TCP_RST != 0) {
+        conntrack::create(&pkt, ifindex, dir, now, cfg, peer.identity, ct_extra);
+    }
+    if pkt.fragment == Fragment::First {
+        remember_fragment(&pkt, ifindex, dir, now, cfg);
+    }
+    Verdict::Forward(reason)
+}
+
+#[inline(always)]
+fn remember_fragment(pkt: &Packet, ifindex: u32, dir: u8, now: u64, cfg: &Config) {
+    let secs = if cfg.frag_timeout_s == 0 { defaults::FRAG_TIMEOUT_S } else { cfg.frag_timeout_s };
+    frags::remember(pkt, ifindex, dir, now, secs as u64 * 1_000_000_000);
+}
+
+/// Re-judges a tracked connection when policy changed since it was judged
+/// (only with `CT_REVALIDATE`) or when it was let through by audit mode
+/// that has since ended. A connection policy no longer allows is removed
+/// and its packet dropped.
+#[inline(always)]
+fn revalidate(
+    entry: &mut palisade_common::CtValue,
+    pkt: &Packet,
+    reply: bool,
+    ifindex: u32,
+    dir: u8,
+    cfg: &Config,
+    facts: &mut Facts,
+) -> Result<(), DropReason> {
+    let audited = entry.flags & ct_flags::AUDITED != 0;
+    let stale = cfg.flags & config_flags::CT_REVALIDATE != 0 && entry.epoch != cfg.policy_epoch;
+    if !audited && !stale {
+        return Ok(());
+    }
+    // The opener's direction, and the peer and destination port as the
+    // opener's packet carried them.
+    let orig_dir = if reply { opposite(dir) } else { dir };
+    let ep = match endpoint(ifindex, cfg)? {
+        Some(ep) => ep,
+        None => return Ok(()),
+    };
+    facts.ep = ep;
+    if audited && ep.flags & endpoint_flags::audit(orig_dir) != 0 {
+        return Ok(());
+    }
+    // For a reply the peer is on the same side of the packet as for the
+    // opener in the other direction: ingress opener's peer = reply's daddr.
+    let peer_addr = if reply { pkt.peer_addr(dir) } else { pkt.peer_addr(orig_dir) };
+    let orig_port = if !proto::has_ports(pkt.proto) {
+        0
+    } else if reply {
+        pkt.sport
+    } else {
+        pkt.dport
+    };
+    let peer = ipcache::lookup(pkt.is_v4(), peer_addr);
+    facts.peer_identity = peer.identity;
+    let allowed = ep.flags & endpoint_flags::POLICY_PENDING == 0
+        && (ep.flags & endpoint_flags::isolated(orig_dir) == 0
+            || (orig_dir == direction::INGRESS
+                && peer.identity == IDENTITY_HOST
+                && cfg.flags & config_flags::ENFORCE_HOST == 0)
+            || policy::allows(ep.ep_id, orig_dir, 0, &peer, pkt.proto, orig_port));
+    if allowed {
+        entry.epoch = cfg.policy_epoch;
+        entry.flags &= !ct_flags::AUDITED;
+        return Ok(());
+    }
+    let key = if reply { pkt.reverse_ct_key(ifindex, dir) } else { pkt.ct_key(ifindex, dir) };
+    conntrack::remove(&key);
+    Err(DropReason::PolicyRevoked)
+}

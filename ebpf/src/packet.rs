@@ -1,0 +1,116 @@
+//! The parsed view of a packet the rest of the pipeline works on.
+
+use palisade_common::{CtKey, FragKey, direction, family, proto};
+
+/// Where a packet stands with respect to IP fragmentation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Fragment {
+    /// Not a fragment (or an atomic IPv6 fragment).
+    None,
+    /// Offset 0 with more fragments: carries the L4 header.
+    First,
+    /// Offset > 0: no L4 header; judged by the first fragment's state.
+    Later,
+}
+
+/// Addresses, protocol and ports of an IP packet.
+#[derive(Clone, Copy)]
+pub struct Packet {
+    /// [`family`] tag.
+    pub family: u8,
+    /// L4 protocol (after IPv6 extension headers).
+    pub proto: u8,
+    /// Source address (IPv4 in bytes 0..4).
+    pub saddr: [u8; 16],
+    /// Destination address.
+    pub daddr: [u8; 16],
+    /// Source port, host order; ICMP echo: identifier for requests, 0 for replies.
+    pub sport: u16,
+    /// Destination port, host order; ICMP echo: identifier for replies, 0 for requests.
+    pub dport: u16,
+    /// TCP flags, or the ICMP/ICMPv6 type.
+    pub l4_flags: u8,
+    /// Fragment position.
+    pub fragment: Fragment,
+    /// Fragment identification (meaningful when `fragment != None`).
+    pub frag_id: u32,
+    /// Offset of the L4 header from the start of the frame (meaningful when
+    /// `fragment != Later`).
+    pub l4_offset: u32,
+}
+
+impl Packet {
+    /// The connection-tracking key of this packet as the opener of a
+    /// connection on `ifindex` in `dir`.
+    #[inline(always)]
+    pub fn ct_key(&self, ifindex: u32, dir: u8) -> CtKey {
+        CtKey {
+            saddr: self.saddr,
+            daddr: self.daddr,
+            sport: self.sport,
+            dport: self.dport,
+            ifindex,
+            proto: self.proto,
+            direction: dir,
+            family: self.family,
+            _pad: 0,
+        }
+    }
+
+    /// The key of the connection this packet would be a reply to.
+    #[inline(always)]
+    pub fn reverse_ct_key(&self, ifindex: u32, dir: u8) -> CtKey {
+        CtKey {
+            saddr: self.daddr,
+            daddr: self.saddr,
+            sport: self.dport,
+            dport: self.sport,
+            ifindex,
+            proto: self.proto,
+            direction: opposite(dir),
+            family: self.family,
+            _pad: 0,
+        }
+    }
+
+    /// Fragment-state key.
+    #[inline(always)]
+    pub fn frag_key(&self, ifindex: u32, dir: u8) -> FragKey {
+        FragKey {
+            saddr: self.saddr,
+            daddr: self.daddr,
+            id: self.frag_id,
+            ifindex,
+            proto: self.proto,
+            direction: dir,
+            family: self.family,
+            _pad: 0,
+        }
+    }
+
+    /// The peer's address: the source for ingress, the destination for egress.
+    #[inline(always)]
+    pub fn peer_addr(&self, dir: u8) -> &[u8; 16] {
+        if dir == direction::INGRESS { &self.saddr } else { &self.daddr }
+    }
+
+    /// The port a NetworkPolicy rule is matched against (the destination
+    /// port; 0 for protocols without ports).
+    #[inline(always)]
+    pub fn policy_port(&self) -> u16 {
+        if proto::has_ports(self.proto) { self.dport } else { 0 }
+    }
+
+    /// Whether this is IPv4.
+    #[inline(always)]
+    pub fn is_v4(&self) -> bool {
+        self.family == family::V4
+    }
+}
+
+/// The other direction.
+#[inline(always)]
+pub const fn opposite(dir: u8) -> u8 {
+    if dir == direction::INGRESS { direction::EGRESS } else { direction::INGRESS }
+}
+

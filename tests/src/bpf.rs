@@ -1,0 +1,172 @@
+//! Runs the real datapath programs through BPF_PROG_TEST_RUN on crafted
+//! frames, with helpers to fill its maps and read back events and counters.
+//!
+//! BPF_PROG_TEST_RUN runs on the loopback device of the calling thread's
+//! network namespace, so the endpoint under test is keyed by ifindex 1.
+
+use std::net::IpAddr;
+
+use aya::{
+    maps::lpm_trie::Key,
+    programs::{TestRun, TestRunOptions},
+};
+use ipnet::IpNet;
+use palisade::datapath::{Datapath, LoadOptions};
+use palisade_common::{
+    Config, Counter, DropEvent, EndpointInfo, IpcacheValue, PolicyKey, PolicyValue, PortBitmap,
+    direction, metrics_index, program_names,
+};
+
+/// The ifindex BPF_PROG_TEST_RUN reports (loopback).
+pub const TEST_IFINDEX: u32 = 1;
+
+/// What the program did with a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `TC_ACT_UNSPEC`: passed on.
+    Pass,
+    /// `TC_ACT_SHOT`.
+    Drop,
+}
+
+/// A loaded datapath with small maps, driven by BPF_PROG_TEST_RUN.
+pub struct TestDatapath {
+    /// The datapath.
+    pub dp: Datapath,
+}
+
+impl Default for TestDatapath {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestDatapath {
+    /// Loads a private (unpinned) datapath with small capacities.
+    pub fn new() -> Self {
+        let dp = Datapath::load(&LoadOptions {
+            ct_entries: Some(16_384),
+            policy_entries: Some(200_000),
+            ipcache_exact_entries: Some(16_384),
+            ipcache_lpm_entries: Some(65_536),
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("load datapath: {e}"));
+        TestDatapath { dp }
+    }
+
+    /// Runs the program for `dir` once on `frame`.
+    pub fn run(&self, dir: u8, frame: &[u8]) -> Action {
+        let r = self.run_n(dir, frame, 1);
+        match r.0 {
+            u32::MAX => Action::Pass,
+            2 => Action::Drop,
+            other => panic!("unexpected TC action {other}"),
+        }
+    }
+
+    /// Runs the program `repeat` times; returns (return value, ns per run).
+    pub fn run_n(&self, dir: u8, frame: &[u8], repeat: u32) -> (u32, f64) {
+        let name =
+            if dir == direction::INGRESS { program_names::TO_POD } else { program_names::FROM_POD };
+        self.run_program(name, frame, repeat)
+    }
+
+    /// Runs any program of the object.
+    pub fn run_program(&self, name: &'static str, frame: &[u8], repeat: u32) -> (u32, f64) {
+        let prog = self.dp.program(name).unwrap_or_else(|e| panic!("{e}"));
+        let opts = TestRunOptions { data_in: Some(frame), repeat, ..Default::default() };
+        let r = prog.test_run(opts).unwrap_or_else(|e| panic!("test_run {name} on {} bytes: {e:?}", frame.len()));
+        (r.return_value, r.duration.as_nanos() as f64)
+    }
+
+    /// Sets the endpoint under test.
+    pub fn set_endpoint(&mut self, ep: EndpointInfo) {
+        self.dp.maps.endpoints.insert(TEST_IFINDEX, ep, 0).unwrap();
+    }
+
+    /// Removes the endpoint under test.
+    pub fn remove_endpoint(&mut self) {
+        let _ = self.dp.maps.endpoints.remove(&TEST_IFINDEX);
+    }
+
+    /// Writes the configuration.
+    pub fn set_config(&mut self, cfg: Config) {
+        self.dp.maps.set_config(&cfg).unwrap();
+    }
+
+    /// Adds a policy entry.
+    pub fn allow(&mut self, key: PolicyKey, value: PolicyValue) {
+        self.dp.maps.policy.insert(key, value, 0).unwrap();
+    }
+
+    /// Removes a policy entry.
+    pub fn disallow(&mut self, key: &PolicyKey) {
+        self.dp.maps.policy.remove(key).unwrap();
+    }
+
+    /// Adds a port bitmap.
+    pub fn portset(&mut self, id: u32, bitmap: &PortBitmap) {
+        self.dp.maps.portsets.insert(id, bitmap, 0).unwrap();
+    }
+
+    /// Maps a single address to identities.
+    pub fn ipcache_exact(&mut self, addr: IpAddr, v: IpcacheValue) {
+        match addr {
+            IpAddr::V4(a) => self.dp.maps.ipcache_exact4.insert(a.octets(), v, 0).unwrap(),
+            IpAddr::V6(a) => self.dp.maps.ipcache_exact6.insert(a.octets(), v, 0).unwrap(),
+        }
+    }
+
+    /// Maps a prefix to a region identity.
+    pub fn ipcache_prefix(&mut self, net: IpNet, identity: u32) {
+        let v = IpcacheValue { identity, cidr_identity: identity };
+        match net {
+            IpNet::V4(n) => self
+                .dp
+                .maps
+                .ipcache_v4
+                .insert(&Key::new(u32::from(n.prefix_len()), n.network().octets()), v, 0)
+                .unwrap(),
+            IpNet::V6(n) => self
+                .dp
+                .maps
+                .ipcache_v6
+                .insert(&Key::new(u32::from(n.prefix_len()), n.network().octets()), v, 0)
+                .unwrap(),
+        }
+    }
+
+    /// Empties connection tracking and fragment state.
+    pub fn clear_ct(&mut self) {
+        let keys: Vec<_> = self.dp.maps.ct.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            let _ = self.dp.maps.ct.remove(&k);
+        }
+        let keys: Vec<_> = self.dp.maps.frags.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            let _ = self.dp.maps.frags.remove(&k);
+        }
+    }
+
+    /// Number of live connection-tracking entries.
+    pub fn ct_len(&self) -> usize {
+        self.dp.maps.ct.keys().count()
+    }
+
+    /// Drains the event ring.
+    pub fn events(&mut self) -> Vec<DropEvent> {
+        let mut out = Vec::new();
+        while let Some(item) = self.dp.maps.events.next() {
+            assert_eq!(item.len(), size_of::<DropEvent>(), "event record size");
+            // SAFETY: the record is a DropEvent written by the datapath.
+            out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<DropEvent>()) });
+        }
+        out
+    }
+
+    /// A counter slot summed over CPUs.
+    pub fn counter(&self, dir: u8, verdict: u8, reason: u8) -> Counter {
+        self.dp.maps.counter(metrics_index(dir, verdict, reason)).unwrap()
+    }
+}

@@ -1,0 +1,134 @@
+//! A pure-Rust model of how the datapath judges the first packet of a flow,
+//! written from the map contract in `palisade-common` and deliberately not
+//! from the eBPF code: longest-prefix match by scanning every prefix, port
+//! sets as plain ranges and bitmaps, and every candidate identity tried.
+//! The differential test holds the real programs to it.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use ipnet::IpNet;
+use palisade_common::{
+    DropReason, EndpointInfo, IDENTITY_ANY, IDENTITY_HOST, IDENTITY_WORLD, IpcacheValue,
+    PolicyKey, PolicyValue, PortBitmap, config_flags, direction, endpoint_flags,
+};
+
+use crate::packet::{L4, PacketSpec};
+
+/// What the model expects for a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// Passed, nothing reported.
+    Pass,
+    /// Dropped with this reason.
+    Drop(DropReason),
+    /// Passed, reported as a would-drop with this reason.
+    Audited(DropReason),
+}
+
+/// The map contents the model judges with.
+#[derive(Clone, Debug, Default)]
+pub struct Contents {
+    /// The endpoint under test, if any.
+    pub endpoint: Option<EndpointInfo>,
+    /// `Config::flags`.
+    pub config_flags: u32,
+    /// `POLICY`.
+    pub policy: BTreeMap<PolicyKey, PolicyValue>,
+    /// `PORTSETS`.
+    pub portsets: BTreeMap<u32, PortBitmap>,
+    /// Exact ipcache entries.
+    pub exact: BTreeMap<IpAddr, IpcacheValue>,
+    /// CIDR regions: prefix → identity.
+    pub prefixes: Vec<(IpNet, u32)>,
+}
+
+impl Contents {
+    /// (identity, CIDR identity) of an address.
+    pub fn identities(&self, addr: IpAddr) -> (u32, u32) {
+        if let Some(v) = self.exact.get(&addr) {
+            return (v.identity, v.cidr_identity);
+        }
+        let best = self
+            .prefixes
+            .iter()
+            .filter(|(net, _)| net.contains(&addr))
+            .max_by_key(|(net, _)| net.prefix_len());
+        match best {
+            Some((_, id)) => (*id, *id),
+            None => (IDENTITY_WORLD, IDENTITY_WORLD),
+        }
+    }
+
+    fn port_ok(&self, v: &PolicyValue, port: u16) -> bool {
+        if v.portset == 0 {
+            (v.port_lo..=v.port_hi).contains(&port)
+        } else {
+            self.portsets.get(&v.portset).is_some_and(|b| {
+                let word = b.words[usize::from(port) / 64];
+                word & (1u64 << (port % 64)) != 0
+            })
+        }
+    }
+
+    fn allowed(&self, ep_id: u32, dir: u8, view: u8, peer: IpAddr, spec: &PacketSpec) -> bool {
+        let (class, port) = match &spec.l4 {
+            L4::Tcp { dport, .. } => (6, *dport),
+            L4::Udp { dport, .. } => (17, *dport),
+            L4::Sctp { dport, .. } => (132, *dport),
+            _ => (255, 0),
+        };
+        let (id, cidr) = self.identities(peer);
+        [id, cidr, IDENTITY_ANY].into_iter().any(|identity| {
+            let key = PolicyKey { ep_id, identity, direction: dir, proto: class, view, _pad: 0 };
+            self.policy.get(&key).is_some_and(|v| self.port_ok(v, port))
+        })
+    }
+
+    /// The verdict on the first packet of a flow (no connection state).
+    pub fn decide(&self, dir: u8, spec: &PacketSpec) -> Expect {
+        let Some(ep) = self.endpoint else {
+            return if self.config_flags & config_flags::UNKNOWN_ENDPOINT_PASS != 0 {
+                Expect::Pass
+            } else {
+                Expect::Drop(DropReason::UnknownEndpoint)
+            };
+        };
+        if ep.flags & endpoint_flags::POLICY_PENDING != 0 {
+            return Expect::Drop(DropReason::PolicyPending);
+        }
+        let peer = if dir == direction::INGRESS { spec.src } else { spec.dst };
+        let host_exempt = dir == direction::INGRESS
+            && self.identities(peer).0 == IDENTITY_HOST
+            && self.config_flags & config_flags::ENFORCE_HOST == 0;
+        let (isolated, audit, view_isolated) = if dir == direction::INGRESS {
+            (
+                endpoint_flags::ISOLATED_INGRESS,
+                endpoint_flags::AUDIT_INGRESS,
+                endpoint_flags::VIEW_ISOLATED_INGRESS,
+            )
+        } else {
+            (
+                endpoint_flags::ISOLATED_EGRESS,
+                endpoint_flags::AUDIT_EGRESS,
+                endpoint_flags::VIEW_ISOLATED_EGRESS,
+            )
+        };
+        if ep.flags & isolated == 0 {
+            if ep.flags & view_isolated != 0
+                && !host_exempt
+                && !self.allowed(ep.ep_id, dir, 1, peer, spec)
+            {
+                return Expect::Audited(DropReason::PolicyDenied);
+            }
+            return Expect::Pass;
+        }
+        if host_exempt || self.allowed(ep.ep_id, dir, 0, peer, spec) {
+            return Expect::Pass;
+        }
+        if ep.flags & audit != 0 {
+            Expect::Audited(DropReason::PolicyDenied)
+        } else {
+            Expect::Drop(DropReason::PolicyDenied)
+        }
+    }
+}
