@@ -4,7 +4,7 @@
 use std::io;
 
 use crate::names::creator_pid;
-use crate::netns::{NETNS_DIR, NetnsError, ip};
+use crate::netns::{NETNS_DIR, NetnsError, ip, netns_path};
 
 /// Deletes every namespace named `<prefix>-<pid>-…` whose creating process is
 /// gone; returns the names it deleted. Namespaces of live processes (running
@@ -30,8 +30,12 @@ pub fn cleanup_stale(prefix: &str) -> Result<Vec<String>, NetnsError> {
         if process_alive(pid) {
             continue;
         }
-        ip(&["netns", "delete", &name])?;
-        removed.push(name);
+        match ip(&["netns", "delete", &name]) {
+            Ok(_) => removed.push(name),
+            // Another process cleaning up at the same time got there first.
+            Err(_) if !netns_path(&name).exists() => {}
+            Err(e) => return Err(e),
+        }
     }
     removed.sort();
     Ok(removed)

@@ -11,6 +11,7 @@ use std::io::{self, Write as _};
 use std::os::fd::AsRawFd as _;
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 /// Where `ip netns` keeps the bind mounts that name namespaces.
 pub const NETNS_DIR: &str = "/var/run/netns";
@@ -238,6 +239,32 @@ impl Netns {
     /// Runs `lines` through `ip -n <name> -batch -`.
     pub fn ip_batch(&self, lines: &[String]) -> Result<(), NetnsError> {
         ip_batch(&self.name, lines)
+    }
+
+    /// Waits until `ifname` is operationally up and has its real qdisc.
+    ///
+    /// After `ip link set up` the kernel brings carrier up asynchronously
+    /// (linkwatch, under the RTNL lock, so it lags when other tests churn
+    /// namespaces); until then the device drops every packet it sends, and
+    /// the first ARP/ND of a probe is lost. Polls `ip link show` every 2 ms,
+    /// at most `timeout`.
+    pub fn wait_link_up(&self, ifname: &str, timeout: Duration) -> Result<(), NetnsError> {
+        let deadline = Instant::now() + timeout;
+        // Bounded by the deadline; each round spawns one `ip`.
+        loop {
+            let line = self.ip(&["-o", "link", "show", "dev", ifname])?;
+            if line.contains("state UP") && !line.contains("qdisc noop") {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(NetnsError::NotReady {
+                    netns: self.name.clone(),
+                    what: format!("link {ifname} (last seen: {})", line.trim()),
+                    timeout_ms: timeout.as_millis(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// Writes sysctls inside this namespace (see [`sysctls`]).

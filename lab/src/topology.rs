@@ -7,6 +7,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::Command;
+use std::time::Duration;
 
 use crate::addressing::{
     FIRST_POD, LAST_POD, MAX_NODES, POD_GATEWAY_V4, POD_GATEWAY_V6, node_v4, node_v6, pod_cidr_v4,
@@ -26,6 +27,8 @@ pub const POD_IFACE: &str = "eth0";
 /// Calico host's default route). It is one end of a veth pair whose other
 /// end stays down, so what is routed there is dropped.
 pub const NODE_SINK: &str = "sink0";
+/// How long to wait for a new link to come up.
+const LINK_UP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What failed while building a lab.
 #[derive(Debug, thiserror::Error)]
@@ -500,6 +503,8 @@ impl Lab {
             lines.extend(routes_via(owner, &host_routes(&ext.addrs)));
         }
         netns.ip_batch(&lines)?;
+        self.fabric.wait_link_up(&fabric_port, LINK_UP_TIMEOUT)?;
+        netns.wait_link_up(NODE_UPLINK, LINK_UP_TIMEOUT)?;
         for other in &self.nodes {
             other.netns.ip_batch(&routes_via(
                 index,
@@ -673,6 +678,8 @@ fn attach_leaf(
         format!("route add ::/0 via {POD_GATEWAY_V6} dev {POD_IFACE}"),
     ]);
     leaf.ip_batch(&leaf_lines)?;
+    node.wait_link_up(host_if, LINK_UP_TIMEOUT)?;
+    leaf.wait_link_up(POD_IFACE, LINK_UP_TIMEOUT)?;
     Ok(())
 }
 

@@ -6,6 +6,12 @@ use std::process::Command;
 
 use palisade_lab::{Lab, LabSpec, cleanup_stale, namespaces_with_prefix};
 
+/// Namespaces this process made under `prefix` (other test processes may
+/// run the same tests at the same time).
+fn ours(prefix: &str) -> Vec<String> {
+    namespaces_with_prefix(&format!("{prefix}-{}", std::process::id()))
+}
+
 #[test]
 fn dropping_a_lab_removes_its_namespaces() {
     let prefix = "pltest-drop";
@@ -17,14 +23,10 @@ fn dropping_a_lab_removes_its_namespaces() {
         .up()
         .expect("lab up");
     // fabric + 2 nodes + pod + external host
-    assert_eq!(namespaces_with_prefix(prefix).len(), 5);
-    assert!(
-        namespaces_with_prefix(prefix)
-            .iter()
-            .all(|n| n.starts_with(lab.id()))
-    );
+    assert_eq!(namespaces_with_prefix(lab.id()).len(), 5);
+    assert_eq!(ours(prefix).len(), 5);
     drop(lab);
-    assert_eq!(namespaces_with_prefix(prefix), Vec::<String>::new());
+    assert_eq!(ours(prefix), Vec::<String>::new());
 }
 
 #[test]
@@ -36,12 +38,12 @@ fn a_panic_inside_a_lab_scope_still_cleans_up() {
             .pod("a", "default", "n1")
             .up()
             .expect("lab up");
-        assert!(!namespaces_with_prefix(prefix).is_empty());
+        assert_eq!(ours(prefix).len(), 3);
         let _still_borrowed = lab.pod("a");
         panic!("test failure inside the lab");
     }));
     assert!(outcome.is_err());
-    assert_eq!(namespaces_with_prefix(prefix), Vec::<String>::new());
+    assert_eq!(ours(prefix), Vec::<String>::new());
 }
 
 #[test]
@@ -53,12 +55,14 @@ fn a_failed_build_cleans_up_what_it_built() {
         .up()
         .expect_err("unknown node");
     assert!(err.to_string().contains("nowhere"), "{err}");
-    assert_eq!(namespaces_with_prefix(prefix), Vec::<String>::new());
+    assert_eq!(ours(prefix), Vec::<String>::new());
 }
 
 #[test]
 fn cleanup_stale_removes_leftovers_of_dead_processes_only() {
-    let prefix = "pltest-stale";
+    // Per-process prefix: concurrent runs of this test would otherwise
+    // (rightly) clean up each other's fake leftovers.
+    let prefix = &format!("pltest-stale-p{}", std::process::id());
     let dead_pid = {
         let mut child = Command::new("true").spawn().expect("spawn true");
         let pid = child.id();
@@ -77,7 +81,8 @@ fn cleanup_stale_removes_leftovers_of_dead_processes_only() {
     assert_eq!(removed, vec![leftover.clone()]);
     let remaining = namespaces_with_prefix(prefix);
     assert!(!remaining.contains(&leftover), "{remaining:?}");
-    assert_eq!(remaining, vec![live.fabric_netns().to_owned()]);
+    // The live lab (this process) was left alone.
+    assert_eq!(ours(prefix), vec![live.fabric_netns().to_owned()]);
     drop(live);
-    assert_eq!(namespaces_with_prefix(prefix), Vec::<String>::new());
+    assert_eq!(ours(prefix), Vec::<String>::new());
 }
