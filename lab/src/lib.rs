@@ -89,8 +89,8 @@ pub mod wire;
 pub use cleanup::{cleanup_stale, namespaces_with_prefix};
 pub use netns::{Netns, NetnsError, run_in};
 pub use probes::{
-    DEFAULT_TIMEOUT, ProbeKind, ProbeResult, ProbeSpec, icmp_echo, probe, probe_all, sctp_probe,
-    tcp_connect, udp_echo,
+    ANSWER_TIMEOUT, DEFAULT_TIMEOUT, ProbeKind, ProbeResult, ProbeSpec, icmp_echo, probe,
+    probe_all, sctp_probe, tcp_connect, udp_echo,
 };
 pub use raw::{Capture, Frame, inject_frame, inject_ip};
 pub use servers::{Servers, Services, sctp_responder, serve};

@@ -3,7 +3,9 @@
 
 use std::net::IpAddr;
 
-use palisade_lab::{LabSpec, ProbeResult, ProbeSpec, Services, probe_all, serve};
+use palisade_lab::{
+    ANSWER_TIMEOUT, LabSpec, ProbeKind, ProbeResult, ProbeSpec, Services, probe_all, serve,
+};
 
 #[test]
 fn pods_on_one_node_reach_each_other_on_every_protocol() {
@@ -25,6 +27,10 @@ fn pods_on_one_node_reach_each_other_on_every_protocol() {
         specs.push(ProbeSpec::icmp(client, dst));
         specs.push(ProbeSpec::sctp(client, dst, 9000));
     }
+    let specs: Vec<ProbeSpec> = specs
+        .into_iter()
+        .map(|s| s.timeout(ANSWER_TIMEOUT))
+        .collect();
     let results = probe_all(&specs);
     for (spec, result) in specs.iter().zip(&results) {
         assert!(result.reached(), "{spec:?} -> {result:?}");
@@ -51,11 +57,19 @@ fn closed_ports_are_refused_or_time_out_and_node_reaches_pods() {
         ProbeSpec::tcp(client, web.ipv4(), 81),
         ProbeSpec::tcp(client, web.ipv6(), 81),
         ProbeSpec::udp(client, web.ipv4(), 54),
+        // Expected to time out: keep the short default timeout.
         ProbeSpec::sctp(client, web.ipv6(), 9001),
         // The node's own address is the source of host traffic (probes).
         ProbeSpec::tcp(node, web.ipv4(), 80),
         ProbeSpec::tcp(node, web.ipv6(), 80),
     ];
+    let specs: Vec<ProbeSpec> = specs
+        .into_iter()
+        .map(|s| match s.kind {
+            ProbeKind::Sctp { .. } => s,
+            _ => s.timeout(ANSWER_TIMEOUT),
+        })
+        .collect();
     let results = probe_all(&specs);
     assert_eq!(results[0], ProbeResult::Refused);
     assert_eq!(results[1], ProbeResult::Refused);
@@ -76,6 +90,32 @@ fn sctp_without_responder_is_not_answered() {
         .expect("lab up");
     let (a, b) = (lab.pod("a"), lab.pod("b"));
     // No raw SCTP socket in b: its kernel answers protocol unreachable.
-    let result = palisade_lab::sctp_probe(a, b.ipv4(), 40_000, 9000, palisade_lab::DEFAULT_TIMEOUT);
+    let result = palisade_lab::sctp_probe(a, b.ipv4(), 40_000, 9000, ANSWER_TIMEOUT);
     assert_eq!(result, ProbeResult::Refused, "ICMP protocol unreachable");
+}
+
+#[test]
+fn host_veths_are_visible_inside_the_node_namespace_only() {
+    let lab = LabSpec::new("pltest-one-veth")
+        .node("n1")
+        .pod("web", "prod", "n1")
+        .up()
+        .expect("lab up");
+    let (node, web) = (lab.node("n1"), lab.pod("web"));
+    let index_of = |name: &str| {
+        let name = std::ffi::CString::new(name).expect("ifname");
+        // SAFETY: `name` is a valid C string.
+        unsafe { libc::if_nametoindex(name.as_ptr()) }
+    };
+    // What a TC attach thread sees after entering the node namespace.
+    assert_ne!(node.run(|| index_of(web.host_veth())).expect("netns"), 0);
+    assert_eq!(web.run(|| index_of(web.host_veth())).expect("netns"), 0);
+    // `ip netns exec <node> …`, as the agent is started.
+    let out = node
+        .command("ip")
+        .args(["-o", "route", "show", &format!("{}/32", web.ipv4())])
+        .output()
+        .expect("ip netns exec");
+    let route = String::from_utf8_lossy(&out.stdout);
+    assert!(route.contains(web.host_veth()), "{route}");
 }

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use palisade_lab::{LabSpec, ProbeSpec, Services, probe_all, serve};
+use palisade_lab::{ANSWER_TIMEOUT, LabSpec, ProbeSpec, Services, probe_all, serve};
 
 #[test]
 fn pods_on_two_nodes_and_external_hosts_are_reachable() {
@@ -42,6 +42,10 @@ fn pods_on_two_nodes_and_external_hosts_are_reachable() {
         specs.push(ProbeSpec::icmp(client, dst));
         specs.push(ProbeSpec::sctp(web, dst, 38412));
     }
+    let specs: Vec<ProbeSpec> = specs
+        .into_iter()
+        .map(|s| s.timeout(ANSWER_TIMEOUT))
+        .collect();
     let results = probe_all(&specs);
     for (spec, result) in specs.iter().zip(&results) {
         assert!(result.reached(), "{spec:?} -> {result:?}");
