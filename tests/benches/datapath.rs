@@ -1,0 +1,144 @@
+//! Per-packet cost of the datapath through BPF_PROG_TEST_RUN, next to the
+//! empty program (`palisade_noop`) measured on the same packets in the same
+//! run, at growing policy-map and CIDR-prefix sizes. Run as root:
+//! `cargo xtask bench datapath [--repeat N]`.
+//!
+//! * established: an ACK of a tracked TCP connection, repeated N times.
+//! * new allowed SYN: BPF_PROG_TEST_RUN repeats one packet and after the
+//!   first run a SYN is established, so this runs M distinct flows once each
+//!   (different source ports) and sums the in-kernel durations; the empty
+//!   program runs the same M packets the same way.
+//! * denied SYN: repeated N times (denials leave no state). Drop events go
+//!   through the per-CPU rate limiter (1000/s), so almost all runs take the
+//!   suppressed path; the ring is drained between measurements.
+//! * new allowed SYN from a CIDR peer: like "new allowed SYN" but the peer
+//!   is not a pod and resolves through the LPM trie.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::{IpNet, Ipv4Net};
+use palisade_common::{
+    CIDR_IDENTITY_BASE, EndpointInfo, IDENTITY_WORLD, IpcacheValue, PolicyKey, PolicyValue,
+    direction::INGRESS, endpoint_flags as ef, program_names, proto,
+};
+use palisade_tests::{
+    bpf::TestDatapath,
+    packet::{PacketSpec, tcp},
+};
+
+const EP: u32 = 1;
+const POD: u32 = 300;
+const PEER: u32 = 301;
+
+fn pod() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(198, 18, 0, 10))
+}
+fn peer() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(198, 18, 0, 20))
+}
+/// Deterministic pseudo-random numbers (xorshift) for filler entries.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn setup(policy_entries: u32, cidr_prefixes: u32) -> (TestDatapath, IpAddr) {
+    let mut t = TestDatapath::new();
+    t.set_endpoint(EndpointInfo { ep_id: EP, identity: POD, flags: ef::ISOLATED_INGRESS, _pad: 0 });
+    t.ipcache_exact(pod(), IpcacheValue { identity: POD, cidr_identity: IDENTITY_WORLD });
+    t.ipcache_exact(peer(), IpcacheValue { identity: PEER, cidr_identity: IDENTITY_WORLD });
+    let key = |identity| PolicyKey { ep_id: EP, identity, direction: INGRESS, proto: proto::TCP, view: 0, _pad: 0 };
+    t.allow(key(PEER), PolicyValue::range(80, 80));
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    // Filler: other endpoints and identities, so the map really holds N entries.
+    for i in 1..policy_entries {
+        let k = PolicyKey {
+            ep_id: 2 + (i % 1000),
+            identity: 1000 + (rng.next() % 1_000_000) as u32,
+            direction: (i % 2) as u8,
+            proto: [proto::TCP, proto::UDP, proto::SCTP][(i % 3) as usize],
+            view: 0,
+            _pad: 0,
+        };
+        t.allow(k, PolicyValue::range((i % 60000) as u16, (i % 60000) as u16 + 10));
+    }
+    // CIDR regions: random prefixes in 10.0.0.0/8; the probe peer is in the last one.
+    let mut peer_in_cidr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    for i in 0..cidr_prefixes {
+        let len = 16 + (rng.next() % 17) as u8;
+        let addr = Ipv4Addr::from(0x0a00_0000 | (rng.next() as u32 & 0x00ff_ffff));
+        let net = Ipv4Net::new(addr, len).unwrap().trunc();
+        let id = CIDR_IDENTITY_BASE + i;
+        t.ipcache_prefix(IpNet::V4(net), id);
+        if i + 1 == cidr_prefixes {
+            // The most specific region containing this address.
+            peer_in_cidr = IpAddr::V4(net.network());
+            t.ipcache_prefix(IpNet::V4(Ipv4Net::new(net.network(), 32).unwrap()), id);
+            t.allow(key(id), PolicyValue::range(80, 80));
+        }
+    }
+    (t, peer_in_cidr)
+}
+
+/// ns per run: (palisade, noop) on one packet repeated.
+fn repeated(t: &TestDatapath, frame: &[u8], repeat: u32) -> (f64, f64) {
+    let (_, ours) = t.run_program(program_names::TO_POD, frame, repeat);
+    let (_, noop) = t.run_program(program_names::NOOP, frame, repeat);
+    // The kernel reports the mean duration of one run.
+    (ours, noop)
+}
+
+/// ns per run: (palisade, noop) over distinct new flows, once each.
+fn distinct(t: &mut TestDatapath, src: IpAddr, flows: u16) -> (f64, f64) {
+    t.clear_ct();
+    let frames: Vec<Vec<u8>> =
+        (0..flows).map(|i| PacketSpec::tcp(src, pod(), 10_000 + i, 80, tcp::SYN).frame()).collect();
+    let (mut ours, mut noop) = (0.0, 0.0);
+    for f in &frames {
+        let (rv, d) = t.run_program(program_names::TO_POD, f, 1);
+        assert_eq!(rv, u32::MAX, "new flow must be allowed");
+        ours += d;
+        noop += t.run_program(program_names::NOOP, f, 1).1;
+    }
+    t.clear_ct();
+    (ours / flows as f64, noop / flows as f64)
+}
+
+fn main() {
+    let repeat: u32 = std::env::args()
+        .find_map(|a| a.strip_prefix("--repeat=").map(|v| v.parse().expect("--repeat=N")))
+        .unwrap_or(1_000_000);
+    let flows: u16 = 20_000;
+    println!("BPF_PROG_TEST_RUN, repeat={repeat}, distinct new flows={flows}; ns/packet (palisade / empty program = ratio)");
+    println!(
+        "{:>8} {:>8} | {:>24} | {:>24} | {:>24} | {:>24}",
+        "policy", "cidrs", "established ACK", "new allowed SYN", "denied SYN", "new SYN from CIDR peer"
+    );
+    let sizes: [(u32, u32); 7] =
+        [(1, 1), (1_000, 1), (10_000, 1), (100_000, 1), (1, 1_000), (1, 50_000), (100_000, 50_000)];
+    for (policy, cidrs) in sizes {
+        let (mut t, cidr_peer) = setup(policy, cidrs);
+        let syn = PacketSpec::tcp(peer(), pod(), 40_000, 80, tcp::SYN).frame();
+        let ack = PacketSpec::tcp(peer(), pod(), 40_000, 80, tcp::ACK).frame();
+        let denied = PacketSpec::tcp(peer(), pod(), 40_001, 22, tcp::SYN).frame();
+        assert_eq!(t.run_program(program_names::TO_POD, &syn, 1).0, u32::MAX);
+        let est = repeated(&t, &ack, repeat);
+        let new = distinct(&mut t, peer(), flows);
+        let den = repeated(&t, &denied, repeat);
+        let _ = t.events();
+        let cidr = distinct(&mut t, cidr_peer, flows);
+        let cell = |(a, b): (f64, f64)| format!("{a:7.1} / {b:5.1} = {:4.2}x", a / b);
+        println!(
+            "{policy:>8} {cidrs:>8} | {:>24} | {:>24} | {:>24} | {:>24}",
+            cell(est),
+            cell(new),
+            cell(den),
+            cell(cidr)
+        );
+    }
+}

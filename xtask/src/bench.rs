@@ -1,0 +1,32 @@
+//! `cargo xtask bench <datapath|compiler>`: runs a benchmark binary in
+//! release mode and prints its table (figures go to BENCHMARKS.md by hand,
+//! with the command and the machine).
+
+use std::process::Command;
+
+use crate::cmd::run as run_cmd;
+
+/// Benchmarks.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Which {
+    /// Per-packet cost through BPF_PROG_TEST_RUN vs an empty program, by table size.
+    Datapath,
+    /// Full and incremental policy compilation at cluster scale.
+    Compiler,
+}
+
+pub fn run(which: Which, repeat: u32) -> anyhow::Result<()> {
+    match which {
+        Which::Datapath => {
+            crate::setup::run()?;
+            run_cmd(
+                Command::new("cargo")
+                    .args(["bench", "-p", "palisade-tests", "--bench", "datapath", "--"])
+                    .arg(format!("--repeat={repeat}")),
+            )
+        }
+        Which::Compiler => {
+            run_cmd(Command::new("cargo").args(["bench", "-p", "palisade-compiler", "--bench", "compiler"]))
+        }
+    }
+}
