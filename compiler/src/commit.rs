@@ -1,0 +1,182 @@
+//! The commit pipeline: turns the engine's dirty sets into the changed
+//! entries of every map ([`Changes`]), then into ordered operations
+//! ([`crate::diff::build`]).
+//!
+//! 1. Sweep identities and regions that lost their last user (and update
+//!    the rules that matched them).
+//! 2. Materialise policies changed since the last commit.
+//! 3. Recompute the dirty addresses, prefixes, endpoints and policy cells,
+//!    and compare them with the committed state: only entries whose value
+//!    differs become changes.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use palisade_common::{
+    IDENTITY_HOST, IDENTITY_WORLD, IpcacheValue, PolicyKey, direction, endpoint_flags,
+};
+
+use crate::diff::{Changes, MapOp, build};
+use crate::engine::{Claim, Engine};
+use crate::ports::{CLASSES, PortSet};
+use crate::portsets::Portsets;
+use crate::rules::{Row, compute_row};
+use crate::state::{DesiredState, Endpoint, PodRef};
+
+/// The committed maps and the registry of their bitmaps.
+#[derive(Debug, Default)]
+pub(crate) struct Output {
+    pub(crate) state: DesiredState,
+    pub(crate) portsets: Portsets,
+}
+
+fn key(ep_id: u32, identity: u32, dir: u8, class: u8) -> PolicyKey {
+    PolicyKey {
+        ep_id,
+        identity,
+        direction: dir,
+        proto: class,
+        view: 0,
+        _pad: 0,
+    }
+}
+
+impl Engine {
+    fn exact_value(&self, ip: &IpAddr) -> Option<IpcacheValue> {
+        let identity = match self.claims.get(ip)?.first()? {
+            Claim::Host => IDENTITY_HOST,
+            Claim::Pod(p) => self.pods.get(p)?.identity?,
+        };
+        let cidr_identity = self
+            .regions
+            .longest(*ip)
+            .map_or(IDENTITY_WORLD, |(_, id)| id);
+        Some(IpcacheValue {
+            identity,
+            cidr_identity,
+        })
+    }
+
+    fn endpoint_value(&self, pod: &PodRef) -> Option<Endpoint> {
+        let ep = self.eps.get(pod)?;
+        let state = self.pods.get(pod)?;
+        let mut flags = 0;
+        for r in &ep.selecting {
+            if let Some(p) = self.policies.get(r) {
+                for dir in [direction::INGRESS, direction::EGRESS] {
+                    if p.obj.rules[dir as usize].is_some() {
+                        flags |= endpoint_flags::isolated(dir);
+                    }
+                }
+            }
+        }
+        Some(Endpoint {
+            ep_id: ep.ep_id,
+            identity: state.identity?,
+            flags,
+            ips: state.obj.ips.clone(),
+        })
+    }
+
+    /// Runs the pipeline; returns the ordered operations (already applied
+    /// to `out`).
+    pub(crate) fn commit(&mut self, out: &mut Output) -> Vec<MapOp> {
+        for (id, key) in self.identities.sweep() {
+            self.on_identity_removed(id, &key);
+        }
+        for (net, id) in self.regions.sweep() {
+            self.on_region_removed(net, id);
+        }
+        self.materialize_stale();
+
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut changes = Changes::default();
+        for ip in dirty.ips {
+            let (old, new) = (out.state.exact(&ip), self.exact_value(&ip));
+            if old != new {
+                changes.exact.push((ip, old, new));
+            }
+        }
+        for net in dirty.lpm {
+            let old = out.state.lpm(&net);
+            let new = self.regions.id(&net).map(|id| IpcacheValue {
+                identity: id,
+                cidr_identity: id,
+            });
+            if old != new {
+                changes.lpm.push((net, old, new));
+            }
+        }
+        for pod in dirty.endpoints {
+            let old = out.state.endpoints.get(&pod).cloned();
+            let new = self.endpoint_value(&pod);
+            if old != new {
+                changes.endpoints.push((pod, old, new));
+            }
+        }
+        for (ep_id, dirt) in dirty.rows {
+            let owner = self
+                .ep_owner
+                .get(&ep_id)
+                .and_then(|p| Some((p, self.eps.get(p)?, self.pods.get(p)?)));
+            let row: Row = match owner {
+                None => Row::new(),
+                Some((_, ep, pod)) => {
+                    let pols: Vec<_> = ep
+                        .selecting
+                        .iter()
+                        .filter_map(|r| self.policies.get(r))
+                        .collect();
+                    compute_row(&pod.obj, &pols, &self.identities, Some(&dirt))
+                }
+            };
+            let full = dirt.full || owner.is_none();
+            let mut old: BTreeMap<PolicyKey, PortSet> = BTreeMap::new();
+            let mut note = |k: &PolicyKey, v| {
+                if let Some(ports) = out.state.value_ports(v) {
+                    old.insert(*k, ports);
+                }
+            };
+            if full {
+                let lo = key(ep_id, 0, 0, 0);
+                let hi = PolicyKey {
+                    ep_id,
+                    identity: u32::MAX,
+                    direction: u8::MAX,
+                    proto: u8::MAX,
+                    view: u8::MAX,
+                    _pad: u8::MAX,
+                };
+                for (k, v) in out.state.policy.range(lo..=hi) {
+                    note(k, v);
+                }
+            } else {
+                for (dir, ids) in dirt.cells.iter().enumerate() {
+                    for &id in ids {
+                        for class in CLASSES {
+                            let k = key(ep_id, id, dir as u8, class);
+                            if let Some(v) = out.state.policy.get(&k) {
+                                note(&k, v);
+                            }
+                        }
+                    }
+                }
+            }
+            for ((id, dir, class), ports) in row {
+                let k = key(ep_id, id, dir, class);
+                match old.remove(&k) {
+                    Some(o) if o == ports => {}
+                    o => changes.policy.push((k, o, Some(ports))),
+                }
+            }
+            for (k, o) in old {
+                changes.policy.push((k, Some(o), None));
+            }
+        }
+        let ops = build(changes, &mut out.state, &mut out.portsets);
+        self.identities.flush();
+        self.regions.flush();
+        self.ep_ids.flush();
+        ops
+    }
+}

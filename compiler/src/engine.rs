@@ -1,0 +1,768 @@
+//! The incremental engine: the cluster model (namespaces, pods, policies,
+//! host addresses), the registries derived from it (identities, regions,
+//! endpoints, ipcache claims) and the record of what must be recomputed at
+//! the next commit (the dirty sets).
+//!
+//! Every change updates the model and its indexes eagerly and marks the
+//! affected outputs dirty at the finest useful grain: single addresses,
+//! single prefixes, endpoints, and `(endpoint, direction, peer identity)`
+//! policy cells. Policies are materialised (their rules matched against
+//! every identity and region) lazily at commit, so a batch that applies
+//! many objects pays for each policy once. [`crate::commit`] turns the dirty
+//! sets into map operations.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use palisade_common::direction;
+
+use crate::cidr::Regions;
+use crate::error::Reason;
+use crate::identity::{Identities, IdentityKey};
+use crate::ids::IdAlloc;
+use crate::model::{Peers, PodObj, PolicyObj, PolicyRef};
+use crate::rules::{PodState, PolicyState, RowDirt, RuleState, SetKind, World, rule_ids};
+use crate::selector::Labels;
+use crate::state::PodRef;
+use crate::validate::default_namespace_labels;
+
+/// Who claims an address in the exact ipcache. Ordered by precedence: the
+/// node's own addresses win, then the pod with the smallest
+/// namespace/name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Claim {
+    Host,
+    Pod(PodRef),
+}
+
+/// A local endpoint.
+#[derive(Clone, Debug)]
+pub(crate) struct EpState {
+    pub(crate) ep_id: u32,
+    pub(crate) uid: Option<String>,
+    /// Valid policies of the pod's namespace whose podSelector selects it.
+    pub(crate) selecting: BTreeSet<PolicyRef>,
+}
+
+/// What the next commit must recompute.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Dirty {
+    pub(crate) ips: BTreeSet<IpAddr>,
+    pub(crate) lpm: BTreeSet<IpNet>,
+    pub(crate) endpoints: BTreeSet<PodRef>,
+    pub(crate) rows: BTreeMap<u32, RowDirt>,
+}
+
+impl Dirty {
+    fn mark_cells(
+        &mut self,
+        eps: &BTreeMap<PodRef, EpState>,
+        selected: &BTreeSet<PodRef>,
+        dir: usize,
+        ids: &[u32],
+    ) {
+        if ids.is_empty() {
+            return;
+        }
+        for pod in selected {
+            if let Some(ep) = eps.get(pod) {
+                let row = self.rows.entry(ep.ep_id).or_default();
+                if !row.full {
+                    row.cells[dir].extend(ids.iter().copied());
+                }
+            }
+        }
+    }
+
+    fn mark_row(&mut self, ep_id: u32) {
+        let row = self.rows.entry(ep_id).or_default();
+        row.full = true;
+        row.cells = Default::default();
+    }
+}
+
+/// A change to one rule set of one policy.
+struct Update {
+    policy: PolicyRef,
+    dir: usize,
+    rule: usize,
+    kind: Option<SetKind>,
+    id: u32,
+    insert: bool,
+}
+
+/// The cluster model and its derived registries.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    pub(crate) node: String,
+    pub(crate) namespaces: BTreeMap<String, Arc<Labels>>,
+    pub(crate) pods: BTreeMap<PodRef, PodState>,
+    pub(crate) policies: BTreeMap<PolicyRef, PolicyState>,
+    pub(crate) policies_by_ns: BTreeMap<String, BTreeSet<PolicyRef>>,
+    /// Policies with rules that can match pods of other namespaces.
+    pub(crate) cross_ns: BTreeSet<PolicyRef>,
+    /// Policies with ipBlock peers.
+    pub(crate) with_blocks: BTreeSet<PolicyRef>,
+    /// Policies with egress rules combining ipBlocks and named ports.
+    pub(crate) named_blocks: BTreeSet<PolicyRef>,
+    /// Policies not materialised yet.
+    pub(crate) stale: BTreeSet<PolicyRef>,
+    pub(crate) host: BTreeSet<IpAddr>,
+    pub(crate) claims: BTreeMap<IpAddr, BTreeSet<Claim>>,
+    pub(crate) identities: Identities,
+    pub(crate) regions: Regions,
+    pub(crate) eps: BTreeMap<PodRef, EpState>,
+    pub(crate) ep_owner: HashMap<u32, PodRef>,
+    pub(crate) ep_ids: IdAlloc,
+    pub(crate) dirty: Dirty,
+}
+
+impl Engine {
+    pub(crate) fn new(node: String) -> Self {
+        Engine {
+            node,
+            namespaces: BTreeMap::new(),
+            pods: BTreeMap::new(),
+            policies: BTreeMap::new(),
+            policies_by_ns: BTreeMap::new(),
+            cross_ns: BTreeSet::new(),
+            with_blocks: BTreeSet::new(),
+            named_blocks: BTreeSet::new(),
+            stale: BTreeSet::new(),
+            host: BTreeSet::new(),
+            claims: BTreeMap::new(),
+            identities: Identities::default(),
+            regions: Regions::default(),
+            eps: BTreeMap::new(),
+            ep_owner: HashMap::new(),
+            ep_ids: IdAlloc::new(1, u32::MAX),
+            dirty: Dirty::default(),
+        }
+    }
+
+    pub(crate) fn world(&self) -> World<'_> {
+        World {
+            namespaces: &self.namespaces,
+            identities: &self.identities,
+            regions: &self.regions,
+            pods: &self.pods,
+        }
+    }
+
+    fn apply_updates(&mut self, updates: Vec<Update>) {
+        for u in updates {
+            let Some(pol) = self.policies.get_mut(&u.policy) else {
+                continue;
+            };
+            let changed = match u.kind {
+                None => true,
+                Some(kind) => {
+                    let Some(st) = pol.rules[u.dir].get_mut(u.rule) else {
+                        continue;
+                    };
+                    let set = st.set_mut(kind);
+                    if u.insert {
+                        set.insert(u.id)
+                    } else {
+                        set.remove(u.id)
+                    }
+                }
+            };
+            if changed {
+                self.dirty
+                    .mark_cells(&self.eps, &pol.selected, u.dir, &[u.id]);
+            }
+        }
+    }
+
+    /// Materialised policies among `refs`.
+    fn live_policies<'a>(
+        &'a self,
+        refs: impl Iterator<Item = &'a PolicyRef>,
+    ) -> impl Iterator<Item = (&'a PolicyRef, &'a PolicyState)> {
+        refs.filter_map(|r| {
+            self.policies
+                .get(r)
+                .filter(|p| p.materialized)
+                .map(|p| (r, p))
+        })
+    }
+
+    fn candidates_for_namespace(&self, ns: &str) -> BTreeSet<PolicyRef> {
+        let mut c: BTreeSet<PolicyRef> = self.cross_ns.clone();
+        if let Some(s) = self.policies_by_ns.get(ns) {
+            c.extend(s.iter().cloned());
+        }
+        c
+    }
+
+    // ----- namespaces -----------------------------------------------------
+
+    /// Sets (or with `None` removes) a namespace's labels.
+    pub(crate) fn set_namespace(&mut self, name: &str, labels: Option<Labels>) {
+        let old = self
+            .namespaces
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(default_namespace_labels(name)));
+        match labels {
+            Some(l) => {
+                self.namespaces.insert(name.to_string(), Arc::new(l));
+            }
+            None => {
+                self.namespaces.remove(name);
+            }
+        }
+        let new = self.world().ns_labels(name).into_owned();
+        if *old == new {
+            return;
+        }
+        let Some(ids) = self.identities.by_ns.get(name) else {
+            return;
+        };
+        let ids: Vec<u32> = ids.iter().collect();
+        let world = self.world();
+        let mut updates = Vec::new();
+        for (pref, pol) in self.live_policies(self.cross_ns.iter()) {
+            for (dir, rules) in pol.obj.rules.iter().enumerate() {
+                for (ri, rule) in rules.iter().flatten().enumerate() {
+                    let Peers::Listed { selectors, .. } = &rule.peers else {
+                        continue;
+                    };
+                    let affected = selectors.iter().any(|s| {
+                        s.namespaces
+                            .as_ref()
+                            .is_some_and(|n| n.matches(&old) != n.matches(&new))
+                    });
+                    if !affected {
+                        continue;
+                    }
+                    let Some(st) = pol.rules[dir].get(ri) else {
+                        continue;
+                    };
+                    for &id in &ids {
+                        let Some(ident) = self.identities.by_id.get(&id) else {
+                            continue;
+                        };
+                        let now = world.selector_matches(&pol.namespace, rule, &ident.key);
+                        if now != st.pod_ids.contains(id) {
+                            updates.push(Update {
+                                policy: pref.clone(),
+                                dir,
+                                rule: ri,
+                                kind: Some(SetKind::PodIds),
+                                id,
+                                insert: now,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        self.apply_updates(updates);
+    }
+
+    // ----- identities -----------------------------------------------------
+
+    fn on_identity_created(&mut self, id: u32) {
+        let Some(ident) = self.identities.by_id.get(&id) else {
+            return;
+        };
+        let key = ident.key.clone();
+        let cands = self.candidates_for_namespace(&key.namespace);
+        let world = self.world();
+        let mut updates = Vec::new();
+        for (pref, pol) in self.live_policies(cands.iter()) {
+            for (dir, rules) in pol.obj.rules.iter().enumerate() {
+                for (ri, rule) in rules.iter().flatten().enumerate() {
+                    let mk = |kind| Update {
+                        policy: pref.clone(),
+                        dir,
+                        rule: ri,
+                        kind,
+                        id,
+                        insert: true,
+                    };
+                    if world.selector_matches(&pol.namespace, rule, &key) {
+                        updates.push(mk(Some(SetKind::PodIds)));
+                    }
+                    if rule.is_named_block_rule(dir) && world.named_block_matches(rule, id) {
+                        updates.push(mk(Some(SetKind::NamedBlocks)));
+                    }
+                    if dir == direction::EGRESS as usize
+                        && rule.peers == Peers::All
+                        && self.identities.serves_any(id, &rule.ports.named)
+                    {
+                        updates.push(mk(None));
+                    }
+                }
+            }
+        }
+        self.apply_updates(updates);
+    }
+
+    /// Called by the commit for every identity its sweep removed.
+    pub(crate) fn on_identity_removed(&mut self, id: u32, key: &IdentityKey) {
+        let cands = self.candidates_for_namespace(&key.namespace);
+        let mut updates = Vec::new();
+        for (pref, pol) in self.live_policies(cands.iter()) {
+            for (dir, rules) in pol.obj.rules.iter().enumerate() {
+                for (ri, rule) in rules.iter().flatten().enumerate() {
+                    let mk = |kind| Update {
+                        policy: pref.clone(),
+                        dir,
+                        rule: ri,
+                        kind,
+                        id,
+                        insert: false,
+                    };
+                    updates.push(mk(Some(SetKind::PodIds)));
+                    updates.push(mk(Some(SetKind::NamedBlocks)));
+                    let serves = key
+                        .named_ports
+                        .iter()
+                        .any(|(n, c, _)| rule.ports.named.iter().any(|(m, d)| m == n && d == c));
+                    if dir == direction::EGRESS as usize && rule.peers == Peers::All && serves {
+                        updates.push(mk(None));
+                    }
+                }
+            }
+        }
+        self.apply_updates(updates);
+    }
+
+    /// Re-checks the ipBlock + named-port membership of identity `id`
+    /// after its pods or their addresses changed.
+    fn reeval_named_blocks(&mut self, id: u32) {
+        let world = self.world();
+        let mut updates = Vec::new();
+        for (pref, pol) in self.live_policies(self.named_blocks.iter()) {
+            for (dir, rules) in pol.obj.rules.iter().enumerate() {
+                for (ri, rule) in rules.iter().flatten().enumerate() {
+                    if !rule.is_named_block_rule(dir) {
+                        continue;
+                    }
+                    let Some(st) = pol.rules[dir].get(ri) else {
+                        continue;
+                    };
+                    let now = world.named_block_matches(rule, id);
+                    if now != st.named_block_ids.contains(id) {
+                        updates.push(Update {
+                            policy: pref.clone(),
+                            dir,
+                            rule: ri,
+                            kind: Some(SetKind::NamedBlocks),
+                            id,
+                            insert: now,
+                        });
+                    }
+                }
+            }
+        }
+        self.apply_updates(updates);
+    }
+
+    // ----- regions --------------------------------------------------------
+
+    fn mark_addresses_in(&mut self, net: IpNet) {
+        let range = self.claims.range(net.network()..=net.broadcast());
+        self.dirty.ips.extend(range.map(|(a, _)| *a));
+        self.dirty.lpm.insert(net);
+    }
+
+    fn region_updates(&mut self, net: IpNet, id: u32, insert: bool) {
+        self.mark_addresses_in(net);
+        let mut updates = Vec::new();
+        for (pref, pol) in self.live_policies(self.with_blocks.iter()) {
+            for (dir, rules) in pol.obj.rules.iter().enumerate() {
+                for (ri, rule) in rules.iter().flatten().enumerate() {
+                    if !insert || rule.blocks().any(|b| b.allows_region(&net)) {
+                        updates.push(Update {
+                            policy: pref.clone(),
+                            dir,
+                            rule: ri,
+                            kind: Some(SetKind::Regions),
+                            id,
+                            insert,
+                        });
+                    }
+                }
+            }
+        }
+        self.apply_updates(updates);
+    }
+
+    /// Called by the commit for every region its sweep removed.
+    pub(crate) fn on_region_removed(&mut self, net: IpNet, id: u32) {
+        self.region_updates(net, id, false);
+    }
+
+    // ----- host addresses -------------------------------------------------
+
+    pub(crate) fn set_host_addresses(&mut self, addrs: BTreeSet<IpAddr>) {
+        let old = std::mem::take(&mut self.host);
+        for a in old.difference(&addrs) {
+            if let Some(c) = self.claims.get_mut(a) {
+                c.remove(&Claim::Host);
+                if c.is_empty() {
+                    self.claims.remove(a);
+                }
+            }
+            self.dirty.ips.insert(*a);
+        }
+        for a in addrs.difference(&old) {
+            self.claims.entry(*a).or_default().insert(Claim::Host);
+            self.dirty.ips.insert(*a);
+        }
+        self.host = addrs;
+    }
+
+    // ----- pods -----------------------------------------------------------
+
+    /// Sets (or with `None` removes) a pod.
+    pub(crate) fn set_pod(&mut self, key: PodRef, new: Option<PodObj>) {
+        let old = self.pods.remove(&key);
+        if let (Some(o), Some(n)) = (&old, &new)
+            && o.obj == *n
+        {
+            self.pods.insert(key, o.clone());
+            return;
+        }
+        let old_id = old.as_ref().and_then(|s| s.identity);
+        let old_ips: Vec<IpAddr> = match (&old, old_id) {
+            (Some(o), Some(_)) => o.obj.ips.clone(),
+            _ => Vec::new(),
+        };
+        let new_key = new.as_ref().filter(|o| o.live()).map(|o| IdentityKey {
+            namespace: key.namespace.clone(),
+            labels: o.labels.clone(),
+            named_ports: o.named_ports.clone(),
+        });
+        let mut created = None;
+        let new_id = match new_key {
+            None => None,
+            Some(k) => match old_id {
+                Some(oid) if self.identities.by_id.get(&oid).is_some_and(|i| i.key == k) => {
+                    Some(oid)
+                }
+                _ => match self.identities.join(k, &key) {
+                    Some((id, c)) => {
+                        if c {
+                            created = Some(id);
+                        }
+                        Some(id)
+                    }
+                    // Identity space exhausted: the pod is kept out of the
+                    // ipcache and gets no endpoint (fail closed).
+                    None => None,
+                },
+            },
+        };
+        if let Some(oid) = old_id
+            && new_id != Some(oid)
+        {
+            self.identities.leave(oid, &key);
+        }
+        let new_ips: Vec<IpAddr> = match (&new, new_id) {
+            (Some(n), Some(_)) => n.ips.clone(),
+            _ => Vec::new(),
+        };
+        let addresses_changed = old_id != new_id || old_ips != new_ips;
+        if addresses_changed {
+            let claim = Claim::Pod(key.clone());
+            for ip in &old_ips {
+                if let Some(c) = self.claims.get_mut(ip) {
+                    c.remove(&claim);
+                    if c.is_empty() {
+                        self.claims.remove(ip);
+                    }
+                }
+                self.dirty.ips.insert(*ip);
+            }
+            for ip in &new_ips {
+                self.claims.entry(*ip).or_default().insert(claim.clone());
+                self.dirty.ips.insert(*ip);
+            }
+        }
+        let old_obj = old.map(|s| s.obj);
+        if let Some(obj) = new {
+            self.pods.insert(
+                key.clone(),
+                PodState {
+                    obj,
+                    identity: new_id,
+                },
+            );
+        }
+        if let Some(id) = created {
+            self.on_identity_created(id);
+        }
+        if addresses_changed && !self.named_blocks.is_empty() {
+            let ids: BTreeSet<u32> = [old_id, new_id].into_iter().flatten().collect();
+            for id in ids {
+                self.reeval_named_blocks(id);
+            }
+        }
+        self.update_endpoint(&key, old_obj.as_ref());
+    }
+
+    fn update_endpoint(&mut self, key: &PodRef, old: Option<&PodObj>) {
+        let pod = self.pods.get(key);
+        let should = pod.is_some_and(|p| {
+            p.identity.is_some() && p.obj.node.as_deref() == Some(self.node.as_str())
+        });
+        let uid = pod.and_then(|p| p.obj.uid.clone());
+        if let Some(ep) = self.eps.get(key)
+            && (!should || ep.uid != uid)
+        {
+            self.remove_endpoint(key);
+        }
+        if !should {
+            return;
+        }
+        if !self.eps.contains_key(key) {
+            self.add_endpoint(key, uid);
+            return;
+        }
+        let (Some(pod), Some(old)) = (self.pods.get(key), old) else {
+            return;
+        };
+        let relabelled = pod.obj.labels != old.labels;
+        let reported = pod.obj.named_ports != old.named_ports;
+        if relabelled {
+            self.reselect(key);
+        }
+        if relabelled || reported {
+            if let Some(ep) = self.eps.get(key) {
+                self.dirty.mark_row(ep.ep_id);
+            }
+        }
+        self.dirty.endpoints.insert(key.clone());
+    }
+
+    fn selecting_policies(&self, key: &PodRef) -> BTreeSet<PolicyRef> {
+        let Some(pod) = self.pods.get(key) else {
+            return BTreeSet::new();
+        };
+        self.policies_by_ns
+            .get(&key.namespace)
+            .into_iter()
+            .flatten()
+            .filter(|r| {
+                self.policies
+                    .get(*r)
+                    .is_some_and(|p| p.obj.pod_selector.matches(&pod.obj.labels))
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn add_endpoint(&mut self, key: &PodRef, uid: Option<String>) {
+        // No id left (never with 2^32 ids): no endpoint, so the agent has no
+        // ENDPOINTS entry and the datapath fails closed.
+        let Some(ep_id) = self.ep_ids.alloc() else {
+            return;
+        };
+        let selecting = self.selecting_policies(key);
+        for r in &selecting {
+            if let Some(p) = self.policies.get_mut(r) {
+                p.selected.insert(key.clone());
+            }
+        }
+        self.eps.insert(
+            key.clone(),
+            EpState {
+                ep_id,
+                uid,
+                selecting,
+            },
+        );
+        self.ep_owner.insert(ep_id, key.clone());
+        self.dirty.mark_row(ep_id);
+        self.dirty.endpoints.insert(key.clone());
+    }
+
+    fn remove_endpoint(&mut self, key: &PodRef) {
+        let Some(ep) = self.eps.remove(key) else {
+            return;
+        };
+        for r in &ep.selecting {
+            if let Some(p) = self.policies.get_mut(r) {
+                p.selected.remove(key);
+            }
+        }
+        self.ep_owner.remove(&ep.ep_id);
+        self.ep_ids.release_later(ep.ep_id);
+        self.dirty.mark_row(ep.ep_id);
+        self.dirty.endpoints.insert(key.clone());
+    }
+
+    fn reselect(&mut self, key: &PodRef) {
+        let now = self.selecting_policies(key);
+        let Some(ep) = self.eps.get_mut(key) else {
+            return;
+        };
+        let before = std::mem::replace(&mut ep.selecting, now.clone());
+        for r in before.difference(&now) {
+            if let Some(p) = self.policies.get_mut(r) {
+                p.selected.remove(key);
+            }
+        }
+        for r in now.difference(&before) {
+            if let Some(p) = self.policies.get_mut(r) {
+                p.selected.insert(key.clone());
+            }
+        }
+    }
+
+    // ----- policies -------------------------------------------------------
+
+    /// Sets (or with `None` removes) a policy. Fails only if a new prefix
+    /// cannot get an identity; the previous version then stays.
+    pub(crate) fn set_policy(
+        &mut self,
+        key: PolicyRef,
+        new: Option<PolicyObj>,
+    ) -> Result<(), Reason> {
+        if let (Some(old), Some(n)) = (self.policies.get(&key), &new)
+            && *old.obj == *n
+        {
+            return Ok(());
+        }
+        // Acquire the new prefixes before releasing the old ones, so shared
+        // prefixes keep their identity.
+        let new_prefixes = new.as_ref().map(|n| n.prefixes()).unwrap_or_default();
+        let mut acquired = Vec::new();
+        for net in &new_prefixes {
+            match self.regions.acquire(*net) {
+                Some((id, created)) => {
+                    acquired.push(*net);
+                    if created {
+                        self.region_updates(*net, id, true);
+                    }
+                }
+                None => {
+                    for a in &acquired {
+                        self.regions.release(a);
+                    }
+                    return Err(Reason::IdentitiesExhausted);
+                }
+            }
+        }
+        if let Some(old) = self.policies.remove(&key) {
+            mark_policy(&mut self.dirty, &self.eps, &self.identities, &old);
+            for pod in &old.selected {
+                if let Some(ep) = self.eps.get_mut(pod) {
+                    ep.selecting.remove(&key);
+                }
+            }
+            for net in old.obj.prefixes() {
+                self.regions.release(&net);
+            }
+            if let Some(s) = self.policies_by_ns.get_mut(&key.namespace) {
+                s.remove(&key);
+                if s.is_empty() {
+                    self.policies_by_ns.remove(&key.namespace);
+                }
+            }
+            self.cross_ns.remove(&key);
+            self.with_blocks.remove(&key);
+            self.named_blocks.remove(&key);
+            self.stale.remove(&key);
+        }
+        let Some(obj) = new else { return Ok(()) };
+        let selected: BTreeSet<PodRef> = self
+            .eps
+            .keys()
+            .filter(|p| p.namespace == key.namespace)
+            .filter(|p| {
+                self.pods
+                    .get(*p)
+                    .is_some_and(|s| obj.pod_selector.matches(&s.obj.labels))
+            })
+            .cloned()
+            .collect();
+        for pod in &selected {
+            if let Some(ep) = self.eps.get_mut(pod) {
+                ep.selecting.insert(key.clone());
+            }
+        }
+        self.dirty.endpoints.extend(selected.iter().cloned());
+        self.policies_by_ns
+            .entry(key.namespace.clone())
+            .or_default()
+            .insert(key.clone());
+        if obj.cross_namespace() {
+            self.cross_ns.insert(key.clone());
+        }
+        if obj.has_blocks() {
+            self.with_blocks.insert(key.clone());
+        }
+        if obj.has_named_blocks() {
+            self.named_blocks.insert(key.clone());
+        }
+        self.stale.insert(key.clone());
+        self.policies.insert(
+            key.clone(),
+            PolicyState {
+                namespace: key.namespace.clone(),
+                obj: Arc::new(obj),
+                selected,
+                rules: [Vec::new(), Vec::new()],
+                materialized: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Materialises every stale policy (called by the commit after the
+    /// sweeps) and marks the cells its rules contribute to.
+    pub(crate) fn materialize_stale(&mut self) {
+        let stale = std::mem::take(&mut self.stale);
+        for key in stale {
+            let Some(pol) = self.policies.get(&key) else {
+                continue;
+            };
+            let world = self.world();
+            let mut rules: [Vec<RuleState>; 2] = [Vec::new(), Vec::new()];
+            for (dir, rs) in pol.obj.rules.iter().enumerate() {
+                for rule in rs.iter().flatten() {
+                    rules[dir].push(world.materialize(&pol.namespace, rule, dir));
+                }
+            }
+            let Some(pol) = self.policies.get_mut(&key) else {
+                continue;
+            };
+            pol.rules = rules;
+            pol.materialized = true;
+            mark_policy(&mut self.dirty, &self.eps, &self.identities, pol);
+        }
+    }
+}
+
+/// Marks every cell a (materialised) policy contributes to, for every
+/// endpoint it selects, and their flags.
+fn mark_policy(
+    dirty: &mut Dirty,
+    eps: &BTreeMap<PodRef, EpState>,
+    identities: &Identities,
+    pol: &PolicyState,
+) {
+    if pol.materialized {
+        let mut ids = Vec::new();
+        for (dir, rules) in pol.obj.rules.iter().enumerate() {
+            ids.clear();
+            for (ri, rule) in rules.iter().flatten().enumerate() {
+                if let Some(st) = pol.rules[dir].get(ri) {
+                    rule_ids(rule, st, dir, identities, &mut ids);
+                }
+            }
+            ids.sort_unstable();
+            ids.dedup();
+            dirty.mark_cells(eps, &pol.selected, dir, &ids);
+        }
+    }
+    dirty.endpoints.extend(pol.selected.iter().cloned());
+}
