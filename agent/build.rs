@@ -5,6 +5,10 @@
 
 fn main() -> anyhow::Result<()> {
     let root_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../ebpf");
-    let ebpf = aya_build::Package { name: "palisade-ebpf", root_dir, ..Default::default() };
+    let ebpf = aya_build::Package {
+        name: "palisade-ebpf",
+        root_dir,
+        ..Default::default()
+    };
     aya_build::build_ebpf([ebpf], aya_build::Toolchain::default())
 }

@@ -138,6 +138,8 @@ pub mod program_names {
     pub const TO_POD: &str = "palisade_to_pod";
     /// A program that passes every packet: the baseline in benchmarks.
     pub const NOOP: &str = "palisade_noop";
+    /// Every program.
+    pub const ALL: [&str; 3] = [FROM_POD, TO_POD, NOOP];
 }
 
 #[cfg(feature = "user")]

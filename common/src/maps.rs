@@ -66,11 +66,19 @@ pub mod endpoint_flags {
 
     /// The isolation bit for a direction.
     pub const fn isolated(direction: u8) -> u32 {
-        if direction == crate::direction::INGRESS { ISOLATED_INGRESS } else { ISOLATED_EGRESS }
+        if direction == crate::direction::INGRESS {
+            ISOLATED_INGRESS
+        } else {
+            ISOLATED_EGRESS
+        }
     }
     /// The audit bit for a direction.
     pub const fn audit(direction: u8) -> u32 {
-        if direction == crate::direction::INGRESS { AUDIT_INGRESS } else { AUDIT_EGRESS }
+        if direction == crate::direction::INGRESS {
+            AUDIT_INGRESS
+        } else {
+            AUDIT_EGRESS
+        }
     }
     /// The audit-view isolation bit for a direction.
     pub const fn view_isolated(direction: u8) -> u32 {
@@ -130,11 +138,19 @@ pub struct PolicyValue {
 
 impl PolicyValue {
     /// Every port.
-    pub const ALL_PORTS: PolicyValue = PolicyValue { port_lo: 0, port_hi: u16::MAX, portset: 0 };
+    pub const ALL_PORTS: PolicyValue = PolicyValue {
+        port_lo: 0,
+        port_hi: u16::MAX,
+        portset: 0,
+    };
 
     /// One inclusive range.
     pub const fn range(lo: u16, hi: u16) -> PolicyValue {
-        PolicyValue { port_lo: lo, port_hi: hi, portset: 0 }
+        PolicyValue {
+            port_lo: lo,
+            port_hi: hi,
+            portset: 0,
+        }
     }
 }
 
@@ -152,7 +168,9 @@ pub struct PortBitmap {
 
 impl PortBitmap {
     /// No port.
-    pub const EMPTY: PortBitmap = PortBitmap { words: [0; PORT_BITMAP_WORDS] };
+    pub const EMPTY: PortBitmap = PortBitmap {
+        words: [0; PORT_BITMAP_WORDS],
+    };
 
     /// Whether `port` is in the set.
     pub const fn contains(&self, port: u16) -> bool {

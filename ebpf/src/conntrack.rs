@@ -50,7 +50,10 @@ fn lifetime(cfg: &Config, ip_proto: u8, flags: u16) -> u64 {
             {
                 or_default(cfg.tcp_close_timeout_s, defaults::TCP_CLOSE_TIMEOUT_S)
             } else if flags & ct_flags::REPLY_SEEN != 0 {
-                or_default(cfg.tcp_established_timeout_s, defaults::TCP_ESTABLISHED_TIMEOUT_S)
+                or_default(
+                    cfg.tcp_established_timeout_s,
+                    defaults::TCP_ESTABLISHED_TIMEOUT_S,
+                )
             } else {
                 or_default(cfg.tcp_syn_timeout_s, defaults::TCP_SYN_TIMEOUT_S)
             }
@@ -80,12 +83,18 @@ fn dead(v: &CtValue, pkt: &Packet, now: u64) -> bool {
 pub fn lookup(pkt: &Packet, ifindex: u32, dir: u8, now: u64) -> Option<Hit> {
     if let Some(v) = CT.get_ptr_mut(&pkt.ct_key(ifindex, dir)) {
         if !dead(unsafe { &*v }, pkt, now) {
-            return Some(Hit { value: v, reply: false });
+            return Some(Hit {
+                value: v,
+                reply: false,
+            });
         }
     }
     if let Some(v) = CT.get_ptr_mut(&pkt.reverse_ct_key(ifindex, dir)) {
         if !dead(unsafe { &*v }, pkt, now) {
-            return Some(Hit { value: v, reply: true });
+            return Some(Hit {
+                value: v,
+                reply: true,
+            });
         }
     }
     None
@@ -118,7 +127,11 @@ pub fn update(v: &mut CtValue, pkt: &Packet, reply: bool, now: u64, cfg: &Config
             flags |= ct_flags::RST;
         }
         if pkt.l4_flags & TCP_FIN != 0 {
-            flags |= if reply { ct_flags::FIN_REPLY } else { ct_flags::FIN_ORIGINAL };
+            flags |= if reply {
+                ct_flags::FIN_REPLY
+            } else {
+                ct_flags::FIN_ORIGINAL
+            };
         }
     }
     let expires = now + lifetime(cfg, pkt.proto, flags);

@@ -47,7 +47,12 @@ struct Facts {
     audit: Option<DropReason>,
 }
 
-const NO_ENDPOINT: EndpointInfo = EndpointInfo { ep_id: 0, identity: 0, flags: 0, _pad: 0 };
+const NO_ENDPOINT: EndpointInfo = EndpointInfo {
+    ep_id: 0,
+    identity: 0,
+    flags: 0,
+    _pad: 0,
+};
 const DEFAULT_CONFIG: Config = Config {
     policy_epoch: 0,
     flags: 0,
@@ -74,7 +79,12 @@ pub fn handle(ctx: &TcContext, dir: u8) -> i32 {
     };
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let len = ctx.len();
-    let mut facts = Facts { ep: NO_ENDPOINT, pkt: None, peer_identity: 0, audit: None };
+    let mut facts = Facts {
+        ep: NO_ENDPOINT,
+        pkt: None,
+        peer_identity: 0,
+        audit: None,
+    };
     match judge(ctx, dir, ifindex, &cfg, &mut facts) {
         Verdict::Forward(reason) => {
             events::count(dir, verdict::FORWARDED, reason as u8, len);
@@ -274,7 +284,11 @@ fn judge(ctx: &TcContext, dir: u8, ifindex: u32, cfg: &Config, facts: &mut Facts
 
 #[inline(always)]
 fn remember_fragment(pkt: &Packet, ifindex: u32, dir: u8, now: u64, cfg: &Config) {
-    let secs = if cfg.frag_timeout_s == 0 { defaults::FRAG_TIMEOUT_S } else { cfg.frag_timeout_s };
+    let secs = if cfg.frag_timeout_s == 0 {
+        defaults::FRAG_TIMEOUT_S
+    } else {
+        cfg.frag_timeout_s
+    };
     frags::remember(pkt, ifindex, dir, now, secs as u64 * 1_000_000_000);
 }
 
@@ -310,7 +324,11 @@ fn revalidate(
     }
     // For a reply the peer is on the same side of the packet as for the
     // opener in the other direction: ingress opener's peer = reply's daddr.
-    let peer_addr = if reply { pkt.peer_addr(dir) } else { pkt.peer_addr(orig_dir) };
+    let peer_addr = if reply {
+        pkt.peer_addr(dir)
+    } else {
+        pkt.peer_addr(orig_dir)
+    };
     let orig_port = if !proto::has_ports(pkt.proto) {
         0
     } else if reply {
@@ -331,7 +349,11 @@ fn revalidate(
         entry.flags &= !ct_flags::AUDITED;
         return Ok(());
     }
-    let key = if reply { pkt.reverse_ct_key(ifindex, dir) } else { pkt.ct_key(ifindex, dir) };
+    let key = if reply {
+        pkt.reverse_ct_key(ifindex, dir)
+    } else {
+        pkt.ct_key(ifindex, dir)
+    };
     conntrack::remove(&key);
     Err(DropReason::PolicyRevoked)
 }

@@ -32,7 +32,13 @@ pub fn count_endpoint(ep_id: u32, dir: u8, verdict: u8, reason: u8) {
     if ep_id == 0 {
         return;
     }
-    let key = EndpointDropKey { ep_id, direction: dir, reason, verdict, _pad: 0 };
+    let key = EndpointDropKey {
+        ep_id,
+        direction: dir,
+        reason,
+        verdict,
+        _pad: 0,
+    };
     match EP_DROPS.get_ptr_mut(&key) {
         Some(n) => unsafe { *n += 1 },
         None => {
@@ -48,8 +54,16 @@ fn take_token(cfg: &Config, now: u64) -> bool {
         return false;
     };
     let state = unsafe { &mut *state };
-    let rate = if cfg.events_per_sec == 0 { defaults::EVENTS_PER_SEC } else { cfg.events_per_sec };
-    let burst = if cfg.events_burst == 0 { defaults::EVENTS_BURST } else { cfg.events_burst };
+    let rate = if cfg.events_per_sec == 0 {
+        defaults::EVENTS_PER_SEC
+    } else {
+        cfg.events_per_sec
+    };
+    let burst = if cfg.events_burst == 0 {
+        defaults::EVENTS_BURST
+    } else {
+        cfg.events_burst
+    };
     let cap = burst as u64 * MICRO;
     let mut elapsed = now.wrapping_sub(state.last_ns);
     if elapsed > MAX_REFILL_NS {

@@ -8,7 +8,12 @@ use crate::{FRAGS, packet::Packet};
 /// Records that the datagram of first fragment `pkt` was allowed.
 #[inline(always)]
 pub fn remember(pkt: &Packet, ifindex: u32, dir: u8, now: u64, timeout_ns: u64) {
-    let v = FragValue { expires_ns: now + timeout_ns, sport: pkt.sport, dport: pkt.dport, _pad: 0 };
+    let v = FragValue {
+        expires_ns: now + timeout_ns,
+        sport: pkt.sport,
+        dport: pkt.dport,
+        _pad: 0,
+    };
     let _ = FRAGS.insert(&pkt.frag_key(ifindex, dir), &v, 0);
 }
 

@@ -6,7 +6,10 @@ use palisade_common::{IDENTITY_WORLD, IpcacheValue};
 
 use crate::{IPCACHE_EXACT4, IPCACHE_EXACT6, IPCACHE_V4, IPCACHE_V6};
 
-const WORLD: IpcacheValue = IpcacheValue { identity: IDENTITY_WORLD, cidr_identity: IDENTITY_WORLD };
+const WORLD: IpcacheValue = IpcacheValue {
+    identity: IDENTITY_WORLD,
+    cidr_identity: IDENTITY_WORLD,
+};
 
 /// The identities of `addr` (IPv4 in its first 4 bytes when `v4`).
 #[inline(always)]

@@ -20,9 +20,9 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use palisade_common::{
-    Config, Counter, CtKey, CtValue, EndpointDropKey, EndpointInfo, EventStats, FragKey,
-    FragValue, IpcacheValue, METRICS_ENTRIES, PolicyKey, PolicyValue, PortBitmap, RateLimitState,
-    capacity, direction,
+    Config, Counter, CtKey, CtValue, EndpointDropKey, EndpointInfo, EventStats, FragKey, FragValue,
+    IpcacheValue, METRICS_ENTRIES, PolicyKey, PolicyValue, PortBitmap, RateLimitState, capacity,
+    direction,
 };
 
 /// Local endpoints by host-side interface index.

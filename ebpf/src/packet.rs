@@ -91,14 +91,22 @@ impl Packet {
     /// The peer's address: the source for ingress, the destination for egress.
     #[inline(always)]
     pub fn peer_addr(&self, dir: u8) -> &[u8; 16] {
-        if dir == direction::INGRESS { &self.saddr } else { &self.daddr }
+        if dir == direction::INGRESS {
+            &self.saddr
+        } else {
+            &self.daddr
+        }
     }
 
     /// The port a NetworkPolicy rule is matched against (the destination
     /// port; 0 for protocols without ports).
     #[inline(always)]
     pub fn policy_port(&self) -> u16 {
-        if proto::has_ports(self.proto) { self.dport } else { 0 }
+        if proto::has_ports(self.proto) {
+            self.dport
+        } else {
+            0
+        }
     }
 
     /// Whether this is IPv4.
@@ -111,6 +119,9 @@ impl Packet {
 /// The other direction.
 #[inline(always)]
 pub const fn opposite(dir: u8) -> u8 {
-    if dir == direction::INGRESS { direction::EGRESS } else { direction::INGRESS }
+    if dir == direction::INGRESS {
+        direction::EGRESS
+    } else {
+        direction::INGRESS
+    }
 }
-

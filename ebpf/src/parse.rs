@@ -286,8 +286,13 @@ fn parse_v6(ctx: &TcContext) -> Result<Frame, DropReason> {
             }
             NEXTHDR_FRAGMENT => {
                 let h: *const FragHdr = l4_header(ctx, off, ip_end)?;
-                let (n, off_flags, id) =
-                    unsafe { ((*h).nexthdr, be16((*h).off_flags), u32::from_be_bytes((*h).id)) };
+                let (n, off_flags, id) = unsafe {
+                    (
+                        (*h).nexthdr,
+                        be16((*h).off_flags),
+                        u32::from_be_bytes((*h).id),
+                    )
+                };
                 next = n;
                 off += size_of::<FragHdr>();
                 pkt.frag_id = id;
@@ -333,15 +338,26 @@ fn parse_v6(ctx: &TcContext) -> Result<Frame, DropReason> {
 }
 
 #[inline(always)]
-fn parse_l4(ctx: &TcContext, pkt: &mut Packet, off: usize, ip_end: usize) -> Result<(), DropReason> {
+fn parse_l4(
+    ctx: &TcContext,
+    pkt: &mut Packet,
+    off: usize,
+    ip_end: usize,
+) -> Result<(), DropReason> {
     if off > MAX_L4_OFFSET {
         return Err(DropReason::ExtensionHeaderLimit);
     }
     match pkt.proto {
         proto::TCP => {
             let h: *const L4Head = l4_header(ctx, off, ip_end)?;
-            let (sport, dport, doff, flags) =
-                unsafe { (be16((*h).sport), be16((*h).dport), (*h).doff >> 4, (*h).flags) };
+            let (sport, dport, doff, flags) = unsafe {
+                (
+                    be16((*h).sport),
+                    be16((*h).dport),
+                    (*h).doff >> 4,
+                    (*h).flags,
+                )
+            };
             if doff < 5 {
                 return Err(DropReason::Malformed);
             }

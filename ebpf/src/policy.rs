@@ -45,7 +45,8 @@ fn entry_allows(key: &PolicyKey, port: u16) -> bool {
     }
     match unsafe { PORTSETS.get(&v.portset) } {
         Some(bitmap) => {
-            let word = bitmap.words[(port >> 6) as usize & (palisade_common::PORT_BITMAP_WORDS - 1)];
+            let word =
+                bitmap.words[(port >> 6) as usize & (palisade_common::PORT_BITMAP_WORDS - 1)];
             (word >> (port & 63)) & 1 == 1
         }
         // A dangling reference allows nothing (fail closed).

@@ -49,10 +49,34 @@ impl Rng {
 
 fn setup(policy_entries: u32, cidr_prefixes: u32) -> (TestDatapath, IpAddr) {
     let mut t = TestDatapath::new();
-    t.set_endpoint(EndpointInfo { ep_id: EP, identity: POD, flags: ef::ISOLATED_INGRESS, _pad: 0 });
-    t.ipcache_exact(pod(), IpcacheValue { identity: POD, cidr_identity: IDENTITY_WORLD });
-    t.ipcache_exact(peer(), IpcacheValue { identity: PEER, cidr_identity: IDENTITY_WORLD });
-    let key = |identity| PolicyKey { ep_id: EP, identity, direction: INGRESS, proto: proto::TCP, view: 0, _pad: 0 };
+    t.set_endpoint(EndpointInfo {
+        ep_id: EP,
+        identity: POD,
+        flags: ef::ISOLATED_INGRESS,
+        _pad: 0,
+    });
+    t.ipcache_exact(
+        pod(),
+        IpcacheValue {
+            identity: POD,
+            cidr_identity: IDENTITY_WORLD,
+        },
+    );
+    t.ipcache_exact(
+        peer(),
+        IpcacheValue {
+            identity: PEER,
+            cidr_identity: IDENTITY_WORLD,
+        },
+    );
+    let key = |identity| PolicyKey {
+        ep_id: EP,
+        identity,
+        direction: INGRESS,
+        proto: proto::TCP,
+        view: 0,
+        _pad: 0,
+    };
     t.allow(key(PEER), PolicyValue::range(80, 80));
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     // Filler: other endpoints and identities, so the map really holds N entries.
@@ -65,7 +89,10 @@ fn setup(policy_entries: u32, cidr_prefixes: u32) -> (TestDatapath, IpAddr) {
             view: 0,
             _pad: 0,
         };
-        t.allow(k, PolicyValue::range((i % 60000) as u16, (i % 60000) as u16 + 10));
+        t.allow(
+            k,
+            PolicyValue::range((i % 60000) as u16, (i % 60000) as u16 + 10),
+        );
     }
     // CIDR regions: random prefixes in 10.0.0.0/8; the probe peer is in the last one.
     let mut peer_in_cidr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
@@ -96,8 +123,9 @@ fn repeated(t: &TestDatapath, frame: &[u8], repeat: u32) -> (f64, f64) {
 /// ns per run: (palisade, noop) over distinct new flows, once each.
 fn distinct(t: &mut TestDatapath, src: IpAddr, flows: u16) -> (f64, f64) {
     t.clear_ct();
-    let frames: Vec<Vec<u8>> =
-        (0..flows).map(|i| PacketSpec::tcp(src, pod(), 10_000 + i, 80, tcp::SYN).frame()).collect();
+    let frames: Vec<Vec<u8>> = (0..flows)
+        .map(|i| PacketSpec::tcp(src, pod(), 10_000 + i, 80, tcp::SYN).frame())
+        .collect();
     let (mut ours, mut noop) = (0.0, 0.0);
     for f in &frames {
         let (rv, d) = t.run_program(program_names::TO_POD, f, 1);
@@ -111,16 +139,33 @@ fn distinct(t: &mut TestDatapath, src: IpAddr, flows: u16) -> (f64, f64) {
 
 fn main() {
     let repeat: u32 = std::env::args()
-        .find_map(|a| a.strip_prefix("--repeat=").map(|v| v.parse().expect("--repeat=N")))
+        .find_map(|a| {
+            a.strip_prefix("--repeat=")
+                .map(|v| v.parse().expect("--repeat=N"))
+        })
         .unwrap_or(1_000_000);
     let flows: u16 = 20_000;
-    println!("BPF_PROG_TEST_RUN, repeat={repeat}, distinct new flows={flows}; ns/packet (palisade / empty program = ratio)");
+    println!(
+        "BPF_PROG_TEST_RUN, repeat={repeat}, distinct new flows={flows}; ns/packet (palisade / empty program = ratio)"
+    );
     println!(
         "{:>8} {:>8} | {:>24} | {:>24} | {:>24} | {:>24}",
-        "policy", "cidrs", "established ACK", "new allowed SYN", "denied SYN", "new SYN from CIDR peer"
+        "policy",
+        "cidrs",
+        "established ACK",
+        "new allowed SYN",
+        "denied SYN",
+        "new SYN from CIDR peer"
     );
-    let sizes: [(u32, u32); 7] =
-        [(1, 1), (1_000, 1), (10_000, 1), (100_000, 1), (1, 1_000), (1, 50_000), (100_000, 50_000)];
+    let sizes: [(u32, u32); 7] = [
+        (1, 1),
+        (1_000, 1),
+        (10_000, 1),
+        (100_000, 1),
+        (1, 1_000),
+        (1, 50_000),
+        (100_000, 50_000),
+    ];
     for (policy, cidrs) in sizes {
         let (mut t, cidr_peer) = setup(policy, cidrs);
         let syn = PacketSpec::tcp(peer(), pod(), 40_000, 80, tcp::SYN).frame();

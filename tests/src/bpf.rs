@@ -67,16 +67,25 @@ impl TestDatapath {
 
     /// Runs the program `repeat` times; returns (return value, ns per run).
     pub fn run_n(&self, dir: u8, frame: &[u8], repeat: u32) -> (u32, f64) {
-        let name =
-            if dir == direction::INGRESS { program_names::TO_POD } else { program_names::FROM_POD };
+        let name = if dir == direction::INGRESS {
+            program_names::TO_POD
+        } else {
+            program_names::FROM_POD
+        };
         self.run_program(name, frame, repeat)
     }
 
     /// Runs any program of the object.
     pub fn run_program(&self, name: &'static str, frame: &[u8], repeat: u32) -> (u32, f64) {
         let prog = self.dp.program(name).unwrap_or_else(|e| panic!("{e}"));
-        let opts = TestRunOptions { data_in: Some(frame), repeat, ..Default::default() };
-        let r = prog.test_run(opts).unwrap_or_else(|e| panic!("test_run {name} on {} bytes: {e:?}", frame.len()));
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..Default::default()
+        };
+        let r = prog
+            .test_run(opts)
+            .unwrap_or_else(|e| panic!("test_run {name} on {} bytes: {e:?}", frame.len()));
         (r.return_value, r.duration.as_nanos() as f64)
     }
 
@@ -113,26 +122,47 @@ impl TestDatapath {
     /// Maps a single address to identities.
     pub fn ipcache_exact(&mut self, addr: IpAddr, v: IpcacheValue) {
         match addr {
-            IpAddr::V4(a) => self.dp.maps.ipcache_exact4.insert(a.octets(), v, 0).unwrap(),
-            IpAddr::V6(a) => self.dp.maps.ipcache_exact6.insert(a.octets(), v, 0).unwrap(),
+            IpAddr::V4(a) => self
+                .dp
+                .maps
+                .ipcache_exact4
+                .insert(a.octets(), v, 0)
+                .unwrap(),
+            IpAddr::V6(a) => self
+                .dp
+                .maps
+                .ipcache_exact6
+                .insert(a.octets(), v, 0)
+                .unwrap(),
         }
     }
 
     /// Maps a prefix to a region identity.
     pub fn ipcache_prefix(&mut self, net: IpNet, identity: u32) {
-        let v = IpcacheValue { identity, cidr_identity: identity };
+        let v = IpcacheValue {
+            identity,
+            cidr_identity: identity,
+        };
         match net {
             IpNet::V4(n) => self
                 .dp
                 .maps
                 .ipcache_v4
-                .insert(&Key::new(u32::from(n.prefix_len()), n.network().octets()), v, 0)
+                .insert(
+                    &Key::new(u32::from(n.prefix_len()), n.network().octets()),
+                    v,
+                    0,
+                )
                 .unwrap(),
             IpNet::V6(n) => self
                 .dp
                 .maps
                 .ipcache_v6
-                .insert(&Key::new(u32::from(n.prefix_len()), n.network().octets()), v, 0)
+                .insert(
+                    &Key::new(u32::from(n.prefix_len()), n.network().octets()),
+                    v,
+                    0,
+                )
                 .unwrap(),
         }
     }
@@ -167,6 +197,9 @@ impl TestDatapath {
 
     /// A counter slot summed over CPUs.
     pub fn counter(&self, dir: u8, verdict: u8, reason: u8) -> Counter {
-        self.dp.maps.counter(metrics_index(dir, verdict, reason)).unwrap()
+        self.dp
+            .maps
+            .counter(metrics_index(dir, verdict, reason))
+            .unwrap()
     }
 }

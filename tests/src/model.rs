@@ -8,8 +8,8 @@ use std::{collections::BTreeMap, net::IpAddr};
 
 use ipnet::IpNet;
 use palisade_common::{
-    DropReason, EndpointInfo, IDENTITY_ANY, IDENTITY_HOST, IDENTITY_WORLD, IpcacheValue,
-    PolicyKey, PolicyValue, PortBitmap, config_flags, direction, endpoint_flags,
+    DropReason, EndpointInfo, IDENTITY_ANY, IDENTITY_HOST, IDENTITY_WORLD, IpcacheValue, PolicyKey,
+    PolicyValue, PortBitmap, config_flags, direction, endpoint_flags,
 };
 
 use crate::packet::{L4, PacketSpec};
@@ -79,7 +79,14 @@ impl Contents {
         };
         let (id, cidr) = self.identities(peer);
         [id, cidr, IDENTITY_ANY].into_iter().any(|identity| {
-            let key = PolicyKey { ep_id, identity, direction: dir, proto: class, view, _pad: 0 };
+            let key = PolicyKey {
+                ep_id,
+                identity,
+                direction: dir,
+                proto: class,
+                view,
+                _pad: 0,
+            };
             self.policy.get(&key).is_some_and(|v| self.port_ok(v, port))
         })
     }
@@ -96,7 +103,11 @@ impl Contents {
         if ep.flags & endpoint_flags::POLICY_PENDING != 0 {
             return Expect::Drop(DropReason::PolicyPending);
         }
-        let peer = if dir == direction::INGRESS { spec.src } else { spec.dst };
+        let peer = if dir == direction::INGRESS {
+            spec.src
+        } else {
+            spec.dst
+        };
         let host_exempt = dir == direction::INGRESS
             && self.identities(peer).0 == IDENTITY_HOST
             && self.config_flags & config_flags::ENFORCE_HOST == 0;

@@ -88,7 +88,12 @@ pub enum L4 {
     Sctp { sport: u16, dport: u16 },
     /// ICMP or ICMPv6 (chosen by family) with type, code and identifier;
     /// `quote` is the IP packet an error message carries.
-    Icmp { ty: u8, code: u8, id: u16, quote: Vec<u8> },
+    Icmp {
+        ty: u8,
+        code: u8,
+        id: u16,
+        quote: Vec<u8>,
+    },
     /// Any other protocol number with a raw payload.
     Raw { proto: u8, payload: Vec<u8> },
 }
@@ -113,7 +118,11 @@ impl L4 {
 
     fn bytes(&self) -> Vec<u8> {
         match self {
-            L4::Tcp { sport, dport, flags } => {
+            L4::Tcp {
+                sport,
+                dport,
+                flags,
+            } => {
                 let mut b = vec![0u8; 20];
                 b[0..2].copy_from_slice(&sport.to_be_bytes());
                 b[2..4].copy_from_slice(&dport.to_be_bytes());
@@ -143,7 +152,12 @@ impl L4 {
                 b[26..28].copy_from_slice(&1u16.to_be_bytes());
                 b
             }
-            L4::Icmp { ty, code, id, quote } => {
+            L4::Icmp {
+                ty,
+                code,
+                id,
+                quote,
+            } => {
                 let mut b = vec![0u8; 8];
                 b[0] = *ty;
                 b[1] = *code;
@@ -194,7 +208,15 @@ impl PacketSpec {
 
     /// TCP.
     pub fn tcp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, flags: u8) -> Self {
-        Self::new(src, dst, L4::Tcp { sport, dport, flags })
+        Self::new(
+            src,
+            dst,
+            L4::Tcp {
+                sport,
+                dport,
+                flags,
+            },
+        )
     }
 
     /// UDP.
@@ -210,17 +232,32 @@ impl PacketSpec {
     /// ICMP echo request (v4 type 8, v6 type 128).
     pub fn ping(src: IpAddr, dst: IpAddr, id: u16) -> Self {
         let ty = if src.is_ipv6() { 128 } else { 8 };
-        Self::new(src, dst, L4::Icmp { ty, code: 0, id, quote: Vec::new() })
+        Self::new(
+            src,
+            dst,
+            L4::Icmp {
+                ty,
+                code: 0,
+                id,
+                quote: Vec::new(),
+            },
+        )
     }
 
     /// The IP packet (no Ethernet header).
     pub fn ip_bytes(&self) -> Vec<u8> {
         let v6 = self.src.is_ipv6();
-        let mut l4 = if self.no_l4 { Vec::new() } else { self.l4.bytes() };
+        let mut l4 = if self.no_l4 {
+            Vec::new()
+        } else {
+            self.l4.bytes()
+        };
         l4.extend(std::iter::repeat_n(0xabu8, self.payload));
         let proto = self.l4.proto(v6);
         match (self.src, self.dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => ipv4(s, d, proto, &self.ipv4_options, self.ipv4_fragment, &l4),
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                ipv4(s, d, proto, &self.ipv4_options, self.ipv4_fragment, &l4)
+            }
             (IpAddr::V6(s), IpAddr::V6(d)) => ipv6(s, d, proto, &self.ipv6_ext, &l4),
             _ => panic!("mixed address families"),
         }
@@ -254,7 +291,11 @@ pub fn arp_request(sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
 fn checksum(bytes: &[u8]) -> u16 {
     let mut sum = 0u32;
     for c in bytes.chunks(2) {
-        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from(c[0]) << 8 };
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from(c[0]) << 8
+        };
         sum += u32::from(w);
     }
     while sum >> 16 != 0 {
@@ -273,7 +314,7 @@ pub fn ipv4(
     payload: &[u8],
 ) -> Vec<u8> {
     let mut opts = options.to_vec();
-    while opts.len() % 4 != 0 {
+    while !opts.len().is_multiple_of(4) {
         opts.push(0);
     }
     let hlen = 20 + opts.len();
@@ -283,7 +324,9 @@ pub fn ipv4(
     h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
     let (id, off, more) = fragment.unwrap_or((0x4242, 0, false));
     h[4..6].copy_from_slice(&id.to_be_bytes());
-    let frag = (off & 0x1fff) | if more { 0x2000 } else { 0 } | if fragment.is_none() { 0x4000 } else { 0 };
+    let frag = (off & 0x1fff)
+        | if more { 0x2000 } else { 0 }
+        | if fragment.is_none() { 0x4000 } else { 0 };
     h[6..8].copy_from_slice(&frag.to_be_bytes());
     h[8] = 64;
     h[9] = proto;

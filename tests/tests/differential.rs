@@ -26,14 +26,33 @@ fn v4(i: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 1, i / 4, i))
 }
 fn v6(i: u8) -> IpAddr {
-    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, u16::from(i / 4), 0, 0, 0, u16::from(i)))
+    IpAddr::V6(Ipv6Addr::new(
+        0x2001,
+        0xdb8,
+        1,
+        u16::from(i / 4),
+        0,
+        0,
+        0,
+        u16::from(i),
+    ))
 }
 /// Prefixes over the address pool, nested and disjoint.
 fn prefixes() -> Vec<IpNet> {
-    ["10.0.0.0/8", "10.1.0.0/16", "10.1.1.0/24", "10.1.0.4/30", "10.1.0.8/32", "2001:db8::/32", "2001:db8:1::/48", "2001:db8:1:1::/64", "2001:db8:1::/126"]
-        .iter()
-        .map(|s| s.parse().unwrap())
-        .collect()
+    [
+        "10.0.0.0/8",
+        "10.1.0.0/16",
+        "10.1.1.0/24",
+        "10.1.0.4/30",
+        "10.1.0.8/32",
+        "2001:db8::/32",
+        "2001:db8:1::/48",
+        "2001:db8:1:1::/64",
+        "2001:db8:1::/126",
+    ]
+    .iter()
+    .map(|s| s.parse().unwrap())
+    .collect()
 }
 const PORTS: [u16; 10] = [0, 1, 53, 79, 80, 81, 443, 1023, 1024, 65535];
 
@@ -44,20 +63,54 @@ fn arb_value() -> impl Strategy<Value = PolicyValue> {
             let (lo, hi) = (PORTS[a.min(b)], PORTS[a.max(b)]);
             PolicyValue::range(lo, hi)
         }),
-        Just(PolicyValue { port_lo: 0, port_hi: 0, portset: 1 }),
-        Just(PolicyValue { port_lo: 0, port_hi: 0, portset: 2 }),
+        Just(PolicyValue {
+            port_lo: 0,
+            port_hi: 0,
+            portset: 1
+        }),
+        Just(PolicyValue {
+            port_lo: 0,
+            port_hi: 0,
+            portset: 2
+        }),
     ]
 }
 
 fn arb_contents() -> impl Strategy<Value = Contents> {
-    let entry = (0usize..IDS.len(), 0u8..2, prop::sample::select(vec![6u8, 17, 132, 255]), 0u8..2, arb_value())
+    let entry = (
+        0usize..IDS.len(),
+        0u8..2,
+        prop::sample::select(vec![6u8, 17, 132, 255]),
+        0u8..2,
+        arb_value(),
+    )
         .prop_map(|(i, dir, p, view, v)| {
-            (PolicyKey { ep_id: EP, identity: IDS[i], direction: dir, proto: p, view, _pad: 0 }, v)
+            (
+                PolicyKey {
+                    ep_id: EP,
+                    identity: IDS[i],
+                    direction: dir,
+                    proto: p,
+                    view,
+                    _pad: 0,
+                },
+                v,
+            )
         });
-    let exact = (0u8..12, 0usize..IDS.len(), 0usize..4, any::<bool>())
-        .prop_map(|(a, i, c, six)| {
-            let cidr = if c == 0 { palisade_common::IDENTITY_WORLD } else { CIDR_IDENTITY_BASE + c as u32 };
-            ((if six { v6(a) } else { v4(a) }), IpcacheValue { identity: IDS[i].max(1), cidr_identity: cidr })
+    let exact =
+        (0u8..12, 0usize..IDS.len(), 0usize..4, any::<bool>()).prop_map(|(a, i, c, six)| {
+            let cidr = if c == 0 {
+                palisade_common::IDENTITY_WORLD
+            } else {
+                CIDR_IDENTITY_BASE + c as u32
+            };
+            (
+                (if six { v6(a) } else { v4(a) }),
+                IpcacheValue {
+                    identity: IDS[i].max(1),
+                    cidr_identity: cidr,
+                },
+            )
         });
     (
         any::<u8>(),
@@ -69,7 +122,12 @@ fn arb_contents() -> impl Strategy<Value = Contents> {
         .prop_map(|(flags, entries, exact, prefs, cfg)| {
             let all = prefixes();
             let mut c = Contents {
-                endpoint: Some(EndpointInfo { ep_id: EP, identity: POD, flags: u32::from(flags) & 0x3f, _pad: 0 }),
+                endpoint: Some(EndpointInfo {
+                    ep_id: EP,
+                    identity: POD,
+                    flags: u32::from(flags) & 0x3f,
+                    _pad: 0,
+                }),
                 config_flags: cfg & (config_flags::ENFORCE_HOST),
                 ..Default::default()
             };
@@ -93,25 +151,47 @@ fn arb_contents() -> impl Strategy<Value = Contents> {
 }
 
 fn arb_packet() -> impl Strategy<Value = (u8, PacketSpec)> {
-    (0u8..2, 0u8..12, 0u8..12, any::<bool>(), 0u8..5, 0usize..PORTS.len(), any::<u16>()).prop_map(
-        |(dir, a, b, six, kind, port, sport)| {
+    (
+        0u8..2,
+        0u8..12,
+        0u8..12,
+        any::<bool>(),
+        0u8..5,
+        0usize..PORTS.len(),
+        any::<u16>(),
+    )
+        .prop_map(|(dir, a, b, six, kind, port, sport)| {
             let (s, d) = if six { (v6(a), v6(b)) } else { (v4(a), v4(b)) };
             let dport = PORTS[port];
             let l4 = match kind {
-                0 => L4::Tcp { sport, dport, flags: tcp::SYN },
+                0 => L4::Tcp {
+                    sport,
+                    dport,
+                    flags: tcp::SYN,
+                },
                 1 => L4::Udp { sport, dport },
                 2 => L4::Sctp { sport, dport },
-                3 => L4::Icmp { ty: if six { 128 } else { 8 }, code: 0, id: sport, quote: vec![] },
-                _ => L4::Raw { proto: 47, payload: vec![0; 4] },
+                3 => L4::Icmp {
+                    ty: if six { 128 } else { 8 },
+                    code: 0,
+                    id: sport,
+                    quote: vec![],
+                },
+                _ => L4::Raw {
+                    proto: 47,
+                    payload: vec![0; 4],
+                },
             };
             (dir, PacketSpec::new(s, d, l4))
-        },
-    )
+        })
 }
 
 fn load(t: &mut TestDatapath, c: &Contents) {
     t.set_endpoint(c.endpoint.unwrap());
-    t.set_config(palisade_common::Config { flags: c.config_flags, ..Default::default() });
+    t.set_config(palisade_common::Config {
+        flags: c.config_flags,
+        ..Default::default()
+    });
     for (k, v) in &c.policy {
         t.allow(*k, *v);
     }
@@ -133,14 +213,28 @@ fn unload(t: &mut TestDatapath, c: &Contents) {
     let dp = &mut t.dp.maps;
     for a in c.exact.keys() {
         match a {
-            IpAddr::V4(a) => { let _ = dp.ipcache_exact4.remove(&a.octets()); }
-            IpAddr::V6(a) => { let _ = dp.ipcache_exact6.remove(&a.octets()); }
+            IpAddr::V4(a) => {
+                let _ = dp.ipcache_exact4.remove(&a.octets());
+            }
+            IpAddr::V6(a) => {
+                let _ = dp.ipcache_exact6.remove(&a.octets());
+            }
         }
     }
     for (n, _) in &c.prefixes {
         match n {
-            IpNet::V4(n) => { let _ = dp.ipcache_v4.remove(&aya::maps::lpm_trie::Key::new(u32::from(n.prefix_len()), n.network().octets())); }
-            IpNet::V6(n) => { let _ = dp.ipcache_v6.remove(&aya::maps::lpm_trie::Key::new(u32::from(n.prefix_len()), n.network().octets())); }
+            IpNet::V4(n) => {
+                let _ = dp.ipcache_v4.remove(&aya::maps::lpm_trie::Key::new(
+                    u32::from(n.prefix_len()),
+                    n.network().octets(),
+                ));
+            }
+            IpNet::V6(n) => {
+                let _ = dp.ipcache_v6.remove(&aya::maps::lpm_trie::Key::new(
+                    u32::from(n.prefix_len()),
+                    n.network().octets(),
+                ));
+            }
         }
     }
     t.clear_ct();
@@ -148,7 +242,11 @@ fn unload(t: &mut TestDatapath, c: &Contents) {
 }
 
 /// Runs every packet as a new flow; returns the first disagreement.
-fn disagreement(t: &mut TestDatapath, c: &Contents, packets: &[(u8, PacketSpec)]) -> Option<String> {
+fn disagreement(
+    t: &mut TestDatapath,
+    c: &Contents,
+    packets: &[(u8, PacketSpec)],
+) -> Option<String> {
     for (dir, p) in packets {
         t.clear_ct();
         let _ = t.events();
@@ -188,25 +286,63 @@ proptest! {
 #[test]
 fn a_broken_entry_is_caught() {
     let mut t = TestDatapath::new();
-    t.set_config(palisade_common::Config { events_per_sec: 1_000_000, events_burst: 1_000_000, ..Default::default() });
+    t.set_config(palisade_common::Config {
+        events_per_sec: 1_000_000,
+        events_burst: 1_000_000,
+        ..Default::default()
+    });
     let mut c = Contents {
-        endpoint: Some(EndpointInfo { ep_id: EP, identity: POD, flags: ef::ISOLATED_INGRESS, _pad: 0 }),
+        endpoint: Some(EndpointInfo {
+            ep_id: EP,
+            identity: POD,
+            flags: ef::ISOLATED_INGRESS,
+            _pad: 0,
+        }),
         ..Default::default()
     };
-    c.exact.insert(v4(1), IpcacheValue { identity: 301, cidr_identity: palisade_common::IDENTITY_WORLD });
+    c.exact.insert(
+        v4(1),
+        IpcacheValue {
+            identity: 301,
+            cidr_identity: palisade_common::IDENTITY_WORLD,
+        },
+    );
     c.policy.insert(
-        PolicyKey { ep_id: EP, identity: 301, direction: 0, proto: proto::TCP, view: 0, _pad: 0 },
+        PolicyKey {
+            ep_id: EP,
+            identity: 301,
+            direction: 0,
+            proto: proto::TCP,
+            view: 0,
+            _pad: 0,
+        },
         PolicyValue::range(80, 80),
     );
     load(&mut t, &c);
-    let packets: Vec<(u8, PacketSpec)> =
-        PORTS.iter().map(|p| (0, PacketSpec::tcp(v4(1), v4(2), 1000, *p, tcp::SYN))).collect();
-    assert_eq!(disagreement(&mut t, &c, &packets), None, "agrees before sabotage");
+    let packets: Vec<(u8, PacketSpec)> = PORTS
+        .iter()
+        .map(|p| (0, PacketSpec::tcp(v4(1), v4(2), 1000, *p, tcp::SYN)))
+        .collect();
+    assert_eq!(
+        disagreement(&mut t, &c, &packets),
+        None,
+        "agrees before sabotage"
+    );
     // Sabotage: widen the map's range by one port behind the model's back.
     t.allow(
-        PolicyKey { ep_id: EP, identity: 301, direction: 0, proto: proto::TCP, view: 0, _pad: 0 },
+        PolicyKey {
+            ep_id: EP,
+            identity: 301,
+            direction: 0,
+            proto: proto::TCP,
+            view: 0,
+            _pad: 0,
+        },
         PolicyValue::range(80, 81),
     );
     let d = disagreement(&mut t, &c, &packets);
-    assert!(d.as_deref().is_some_and(|s| s.contains("dport: 81")), "mismatch not caught: {d:?}");
+    assert!(
+        d.as_deref().is_some_and(|s| s.contains("dport: 81")),
+        "mismatch not caught: {d:?}"
+    );
 }

@@ -7,9 +7,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use palisade_common::{
     CIDR_IDENTITY_BASE, Config, DropReason, EndpointInfo, ForwardReason, IDENTITY_ANY,
-    IDENTITY_HOST, IDENTITY_WORLD, IpcacheValue, PolicyKey, PolicyValue, PortBitmap,
-    config_flags, direction::{EGRESS, INGRESS}, endpoint_flags as ef, event_kind, family, proto,
-    verdict,
+    IDENTITY_HOST, IDENTITY_WORLD, IpcacheValue, PolicyKey, PolicyValue, PortBitmap, config_flags,
+    direction::{EGRESS, INGRESS},
+    endpoint_flags as ef, event_kind, family, proto, verdict,
 };
 use palisade_tests::{
     bpf::{Action, TEST_IFINDEX, TestDatapath},
@@ -43,26 +43,56 @@ fn isolated() -> TestDatapath {
         flags: ef::ISOLATED_INGRESS | ef::ISOLATED_EGRESS,
         _pad: 0,
     });
-    for (a, id) in [(pod4(), POD_ID), (peer4(), PEER_ID), (pod6(), POD_ID), (peer6(), PEER_ID)] {
-        t.ipcache_exact(a, IpcacheValue { identity: id, cidr_identity: IDENTITY_WORLD });
+    for (a, id) in [
+        (pod4(), POD_ID),
+        (peer4(), PEER_ID),
+        (pod6(), POD_ID),
+        (peer6(), PEER_ID),
+    ] {
+        t.ipcache_exact(
+            a,
+            IpcacheValue {
+                identity: id,
+                cidr_identity: IDENTITY_WORLD,
+            },
+        );
     }
     t
 }
 
 fn key(identity: u32, dir: u8, proto: u8) -> PolicyKey {
-    PolicyKey { ep_id: EP, identity, direction: dir, proto, view: 0, _pad: 0 }
+    PolicyKey {
+        ep_id: EP,
+        identity,
+        direction: dir,
+        proto,
+        view: 0,
+        _pad: 0,
+    }
 }
 
 /// Inbound packet (peer → pod) and outbound packet (pod → peer).
 fn inbound(v6: bool, l4: L4) -> PacketSpec {
-    if v6 { PacketSpec::new(peer6(), pod6(), l4) } else { PacketSpec::new(peer4(), pod4(), l4) }
+    if v6 {
+        PacketSpec::new(peer6(), pod6(), l4)
+    } else {
+        PacketSpec::new(peer4(), pod4(), l4)
+    }
 }
 fn outbound(v6: bool, l4: L4) -> PacketSpec {
-    if v6 { PacketSpec::new(pod6(), peer6(), l4) } else { PacketSpec::new(pod4(), peer4(), l4) }
+    if v6 {
+        PacketSpec::new(pod6(), peer6(), l4)
+    } else {
+        PacketSpec::new(pod4(), peer4(), l4)
+    }
 }
 
 fn syn(sport: u16, dport: u16) -> L4 {
-    L4::Tcp { sport, dport, flags: tcp::SYN }
+    L4::Tcp {
+        sport,
+        dport,
+        flags: tcp::SYN,
+    }
 }
 
 #[test]
@@ -71,11 +101,27 @@ fn every_protocol_both_families_is_judged_on_its_destination_port() {
         let mut t = isolated();
         let cases = [
             (proto::TCP, syn(40000, 80), syn(40000, 81)),
-            (proto::UDP, L4::Udp { sport: 40000, dport: 53 }, L4::Udp { sport: 40000, dport: 54 }),
+            (
+                proto::UDP,
+                L4::Udp {
+                    sport: 40000,
+                    dport: 53,
+                },
+                L4::Udp {
+                    sport: 40000,
+                    dport: 54,
+                },
+            ),
             (
                 proto::SCTP,
-                L4::Sctp { sport: 40000, dport: 9999 },
-                L4::Sctp { sport: 40000, dport: 9998 },
+                L4::Sctp {
+                    sport: 40000,
+                    dport: 9999,
+                },
+                L4::Sctp {
+                    sport: 40000,
+                    dport: 9998,
+                },
             ),
         ];
         for (p, allowed, denied) in cases {
@@ -86,19 +132,45 @@ fn every_protocol_both_families_is_judged_on_its_destination_port() {
             for dir in [INGRESS, EGRESS] {
                 t.allow(key(PEER_ID, dir, p), PolicyValue::range(port, port));
                 let mk = |l4: &L4| {
-                    if dir == INGRESS { inbound(v6, l4.clone()) } else { outbound(v6, l4.clone()) }
+                    if dir == INGRESS {
+                        inbound(v6, l4.clone())
+                    } else {
+                        outbound(v6, l4.clone())
+                    }
                 };
-                assert_eq!(t.run(dir, &mk(&allowed).frame()), Action::Pass, "v6={v6} {p} {dir}");
-                assert_eq!(t.run(dir, &mk(&denied).frame()), Action::Drop, "v6={v6} {p} {dir}");
+                assert_eq!(
+                    t.run(dir, &mk(&allowed).frame()),
+                    Action::Pass,
+                    "v6={v6} {p} {dir}"
+                );
+                assert_eq!(
+                    t.run(dir, &mk(&denied).frame()),
+                    Action::Drop,
+                    "v6={v6} {p} {dir}"
+                );
             }
         }
         // ICMP echo: only an all-protocols entry (class OTHER) allows it.
-        let ping = inbound(v6, L4::Icmp { ty: if v6 { 128 } else { 8 }, code: 0, id: 9, quote: vec![] });
+        let ping = inbound(
+            v6,
+            L4::Icmp {
+                ty: if v6 { 128 } else { 8 },
+                code: 0,
+                id: 9,
+                quote: vec![],
+            },
+        );
         assert_eq!(t.run(INGRESS, &ping.frame()), Action::Drop);
         t.allow(key(PEER_ID, INGRESS, proto::OTHER), PolicyValue::ALL_PORTS);
         assert_eq!(t.run(INGRESS, &ping.frame()), Action::Pass);
         // The TCP entry for port 80 does not allow a GRE packet.
-        let gre = inbound(v6, L4::Raw { proto: 47, payload: vec![0; 8] });
+        let gre = inbound(
+            v6,
+            L4::Raw {
+                proto: 47,
+                payload: vec![0; 8],
+            },
+        );
         t.disallow(&key(PEER_ID, INGRESS, proto::OTHER));
         assert_eq!(t.run(INGRESS, &gre.frame()), Action::Drop);
     }
@@ -107,27 +179,61 @@ fn every_protocol_both_families_is_judged_on_its_destination_port() {
 #[test]
 fn link_control_always_passes_and_other_l3_only_when_not_isolated() {
     let mut t = isolated();
-    assert_eq!(t.run(INGRESS, &arp_request(Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 18, 0, 10))), Action::Pass);
+    assert_eq!(
+        t.run(
+            INGRESS,
+            &arp_request(Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 18, 0, 10))
+        ),
+        Action::Pass
+    );
     // Neighbour solicitation (135) and advertisement (136), MLD report (143).
     for ty in [133u8, 135, 136, 143] {
-        let ns = inbound(true, L4::Icmp { ty, code: 0, id: 0, quote: vec![0; 16] });
-        assert_eq!(t.run(INGRESS, &ns.frame()), Action::Pass, "icmpv6 type {ty}");
+        let ns = inbound(
+            true,
+            L4::Icmp {
+                ty,
+                code: 0,
+                id: 0,
+                quote: vec![0; 16],
+            },
+        );
+        assert_eq!(
+            t.run(INGRESS, &ns.frame()),
+            Action::Pass,
+            "icmpv6 type {ty}"
+        );
     }
     let lldp = ethernet(0x88cc, &[0u8; 46]);
     assert_eq!(t.run(EGRESS, &lldp), Action::Drop);
     let ev = t.events();
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0].reason, DropReason::UnsupportedL3 as u8);
-    t.set_endpoint(EndpointInfo { ep_id: EP, identity: POD_ID, flags: ef::ISOLATED_INGRESS, _pad: 0 });
+    t.set_endpoint(EndpointInfo {
+        ep_id: EP,
+        identity: POD_ID,
+        flags: ef::ISOLATED_INGRESS,
+        _pad: 0,
+    });
     assert_eq!(t.run(EGRESS, &lldp), Action::Pass);
     assert_eq!(t.run(INGRESS, &lldp), Action::Drop);
-    assert_eq!(t.counter(EGRESS, verdict::FORWARDED, ForwardReason::AlwaysAllowed as u8).packets, 1);
+    assert_eq!(
+        t.counter(
+            EGRESS,
+            verdict::FORWARDED,
+            ForwardReason::AlwaysAllowed as u8
+        )
+        .packets,
+        1
+    );
 }
 
 #[test]
 fn ipv4_options_are_skipped_before_the_ports() {
     let mut t = isolated();
-    t.allow(key(PEER_ID, INGRESS, proto::TCP), PolicyValue::range(443, 443));
+    t.allow(
+        key(PEER_ID, INGRESS, proto::TCP),
+        PolicyValue::range(443, 443),
+    );
     let mut p = inbound(false, syn(1234, 443));
     p.ipv4_options = vec![0x94, 0x04, 0, 0, 1, 1, 1, 0]; // router alert + NOPs + EOL
     assert_eq!(t.run(INGRESS, &p.frame()), Action::Pass);
@@ -142,18 +248,45 @@ fn ipv4_options_are_skipped_before_the_ports() {
 #[test]
 fn ipv6_extension_headers_are_walked_to_the_transport_header() {
     let mut t = isolated();
-    t.allow(key(PEER_ID, INGRESS, proto::UDP), PolicyValue::range(53, 53));
-    let mut p = inbound(true, L4::Udp { sport: 5000, dport: 53 });
-    p.ipv6_ext = vec![Ext::HopByHop(0), Ext::DestOpts(1), Ext::Routing(0), Ext::Auth(1), Ext::DestOpts(0)];
+    t.allow(
+        key(PEER_ID, INGRESS, proto::UDP),
+        PolicyValue::range(53, 53),
+    );
+    let mut p = inbound(
+        true,
+        L4::Udp {
+            sport: 5000,
+            dport: 53,
+        },
+    );
+    p.ipv6_ext = vec![
+        Ext::HopByHop(0),
+        Ext::DestOpts(1),
+        Ext::Routing(0),
+        Ext::Auth(1),
+        Ext::DestOpts(0),
+    ];
     assert_eq!(t.run(INGRESS, &p.frame()), Action::Pass);
-    p.l4 = L4::Udp { sport: 5000, dport: 54 };
+    p.l4 = L4::Udp {
+        sport: 5000,
+        dport: 54,
+    };
     assert_eq!(t.run(INGRESS, &p.frame()), Action::Drop);
-    assert_eq!(t.events().last().unwrap().reason, DropReason::PolicyDenied as u8);
+    assert_eq!(
+        t.events().last().unwrap().reason,
+        DropReason::PolicyDenied as u8
+    );
     // More extension headers than the walk allows.
-    p.l4 = L4::Udp { sport: 5001, dport: 53 };
+    p.l4 = L4::Udp {
+        sport: 5001,
+        dport: 53,
+    };
     p.ipv6_ext = vec![Ext::DestOpts(0); 9];
     assert_eq!(t.run(INGRESS, &p.frame()), Action::Drop);
-    assert_eq!(t.events().last().unwrap().reason, DropReason::ExtensionHeaderLimit as u8);
+    assert_eq!(
+        t.events().last().unwrap().reason,
+        DropReason::ExtensionHeaderLimit as u8
+    );
     // An extension header cut short.
     p.ipv6_ext = vec![Ext::HopByHop(4)];
     let mut f = p.frame();
@@ -162,7 +295,10 @@ fn ipv6_extension_headers_are_walked_to_the_transport_header() {
     let plen = (f.len() - 54) as u16;
     f[18..20].copy_from_slice(&plen.to_be_bytes());
     assert_eq!(t.run(INGRESS, &f), Action::Drop);
-    assert_eq!(t.events().last().unwrap().reason, DropReason::Truncated as u8);
+    assert_eq!(
+        t.events().last().unwrap().reason,
+        DropReason::Truncated as u8
+    );
 }
 
 fn fragments(v6: bool, id: u32, dport: u16) -> (Vec<u8>, Vec<u8>) {
@@ -171,8 +307,16 @@ fn fragments(v6: bool, id: u32, dport: u16) -> (Vec<u8>, Vec<u8>) {
     let mut later = first.clone();
     later.no_l4 = true;
     if v6 {
-        first.ipv6_ext = vec![Ext::Fragment { offset: 0, more: true, id }];
-        later.ipv6_ext = vec![Ext::Fragment { offset: 9, more: false, id }];
+        first.ipv6_ext = vec![Ext::Fragment {
+            offset: 0,
+            more: true,
+            id,
+        }];
+        later.ipv6_ext = vec![Ext::Fragment {
+            offset: 9,
+            more: false,
+            id,
+        }];
     } else {
         first.ipv4_fragment = Some((id as u16, 0, true));
         later.ipv4_fragment = Some((id as u16, 9, false));
@@ -184,19 +328,35 @@ fn fragments(v6: bool, id: u32, dport: u16) -> (Vec<u8>, Vec<u8>) {
 fn later_fragments_follow_their_first_fragment() {
     for v6 in [false, true] {
         let mut t = isolated();
-        t.allow(key(PEER_ID, INGRESS, proto::UDP), PolicyValue::range(4789, 4789));
+        t.allow(
+            key(PEER_ID, INGRESS, proto::UDP),
+            PolicyValue::range(4789, 4789),
+        );
         let (first, later) = fragments(v6, 0x1111, 4789);
         assert_eq!(t.run(INGRESS, &first), Action::Pass, "v6={v6}");
         assert_eq!(t.run(INGRESS, &later), Action::Pass, "v6={v6}");
-        assert_eq!(t.counter(INGRESS, verdict::FORWARDED, ForwardReason::Fragment as u8).packets, 1);
+        assert_eq!(
+            t.counter(INGRESS, verdict::FORWARDED, ForwardReason::Fragment as u8)
+                .packets,
+            1
+        );
         // A denied first fragment leaves no state: its later fragment drops too.
         let (first, later) = fragments(v6, 0x2222, 4790);
         assert_eq!(t.run(INGRESS, &first), Action::Drop);
         assert_eq!(t.run(INGRESS, &later), Action::Drop);
         let ev = t.events();
-        assert_eq!(ev.last().unwrap().reason, DropReason::FragmentNoState as u8, "v6={v6}");
+        assert_eq!(
+            ev.last().unwrap().reason,
+            DropReason::FragmentNoState as u8,
+            "v6={v6}"
+        );
         // A pod not isolated for ingress gets stray fragments.
-        t.set_endpoint(EndpointInfo { ep_id: EP, identity: POD_ID, flags: ef::ISOLATED_EGRESS, _pad: 0 });
+        t.set_endpoint(EndpointInfo {
+            ep_id: EP,
+            identity: POD_ID,
+            flags: ef::ISOLATED_EGRESS,
+            _pad: 0,
+        });
         let (_, later) = fragments(v6, 0x3333, 1);
         assert_eq!(t.run(INGRESS, &later), Action::Pass);
     }
@@ -205,29 +365,93 @@ fn later_fragments_follow_their_first_fragment() {
 #[test]
 fn truncated_and_malformed_headers_drop_only_when_isolated() {
     let mut t = isolated();
-    t.allow(key(IDENTITY_ANY, INGRESS, proto::TCP), PolicyValue::ALL_PORTS);
-    t.allow(key(IDENTITY_ANY, INGRESS, proto::UDP), PolicyValue::ALL_PORTS);
+    t.allow(
+        key(IDENTITY_ANY, INGRESS, proto::TCP),
+        PolicyValue::ALL_PORTS,
+    );
+    t.allow(
+        key(IDENTITY_ANY, INGRESS, proto::UDP),
+        PolicyValue::ALL_PORTS,
+    );
     let good = inbound(false, syn(1000, 80)).frame();
     assert_eq!(t.run(INGRESS, &good), Action::Pass);
     let cases: Vec<(Vec<u8>, DropReason, &str)> = vec![
         // (BPF_PROG_TEST_RUN refuses frames shorter than a full IP header,
         // so header stubs are covered by the veth tests.)
         // A UDP header cut after its ports, consistently with the IP length.
-        ({ let mut f = inbound(false, L4::Udp { sport: 9, dport: 9 }).frame(); f.truncate(14 + 20 + 4); f[16..18].copy_from_slice(&24u16.to_be_bytes()); f }, DropReason::Truncated, "cut udp header"),
+        (
+            {
+                let mut f = inbound(false, L4::Udp { sport: 9, dport: 9 }).frame();
+                f.truncate(14 + 20 + 4);
+                f[16..18].copy_from_slice(&24u16.to_be_bytes());
+                f
+            },
+            DropReason::Truncated,
+            "cut udp header",
+        ),
         // IHL says 60 bytes but the packet is shorter.
-        ({ let mut f = good.clone(); f[14] = 0x4f; f[16..18].copy_from_slice(&40u16.to_be_bytes()); f }, DropReason::Malformed, "ihl beyond total length"),
+        (
+            {
+                let mut f = good.clone();
+                f[14] = 0x4f;
+                f[16..18].copy_from_slice(&40u16.to_be_bytes());
+                f
+            },
+            DropReason::Malformed,
+            "ihl beyond total length",
+        ),
         // Frame shorter than the IP total length.
-        (good[..good.len() - 4].to_vec(), DropReason::Truncated, "cut tcp header"),
+        (
+            good[..good.len() - 4].to_vec(),
+            DropReason::Truncated,
+            "cut tcp header",
+        ),
         // IHL < 5.
-        ({ let mut f = good.clone(); f[14] = 0x44; f }, DropReason::Malformed, "ihl 4"),
+        (
+            {
+                let mut f = good.clone();
+                f[14] = 0x44;
+                f
+            },
+            DropReason::Malformed,
+            "ihl 4",
+        ),
         // Wrong version in an IPv4 frame.
-        ({ let mut f = good.clone(); f[14] = 0x65; f }, DropReason::Malformed, "version 6 in ipv4"),
+        (
+            {
+                let mut f = good.clone();
+                f[14] = 0x65;
+                f
+            },
+            DropReason::Malformed,
+            "version 6 in ipv4",
+        ),
         // TCP data offset < 5.
-        ({ let mut f = good.clone(); f[14 + 20 + 12] = 0x40; f }, DropReason::Malformed, "tcp doff 4"),
+        (
+            {
+                let mut f = good.clone();
+                f[14 + 20 + 12] = 0x40;
+                f
+            },
+            DropReason::Malformed,
+            "tcp doff 4",
+        ),
         // IP total length excludes the TCP header; Ethernet padding must not be read as one.
-        ({ let mut f = good.clone(); f[16..18].copy_from_slice(&20u16.to_be_bytes()); f }, DropReason::Truncated, "padding is not a header"),
+        (
+            {
+                let mut f = good.clone();
+                f[16..18].copy_from_slice(&20u16.to_be_bytes());
+                f
+            },
+            DropReason::Truncated,
+            "padding is not a header",
+        ),
         // IPv6 frame shorter than its payload length.
-        (inbound(true, L4::Udp { sport: 1, dport: 2 }).frame()[..60].to_vec(), DropReason::Truncated, "short ipv6"),
+        (
+            inbound(true, L4::Udp { sport: 1, dport: 2 }).frame()[..60].to_vec(),
+            DropReason::Truncated,
+            "short ipv6",
+        ),
     ];
     for (frame, reason, what) in &cases {
         assert_eq!(t.run(INGRESS, frame), Action::Drop, "{what}");
@@ -235,7 +459,12 @@ fn truncated_and_malformed_headers_drop_only_when_isolated() {
         assert_eq!(ev.len(), 1, "{what}");
         assert_eq!(ev[0].reason, *reason as u8, "{what}");
     }
-    t.set_endpoint(EndpointInfo { ep_id: EP, identity: POD_ID, flags: ef::ISOLATED_EGRESS, _pad: 0 });
+    t.set_endpoint(EndpointInfo {
+        ep_id: EP,
+        identity: POD_ID,
+        flags: ef::ISOLATED_EGRESS,
+        _pad: 0,
+    });
     for (frame, _, what) in &cases {
         assert_eq!(t.run(INGRESS, frame), Action::Pass, "not isolated: {what}");
     }
@@ -246,10 +475,29 @@ fn replies_pass_whatever_the_other_directions_isolation() {
     for v6 in [false, true] {
         let mut t = isolated();
         // Only egress TCP/5432 is allowed; nothing at all for ingress.
-        t.allow(key(PEER_ID, EGRESS, proto::TCP), PolicyValue::range(5432, 5432));
+        t.allow(
+            key(PEER_ID, EGRESS, proto::TCP),
+            PolicyValue::range(5432, 5432),
+        );
         let syn_out = outbound(v6, syn(45000, 5432)).frame();
-        let synack_in = inbound(v6, L4::Tcp { sport: 5432, dport: 45000, flags: tcp::SYN | tcp::ACK }).frame();
-        let ack_out = outbound(v6, L4::Tcp { sport: 45000, dport: 5432, flags: tcp::ACK }).frame();
+        let synack_in = inbound(
+            v6,
+            L4::Tcp {
+                sport: 5432,
+                dport: 45000,
+                flags: tcp::SYN | tcp::ACK,
+            },
+        )
+        .frame();
+        let ack_out = outbound(
+            v6,
+            L4::Tcp {
+                sport: 45000,
+                dport: 5432,
+                flags: tcp::ACK,
+            },
+        )
+        .frame();
         // Before the SYN, the SYN-ACK is just a denied ingress packet.
         assert_eq!(t.run(INGRESS, &synack_in), Action::Drop);
         assert_eq!(t.run(EGRESS, &syn_out), Action::Pass);
@@ -260,9 +508,16 @@ fn replies_pass_whatever_the_other_directions_isolation() {
         t.disallow(&key(PEER_ID, EGRESS, proto::TCP));
         assert_eq!(t.run(EGRESS, &ack_out), Action::Pass);
         // ... but stops new ones at once.
-        assert_eq!(t.run(EGRESS, &outbound(v6, syn(45001, 5432)).frame()), Action::Drop);
+        assert_eq!(
+            t.run(EGRESS, &outbound(v6, syn(45001, 5432)).frame()),
+            Action::Drop
+        );
         // With revalidation, the next policy epoch revokes it.
-        t.set_config(Config { policy_epoch: 1, flags: config_flags::CT_REVALIDATE, ..Default::default() });
+        t.set_config(Config {
+            policy_epoch: 1,
+            flags: config_flags::CT_REVALIDATE,
+            ..Default::default()
+        });
         assert_eq!(t.run(INGRESS, &synack_in), Action::Drop);
         let ev = t.events();
         assert_eq!(ev.last().unwrap().reason, DropReason::PolicyRevoked as u8);
@@ -274,12 +529,37 @@ fn replies_pass_whatever_the_other_directions_isolation() {
 #[test]
 fn revalidation_keeps_connections_the_new_policy_still_allows() {
     let mut t = isolated();
-    t.allow(key(PEER_ID, INGRESS, proto::UDP), PolicyValue::range(53, 53));
-    let q = inbound(false, L4::Udp { sport: 3333, dport: 53 }).frame();
-    let r = outbound(false, L4::Udp { sport: 53, dport: 3333 }).frame();
+    t.allow(
+        key(PEER_ID, INGRESS, proto::UDP),
+        PolicyValue::range(53, 53),
+    );
+    let q = inbound(
+        false,
+        L4::Udp {
+            sport: 3333,
+            dport: 53,
+        },
+    )
+    .frame();
+    let r = outbound(
+        false,
+        L4::Udp {
+            sport: 53,
+            dport: 3333,
+        },
+    )
+    .frame();
     assert_eq!(t.run(INGRESS, &q), Action::Pass);
-    t.set_config(Config { policy_epoch: 5, flags: config_flags::CT_REVALIDATE, ..Default::default() });
-    assert_eq!(t.run(EGRESS, &r), Action::Pass, "reply revalidated against ingress policy");
+    t.set_config(Config {
+        policy_epoch: 5,
+        flags: config_flags::CT_REVALIDATE,
+        ..Default::default()
+    });
+    assert_eq!(
+        t.run(EGRESS, &r),
+        Action::Pass,
+        "reply revalidated against ingress policy"
+    );
     assert_eq!(t.run(INGRESS, &q), Action::Pass);
 }
 
@@ -287,16 +567,55 @@ fn revalidation_keeps_connections_the_new_policy_still_allows() {
 fn icmp_errors_about_tracked_connections_pass() {
     for v6 in [false, true] {
         let mut t = isolated();
-        t.allow(key(PEER_ID, EGRESS, proto::UDP), PolicyValue::range(161, 161));
-        let out = outbound(v6, L4::Udp { sport: 6000, dport: 161 });
+        t.allow(
+            key(PEER_ID, EGRESS, proto::UDP),
+            PolicyValue::range(161, 161),
+        );
+        let out = outbound(
+            v6,
+            L4::Udp {
+                sport: 6000,
+                dport: 161,
+            },
+        );
         assert_eq!(t.run(EGRESS, &out.frame()), Action::Pass);
         let (ty, code) = if v6 { (1, 4) } else { (3, 3) };
-        let err = inbound(v6, L4::Icmp { ty, code, id: 0, quote: out.ip_bytes() });
-        assert_eq!(t.run(INGRESS, &err.frame()), Action::Pass, "related v6={v6}");
+        let err = inbound(
+            v6,
+            L4::Icmp {
+                ty,
+                code,
+                id: 0,
+                quote: out.ip_bytes(),
+            },
+        );
+        assert_eq!(
+            t.run(INGRESS, &err.frame()),
+            Action::Pass,
+            "related v6={v6}"
+        );
         // The same error about a flow we never saw is denied.
-        let other = outbound(v6, L4::Udp { sport: 6001, dport: 161 });
-        let err = inbound(v6, L4::Icmp { ty, code, id: 0, quote: other.ip_bytes() });
-        assert_eq!(t.run(INGRESS, &err.frame()), Action::Drop, "unrelated v6={v6}");
+        let other = outbound(
+            v6,
+            L4::Udp {
+                sport: 6001,
+                dport: 161,
+            },
+        );
+        let err = inbound(
+            v6,
+            L4::Icmp {
+                ty,
+                code,
+                id: 0,
+                quote: other.ip_bytes(),
+            },
+        );
+        assert_eq!(
+            t.run(INGRESS, &err.frame()),
+            Action::Drop,
+            "unrelated v6={v6}"
+        );
     }
 }
 
@@ -305,8 +624,26 @@ fn icmp_echo_replies_match_their_request() {
     for v6 in [false, true] {
         let mut t = isolated();
         t.allow(key(PEER_ID, EGRESS, proto::OTHER), PolicyValue::ALL_PORTS);
-        let req = outbound(v6, L4::Icmp { ty: if v6 { 128 } else { 8 }, code: 0, id: 77, quote: vec![] });
-        let rep = |id| inbound(v6, L4::Icmp { ty: if v6 { 129 } else { 0 }, code: 0, id, quote: vec![] });
+        let req = outbound(
+            v6,
+            L4::Icmp {
+                ty: if v6 { 128 } else { 8 },
+                code: 0,
+                id: 77,
+                quote: vec![],
+            },
+        );
+        let rep = |id| {
+            inbound(
+                v6,
+                L4::Icmp {
+                    ty: if v6 { 129 } else { 0 },
+                    code: 0,
+                    id,
+                    quote: vec![],
+                },
+            )
+        };
         assert_eq!(t.run(INGRESS, &rep(77).frame()), Action::Drop);
         assert_eq!(t.run(EGRESS, &req.frame()), Action::Pass);
         assert_eq!(t.run(INGRESS, &rep(77).frame()), Action::Pass);
@@ -317,12 +654,31 @@ fn icmp_echo_replies_match_their_request() {
 #[test]
 fn tcp_state_closes_and_a_new_syn_is_judged_again() {
     let mut t = isolated();
-    t.allow(key(PEER_ID, INGRESS, proto::TCP), PolicyValue::range(80, 80));
+    t.allow(
+        key(PEER_ID, INGRESS, proto::TCP),
+        PolicyValue::range(80, 80),
+    );
     let f = |flags, inb: bool| {
         if inb {
-            inbound(false, L4::Tcp { sport: 5555, dport: 80, flags }).frame()
+            inbound(
+                false,
+                L4::Tcp {
+                    sport: 5555,
+                    dport: 80,
+                    flags,
+                },
+            )
+            .frame()
         } else {
-            outbound(false, L4::Tcp { sport: 80, dport: 5555, flags }).frame()
+            outbound(
+                false,
+                L4::Tcp {
+                    sport: 80,
+                    dport: 5555,
+                    flags,
+                },
+            )
+            .frame()
         }
     };
     assert_eq!(t.run(INGRESS, &f(tcp::SYN, true)), Action::Pass);
@@ -332,7 +688,12 @@ fn tcp_state_closes_and_a_new_syn_is_judged_again() {
     t.disallow(&key(PEER_ID, INGRESS, proto::TCP));
     assert_eq!(t.run(INGRESS, &f(tcp::SYN, true)), Action::Drop);
     // A RST alone never opens an entry on a non-isolated pod.
-    t.set_endpoint(EndpointInfo { ep_id: EP, identity: POD_ID, flags: 0, _pad: 0 });
+    t.set_endpoint(EndpointInfo {
+        ep_id: EP,
+        identity: POD_ID,
+        flags: 0,
+        _pad: 0,
+    });
     t.clear_ct();
     assert_eq!(t.run(INGRESS, &f(tcp::RST, true)), Action::Pass);
     assert_eq!(t.ct_len(), 0);
@@ -344,18 +705,34 @@ fn drop_events_carry_identities_tuple_and_reason() {
         let mut t = isolated();
         let p = inbound(v6, syn(41000, 8080));
         assert_eq!(t.run(INGRESS, &p.frame()), Action::Drop);
-        let p2 = outbound(v6, L4::Sctp { sport: 2905, dport: 2906 });
+        let p2 = outbound(
+            v6,
+            L4::Sctp {
+                sport: 2905,
+                dport: 2906,
+            },
+        );
         assert_eq!(t.run(EGRESS, &p2.frame()), Action::Drop);
         let ev = t.events();
         assert_eq!(ev.len(), 2);
         let e = &ev[0];
-        assert_eq!((e.kind, e.reason, e.direction), (event_kind::DROP, DropReason::PolicyDenied as u8, INGRESS));
+        assert_eq!(
+            (e.kind, e.reason, e.direction),
+            (event_kind::DROP, DropReason::PolicyDenied as u8, INGRESS)
+        );
         assert_eq!((e.src_identity, e.dst_identity), (PEER_ID, POD_ID));
         assert_eq!((e.ep_id, e.ifindex), (EP, TEST_IFINDEX));
-        assert_eq!((e.proto, e.sport, e.dport, e.l4_flags), (proto::TCP, 41000, 8080, tcp::SYN));
+        assert_eq!(
+            (e.proto, e.sport, e.dport, e.l4_flags),
+            (proto::TCP, 41000, 8080, tcp::SYN)
+        );
         assert_eq!(e.family, if v6 { family::V6 } else { family::V4 });
         let want = |a: IpAddr| match a {
-            IpAddr::V4(a) => { let mut b = [0; 16]; b[..4].copy_from_slice(&a.octets()); b }
+            IpAddr::V4(a) => {
+                let mut b = [0; 16];
+                b[..4].copy_from_slice(&a.octets());
+                b
+            }
             IpAddr::V6(a) => a.octets(),
         };
         assert_eq!(e.saddr, want(p.src));
@@ -363,17 +740,32 @@ fn drop_events_carry_identities_tuple_and_reason() {
         assert_eq!(e.pkt_len as usize, p.frame().len());
         assert!(e.timestamp_ns > 0);
         let e = &ev[1];
-        assert_eq!((e.direction, e.src_identity, e.dst_identity), (EGRESS, POD_ID, PEER_ID));
+        assert_eq!(
+            (e.direction, e.src_identity, e.dst_identity),
+            (EGRESS, POD_ID, PEER_ID)
+        );
         assert_eq!((e.proto, e.sport, e.dport), (proto::SCTP, 2905, 2906));
-        assert_eq!(t.counter(INGRESS, verdict::DROPPED, DropReason::PolicyDenied as u8).packets, 1);
-        assert_eq!(t.counter(EGRESS, verdict::DROPPED, DropReason::PolicyDenied as u8).bytes, p2.frame().len() as u64);
+        assert_eq!(
+            t.counter(INGRESS, verdict::DROPPED, DropReason::PolicyDenied as u8)
+                .packets,
+            1
+        );
+        assert_eq!(
+            t.counter(EGRESS, verdict::DROPPED, DropReason::PolicyDenied as u8)
+                .bytes,
+            p2.frame().len() as u64
+        );
     }
 }
 
 #[test]
 fn the_event_rate_limit_suppresses_and_counts_floods() {
     let mut t = isolated();
-    t.set_config(Config { events_per_sec: 1, events_burst: 5, ..Default::default() });
+    t.set_config(Config {
+        events_per_sec: 1,
+        events_burst: 5,
+        ..Default::default()
+    });
     let frame = inbound(false, syn(1, 22)).frame();
     for _ in 0..200 {
         assert_eq!(t.run(INGRESS, &frame), Action::Drop);
@@ -384,30 +776,67 @@ fn the_event_rate_limit_suppresses_and_counts_floods() {
     assert_eq!(stats.emitted as usize, ev.len());
     assert_eq!(stats.emitted + stats.rate_limited, 200);
     // Drops are still all counted.
-    assert_eq!(t.counter(INGRESS, verdict::DROPPED, DropReason::PolicyDenied as u8).packets, 200);
+    assert_eq!(
+        t.counter(INGRESS, verdict::DROPPED, DropReason::PolicyDenied as u8)
+            .packets,
+        200
+    );
 }
 
 #[test]
 fn port_ranges_are_exact_whatever_their_alignment() {
     let mut t = isolated();
-    t.allow(key(PEER_ID, INGRESS, proto::TCP), PolicyValue::range(1000, 1999));
+    t.allow(
+        key(PEER_ID, INGRESS, proto::TCP),
+        PolicyValue::range(1000, 1999),
+    );
     let mut bitmap = PortBitmap::EMPTY;
     bitmap.insert_range(80, 80);
     bitmap.insert_range(443, 443);
     bitmap.insert_range(8000, 8100);
     t.portset(3, &bitmap);
-    t.allow(key(PEER_ID, INGRESS, proto::UDP), PolicyValue { port_lo: 0, port_hi: 0, portset: 3 });
+    t.allow(
+        key(PEER_ID, INGRESS, proto::UDP),
+        PolicyValue {
+            port_lo: 0,
+            port_hi: 0,
+            portset: 3,
+        },
+    );
     let mut sport = 20000;
     let mut check = |t: &mut TestDatapath, l4: fn(u16, u16) -> L4, port: u16, want: Action| {
         sport += 1;
-        assert_eq!(t.run(INGRESS, &inbound(false, l4(sport, port)).frame()), want, "port {port}");
+        assert_eq!(
+            t.run(INGRESS, &inbound(false, l4(sport, port)).frame()),
+            want,
+            "port {port}"
+        );
     };
-    let tcp_syn: fn(u16, u16) -> L4 = |s, d| L4::Tcp { sport: s, dport: d, flags: tcp::SYN };
+    let tcp_syn: fn(u16, u16) -> L4 = |s, d| L4::Tcp {
+        sport: s,
+        dport: d,
+        flags: tcp::SYN,
+    };
     let udp: fn(u16, u16) -> L4 = |s, d| L4::Udp { sport: s, dport: d };
-    for (p, want) in [(999, Action::Drop), (1000, Action::Pass), (1024, Action::Pass), (1999, Action::Pass), (2000, Action::Drop)] {
+    for (p, want) in [
+        (999, Action::Drop),
+        (1000, Action::Pass),
+        (1024, Action::Pass),
+        (1999, Action::Pass),
+        (2000, Action::Drop),
+    ] {
         check(&mut t, tcp_syn, p, want);
     }
-    for (p, want) in [(79, Action::Drop), (80, Action::Pass), (81, Action::Drop), (443, Action::Pass), (7999, Action::Drop), (8000, Action::Pass), (8100, Action::Pass), (8101, Action::Drop)] {
+    for (p, want) in [
+        (79, Action::Drop),
+        (80, Action::Pass),
+        (81, Action::Drop),
+        (443, Action::Pass),
+        (7999, Action::Drop),
+        (8000, Action::Pass),
+        (8100, Action::Pass),
+        (8101, Action::Drop),
+    ] {
         check(&mut t, udp, p, want);
     }
 }
@@ -422,28 +851,58 @@ fn ipblocks_match_pod_addresses_and_excepts_are_exact() {
     t.ipcache_prefix("10.0.0.0/8".parse().unwrap(), wide);
     t.ipcache_prefix("10.1.0.0/16".parse().unwrap(), narrow);
     let pod_in_narrow = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3));
-    t.ipcache_exact(pod_in_narrow, IpcacheValue { identity: 400, cidr_identity: narrow });
+    t.ipcache_exact(
+        pod_in_narrow,
+        IpcacheValue {
+            identity: 400,
+            cidr_identity: narrow,
+        },
+    );
     t.allow(key(wide, INGRESS, proto::TCP), PolicyValue::ALL_PORTS);
     let from = |a: IpAddr| PacketSpec::tcp(a, pod4(), 1111, 80, tcp::SYN).frame();
-    assert_eq!(t.run(INGRESS, &from(IpAddr::V4(Ipv4Addr::new(10, 2, 3, 4)))), Action::Pass);
-    assert_eq!(t.run(INGRESS, &from(IpAddr::V4(Ipv4Addr::new(10, 1, 9, 9)))), Action::Drop, "in except");
-    assert_eq!(t.run(INGRESS, &from(pod_in_narrow)), Action::Drop, "pod in except");
-    assert_eq!(t.run(INGRESS, &from(IpAddr::V4(Ipv4Addr::new(11, 0, 0, 1)))), Action::Drop, "world");
+    assert_eq!(
+        t.run(INGRESS, &from(IpAddr::V4(Ipv4Addr::new(10, 2, 3, 4)))),
+        Action::Pass
+    );
+    assert_eq!(
+        t.run(INGRESS, &from(IpAddr::V4(Ipv4Addr::new(10, 1, 9, 9)))),
+        Action::Drop,
+        "in except"
+    );
+    assert_eq!(
+        t.run(INGRESS, &from(pod_in_narrow)),
+        Action::Drop,
+        "pod in except"
+    );
+    assert_eq!(
+        t.run(INGRESS, &from(IpAddr::V4(Ipv4Addr::new(11, 0, 0, 1)))),
+        Action::Drop,
+        "world"
+    );
     // The other policy allows the narrow region: pod addresses in it too.
     t.allow(key(narrow, INGRESS, proto::TCP), PolicyValue::ALL_PORTS);
     t.clear_ct();
-    assert_eq!(t.run(INGRESS, &from(IpAddr::V4(Ipv4Addr::new(10, 1, 9, 9)))), Action::Pass);
+    assert_eq!(
+        t.run(INGRESS, &from(IpAddr::V4(Ipv4Addr::new(10, 1, 9, 9)))),
+        Action::Pass
+    );
     assert_eq!(t.run(INGRESS, &from(pod_in_narrow)), Action::Pass);
     // A label-selected allow for the pod's own identity works regardless of regions.
     t.disallow(&key(narrow, INGRESS, proto::TCP));
     t.allow(key(400, INGRESS, proto::TCP), PolicyValue::range(80, 80));
     t.clear_ct();
     assert_eq!(t.run(INGRESS, &from(pod_in_narrow)), Action::Pass);
-    assert_eq!(t.run(INGRESS, &from(IpAddr::V4(Ipv4Addr::new(10, 1, 9, 9)))), Action::Drop);
+    assert_eq!(
+        t.run(INGRESS, &from(IpAddr::V4(Ipv4Addr::new(10, 1, 9, 9)))),
+        Action::Drop
+    );
     // IPv6 regions.
     let v6region = CIDR_IDENTITY_BASE + 3;
     t.ipcache_prefix("2001:db8:aaaa::/48".parse().unwrap(), v6region);
-    t.allow(key(v6region, INGRESS, proto::TCP), PolicyValue::range(80, 80));
+    t.allow(
+        key(v6region, INGRESS, proto::TCP),
+        PolicyValue::range(80, 80),
+    );
     let from6 = |a: &str| PacketSpec::tcp(a.parse().unwrap(), pod6(), 1111, 80, tcp::SYN).frame();
     assert_eq!(t.run(INGRESS, &from6("2001:db8:aaaa::1")), Action::Pass);
     assert_eq!(t.run(INGRESS, &from6("2001:db8:aaab::1")), Action::Drop);
@@ -456,15 +915,26 @@ fn unknown_endpoints_fail_closed_unless_configured() {
     let f = inbound(false, syn(1, 80)).frame();
     assert_eq!(t.run(INGRESS, &f), Action::Drop);
     assert_eq!(t.events()[0].reason, DropReason::UnknownEndpoint as u8);
-    t.set_config(Config { flags: config_flags::UNKNOWN_ENDPOINT_PASS, ..Default::default() });
+    t.set_config(Config {
+        flags: config_flags::UNKNOWN_ENDPOINT_PASS,
+        ..Default::default()
+    });
     assert_eq!(t.run(INGRESS, &f), Action::Pass);
 }
 
 #[test]
 fn pending_endpoints_drop_new_flows() {
     let mut t = isolated();
-    t.set_endpoint(EndpointInfo { ep_id: EP, identity: POD_ID, flags: ef::POLICY_PENDING, _pad: 0 });
-    assert_eq!(t.run(EGRESS, &outbound(false, syn(1, 80)).frame()), Action::Drop);
+    t.set_endpoint(EndpointInfo {
+        ep_id: EP,
+        identity: POD_ID,
+        flags: ef::POLICY_PENDING,
+        _pad: 0,
+    });
+    assert_eq!(
+        t.run(EGRESS, &outbound(false, syn(1, 80)).frame()),
+        Action::Drop
+    );
     assert_eq!(t.events()[0].reason, DropReason::PolicyPending as u8);
 }
 
@@ -472,12 +942,25 @@ fn pending_endpoints_drop_new_flows() {
 fn node_to_pod_traffic_is_exempt_unless_enforced() {
     let mut t = isolated();
     let node = IpAddr::V4(Ipv4Addr::new(198, 18, 255, 1));
-    t.ipcache_exact(node, IpcacheValue { identity: IDENTITY_HOST, cidr_identity: IDENTITY_WORLD });
+    t.ipcache_exact(
+        node,
+        IpcacheValue {
+            identity: IDENTITY_HOST,
+            cidr_identity: IDENTITY_WORLD,
+        },
+    );
     let probe = PacketSpec::tcp(node, pod4(), 50000, 8080, tcp::SYN).frame();
     assert_eq!(t.run(INGRESS, &probe), Action::Pass);
-    assert_eq!(t.counter(INGRESS, verdict::FORWARDED, ForwardReason::Host as u8).packets, 1);
+    assert_eq!(
+        t.counter(INGRESS, verdict::FORWARDED, ForwardReason::Host as u8)
+            .packets,
+        1
+    );
     t.clear_ct();
-    t.set_config(Config { flags: config_flags::ENFORCE_HOST, ..Default::default() });
+    t.set_config(Config {
+        flags: config_flags::ENFORCE_HOST,
+        ..Default::default()
+    });
     assert_eq!(t.run(INGRESS, &probe), Action::Drop);
     // Pod to node is egress policy, never exempt.
     let to_node = PacketSpec::tcp(pod4(), node, 50000, 10250, tcp::SYN).frame();
@@ -497,15 +980,59 @@ fn audit_mode_reports_would_drops_and_passes_them() {
     let f = inbound(false, syn(2000, 3306)).frame();
     assert_eq!(t.run(INGRESS, &f), Action::Pass);
     // Later packets of the audited flow are not reported again.
-    assert_eq!(t.run(INGRESS, &inbound(false, L4::Tcp { sport: 2000, dport: 3306, flags: tcp::ACK }).frame()), Action::Pass);
+    assert_eq!(
+        t.run(
+            INGRESS,
+            &inbound(
+                false,
+                L4::Tcp {
+                    sport: 2000,
+                    dport: 3306,
+                    flags: tcp::ACK
+                }
+            )
+            .frame()
+        ),
+        Action::Pass
+    );
     let ev = t.events();
     assert_eq!(ev.len(), 1);
-    assert_eq!((ev[0].kind, ev[0].reason), (event_kind::AUDIT, DropReason::PolicyDenied as u8));
-    assert_eq!(t.counter(INGRESS, verdict::AUDIT, DropReason::PolicyDenied as u8).packets, 1);
-    assert_eq!(t.counter(INGRESS, verdict::DROPPED, DropReason::PolicyDenied as u8).packets, 0);
+    assert_eq!(
+        (ev[0].kind, ev[0].reason),
+        (event_kind::AUDIT, DropReason::PolicyDenied as u8)
+    );
+    assert_eq!(
+        t.counter(INGRESS, verdict::AUDIT, DropReason::PolicyDenied as u8)
+            .packets,
+        1
+    );
+    assert_eq!(
+        t.counter(INGRESS, verdict::DROPPED, DropReason::PolicyDenied as u8)
+            .packets,
+        0
+    );
     // Audit ends: the audited connection is judged again and dropped.
-    t.set_endpoint(EndpointInfo { ep_id: EP, identity: POD_ID, flags: ef::ISOLATED_INGRESS, _pad: 0 });
-    assert_eq!(t.run(INGRESS, &inbound(false, L4::Tcp { sport: 2000, dport: 3306, flags: tcp::ACK }).frame()), Action::Drop);
+    t.set_endpoint(EndpointInfo {
+        ep_id: EP,
+        identity: POD_ID,
+        flags: ef::ISOLATED_INGRESS,
+        _pad: 0,
+    });
+    assert_eq!(
+        t.run(
+            INGRESS,
+            &inbound(
+                false,
+                L4::Tcp {
+                    sport: 2000,
+                    dport: 3306,
+                    flags: tcp::ACK
+                }
+            )
+            .frame()
+        ),
+        Action::Drop
+    );
     assert_eq!(t.events()[0].reason, DropReason::PolicyRevoked as u8);
 }
 
@@ -514,11 +1041,28 @@ fn audited_policies_report_what_they_would_drop() {
     let mut t = isolated();
     // Enforced: not isolated for ingress. Audited (e.g. a default-deny in
     // audit mode plus an allow for TCP/80): the view isolates it.
-    t.set_endpoint(EndpointInfo { ep_id: EP, identity: POD_ID, flags: ef::VIEW_ISOLATED_INGRESS, _pad: 0 });
-    t.allow(PolicyKey { view: 1, ..key(PEER_ID, INGRESS, proto::TCP) }, PolicyValue::range(80, 80));
-    assert_eq!(t.run(INGRESS, &inbound(false, syn(1, 80)).frame()), Action::Pass);
+    t.set_endpoint(EndpointInfo {
+        ep_id: EP,
+        identity: POD_ID,
+        flags: ef::VIEW_ISOLATED_INGRESS,
+        _pad: 0,
+    });
+    t.allow(
+        PolicyKey {
+            view: 1,
+            ..key(PEER_ID, INGRESS, proto::TCP)
+        },
+        PolicyValue::range(80, 80),
+    );
+    assert_eq!(
+        t.run(INGRESS, &inbound(false, syn(1, 80)).frame()),
+        Action::Pass
+    );
     assert!(t.events().is_empty());
-    assert_eq!(t.run(INGRESS, &inbound(false, syn(2, 22)).frame()), Action::Pass);
+    assert_eq!(
+        t.run(INGRESS, &inbound(false, syn(2, 22)).frame()),
+        Action::Pass
+    );
     let ev = t.events();
     assert_eq!(ev.len(), 1);
     assert_eq!((ev[0].kind, ev[0].dport), (event_kind::AUDIT, 22));
@@ -527,12 +1071,23 @@ fn audited_policies_report_what_they_would_drop() {
 #[test]
 fn counters_count_bytes_and_packets_per_verdict() {
     let mut t = isolated();
-    t.allow(key(PEER_ID, INGRESS, proto::TCP), PolicyValue::range(80, 80));
+    t.allow(
+        key(PEER_ID, INGRESS, proto::TCP),
+        PolicyValue::range(80, 80),
+    );
     let f = inbound(false, syn(3000, 80)).frame();
     assert_eq!(t.run(INGRESS, &f), Action::Pass);
     assert_eq!(t.run(INGRESS, &f), Action::Pass);
-    let new = t.counter(INGRESS, verdict::FORWARDED, ForwardReason::PolicyAllowed as u8);
-    let est = t.counter(INGRESS, verdict::FORWARDED, ForwardReason::Established as u8);
+    let new = t.counter(
+        INGRESS,
+        verdict::FORWARDED,
+        ForwardReason::PolicyAllowed as u8,
+    );
+    let est = t.counter(
+        INGRESS,
+        verdict::FORWARDED,
+        ForwardReason::Established as u8,
+    );
     assert_eq!((new.packets, new.bytes), (1, f.len() as u64));
     assert_eq!(est.packets, 1);
 }

@@ -32,7 +32,14 @@ fn ifindex(name: &str) -> u32 {
 }
 
 fn key(ep_id: u32, identity: u32, dir: u8, proto: u8) -> PolicyKey {
-    PolicyKey { ep_id, identity, direction: dir, proto, view: 0, _pad: 0 }
+    PolicyKey {
+        ep_id,
+        identity,
+        direction: dir,
+        proto,
+        view: 0,
+        _pad: 0,
+    }
 }
 
 #[test]
@@ -45,9 +52,17 @@ fn real_traffic_is_allowed_and_denied_by_map_content() {
         .up()
         .expect("lab up");
     let (client, server) = (lab.pod("client"), lab.pod("server"));
-    let _servers =
-        serve(server, &Services::new().tcp(80).tcp(81).udp(53).udp(54).sctp(9000).sctp(9001))
-            .expect("servers");
+    let _servers = serve(
+        server,
+        &Services::new()
+            .tcp(80)
+            .tcp(81)
+            .udp(53)
+            .udp(54)
+            .sctp(9000)
+            .sctp(9001),
+    )
+    .expect("servers");
 
     let mut t = TestDatapath::new();
     // Server: isolated both ways, ingress allows client on TCP/80, UDP/53,
@@ -75,7 +90,12 @@ fn real_traffic_is_allowed_and_denied_by_map_content() {
         .endpoints
         .insert(
             client_if,
-            EndpointInfo { ep_id: CLIENT_EP, identity: CLIENT_ID, flags: ef::ISOLATED_EGRESS, _pad: 0 },
+            EndpointInfo {
+                ep_id: CLIENT_EP,
+                identity: CLIENT_ID,
+                flags: ef::ISOLATED_EGRESS,
+                _pad: 0,
+            },
             0,
         )
         .unwrap();
@@ -85,15 +105,42 @@ fn real_traffic_is_allowed_and_denied_by_map_content() {
         (IpAddr::V4(server.ipv4()), SERVER_ID),
         (IpAddr::V6(server.ipv6()), SERVER_ID),
     ] {
-        t.ipcache_exact(addr, IpcacheValue { identity: id, cidr_identity: IDENTITY_WORLD });
+        t.ipcache_exact(
+            addr,
+            IpcacheValue {
+                identity: id,
+                cidr_identity: IDENTITY_WORLD,
+            },
+        );
     }
-    t.allow(key(SERVER_EP, CLIENT_ID, INGRESS, proto::TCP), PolicyValue::range(80, 80));
-    t.allow(key(SERVER_EP, CLIENT_ID, INGRESS, proto::UDP), PolicyValue::range(53, 53));
-    t.allow(key(SERVER_EP, CLIENT_ID, INGRESS, proto::SCTP), PolicyValue::range(9000, 9000));
-    t.allow(key(CLIENT_EP, SERVER_ID, EGRESS, proto::TCP), PolicyValue::range(1, 80));
-    t.allow(key(CLIENT_EP, SERVER_ID, EGRESS, proto::UDP), PolicyValue::ALL_PORTS);
-    t.allow(key(CLIENT_EP, SERVER_ID, EGRESS, proto::SCTP), PolicyValue::ALL_PORTS);
-    t.allow(key(CLIENT_EP, SERVER_ID, EGRESS, proto::OTHER), PolicyValue::ALL_PORTS);
+    t.allow(
+        key(SERVER_EP, CLIENT_ID, INGRESS, proto::TCP),
+        PolicyValue::range(80, 80),
+    );
+    t.allow(
+        key(SERVER_EP, CLIENT_ID, INGRESS, proto::UDP),
+        PolicyValue::range(53, 53),
+    );
+    t.allow(
+        key(SERVER_EP, CLIENT_ID, INGRESS, proto::SCTP),
+        PolicyValue::range(9000, 9000),
+    );
+    t.allow(
+        key(CLIENT_EP, SERVER_ID, EGRESS, proto::TCP),
+        PolicyValue::range(1, 80),
+    );
+    t.allow(
+        key(CLIENT_EP, SERVER_ID, EGRESS, proto::UDP),
+        PolicyValue::ALL_PORTS,
+    );
+    t.allow(
+        key(CLIENT_EP, SERVER_ID, EGRESS, proto::SCTP),
+        PolicyValue::ALL_PORTS,
+    );
+    t.allow(
+        key(CLIENT_EP, SERVER_ID, EGRESS, proto::OTHER),
+        PolicyValue::ALL_PORTS,
+    );
 
     // Before attaching, everything reaches the server.
     let open = |dst: IpAddr| {
@@ -110,7 +157,10 @@ fn real_traffic_is_allowed_and_denied_by_map_content() {
     let dsts = [IpAddr::V4(server.ipv4()), IpAddr::V6(server.ipv6())];
     for dst in dsts {
         let r = probe_all(&open(dst));
-        assert!(r.iter().all(ProbeResult::reached), "before attach, {dst}: {r:?}");
+        assert!(
+            r.iter().all(ProbeResult::reached),
+            "before attach, {dst}: {r:?}"
+        );
     }
 
     let mode = AttachMode::detect();
@@ -118,14 +168,22 @@ fn real_traffic_is_allowed_and_denied_by_map_content() {
     let _attachments = lab
         .node("n1")
         .run(|| {
-            let a = attach_endpoint(&mut t.dp, client.host_veth(), mode, None).expect("attach client");
-            let b = attach_endpoint(&mut t.dp, server.host_veth(), mode, None).expect("attach server");
+            let a =
+                attach_endpoint(&mut t.dp, client.host_veth(), mode, None).expect("attach client");
+            let b =
+                attach_endpoint(&mut t.dp, server.host_veth(), mode, None).expect("attach server");
             (a, b)
         })
         .unwrap();
 
     for dst in dsts {
-        let short = |p: ProbeSpec, reach: bool| if reach { p.timeout(ANSWER_TIMEOUT) } else { p.timeout(DEFAULT_TIMEOUT) };
+        let short = |p: ProbeSpec, reach: bool| {
+            if reach {
+                p.timeout(ANSWER_TIMEOUT)
+            } else {
+                p.timeout(DEFAULT_TIMEOUT)
+            }
+        };
         let specs = vec![
             short(ProbeSpec::tcp(client, dst, 80), true),
             short(ProbeSpec::tcp(client, dst, 81), false),
@@ -142,33 +200,65 @@ fn real_traffic_is_allowed_and_denied_by_map_content() {
             vec![true, false, true, false, true, false, false],
             "after attach, {dst}: {r:?}"
         );
-        assert!(matches!(r[1], ProbeResult::TimedOut), "denied TCP times out: {:?}", r[1]);
-        assert_eq!(r[0].text().map(|s| s.contains("prod/server tcp/80")), Some(true), "{:?}", r[0]);
+        assert!(
+            matches!(r[1], ProbeResult::TimedOut),
+            "denied TCP times out: {:?}",
+            r[1]
+        );
+        assert_eq!(
+            r[0].text().map(|s| s.contains("prod/server tcp/80")),
+            Some(true),
+            "{:?}",
+            r[0]
+        );
     }
 
     // Drop events: TCP/81 dropped at the client's egress; UDP/54, SCTP/9001
     // and ICMP dropped at the server's ingress.
     std::thread::sleep(Duration::from_millis(50));
     let ev = t.events();
-    let tcp81: Vec<_> = ev.iter().filter(|e| e.proto == proto::TCP && e.dport == 81).collect();
+    let tcp81: Vec<_> = ev
+        .iter()
+        .filter(|e| e.proto == proto::TCP && e.dport == 81)
+        .collect();
     assert!(!tcp81.is_empty(), "{ev:?}");
     for e in &tcp81 {
-        assert_eq!((e.kind, e.reason, e.direction), (event_kind::DROP, DropReason::PolicyDenied as u8, EGRESS));
-        assert_eq!((e.ep_id, e.src_identity, e.dst_identity), (CLIENT_EP, CLIENT_ID, SERVER_ID));
+        assert_eq!(
+            (e.kind, e.reason, e.direction),
+            (event_kind::DROP, DropReason::PolicyDenied as u8, EGRESS)
+        );
+        assert_eq!(
+            (e.ep_id, e.src_identity, e.dst_identity),
+            (CLIENT_EP, CLIENT_ID, SERVER_ID)
+        );
         assert_eq!(e.ifindex, client_if);
     }
     for (p, port) in [(proto::UDP, 54), (proto::SCTP, 9001)] {
-        let hits: Vec<_> = ev.iter().filter(|e| e.proto == p && e.dport == port).collect();
+        let hits: Vec<_> = ev
+            .iter()
+            .filter(|e| e.proto == p && e.dport == port)
+            .collect();
         assert!(!hits.is_empty(), "no event for {p}/{port}: {ev:?}");
-        assert!(hits.iter().all(|e| e.direction == INGRESS && e.ep_id == SERVER_EP && e.src_identity == CLIENT_ID));
+        assert!(hits.iter().all(|e| e.direction == INGRESS
+            && e.ep_id == SERVER_EP
+            && e.src_identity == CLIENT_ID));
         assert!(hits.iter().any(|e| e.family == palisade_common::family::V4));
         assert!(hits.iter().any(|e| e.family == palisade_common::family::V6));
     }
-    assert!(ev.iter().any(|e| e.proto == proto::ICMP), "icmp v4 drop event");
-    assert!(ev.iter().any(|e| e.proto == proto::ICMPV6), "icmp v6 drop event");
+    assert!(
+        ev.iter().any(|e| e.proto == proto::ICMP),
+        "icmp v4 drop event"
+    );
+    assert!(
+        ev.iter().any(|e| e.proto == proto::ICMPV6),
+        "icmp v6 drop event"
+    );
 
     // Removing the server's TCP/80 entry stops new connections at once.
     t.disallow(&key(SERVER_EP, CLIENT_ID, INGRESS, proto::TCP));
-    let r = probe_all(&[ProbeSpec::tcp(client, dsts[0], 80), ProbeSpec::tcp(client, dsts[1], 80)]);
+    let r = probe_all(&[
+        ProbeSpec::tcp(client, dsts[0], 80),
+        ProbeSpec::tcp(client, dsts[1], 80),
+    ]);
     assert!(r.iter().all(|r| !r.reached()), "{r:?}");
 }

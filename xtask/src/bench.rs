@@ -25,8 +25,12 @@ pub fn run(which: Which, repeat: u32) -> anyhow::Result<()> {
                     .arg(format!("--repeat={repeat}")),
             )
         }
-        Which::Compiler => {
-            run_cmd(Command::new("cargo").args(["bench", "-p", "palisade-compiler", "--bench", "compiler"]))
-        }
+        Which::Compiler => run_cmd(Command::new("cargo").args([
+            "bench",
+            "-p",
+            "palisade-compiler",
+            "--bench",
+            "compiler",
+        ])),
     }
 }

@@ -7,7 +7,9 @@ use anyhow::{Context as _, bail};
 /// Runs `cmd`, inheriting stdio; fails unless it exits 0.
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("+ {cmd:?}");
-    let status = cmd.status().with_context(|| format!("failed to run {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("failed to run {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
     }
@@ -17,5 +19,7 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
 /// Runs `cmd` and returns its stdout, or None if it could not run or failed.
 pub fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }

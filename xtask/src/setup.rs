@@ -12,8 +12,11 @@ use anyhow::{Context as _, bail};
 use crate::cmd::{output, run as run_cmd};
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
-const DEBIAN_PACKAGES: [(&str, &str); 3] =
-    [("ip", "iproute2"), ("nft", "nftables"), ("ping", "iputils-ping")];
+const DEBIAN_PACKAGES: [(&str, &str); 3] = [
+    ("ip", "iproute2"),
+    ("nft", "nftables"),
+    ("ping", "iputils-ping"),
+];
 
 pub fn run() -> anyhow::Result<()> {
     nightly_rust_src()?;
@@ -33,19 +36,31 @@ fn nightly_rust_src() -> anyhow::Result<()> {
     ]))
     .unwrap_or_default();
     if installed.is_empty() {
-        run_cmd(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+        run_cmd(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
     }
     if !installed.lines().any(|l| l.starts_with("rust-src")) {
-        run_cmd(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        run_cmd(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
     }
     Ok(())
 }
 
 fn bpf_linker() -> anyhow::Result<()> {
-    if let Some(v) = output(Command::new("bpf-linker").arg("--version")) {
-        if v.contains(BPF_LINKER_VERSION) {
-            return Ok(());
-        }
+    if let Some(v) = output(Command::new("bpf-linker").arg("--version"))
+        && v.contains(BPF_LINKER_VERSION)
+    {
+        return Ok(());
     }
     // bpf-linker must use the LLVM the nightly compiler was built with;
     // plain `cargo install bpf-linker` would pick a newer LLVM and fail.
@@ -58,7 +73,10 @@ fn bpf_linker() -> anyhow::Result<()> {
         .filter_map(|e| e.file_name().into_string().ok())
         .find(|n| n.starts_with("libLLVM") && n.contains("-rust-") && n.ends_with(".so"))
         .with_context(|| format!("no libLLVM-*-rust-*.so in {}", lib.display()))?;
-    let llvm = llvm.trim_start_matches("lib").trim_end_matches(".so").to_string();
+    let llvm = llvm
+        .trim_start_matches("lib")
+        .trim_end_matches(".so")
+        .to_string();
     let major = llvm
         .trim_start_matches("LLVM-")
         .split(['.', '-'])
@@ -72,27 +90,43 @@ fn bpf_linker() -> anyhow::Result<()> {
         "-L {lib} -l dylib={llvm} -C link-arg=-Wl,-rpath,{lib}",
         lib = lib.display()
     );
-    run_cmd(Command::new("cargo")
-        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked"])
-        .args(["--no-default-features", "--features"])
-        .arg(format!("llvm-{major},no-llvm-linking"))
-        .env("RUSTFLAGS", rustflags))
+    run_cmd(
+        Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--locked",
+            ])
+            .args(["--no-default-features", "--features"])
+            .arg(format!("llvm-{major},no-llvm-linking"))
+            .env("RUSTFLAGS", rustflags),
+    )
 }
 
 fn debian_packages() -> anyhow::Result<()> {
     let missing: Vec<&str> = DEBIAN_PACKAGES
         .iter()
         .filter(|(bin, _)| {
-            !["/usr/sbin", "/usr/bin", "/sbin", "/bin"].iter().any(|d| Path::new(d).join(bin).exists())
+            !["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+                .iter()
+                .any(|d| Path::new(d).join(bin).exists())
         })
         .map(|(_, pkg)| *pkg)
         .collect();
     if missing.is_empty() {
         return Ok(());
     }
-    run_cmd(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))?;
-    run_cmd(Command::new("apt-get")
-        .args(["install", "-y", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    run_cmd(
+        Command::new("apt-get")
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }

@@ -45,7 +45,10 @@ impl AttachMode {
 
 enum Handle {
     /// Owned by the loaded program; detached when it is dropped.
-    Owned { program: &'static str, id: SchedClassifierLinkId },
+    Owned {
+        program: &'static str,
+        id: SchedClassifierLinkId,
+    },
     /// Pinned on bpffs; detached when the pin is removed.
     Pinned(PathBuf),
 }
@@ -88,24 +91,28 @@ pub fn attach_endpoint(
     link_pin_dir: Option<&Path>,
 ) -> Result<Attachment, DatapathError> {
     let mut handles = Vec::new();
-    if mode == AttachMode::Clsact {
-        if let Err(e) = aya::programs::tc::qdisc_add_clsact(iface) {
-            // An existing clsact qdisc is fine.
-            let exists = matches!(&e, aya::programs::tc::TcError::IoError(io)
-                if io.kind() == std::io::ErrorKind::AlreadyExists)
-                || e.to_string().contains("exists");
-            if !exists {
-                return Err(DatapathError::Attach {
-                    iface: iface.into(),
-                    what: "add clsact qdisc",
-                    source: e.into(),
-                });
-            }
+    if mode == AttachMode::Clsact
+        && let Err(e) = aya::programs::tc::qdisc_add_clsact(iface)
+    {
+        // An existing clsact qdisc is fine.
+        let exists = matches!(&e, aya::programs::tc::TcError::IoError(io)
+            if io.kind() == std::io::ErrorKind::AlreadyExists)
+            || e.to_string().contains("exists");
+        if !exists {
+            return Err(DatapathError::Attach {
+                iface: iface.into(),
+                what: "add clsact qdisc",
+                source: e.into(),
+            });
         }
     }
     for (program, hook, suffix) in HOOKS {
         let prog = dp.program_mut(program)?;
-        let err = |what, source| DatapathError::Attach { iface: iface.into(), what, source };
+        let err = |what, source| DatapathError::Attach {
+            iface: iface.into(),
+            what,
+            source,
+        };
         match (mode, link_pin_dir) {
             (AttachMode::Tcx, Some(dir)) => {
                 let path = dir.join(format!("{iface}_{suffix}"));
@@ -122,14 +129,21 @@ pub fn attach_endpoint(
                     .attach_with_options(
                         iface,
                         hook,
-                        TcAttachOptions::Netlink(NlOptions { priority: 1, ..Default::default() }),
+                        TcAttachOptions::Netlink(NlOptions {
+                            priority: 1,
+                            ..Default::default()
+                        }),
                     )
                     .map_err(|e| err("attach", e))?;
                 handles.push(Handle::Owned { program, id });
             }
         }
     }
-    Ok(Attachment { iface: iface.into(), mode, handles })
+    Ok(Attachment {
+        iface: iface.into(),
+        mode,
+        handles,
+    })
 }
 
 fn attach_pinned(
@@ -138,22 +152,34 @@ fn attach_pinned(
     hook: TcAttachType,
     path: &Path,
 ) -> Result<PathBuf, DatapathError> {
-    let err = |what, source| DatapathError::Attach { iface: iface.into(), what, source };
-    let pin_err = |message: String| DatapathError::LinkPin { path: path.into(), message };
+    let err = |what, source| DatapathError::Attach {
+        iface: iface.into(),
+        what,
+        source,
+    };
+    let pin_err = |message: String| DatapathError::LinkPin {
+        path: path.into(),
+        message,
+    };
     let id = match PinnedLink::from_pin(path) {
         Ok(existing) => {
             // Keep the link alive through our fd while its pin is replaced.
-            let fd = existing.unpin().map_err(|e| pin_err(format!("unpin: {e}")))?;
+            let fd = existing
+                .unpin()
+                .map_err(|e| pin_err(format!("unpin: {e}")))?;
             let link = SchedClassifierLink::try_from(fd)
                 .map_err(|e| pin_err(format!("not a TC link: {e}")))?;
-            prog.attach_to_link(link).map_err(|e| err("replace program in pinned link", e))?
+            prog.attach_to_link(link)
+                .map_err(|e| err("replace program in pinned link", e))?
         }
         Err(_) => prog
             .attach_with_options(iface, hook, TcAttachOptions::TcxOrder(LinkOrder::first()))
             .map_err(|e| err("attach", e))?,
     };
     let link = prog.take_link(id).map_err(|e| err("take link", e))?;
-    let fd: FdLink = link.try_into().map_err(|e| pin_err(format!("not an fd link: {e}")))?;
+    let fd: FdLink = link
+        .try_into()
+        .map_err(|e| pin_err(format!("not an fd link: {e}")))?;
     fd.pin(path).map_err(|e| pin_err(format!("pin: {e}")))?;
     Ok(path.to_path_buf())
 }
@@ -164,11 +190,13 @@ pub fn detach_endpoint(dp: &mut Datapath, att: Attachment) -> Result<(), Datapat
     for h in att.handles {
         match h {
             Handle::Owned { program, id } => {
-                dp.program_mut(program)?.detach(id).map_err(|source| DatapathError::Attach {
-                    iface: att.iface.clone(),
-                    what: "detach",
-                    source,
-                })?;
+                dp.program_mut(program)?
+                    .detach(id)
+                    .map_err(|source| DatapathError::Attach {
+                        iface: att.iface.clone(),
+                        what: "detach",
+                        source,
+                    })?;
             }
             Handle::Pinned(path) => {
                 std::fs::remove_file(&path).map_err(|e| DatapathError::LinkPin {

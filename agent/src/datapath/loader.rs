@@ -71,23 +71,34 @@ impl Datapath {
             loader.map_max_entries(map_names::IPCACHE_V6, n);
         }
         if let Some(dir) = &opts.pin_dir {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| DatapathError::PinDir { path: dir.clone(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| DatapathError::PinDir {
+                path: dir.clone(),
+                source,
+            })?;
             for name in ALL_MAPS {
                 loader.map_pin_path(name, dir.join(name));
             }
         }
         let mut ebpf = loader.load(OBJECT)?;
-        for name in [program_names::FROM_POD, program_names::TO_POD, program_names::NOOP] {
+        for name in [
+            program_names::FROM_POD,
+            program_names::TO_POD,
+            program_names::NOOP,
+        ] {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .ok_or(DatapathError::MissingProgram(name))?
                 .try_into()
                 .map_err(|source| DatapathError::Program { name, source })?;
-            prog.load().map_err(|source| DatapathError::Program { name, source })?;
+            prog.load()
+                .map_err(|source| DatapathError::Program { name, source })?;
         }
         let maps = Maps::take(&mut ebpf)?;
-        Ok(Datapath { ebpf, maps, pin_dir: opts.pin_dir.clone() })
+        Ok(Datapath {
+            ebpf,
+            maps,
+            pin_dir: opts.pin_dir.clone(),
+        })
     }
 
     /// A loaded program by name (`program_names`).

@@ -5,8 +5,8 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use palisade_common::{
-    Config, Counter, CtKey, CtValue, EndpointDropKey, EndpointInfo, EventStats, FragKey,
-    FragValue, IpcacheValue, PolicyKey, PolicyValue, PortBitmap, map_names,
+    Config, Counter, CtKey, CtValue, EndpointDropKey, EndpointInfo, EventStats, FragKey, FragValue,
+    IpcacheValue, PolicyKey, PolicyValue, PortBitmap, map_names,
 };
 
 use super::DatapathError;
@@ -51,7 +51,10 @@ macro_rules! typed {
     ($ebpf:expr, $name:expr) => {
         take($ebpf, $name)?
             .try_into()
-            .map_err(|source| DatapathError::Map { name: $name, source })?
+            .map_err(|source| DatapathError::Map {
+                name: $name,
+                source,
+            })?
     };
 }
 
@@ -80,7 +83,10 @@ impl Maps {
     pub fn set_config(&mut self, cfg: &Config) -> Result<(), DatapathError> {
         self.config
             .set(0, cfg, 0)
-            .map_err(|source| DatapathError::Map { name: map_names::CONFIG, source })
+            .map_err(|source| DatapathError::Map {
+                name: map_names::CONFIG,
+                source,
+            })
     }
 
     /// Sums a `METRICS` slot over all CPUs.
@@ -88,7 +94,10 @@ impl Maps {
         let per_cpu = self
             .metrics
             .get(&index, 0)
-            .map_err(|source| DatapathError::Map { name: map_names::METRICS, source })?;
+            .map_err(|source| DatapathError::Map {
+                name: map_names::METRICS,
+                source,
+            })?;
         Ok(per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
             packets: acc.packets + c.packets,
             bytes: acc.bytes + c.bytes,
@@ -100,11 +109,16 @@ impl Maps {
         let per_cpu = self
             .event_stats
             .get(&0, 0)
-            .map_err(|source| DatapathError::Map { name: map_names::EVENT_STATS, source })?;
-        Ok(per_cpu.iter().fold(EventStats::default(), |acc, s| EventStats {
-            emitted: acc.emitted + s.emitted,
-            rate_limited: acc.rate_limited + s.rate_limited,
-            ring_full: acc.ring_full + s.ring_full,
-        }))
+            .map_err(|source| DatapathError::Map {
+                name: map_names::EVENT_STATS,
+                source,
+            })?;
+        Ok(per_cpu
+            .iter()
+            .fold(EventStats::default(), |acc, s| EventStats {
+                emitted: acc.emitted + s.emitted,
+                rate_limited: acc.rate_limited + s.rate_limited,
+                ring_full: acc.ring_full + s.ring_full,
+            }))
     }
 }
