@@ -1,0 +1,737 @@
+//! Shared test support, deliberately independent of the compiler's
+//! internals: object builders, a simulator of the datapath lookup over a
+//! `DesiredState` (as `palisade_common` documents it), a naive evaluator of
+//! NetworkPolicy semantics working directly on the Kubernetes objects, and
+//! a canonical form of compiled states (ids replaced by what they stand for).
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use palisade_common::{
+    IDENTITY_ANY, IDENTITY_WORLD, IpcacheValue, PolicyKey, direction, endpoint_flags, proto,
+};
+use palisade_compiler::{Compiler, DesiredState, IdentityInfo, MapOp, PodRef};
+use serde_json::{Value, json};
+
+pub const NODE: &str = "node-1";
+pub const OTHER_NODE: &str = "node-2";
+pub const ICMP: u8 = 1;
+
+// ----- builders ----------------------------------------------------------
+
+pub fn labels(kv: &[(&str, &str)]) -> Value {
+    Value::Object(kv.iter().map(|(k, v)| (k.to_string(), json!(v))).collect())
+}
+
+pub fn ns(name: &str, kv: &[(&str, &str)]) -> Namespace {
+    serde_json::from_value(json!({"metadata": {"name": name, "labels": labels(kv)}})).unwrap()
+}
+
+/// A running pod. `ports`: (name, protocol, containerPort).
+pub fn pod(
+    namespace: &str,
+    name: &str,
+    kv: &[(&str, &str)],
+    node: &str,
+    ips: &[&str],
+    ports: &[(&str, &str, i32)],
+) -> Pod {
+    let ports: Vec<Value> = ports
+        .iter()
+        .map(|(n, p, c)| json!({"name": n, "protocol": p, "containerPort": c}))
+        .collect();
+    let ips: Vec<Value> = ips.iter().map(|ip| json!({"ip": ip})).collect();
+    serde_json::from_value(json!({
+        "metadata": {"namespace": namespace, "name": name, "uid": format!("uid-{namespace}-{name}"), "labels": labels(kv)},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "ports": ports}]},
+        "status": {"phase": "Running", "podIPs": ips},
+    }))
+    .unwrap()
+}
+
+/// A NetworkPolicy from its JSON `spec`.
+pub fn np(namespace: &str, name: &str, spec: Value) -> NetworkPolicy {
+    serde_json::from_value(
+        json!({"metadata": {"namespace": namespace, "name": name}, "spec": spec}),
+    )
+    .unwrap()
+}
+
+pub fn ip(s: &str) -> IpAddr {
+    IpAddr::from_str(s).unwrap()
+}
+
+// ----- datapath simulator ------------------------------------------------
+
+/// The ipcache lookup: exact, then longest LPM prefix, then WORLD.
+pub fn lookup(state: &DesiredState, addr: IpAddr) -> IpcacheValue {
+    if let Some(v) = state.exact(&addr) {
+        return v;
+    }
+    match addr {
+        IpAddr::V4(a) => {
+            for len in (0..=32).rev() {
+                let n = Ipv4Net::new(a, len).unwrap().trunc();
+                if let Some(v) = state.ipcache_lpm4.get(&n) {
+                    return *v;
+                }
+            }
+        }
+        IpAddr::V6(a) => {
+            for len in (0..=128).rev() {
+                let n = Ipv6Net::new(a, len).unwrap().trunc();
+                if let Some(v) = state.ipcache_lpm6.get(&n) {
+                    return *v;
+                }
+            }
+        }
+    }
+    IpcacheValue {
+        identity: IDENTITY_WORLD,
+        cidr_identity: IDENTITY_WORLD,
+    }
+}
+
+/// The verdict of the datapath for a new flow of local pod `pod` in
+/// `dir` with peer address `peer`. A missing endpoint drops (fail closed).
+/// Errors if a policy value names a missing portset.
+pub fn sim(
+    state: &DesiredState,
+    pod: &PodRef,
+    dir: u8,
+    peer: IpAddr,
+    ip_proto: u8,
+    port: u16,
+) -> Result<bool, String> {
+    let Some(ep) = state.endpoints.get(pod) else {
+        return Ok(false);
+    };
+    if ep.flags & endpoint_flags::isolated(dir) == 0 {
+        return Ok(true);
+    }
+    let v = lookup(state, peer);
+    let class = proto::policy_class(ip_proto);
+    let port = if proto::has_ports(ip_proto) { port } else { 0 };
+    let mut ids = vec![v.identity];
+    if v.cidr_identity != v.identity {
+        ids.push(v.cidr_identity);
+    }
+    ids.push(IDENTITY_ANY);
+    for id in ids {
+        let key = PolicyKey {
+            ep_id: ep.ep_id,
+            identity: id,
+            direction: dir,
+            proto: class,
+            view: 0,
+            _pad: 0,
+        };
+        if let Some(val) = state.policy.get(&key) {
+            if val.portset == 0 {
+                if val.port_lo <= port && port <= val.port_hi {
+                    return Ok(true);
+                }
+            } else {
+                match state.portsets.get(&val.portset) {
+                    Some(s) => {
+                        if s.contains(port) {
+                            return Ok(true);
+                        }
+                    }
+                    None => {
+                        return Err(format!(
+                            "{key:?} references missing portset {}",
+                            val.portset
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(false)
+}
+
+// ----- the cluster and the naive evaluator -------------------------------
+
+#[derive(Clone, Debug, Default)]
+pub struct Cluster {
+    pub namespaces: BTreeMap<String, Namespace>,
+    pub pods: BTreeMap<(String, String), Pod>,
+    pub policies: BTreeMap<(String, String), NetworkPolicy>,
+    pub hosts: Vec<IpAddr>,
+}
+
+fn meta_key(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (String, String) {
+    (
+        m.namespace.clone().unwrap_or_default(),
+        m.name.clone().unwrap_or_default(),
+    )
+}
+
+impl Cluster {
+    pub fn add_ns(&mut self, n: Namespace) {
+        self.namespaces.insert(n.metadata.name.clone().unwrap(), n);
+    }
+    pub fn add_pod(&mut self, p: Pod) {
+        self.pods.insert(meta_key(&p.metadata), p);
+    }
+    pub fn add_policy(&mut self, p: NetworkPolicy) {
+        self.policies.insert(meta_key(&p.metadata), p);
+    }
+
+    /// Compiles the cluster from scratch (everything applied, one commit).
+    /// Panics if an object is rejected.
+    pub fn compile(&self) -> Compiler {
+        let mut c = Compiler::new(NODE);
+        for n in self.namespaces.values() {
+            c.apply_namespace(n).unwrap();
+        }
+        for p in self.pods.values() {
+            c.apply_pod(p).unwrap();
+        }
+        for p in self.policies.values() {
+            c.apply_policy(p).unwrap();
+        }
+        c.set_host_addresses(self.hosts.clone());
+        c.commit();
+        c
+    }
+
+    pub fn pod_ips(p: &Pod) -> Vec<IpAddr> {
+        let s = p.status.as_ref();
+        let mut v: Vec<IpAddr> = s
+            .and_then(|s| s.pod_ips.clone())
+            .unwrap_or_default()
+            .iter()
+            .map(|i| ip(&i.ip))
+            .collect();
+        if v.is_empty()
+            && let Some(one) = s.and_then(|s| s.pod_ip.clone())
+        {
+            v.push(ip(&one));
+        }
+        v
+    }
+
+    pub fn pod_live(p: &Pod) -> bool {
+        let spec = p.spec.as_ref().unwrap();
+        let phase = p
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        !spec.host_network.unwrap_or(false)
+            && phase != "Succeeded"
+            && phase != "Failed"
+            && !Self::pod_ips(p).is_empty()
+    }
+
+    /// Local pods the datapath judges.
+    pub fn endpoints(&self) -> Vec<PodRef> {
+        self.pods
+            .iter()
+            .filter(|(_, p)| {
+                Self::pod_live(p) && p.spec.as_ref().unwrap().node_name.as_deref() == Some(NODE)
+            })
+            .map(|((n, m), _)| PodRef::new(n.clone(), m.clone()))
+            .collect()
+    }
+
+    /// The pod owning an address: none if it is a node address, else the
+    /// live pod with the smallest namespace/name among those using it.
+    pub fn owner(&self, addr: IpAddr) -> Option<&Pod> {
+        if self.hosts.contains(&addr) {
+            return None;
+        }
+        self.pods
+            .values()
+            .find(|p| Self::pod_live(p) && Self::pod_ips(p).contains(&addr))
+    }
+
+    pub fn ns_labels(&self, name: &str) -> BTreeMap<String, String> {
+        let mut l = self
+            .namespaces
+            .get(name)
+            .and_then(|n| n.metadata.labels.clone())
+            .unwrap_or_default();
+        l.entry("kubernetes.io/metadata.name".into())
+            .or_insert_with(|| name.to_string());
+        l
+    }
+
+    /// Every address worth probing: pod and node addresses, and the edges
+    /// of every prefix in a policy.
+    pub fn probe_addresses(&self) -> BTreeSet<IpAddr> {
+        let mut out: BTreeSet<IpAddr> = self.hosts.iter().copied().collect();
+        for p in self.pods.values() {
+            out.extend(Self::pod_ips(p));
+        }
+        for pol in self.policies.values() {
+            let spec = pol.spec.clone().unwrap_or_default();
+            let peers = spec
+                .ingress
+                .iter()
+                .flatten()
+                .flat_map(|r| r.from.clone().unwrap_or_default())
+                .chain(
+                    spec.egress
+                        .iter()
+                        .flatten()
+                        .flat_map(|r| r.to.clone().unwrap_or_default()),
+                );
+            for peer in peers {
+                if let Some(b) = peer.ip_block {
+                    for c in std::iter::once(b.cidr).chain(b.except.unwrap_or_default()) {
+                        if let Ok(n) = IpNet::from_str(&c) {
+                            out.insert(n.network());
+                            out.insert(n.broadcast());
+                        }
+                    }
+                }
+            }
+        }
+        out.extend(["203.0.113.7", "2001:db8:ffff::7"].map(ip));
+        out
+    }
+
+    fn sel(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+        for (k, v) in sel.match_labels.iter().flatten() {
+            if labels.get(k) != Some(v) {
+                return false;
+            }
+        }
+        for e in sel.match_expressions.iter().flatten() {
+            let vals = e.values.clone().unwrap_or_default();
+            let ok = match e.operator.as_str() {
+                "In" => labels.get(&e.key).is_some_and(|v| vals.contains(v)),
+                "NotIn" => labels.get(&e.key).is_none_or(|v| !vals.contains(v)),
+                "Exists" => labels.contains_key(&e.key),
+                "DoesNotExist" => !labels.contains_key(&e.key),
+                op => panic!("operator {op}"),
+            };
+            if !ok {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn pod_labels(p: &Pod) -> BTreeMap<String, String> {
+        p.metadata.labels.clone().unwrap_or_default()
+    }
+
+    fn named_ports(p: &Pod) -> BTreeSet<(String, String, i32)> {
+        p.spec
+            .as_ref()
+            .unwrap()
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.clone().unwrap_or_default())
+            .filter_map(|cp| {
+                cp.name.map(|n| {
+                    (
+                        n,
+                        cp.protocol.unwrap_or_else(|| "TCP".into()),
+                        cp.container_port,
+                    )
+                })
+            })
+            .collect()
+    }
+
+    fn types(pol: &NetworkPolicy) -> (bool, bool) {
+        let spec = pol.spec.clone().unwrap_or_default();
+        let t = spec.policy_types.unwrap_or_default();
+        if t.is_empty() {
+            (true, !spec.egress.unwrap_or_default().is_empty())
+        } else {
+            (
+                t.iter().any(|x| x == "Ingress"),
+                t.iter().any(|x| x == "Egress"),
+            )
+        }
+    }
+
+    fn block_contains(b: &k8s_openapi::api::networking::v1::IPBlock, a: IpAddr) -> bool {
+        let c = IpNet::from_str(&b.cidr).unwrap();
+        c.contains(&a)
+            && !b
+                .except
+                .iter()
+                .flatten()
+                .any(|e| IpNet::from_str(e).unwrap().contains(&a))
+    }
+
+    fn peer_selects(&self, policy_ns: &str, peer: &NetworkPolicyPeer, q: &Pod) -> bool {
+        if peer.ip_block.is_some() {
+            return false;
+        }
+        let qns = q.metadata.namespace.clone().unwrap();
+        let ns_ok = match &peer.namespace_selector {
+            None => qns == policy_ns,
+            Some(s) => Self::sel(s, &self.ns_labels(&qns)),
+        };
+        ns_ok
+            && peer
+                .pod_selector
+                .as_ref()
+                .is_none_or(|s| Self::sel(s, &Self::pod_labels(q)))
+    }
+
+    fn port_entry_matches(
+        e: &NetworkPolicyPort,
+        ip_proto: u8,
+        port: u16,
+        dst: Option<&Pod>,
+    ) -> bool {
+        let p = e.protocol.clone().unwrap_or_else(|| "TCP".into());
+        let want = match p.as_str() {
+            "TCP" => proto::TCP,
+            "UDP" => proto::UDP,
+            "SCTP" => proto::SCTP,
+            other => panic!("protocol {other}"),
+        };
+        if ip_proto != want {
+            return false;
+        }
+        match &e.port {
+            None => true,
+            Some(IntOrString::Int(n)) => {
+                let end = e.end_port.unwrap_or(*n);
+                (*n..=end).contains(&(port as i32))
+            }
+            Some(IntOrString::String(name)) => dst.is_some_and(|d| {
+                Self::named_ports(d)
+                    .iter()
+                    .any(|(n, pr, c)| n == name && *pr == p && *c == port as i32)
+            }),
+        }
+    }
+
+    /// Every pod with the same namespace, labels and named ports as `q`
+    /// has all its addresses in one of `blocks`.
+    fn identity_group_inside(
+        &self,
+        q: &Pod,
+        blocks: &[k8s_openapi::api::networking::v1::IPBlock],
+    ) -> bool {
+        let key = |p: &Pod| {
+            (
+                p.metadata.namespace.clone(),
+                Self::pod_labels(p),
+                Self::named_ports(p),
+            )
+        };
+        let qk = key(q);
+        self.pods
+            .values()
+            .filter(|p| Self::pod_live(p) && key(p) == qk)
+            .all(|p| {
+                Self::pod_ips(p)
+                    .iter()
+                    .all(|a| blocks.iter().any(|b| Self::block_contains(b, *a)))
+            })
+    }
+
+    /// Naive verdict for a new flow of local pod `local` in `dir` with peer
+    /// address `peer`: `(exact, conservative)`. `exact` is the letter of
+    /// the API; `conservative` additionally applies the compiler's
+    /// documented restriction for egress named ports reached only through
+    /// an ipBlock (every pod of the destination's identity must be inside
+    /// the rule's blocks).
+    pub fn naive(
+        &self,
+        local: &PodRef,
+        dir: u8,
+        peer: IpAddr,
+        ip_proto: u8,
+        port: u16,
+    ) -> (bool, bool) {
+        let me = &self.pods[&(local.namespace.clone(), local.name.clone())];
+        let mine = Self::pod_labels(me);
+        let selecting: Vec<&NetworkPolicy> = self
+            .policies
+            .values()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(local.namespace.as_str()))
+            .filter(|p| {
+                let s = p
+                    .spec
+                    .clone()
+                    .unwrap_or_default()
+                    .pod_selector
+                    .unwrap_or_default();
+                Self::sel(&s, &mine)
+            })
+            .filter(|p| {
+                let (i, e) = Self::types(p);
+                if dir == direction::INGRESS { i } else { e }
+            })
+            .collect();
+        if selecting.is_empty() {
+            return (true, true);
+        }
+        let peer_pod = self.owner(peer);
+        let (mut exact, mut conservative) = (false, false);
+        for pol in selecting {
+            let pns = pol.metadata.namespace.clone().unwrap();
+            let spec = pol.spec.clone().unwrap_or_default();
+            let rules: Vec<(Vec<NetworkPolicyPeer>, Vec<NetworkPolicyPort>)> =
+                if dir == direction::INGRESS {
+                    spec.ingress
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|r| (r.from.unwrap_or_default(), r.ports.unwrap_or_default()))
+                        .collect()
+                } else {
+                    spec.egress
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|r| (r.to.unwrap_or_default(), r.ports.unwrap_or_default()))
+                        .collect()
+                };
+            for (peers, ports) in rules {
+                let all = peers.is_empty();
+                let sel_ok =
+                    peer_pod.is_some_and(|q| peers.iter().any(|p| self.peer_selects(&pns, p, q)));
+                let blocks: Vec<_> = peers.iter().filter_map(|p| p.ip_block.clone()).collect();
+                let block_ok = blocks.iter().any(|b| Self::block_contains(b, peer));
+                if !(all || sel_ok || block_ok) {
+                    continue;
+                }
+                if ports.is_empty() {
+                    exact = true;
+                    conservative = true;
+                    continue;
+                }
+                let dst = if dir == direction::INGRESS {
+                    Some(me)
+                } else {
+                    peer_pod
+                };
+                for e in &ports {
+                    if !Self::port_entry_matches(e, ip_proto, port, dst) {
+                        continue;
+                    }
+                    exact = true;
+                    let named = matches!(e.port, Some(IntOrString::String(_)));
+                    let only_block = dir == direction::EGRESS && named && !all && !sel_ok;
+                    if !only_block
+                        || peer_pod.is_some_and(|q| self.identity_group_inside(q, &blocks))
+                    {
+                        conservative = true;
+                    }
+                }
+            }
+        }
+        (exact, conservative)
+    }
+}
+
+// ----- canonical form ----------------------------------------------------
+
+/// An identity by what it stands for.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Id {
+    Any,
+    Host,
+    World,
+    Pod(
+        String,
+        BTreeMap<String, String>,
+        BTreeSet<(String, u8, u16)>,
+    ),
+    Cidr(IpNet),
+    Unknown(u32),
+}
+
+pub fn canon_id(c: &Compiler, id: u32) -> Id {
+    match c.identity(id) {
+        Some(IdentityInfo::Any) => Id::Any,
+        Some(IdentityInfo::Host) => Id::Host,
+        Some(IdentityInfo::World) => Id::World,
+        Some(IdentityInfo::Pod {
+            namespace,
+            labels,
+            named_ports,
+        }) => Id::Pod(namespace, labels, named_ports),
+        Some(IdentityInfo::Cidr(n)) => Id::Cidr(n),
+        None => Id::Unknown(id),
+    }
+}
+
+/// A compiled state with every id replaced by its meaning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Canon {
+    pub endpoints: BTreeMap<PodRef, (Id, u32, Vec<IpAddr>)>,
+    pub policy: BTreeMap<(PodRef, Id, u8, u8), Vec<(u16, u16)>>,
+    pub exact: BTreeMap<IpAddr, (Id, Id)>,
+    pub lpm: BTreeMap<IpNet, Id>,
+}
+
+pub fn canon(c: &Compiler) -> Canon {
+    let s = c.state();
+    let by_ep: BTreeMap<u32, PodRef> = s
+        .endpoints
+        .iter()
+        .map(|(p, e)| (e.ep_id, p.clone()))
+        .collect();
+    Canon {
+        endpoints: s
+            .endpoints
+            .iter()
+            .map(|(p, e)| (p.clone(), (canon_id(c, e.identity), e.flags, e.ips.clone())))
+            .collect(),
+        policy: s
+            .policy
+            .iter()
+            .map(|(k, v)| {
+                let pod = by_ep
+                    .get(&k.ep_id)
+                    .cloned()
+                    .unwrap_or_else(|| PodRef::new("?", k.ep_id.to_string()));
+                let ports = s
+                    .value_ports(v)
+                    .map(|p| p.ranges().to_vec())
+                    .unwrap_or_default();
+                ((pod, canon_id(c, k.identity), k.direction, k.proto), ports)
+            })
+            .collect(),
+        exact: s
+            .ipcache_exact4
+            .iter()
+            .map(|(a, v)| (IpAddr::V4(*a), *v))
+            .chain(s.ipcache_exact6.iter().map(|(a, v)| (IpAddr::V6(*a), *v)))
+            .map(|(a, v)| (a, (canon_id(c, v.identity), canon_id(c, v.cidr_identity))))
+            .collect(),
+        lpm: s
+            .ipcache_lpm4
+            .iter()
+            .map(|(n, v)| (IpNet::V4(*n), *v))
+            .chain(s.ipcache_lpm6.iter().map(|(n, v)| (IpNet::V6(*n), *v)))
+            .map(|(n, v)| (n, canon_id(c, v.identity)))
+            .collect(),
+    }
+}
+
+/// Structural invariants of a committed state.
+pub fn check_invariants(c: &Compiler) {
+    let s = c.state();
+    let ep_ids: BTreeSet<u32> = s.endpoints.values().map(|e| e.ep_id).collect();
+    assert_eq!(ep_ids.len(), s.endpoints.len(), "endpoint ids are unique");
+    assert!(!ep_ids.contains(&0), "ep_id 0 is never used");
+    let mut used = BTreeSet::new();
+    for (k, v) in &s.policy {
+        assert!(ep_ids.contains(&k.ep_id), "entry {k:?} of no endpoint");
+        assert_eq!((k.view, k._pad), (0, 0));
+        assert!(
+            !matches!(
+                canon_id(c, k.identity),
+                Id::Unknown(_) | Id::Host | Id::World
+            ),
+            "{k:?}"
+        );
+        if v.portset != 0 {
+            used.insert(v.portset);
+            let set = s.portsets.get(&v.portset).expect("portset present");
+            assert!(set.as_single_range().is_none(), "single ranges are inline");
+        } else {
+            assert!(v.port_lo <= v.port_hi);
+        }
+    }
+    assert_eq!(
+        used,
+        s.portsets.keys().copied().collect(),
+        "every portset is used"
+    );
+    let sets: BTreeSet<_> = s.portsets.values().collect();
+    assert_eq!(sets.len(), s.portsets.len(), "portsets are deduplicated");
+    for e in s.endpoints.values() {
+        assert!(matches!(canon_id(c, e.identity), Id::Pod(..)));
+    }
+}
+
+/// Applies ops to a copy of `old`, checking after each that no probe is
+/// allowed unless `old` or `new` allows it. Returns the final state.
+pub fn replay_checked(
+    old: &DesiredState,
+    new: &DesiredState,
+    ops: &[MapOp],
+    probes: &Probes,
+) -> DesiredState {
+    let verdicts = |s: &DesiredState| -> Vec<bool> {
+        probes
+            .iter()
+            .map(|(p, d, a, pr, port)| sim(s, p, *d, *a, *pr, *port).unwrap())
+            .collect()
+    };
+    let vo = verdicts(old);
+    let vn = verdicts(new);
+    let mut cur = old.clone();
+    for (i, op) in ops.iter().enumerate() {
+        let before = cur.clone();
+        cur.apply(op);
+        assert_ne!(before, cur, "op {i} {op:?} changes nothing");
+        let vc: Vec<bool> = probes
+            .iter()
+            .map(|(p, d, a, pr, port)| {
+                sim(&cur, p, *d, *a, *pr, *port)
+                    .unwrap_or_else(|e| panic!("after op {i} {op:?}: {e}"))
+            })
+            .collect();
+        for (j, probe) in probes.iter().enumerate() {
+            assert!(
+                !vc[j] || vo[j] || vn[j],
+                "after op {i} {op:?}: {probe:?} allowed, but neither before nor after the diff\nops: {ops:#?}"
+            );
+        }
+    }
+    cur
+}
+
+pub type Probes = Vec<(PodRef, u8, IpAddr, u8, u16)>;
+
+/// Probes for every endpoint of `a` or `b`, both directions, every address
+/// of both states (and LPM edges), the given ports.
+pub fn probes(
+    a: &DesiredState,
+    b: &DesiredState,
+    extra: &BTreeSet<IpAddr>,
+    ports: &[u16],
+) -> Probes {
+    let mut pods: BTreeSet<PodRef> = a.endpoints.keys().cloned().collect();
+    pods.extend(b.endpoints.keys().cloned());
+    let mut addrs: BTreeSet<IpAddr> = extra.clone();
+    for s in [a, b] {
+        addrs.extend(s.ipcache_exact4.keys().map(|x| IpAddr::V4(*x)));
+        addrs.extend(s.ipcache_exact6.keys().map(|x| IpAddr::V6(*x)));
+        for n in s.ipcache_lpm4.keys() {
+            addrs.insert(IpAddr::V4(n.network()));
+            addrs.insert(IpAddr::V4(n.broadcast()));
+        }
+        for n in s.ipcache_lpm6.keys() {
+            addrs.insert(IpAddr::V6(n.network()));
+            addrs.insert(IpAddr::V6(n.broadcast()));
+        }
+    }
+    let mut out = Vec::new();
+    for p in &pods {
+        for d in [direction::INGRESS, direction::EGRESS] {
+            for a in &addrs {
+                for pr in [proto::TCP, proto::UDP, proto::SCTP] {
+                    for port in ports {
+                        out.push((p.clone(), d, *a, pr, *port));
+                    }
+                }
+                out.push((p.clone(), d, *a, ICMP, 0));
+            }
+        }
+    }
+    out
+}
