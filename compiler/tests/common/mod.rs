@@ -20,6 +20,8 @@ use palisade_common::{
 use palisade_compiler::{Compiler, DesiredState, IdentityInfo, MapOp, PodRef};
 use serde_json::{Value, json};
 
+pub mod generate;
+
 pub const NODE: &str = "node-1";
 pub const OTHER_NODE: &str = "node-2";
 pub const ICMP: u8 = 1;
