@@ -338,6 +338,19 @@ pub fn arb_cluster_with(named_blocks: bool) -> impl Strategy<Value = Cluster> {
                 }
                 if named_blocks {
                     c.add_policy(focus);
+                    // Few identities, so an identity often has pods both
+                    // inside and outside a block.
+                    for p in c.pods.values_mut() {
+                        p.metadata.labels = None;
+                        for ct in &mut p.spec.as_mut().unwrap().containers {
+                            ct.ports = Some(vec![
+                                serde_json::from_value(
+                                    json!({"name": "http", "containerPort": 80}),
+                                )
+                                .unwrap(),
+                            ]);
+                        }
+                    }
                 }
                 if with_hosts {
                     c.hosts = hosts();
