@@ -24,7 +24,7 @@ use crate::identity::{Identities, IdentityKey};
 use crate::ids::IdAlloc;
 use crate::model::{Peers, PodObj, PolicyObj, PolicyRef};
 use crate::rules::{PodState, PolicyState, RowDirt, RuleState, SetKind, World, rule_ids};
-use crate::selector::Labels;
+use crate::selector::{Labels, Selector};
 use crate::state::PodRef;
 use crate::validate::default_namespace_labels;
 
@@ -109,6 +109,9 @@ pub(crate) struct Engine {
     pub(crate) named_blocks: BTreeSet<PolicyRef>,
     /// Policies not materialised yet.
     pub(crate) stale: BTreeSet<PolicyRef>,
+    /// Distinct namespaceSelectors → the rules `(policy, direction, rule)`
+    /// using them, so a namespace relabel evaluates each selector once.
+    pub(crate) ns_selectors: HashMap<Selector, BTreeSet<(PolicyRef, usize, usize)>>,
     pub(crate) host: BTreeSet<IpAddr>,
     pub(crate) claims: BTreeMap<IpAddr, BTreeSet<Claim>>,
     pub(crate) identities: Identities,
@@ -131,6 +134,7 @@ impl Engine {
             with_blocks: BTreeSet::new(),
             named_blocks: BTreeSet::new(),
             stale: BTreeSet::new(),
+            ns_selectors: HashMap::new(),
             host: BTreeSet::new(),
             claims: BTreeMap::new(),
             identities: Identities::default(),
@@ -223,41 +227,40 @@ impl Engine {
             return;
         };
         let ids: Vec<u32> = ids.iter().collect();
+        // A rule listed under two changed selectors is visited twice; the
+        // second visit finds nothing left to change.
+        let affected: Vec<&(PolicyRef, usize, usize)> = self
+            .ns_selectors
+            .iter()
+            .filter(|(sel, _)| sel.matches(&old) != sel.matches(&new))
+            .flat_map(|(_, users)| users.iter())
+            .collect();
         let world = self.world();
         let mut updates = Vec::new();
-        for (pref, pol) in self.live_policies(self.cross_ns.iter()) {
-            for (dir, rules) in pol.obj.rules.iter().enumerate() {
-                for (ri, rule) in rules.iter().flatten().enumerate() {
-                    let Peers::Listed { selectors, .. } = &rule.peers else {
-                        continue;
-                    };
-                    let affected = selectors.iter().any(|s| {
-                        s.namespaces
-                            .as_ref()
-                            .is_some_and(|n| n.matches(&old) != n.matches(&new))
+        for (pref, dir, ri) in affected {
+            let Some(pol) = self.policies.get(pref).filter(|p| p.materialized) else {
+                continue;
+            };
+            let (Some(rule), Some(st)) = (
+                pol.obj.rules[*dir].as_ref().and_then(|r| r.get(*ri)),
+                pol.rules[*dir].get(*ri),
+            ) else {
+                continue;
+            };
+            for &id in &ids {
+                let Some(ident) = self.identities.by_id.get(&id) else {
+                    continue;
+                };
+                let now = world.selector_matches(&pol.namespace, rule, &ident.key);
+                if now != st.pod_ids.contains(id) {
+                    updates.push(Update {
+                        policy: pref.clone(),
+                        dir: *dir,
+                        rule: *ri,
+                        kind: Some(SetKind::PodIds),
+                        id,
+                        insert: now,
                     });
-                    if !affected {
-                        continue;
-                    }
-                    let Some(st) = pol.rules[dir].get(ri) else {
-                        continue;
-                    };
-                    for &id in &ids {
-                        let Some(ident) = self.identities.by_id.get(&id) else {
-                            continue;
-                        };
-                        let now = world.selector_matches(&pol.namespace, rule, &ident.key);
-                        if now != st.pod_ids.contains(id) {
-                            updates.push(Update {
-                                policy: pref.clone(),
-                                dir,
-                                rule: ri,
-                                kind: Some(SetKind::PodIds),
-                                id,
-                                insert: now,
-                            });
-                        }
-                    }
                 }
             }
         }
@@ -534,10 +537,10 @@ impl Engine {
         if relabelled {
             self.reselect(key);
         }
-        if relabelled || reported {
-            if let Some(ep) = self.eps.get(key) {
-                self.dirty.mark_row(ep.ep_id);
-            }
+        if (relabelled || reported)
+            && let Some(ep) = self.eps.get(key)
+        {
+            self.dirty.mark_row(ep.ep_id);
         }
         self.dirty.endpoints.insert(key.clone());
     }
@@ -667,6 +670,7 @@ impl Engine {
                     self.policies_by_ns.remove(&key.namespace);
                 }
             }
+            self.index_ns_selectors(&key, &old.obj, false);
             self.cross_ns.remove(&key);
             self.with_blocks.remove(&key);
             self.named_blocks.remove(&key);
@@ -694,6 +698,7 @@ impl Engine {
             .entry(key.namespace.clone())
             .or_default()
             .insert(key.clone());
+        self.index_ns_selectors(&key, &obj, true);
         if obj.cross_namespace() {
             self.cross_ns.insert(key.clone());
         }
@@ -715,6 +720,30 @@ impl Engine {
             },
         );
         Ok(())
+    }
+
+    fn index_ns_selectors(&mut self, key: &PolicyRef, obj: &PolicyObj, add: bool) {
+        for (dir, rules) in obj.rules.iter().enumerate() {
+            for (ri, rule) in rules.iter().flatten().enumerate() {
+                let Peers::Listed { selectors, .. } = &rule.peers else {
+                    continue;
+                };
+                for sel in selectors.iter().filter_map(|s| s.namespaces.as_ref()) {
+                    let user = (key.clone(), dir, ri);
+                    if add {
+                        self.ns_selectors
+                            .entry(sel.clone())
+                            .or_default()
+                            .insert(user);
+                    } else if let Some(users) = self.ns_selectors.get_mut(sel) {
+                        users.remove(&user);
+                        if users.is_empty() {
+                            self.ns_selectors.remove(sel);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Materialises every stale policy (called by the commit after the

@@ -68,8 +68,8 @@ pub struct CompileError {
     pub object: ObjectRef,
     /// Field path in API notation, e.g. `spec.ingress[0].from[1].ipBlock.cidr`.
     pub field: String,
-    /// What is wrong with the field.
-    pub reason: Reason,
+    /// What is wrong with the field (boxed: keeps `Result`s small).
+    pub reason: Box<Reason>,
 }
 
 /// What is wrong with a field (mirrors `k8s.io/kubernetes` networking and
@@ -219,7 +219,7 @@ impl FieldError {
         CompileError {
             object,
             field: self.field,
-            reason: self.reason,
+            reason: Box::new(self.reason),
         }
     }
 }

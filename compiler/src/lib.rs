@@ -236,7 +236,7 @@ impl Compiler {
             .map_err(|reason| CompileError {
                 object: obj.clone(),
                 field: "spec".into(),
-                reason,
+                reason: Box::new(reason),
             });
         self.record(obj, applied)
     }

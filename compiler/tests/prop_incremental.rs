@@ -27,12 +27,12 @@ use serde_json::json;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Ns(Namespace),
+    Ns(Box<Namespace>),
     DelNs(&'static str),
-    Pod(Pod),
+    Pod(Box<Pod>),
     DelPod(usize),
-    Policy(NetworkPolicy),
-    BadPolicy(NetworkPolicy),
+    Policy(Box<NetworkPolicy>),
+    BadPolicy(Box<NetworkPolicy>),
     DelPolicy(&'static str, &'static str),
     Hosts(bool),
 }
@@ -40,12 +40,12 @@ enum Op {
 fn arb_op(slots: Vec<&'static str>) -> impl Strategy<Value = Op> {
     let pod = (0..POD_SLOTS).prop_flat_map(move |i| arb_pod(i, slots[i]));
     prop_oneof![
-        2 => arb_namespace().prop_map(Op::Ns),
+        2 => arb_namespace().prop_map(|n| Op::Ns(Box::new(n))),
         1 => select(&NAMESPACES[..]).prop_map(Op::DelNs),
-        5 => pod.prop_map(Op::Pod),
+        5 => pod.prop_map(|p| Op::Pod(Box::new(p))),
         2 => (0..POD_SLOTS).prop_map(Op::DelPod),
-        4 => select(&POLICY_NAMES[..]).prop_flat_map(arb_policy).prop_map(Op::Policy),
-        1 => select(&POLICY_NAMES[..]).prop_flat_map(arb_policy).prop_map(Op::BadPolicy),
+        4 => select(&POLICY_NAMES[..]).prop_flat_map(arb_policy).prop_map(|p| Op::Policy(Box::new(p))),
+        1 => select(&POLICY_NAMES[..]).prop_flat_map(arb_policy).prop_map(|p| Op::BadPolicy(Box::new(p))),
         2 => (select(&NAMESPACES[..]), select(&POLICY_NAMES[..])).prop_map(|(n, p)| Op::DelPolicy(n, p)),
         1 => any::<bool>().prop_map(Op::Hosts),
     ]
@@ -91,7 +91,7 @@ fn apply(c: &mut Compiler, model: &mut Cluster, slots: &[String], op: &Op) {
     match op {
         Op::Ns(n) => {
             c.apply_namespace(n).unwrap();
-            model.add_ns(n.clone());
+            model.add_ns(n.as_ref().clone());
         }
         Op::DelNs(n) => {
             c.delete_namespace(n);
@@ -99,7 +99,7 @@ fn apply(c: &mut Compiler, model: &mut Cluster, slots: &[String], op: &Op) {
         }
         Op::Pod(p) => {
             c.apply_pod(p).unwrap();
-            model.add_pod(p.clone());
+            model.add_pod(p.as_ref().clone());
         }
         Op::DelPod(i) => {
             let name = format!("p{i}");
@@ -108,10 +108,10 @@ fn apply(c: &mut Compiler, model: &mut Cluster, slots: &[String], op: &Op) {
         }
         Op::Policy(p) => {
             c.apply_policy(p).unwrap();
-            model.add_policy(p.clone());
+            model.add_policy(p.as_ref().clone());
         }
         Op::BadPolicy(p) => {
-            let bad = make_invalid(p.clone());
+            let bad = make_invalid(p.as_ref().clone());
             let err = c.apply_policy(&bad).unwrap_err();
             let obj = ObjectRef::new(
                 ObjectKind::NetworkPolicy,
@@ -174,7 +174,7 @@ proptest! {
                     }
                 }
             }
-            for ((n, name), _) in &initial.pods {
+            for (n, name) in initial.pods.keys() {
                 let i: usize = name[1..].parse().unwrap();
                 s[i] = n.clone();
             }

@@ -231,7 +231,7 @@ fn missing_names() {
         serde_json::from_value(json!({"metadata": {"namespace": "prod"}, "spec": {}})).unwrap();
     let e = c.apply_policy(&nameless).unwrap_err();
     assert_eq!(
-        (e.field.as_str(), &e.reason),
+        (e.field.as_str(), &*e.reason),
         ("metadata.name", &Reason::Required)
     );
     let nsless: k8s_openapi::api::networking::v1::NetworkPolicy =

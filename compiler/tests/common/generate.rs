@@ -207,10 +207,8 @@ fn arb_port() -> impl Strategy<Value = Value> {
             if let Some(p) = proto {
                 o.insert("protocol".into(), json!(p));
             }
-            if let Some(n) = port.as_i64() {
-                if let Some(d) = end {
-                    o.insert("endPort".into(), json!(n + d));
-                }
+            if let (Some(n), Some(d)) = (port.as_i64(), end) {
+                o.insert("endPort".into(), json!(n + d));
             }
             if !port.is_null() {
                 o.insert("port".into(), port);
