@@ -41,11 +41,17 @@
 //!   its identity, isolation flags and addresses. The agent maps pods to
 //!   interfaces.
 //! * **Identities** (`palisade_common::identity`): pods get one identity per
-//!   (namespace, label set, named-port signature) — see [`identity`](crate)
-//!   docs in `identity.rs` for why named ports are part of it; CIDR regions
-//!   get one per prefix mentioned by a valid policy (`cidr` or `except`).
-//!   All are refcounted and stable while used; [`Compiler::identity`]
-//!   describes one.
+//!   (namespace, label set, named-port signature); CIDR regions get one per
+//!   prefix mentioned by a valid policy (`cidr` or `except`). All are
+//!   refcounted and stable while used; [`Compiler::identity`] describes one.
+//!
+//!   The named-port signature (the sorted `(name, protocol, containerPort)`
+//!   of the pod's named container ports) is part of the pod identity so that
+//!   egress rules with named ports stay exact: egress entries are keyed by
+//!   the peer's identity and a named port resolves on the destination pod,
+//!   so if two pods with equal labels served `http` on 80 and 8080 and shared
+//!   an identity, the entry `(identity, TCP, {80, 8080})` would let traffic
+//!   reach either pod on either port.
 //! * **Ipcache**: every live pod address of the cluster → `{pod identity,
 //!   region of the address}` (the region: most specific mentioned prefix,
 //!   else `IDENTITY_WORLD`); this node's addresses → `{IDENTITY_HOST,

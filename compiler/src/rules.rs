@@ -148,7 +148,7 @@ impl World<'_> {
         if let Peers::Listed { selectors, blocks } = &rule.peers {
             let mut pods = Vec::new();
             for s in selectors {
-                let mut consider = |ns: &str, ids: &IdSet| {
+                let mut consider = |ids: &IdSet| {
                     for id in ids.iter() {
                         if let Some(i) = self.identities.by_id.get(&id)
                             && s.pods.matches(&i.key.labels)
@@ -156,18 +156,17 @@ impl World<'_> {
                             pods.push(id);
                         }
                     }
-                    let _ = ns;
                 };
                 match &s.namespaces {
                     None => {
                         if let Some(ids) = self.identities.by_ns.get(policy_ns) {
-                            consider(policy_ns, ids);
+                            consider(ids);
                         }
                     }
                     Some(nsel) => {
                         for (ns, ids) in &self.identities.by_ns {
                             if nsel.matches(&self.ns_labels(ns)) {
-                                consider(ns, ids);
+                                consider(ids);
                             }
                         }
                     }
