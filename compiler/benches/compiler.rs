@@ -275,6 +275,23 @@ fn main() {
         "remote pod relabel",
         measure(&mut c, RUNS, |c, r| c.apply_pod(&remote(r)).unwrap()),
     );
+    // A remote pod relabelled to a label set of its own and back: an
+    // identity created, then released by the commit's sweep.
+    let fresh = |r: usize| {
+        let mut p = pod(rns, rj, 3);
+        if r.is_multiple_of(2) {
+            p.metadata
+                .labels
+                .as_mut()
+                .unwrap()
+                .insert("canary".into(), "true".into());
+        }
+        p
+    };
+    stats(
+        "remote pod relabel, new identity",
+        measure(&mut c, RUNS, |c, r| c.apply_pod(&fresh(r)).unwrap()),
+    );
     // A remote pod created then deleted.
     stats(
         "remote pod create/delete",

@@ -194,12 +194,12 @@ impl Engine {
         })
     }
 
-    fn candidates_for_namespace(&self, ns: &str) -> BTreeSet<PolicyRef> {
-        let mut c: BTreeSet<PolicyRef> = self.cross_ns.clone();
-        if let Some(s) = self.policies_by_ns.get(ns) {
-            c.extend(s.iter().cloned());
-        }
-        c
+    /// Policies whose rules can match pods of namespace `ns`: those of the
+    /// namespace and those with cross-namespace rules, each once.
+    fn candidates_for_namespace<'a>(&'a self, ns: &str) -> impl Iterator<Item = &'a PolicyRef> {
+        let own = self.policies_by_ns.get(ns).into_iter().flatten();
+        own.filter(|r| !self.cross_ns.contains(*r))
+            .chain(self.cross_ns.iter())
     }
 
     // ----- namespaces -----------------------------------------------------
@@ -274,10 +274,9 @@ impl Engine {
             return;
         };
         let key = ident.key.clone();
-        let cands = self.candidates_for_namespace(&key.namespace);
         let world = self.world();
         let mut updates = Vec::new();
-        for (pref, pol) in self.live_policies(cands.iter()) {
+        for (pref, pol) in self.live_policies(self.candidates_for_namespace(&key.namespace)) {
             for (dir, rules) in pol.obj.rules.iter().enumerate() {
                 for (ri, rule) in rules.iter().flatten().enumerate() {
                     let mk = |kind| Update {
@@ -308,11 +307,13 @@ impl Engine {
 
     /// Called by the commit for every identity its sweep removed.
     pub(crate) fn on_identity_removed(&mut self, id: u32, key: &IdentityKey) {
-        let cands = self.candidates_for_namespace(&key.namespace);
         let mut updates = Vec::new();
-        for (pref, pol) in self.live_policies(cands.iter()) {
+        for (pref, pol) in self.live_policies(self.candidates_for_namespace(&key.namespace)) {
             for (dir, rules) in pol.obj.rules.iter().enumerate() {
                 for (ri, rule) in rules.iter().flatten().enumerate() {
+                    let Some(st) = pol.rules[dir].get(ri) else {
+                        continue;
+                    };
                     let mk = |kind| Update {
                         policy: pref.clone(),
                         dir,
@@ -321,8 +322,12 @@ impl Engine {
                         id,
                         insert: false,
                     };
-                    updates.push(mk(Some(SetKind::PodIds)));
-                    updates.push(mk(Some(SetKind::NamedBlocks)));
+                    if st.pod_ids.contains(id) {
+                        updates.push(mk(Some(SetKind::PodIds)));
+                    }
+                    if st.named_block_ids.contains(id) {
+                        updates.push(mk(Some(SetKind::NamedBlocks)));
+                    }
                     let serves = key
                         .named_ports
                         .iter()
