@@ -1,4 +1,13 @@
 //! Palisade: per-node Kubernetes NetworkPolicy enforcement with eBPF.
 //!
 //! The binary (`main.rs`) only parses arguments and calls into this library.
+pub mod agent;
+pub mod cli;
+pub mod config;
+pub mod control;
 pub mod datapath;
+pub mod health;
+pub mod idmap;
+pub mod maps;
+pub mod net;
+pub mod source;

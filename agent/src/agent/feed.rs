@@ -1,0 +1,161 @@
+//! The objects the sources reported, and feeding them to the compiler:
+//! unchanged objects are skipped, relists become deletions of what is no
+//! longer listed, and a pod the CNI plugin announced is fed with the
+//! addresses the plugin gave until the API reports its own.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Pod, PodIP, PodStatus};
+use palisade_compiler::{Compiler, PodRef};
+use tracing::warn;
+
+use crate::source::{Change, Kind, Object, ObjectKey};
+
+/// What a CNI plugin told about a pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CniInfo {
+    /// The sandbox container.
+    pub container_id: String,
+    /// The pod's addresses.
+    pub ips: Vec<IpAddr>,
+    /// The host-side interface, if the plugin named it.
+    pub host_ifname: Option<String>,
+}
+
+/// The source objects and CNI overlays.
+#[derive(Debug, Default)]
+pub struct Feed {
+    objects: BTreeMap<ObjectKey, Object>,
+    cni: BTreeMap<PodRef, CniInfo>,
+}
+
+fn pod_key(pod: &PodRef) -> ObjectKey {
+    ObjectKey {
+        kind: Kind::Pod,
+        namespace: pod.namespace.clone(),
+        name: pod.name.clone(),
+    }
+}
+
+fn has_ips(p: &Pod) -> bool {
+    p.status.as_ref().is_some_and(|s| {
+        s.pod_ip.as_ref().is_some_and(|i| !i.is_empty())
+            || s.pod_ips.as_ref().is_some_and(|v| !v.is_empty())
+    })
+}
+
+fn with_overlay(p: &Pod, cni: Option<&CniInfo>) -> Option<Pod> {
+    let cni = cni?;
+    if has_ips(p) || cni.ips.is_empty() {
+        return None;
+    }
+    let mut p = p.clone();
+    let st = p.status.get_or_insert_with(PodStatus::default);
+    st.pod_ip = Some(cni.ips[0].to_string());
+    st.pod_ips = Some(
+        cni.ips
+            .iter()
+            .map(|ip| PodIP { ip: ip.to_string() })
+            .collect(),
+    );
+    Some(p)
+}
+
+impl Feed {
+    fn feed(&self, c: &mut Compiler, obj: &Object) {
+        let r = match obj {
+            Object::Namespace(ns) => c.apply_namespace(ns),
+            Object::Pod(p) => {
+                let pref = PodRef::new(
+                    p.metadata.namespace.clone().unwrap_or_default(),
+                    p.metadata.name.clone().unwrap_or_default(),
+                );
+                match with_overlay(p, self.cni.get(&pref)) {
+                    Some(p) => c.apply_pod(&p),
+                    None => c.apply_pod(p),
+                }
+            }
+            Object::NetworkPolicy(np) => c.apply_policy(np),
+        };
+        if let Err(e) = r {
+            // The last valid version (if any) stays in force: fail closed.
+            warn!(object = %e.object, field = %e.field, error = %e.reason, "object rejected");
+        }
+    }
+
+    fn unfeed(c: &mut Compiler, key: &ObjectKey) {
+        match key.kind {
+            Kind::Namespace => c.delete_namespace(&key.name),
+            Kind::Pod => c.delete_pod(&key.namespace, &key.name),
+            Kind::NetworkPolicy => c.delete_policy(&key.namespace, &key.name),
+        }
+    }
+
+    fn upsert(&mut self, c: &mut Compiler, obj: Object) {
+        let key = obj.key();
+        if self.objects.get(&key) == Some(&obj) {
+            return;
+        }
+        self.feed(c, &obj);
+        self.objects.insert(key, obj);
+    }
+
+    /// Applies a source change.
+    pub fn apply(&mut self, c: &mut Compiler, change: Change) {
+        match change {
+            Change::Upsert(o) => self.upsert(c, o),
+            Change::Delete(k) => {
+                if self.objects.remove(&k).is_some() {
+                    Self::unfeed(c, &k);
+                }
+            }
+            Change::Replace { kind, objects } => {
+                let listed: std::collections::BTreeSet<ObjectKey> =
+                    objects.iter().map(Object::key).collect();
+                let gone: Vec<ObjectKey> = self
+                    .objects
+                    .keys()
+                    .filter(|k| k.kind == kind && !listed.contains(*k))
+                    .cloned()
+                    .collect();
+                for k in gone {
+                    self.objects.remove(&k);
+                    Self::unfeed(c, &k);
+                }
+                for o in objects {
+                    self.upsert(c, o);
+                }
+            }
+        }
+    }
+
+    /// Sets (or clears) the CNI overlay of a pod and re-feeds it.
+    pub fn set_cni(&mut self, c: &mut Compiler, pod: &PodRef, info: Option<CniInfo>) {
+        match info {
+            Some(i) => self.cni.insert(pod.clone(), i),
+            None => self.cni.remove(pod),
+        };
+        if let Some(obj) = self.objects.get(&pod_key(pod)) {
+            self.feed(c, obj);
+        }
+    }
+
+    /// The CNI overlay of a pod.
+    pub fn cni(&self, pod: &PodRef) -> Option<&CniInfo> {
+        self.cni.get(pod)
+    }
+
+    /// Whether the sources reported the pod.
+    pub fn knows_pod(&self, pod: &PodRef) -> bool {
+        self.objects.contains_key(&pod_key(pod))
+    }
+
+    /// The pod's `metadata.uid` (empty if none).
+    pub fn uid(&self, pod: &PodRef) -> String {
+        match self.objects.get(&pod_key(pod)) {
+            Some(Object::Pod(p)) => p.metadata.uid.clone().unwrap_or_default(),
+            _ => String::new(),
+        }
+    }
+}

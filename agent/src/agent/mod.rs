@@ -1,0 +1,365 @@
+//! The node agent: one task owning the compiler, the datapath and the
+//! local endpoints, driven by source updates, netlink events and control
+//! requests. At startup it adopts pinned maps and links, compiles once the
+//! source is in sync, reconciles the maps by diff (never a flush), and then
+//! applies every later commit's ordered diff.
+
+mod bpffs;
+mod cni;
+mod commit;
+mod endpoints;
+mod error;
+mod feed;
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use palisade_common::{Config, config_flags};
+use palisade_compiler::Compiler;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info, warn};
+
+pub use bpffs::is_bpffs;
+pub use endpoints::{pinned_interfaces, remove_pins};
+pub use error::AgentError;
+
+use crate::config::{AgentConfig, SourceConfig};
+use crate::control::{self, Call, Request, Response};
+use crate::datapath::{AttachMode, Datapath, LoadOptions};
+use crate::idmap::IdMap;
+use crate::maps::{DpState, read_state};
+use crate::net::{self, NetSnapshot};
+use crate::source::{self, SourceHandle, SourceProblem, SourceUpdate};
+use endpoints::Endpoints;
+use feed::Feed;
+
+/// The agent's state.
+pub struct Agent {
+    cfg: AgentConfig,
+    dp: Datapath,
+    compiler: Compiler,
+    idmap: IdMap,
+    /// What the maps hold (read at startup, then kept by every write).
+    mirror: DpState,
+    feed: Feed,
+    endpoints: Endpoints,
+    net: NetSnapshot,
+    nl: rtnetlink::Handle,
+    net_dirty: bool,
+    host: BTreeSet<IpAddr>,
+    /// The source has been read completely at least once.
+    synced: bool,
+    /// The next commit must reconcile the whole state against the maps
+    /// (first sync, or after a failed write).
+    needs_full: bool,
+    config: Config,
+    ready: Arc<AtomicBool>,
+    problems: Vec<SourceProblem>,
+    rescan: mpsc::UnboundedSender<u64>,
+    next_token: u64,
+    applied_token: u64,
+    sync_waiters: Vec<(u64, oneshot::Sender<Response>)>,
+    cni_waiters: Vec<cni::Waiter>,
+    replies: Vec<(oneshot::Sender<Response>, Response)>,
+    last_error: Option<String>,
+}
+
+fn state_path(cfg: &AgentConfig) -> std::path::PathBuf {
+    IdMap::path(&cfg.state_dir)
+}
+
+/// Starts the agent and runs it until SIGTERM/SIGINT. Enforcement stays in
+/// place when it stops (maps and links are pinned).
+pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
+    let dir_err = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| AgentError::Dir { path, source }
+    };
+    if !is_bpffs(&cfg.bpffs_dir) {
+        return Err(AgentError::NotBpffs(cfg.bpffs_dir.clone()));
+    }
+    std::fs::create_dir_all(&cfg.state_dir).map_err(dir_err(&cfg.state_dir))?;
+    let listener = control::bind(&cfg.socket)?;
+    let health = match cfg.health_addr {
+        Some(addr) => Some(
+            crate::health::bind(addr)
+                .await
+                .map_err(|source| AgentError::Health { addr, source })?,
+        ),
+        None => None,
+    };
+
+    let mut dp = Datapath::load(&LoadOptions {
+        pin_dir: Some(cfg.bpffs_dir.clone()),
+        ..Default::default()
+    })?;
+    let links_dir = cfg.links_dir();
+    std::fs::create_dir_all(&links_dir).map_err(dir_err(&links_dir))?;
+    let mirror = read_state(&dp.maps)?;
+    let mut idmap = IdMap::load(&state_path(&cfg))?;
+    idmap.reserve_observed(&mirror);
+    info!(
+        node = %cfg.node_name,
+        pins = %cfg.bpffs_dir.display(),
+        endpoints = mirror.endpoints.len(),
+        policy_entries = mirror.policy.len(),
+        known_numbers = idmap.len(),
+        revision = idmap.revision,
+        "datapath loaded; pinned maps adopted"
+    );
+    let mut config = dp.maps.config.get(&0, 0).unwrap_or_default();
+    config.flags = 0;
+    if cfg.enforce_host {
+        config.flags |= config_flags::ENFORCE_HOST;
+    }
+    if cfg.ct_revalidate {
+        config.flags |= config_flags::CT_REVALIDATE;
+    }
+    dp.maps.set_config(&config)?;
+
+    let (nl, mut net_rx) = net::monitor()?;
+    let snap = net::snapshot(&nl).await?;
+    let mut compiler = Compiler::new(cfg.node_name.clone());
+    compiler.set_host_addresses(snap.addresses.iter().copied().collect());
+
+    let SourceHandle {
+        updates: mut src,
+        rescan,
+    } = match &cfg.source {
+        SourceConfig::Manifests(dir) => {
+            source::manifests::spawn(dir.clone()).map_err(|source| AgentError::Watch {
+                path: dir.clone(),
+                source,
+            })?
+        }
+        SourceConfig::Kubernetes => {
+            let client = kube::Client::try_default()
+                .await
+                .map_err(AgentError::Kube)?;
+            source::kube::spawn(client)
+        }
+    };
+    let (calls_tx, mut calls) = mpsc::channel::<Call>(64);
+    let server = tokio::spawn(control::serve(listener, calls_tx));
+    let ready = Arc::new(AtomicBool::new(false));
+    let health_task = health.map(|l| tokio::spawn(crate::health::serve(l, ready.clone())));
+
+    let mut agent = Agent {
+        endpoints: Endpoints::new(links_dir, AttachMode::detect()),
+        cfg,
+        dp,
+        compiler,
+        idmap,
+        mirror,
+        feed: Feed::default(),
+        host: snap.addresses.clone(),
+        net: snap,
+        nl,
+        net_dirty: false,
+        synced: false,
+        needs_full: true,
+        config,
+        ready,
+        problems: Vec::new(),
+        rescan,
+        next_token: 1,
+        applied_token: 0,
+        sync_waiters: Vec::new(),
+        cni_waiters: Vec::new(),
+        replies: Vec::new(),
+        last_error: None,
+    };
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(dir_err(std::path::Path::new("SIGTERM handler")))?;
+    let result = loop {
+        let wake = agent.next_deadline();
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: stopping; enforcement stays in place"); break Ok(()) }
+            _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping; enforcement stays in place"); break Ok(()) }
+            u = src.recv() => match u {
+                Some(u) => agent.on_source(u),
+                None => break Err(AgentError::SourceEnded),
+            },
+            t = net_rx.recv() => if t.is_some() { agent.net_dirty = true },
+            c = calls.recv() => if let Some((req, reply)) = c { agent.on_call(req, reply) },
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+        // Fold whatever else is already queued into the same step.
+        while let Ok(u) = src.try_recv() {
+            agent.on_source(u);
+        }
+        while let Ok((req, reply)) = calls.try_recv() {
+            agent.on_call(req, reply);
+        }
+        agent.step().await;
+    };
+    server.abort();
+    if let Some(h) = health_task {
+        h.abort();
+    }
+    let _ = std::fs::remove_file(&agent.cfg.socket);
+    if let Err(e) = agent.idmap.save(&state_path(&agent.cfg)) {
+        error!(error = %e, "saving the allocation table");
+    }
+    result
+}
+
+impl Agent {
+    fn on_source(&mut self, u: SourceUpdate) {
+        for change in u.changes {
+            self.feed.apply(&mut self.compiler, change);
+        }
+        if u.synced && !self.synced {
+            info!("source in sync");
+        }
+        self.synced |= u.synced;
+        if let Some(p) = u.problems {
+            self.problems = p;
+        }
+        if let Some(t) = u.token {
+            self.applied_token = self.applied_token.max(t);
+        }
+    }
+
+    fn on_call(&mut self, req: Request, reply: oneshot::Sender<Response>) {
+        match req {
+            Request::Sync => {
+                let token = self.next_token;
+                self.next_token += 1;
+                if self.rescan.send(token).is_err() {
+                    let _ = reply.send(Response::error("the object source stopped"));
+                    return;
+                }
+                self.sync_waiters.push((token, reply));
+            }
+            Request::Status => {
+                let r = self.status();
+                let _ = reply.send(r);
+            }
+            Request::CniAdd(a) => self.cni_add(a, reply),
+            Request::CniDel(a) => self.cni_del(a, reply),
+            Request::CniCheck(a) => self.cni_check(a, reply),
+        }
+    }
+
+    fn all_problems(&self) -> Vec<String> {
+        let mut p: Vec<String> = self.problems.iter().map(ToString::to_string).collect();
+        p.extend(self.compiler.rejections().values().map(ToString::to_string));
+        p
+    }
+
+    fn status(&self) -> Response {
+        Response {
+            ok: true,
+            revision: Some(self.idmap.revision),
+            synced: Some(self.synced && !self.needs_full),
+            endpoints: self.endpoints.status(),
+            problems: self.all_problems(),
+            error: self.last_error.clone(),
+            ..Default::default()
+        }
+    }
+
+    async fn refresh_net(&mut self) {
+        if !self.net_dirty {
+            return;
+        }
+        self.net_dirty = false;
+        match net::snapshot(&self.nl).await {
+            Ok(s) => {
+                if s.addresses != self.host {
+                    info!(addresses = ?s.addresses, "node addresses changed");
+                    self.host = s.addresses.clone();
+                    self.compiler
+                        .set_host_addresses(s.addresses.iter().copied().collect());
+                }
+                self.net = s;
+            }
+            Err(error) => {
+                warn!(%error, "reading links and routes failed; retrying on the next event");
+                self.net_dirty = true;
+            }
+        }
+    }
+
+    /// One round: read the kernel's view if it changed, commit and apply,
+    /// place endpoints, answer whoever waits.
+    async fn step(&mut self) {
+        self.refresh_net().await;
+        if self.synced {
+            match self.commit() {
+                Ok(()) => self.last_error = None,
+                Err(e) => {
+                    error!(error = %e, "applying the policy to the maps failed; will reconcile fully");
+                    self.last_error = Some(e.to_string());
+                    self.needs_full = true;
+                }
+            }
+            if !self.needs_full {
+                self.ready.store(true, Ordering::Relaxed);
+            }
+        }
+        self.cni_progress();
+        self.answer_syncs();
+        for (tx, r) in self.replies.drain(..) {
+            let _ = tx.send(r);
+        }
+    }
+
+    fn answer_syncs(&mut self) {
+        if !self.synced || self.needs_full && self.last_error.is_none() {
+            return;
+        }
+        let applied = self.applied_token;
+        let problems = self.all_problems();
+        let mut keep = Vec::new();
+        for (t, tx) in self.sync_waiters.drain(..) {
+            if t > applied {
+                keep.push((t, tx));
+                continue;
+            }
+            let r = if let Some(e) = &self.last_error {
+                Response {
+                    revision: Some(self.idmap.revision),
+                    ..Response::error(e.clone())
+                }
+            } else if !problems.is_empty() {
+                Response {
+                    revision: Some(self.idmap.revision),
+                    problems: problems.clone(),
+                    ..Response::error(format!(
+                        "{} problem(s), the rest is enforced: {}",
+                        problems.len(),
+                        problems.join("; ")
+                    ))
+                }
+            } else {
+                Response {
+                    ok: true,
+                    revision: Some(self.idmap.revision),
+                    ..Default::default()
+                }
+            };
+            let _ = tx.send(r);
+        }
+        self.sync_waiters = keep;
+    }
+
+    fn next_deadline(&self) -> tokio::time::Instant {
+        let far = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
+        self.cni_waiters
+            .iter()
+            .map(|w| w.deadline)
+            .min()
+            .unwrap_or(far)
+            .min(if self.net_dirty || self.last_error.is_some() {
+                // Retry soon after a failed netlink read or map write.
+                tokio::time::Instant::now() + std::time::Duration::from_millis(500)
+            } else {
+                far
+            })
+    }
+}

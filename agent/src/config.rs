@@ -1,0 +1,301 @@
+//! The agent's configuration: what `palisade agent` was asked to do, with
+//! defaults filled in and every value checked before anything is bound,
+//! loaded or attached.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the agent reads Namespaces, Pods and NetworkPolicies from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceConfig {
+    /// A directory of YAML manifests (no cluster).
+    Manifests(PathBuf),
+    /// The Kubernetes API (in-cluster config, else kubeconfig).
+    Kubernetes,
+}
+
+/// The resolved configuration of one agent.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// This node's name (`spec.nodeName` of its pods).
+    pub node_name: String,
+    /// The object source.
+    pub source: SourceConfig,
+    /// Runtime state: the allocation table, the control socket.
+    pub state_dir: PathBuf,
+    /// Pinned maps; pinned links under `links/`.
+    pub bpffs_dir: PathBuf,
+    /// The control socket.
+    pub socket: PathBuf,
+    /// `/healthz` and `/readyz` (None: no health server).
+    pub health_addr: Option<SocketAddr>,
+    /// Endpoints whose policy is not known yet get `POLICY_PENDING`.
+    pub default_deny_until_synced: bool,
+    /// Judge node-to-pod traffic by policy too.
+    pub enforce_host: bool,
+    /// Revalidate established connections after every policy change.
+    pub ct_revalidate: bool,
+    /// How long a `cni_add` for a pod the sources do not know yet waits for
+    /// it before attaching the interface as policy-pending.
+    pub cni_wait: Duration,
+}
+
+/// What the command line gave (before defaults).
+#[derive(Clone, Debug, Default)]
+pub struct ConfigInput {
+    /// `--node-name` / `NODE_NAME`.
+    pub node_name: Option<String>,
+    /// `--manifests`.
+    pub manifests: Option<PathBuf>,
+    /// `--state-dir`.
+    pub state_dir: Option<PathBuf>,
+    /// `--bpffs-dir`.
+    pub bpffs_dir: Option<PathBuf>,
+    /// `--socket`.
+    pub socket: Option<PathBuf>,
+    /// `--health-addr` (`none` disables).
+    pub health_addr: Option<String>,
+    /// `--default-deny-until-synced`.
+    pub default_deny_until_synced: bool,
+    /// `--enforce-host`.
+    pub enforce_host: bool,
+    /// `--ct-revalidate`.
+    pub ct_revalidate: bool,
+    /// `--cni-wait-ms`.
+    pub cni_wait_ms: Option<u64>,
+}
+
+/// Default health address: loopback only, a port no common node daemon uses.
+pub const DEFAULT_HEALTH_ADDR: &str = "127.0.0.1:9890";
+/// Default root of the per-node state directories.
+pub const DEFAULT_STATE_ROOT: &str = "/run/palisade";
+/// Default root of the per-node bpffs directories.
+pub const DEFAULT_BPFFS_ROOT: &str = "/sys/fs/bpf/palisade";
+/// Default `cni_add` wait for an unknown pod.
+pub const DEFAULT_CNI_WAIT: Duration = Duration::from_secs(5);
+
+/// A configuration value is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// No node name given and the hostname could not be read.
+    #[error("--node-name: not given, NODE_NAME unset, and the hostname is unreadable: {0}")]
+    NoNodeName(std::io::Error),
+    /// The node name cannot name a node (or a directory).
+    #[error(
+        "--node-name {0:?}: must be 1..=253 characters of [a-z0-9.-], starting and ending alphanumeric"
+    )]
+    InvalidNodeName(String),
+    /// `--manifests` is not a readable directory.
+    #[error("--manifests {path}: {reason}")]
+    Manifests {
+        /// The path given.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A path option is relative.
+    #[error("{flag} {path}: must be an absolute path")]
+    RelativePath {
+        /// The option.
+        flag: &'static str,
+        /// The path given.
+        path: PathBuf,
+    },
+    /// `--health-addr` does not parse.
+    #[error("--health-addr {value:?}: expected IP:PORT or `none` ({reason})")]
+    HealthAddr {
+        /// The value given.
+        value: String,
+        /// The parse error.
+        reason: String,
+    },
+    /// The socket path is too long for a unix socket address.
+    #[error("--socket {0}: longer than the 107 bytes a unix socket path may have")]
+    SocketPathTooLong(PathBuf),
+}
+
+/// Whether `name` is a valid Kubernetes node name (DNS subdomain).
+pub fn valid_node_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 253
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'.')
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && !name.contains("..")
+}
+
+/// This machine's hostname.
+pub fn hostname() -> std::io::Result<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is valid for buf.len() bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let end = buf.iter().position(|&c| c == 0).unwrap_or(buf.len());
+    Ok(String::from_utf8_lossy(&buf[..end]).to_lowercase())
+}
+
+fn absolute(flag: &'static str, p: PathBuf) -> Result<PathBuf, ConfigError> {
+    if p.is_absolute() {
+        Ok(p)
+    } else {
+        Err(ConfigError::RelativePath { flag, path: p })
+    }
+}
+
+/// The node name: given, else the hostname.
+pub fn resolve_node_name(given: Option<String>) -> Result<String, ConfigError> {
+    let name = match given.filter(|n| !n.is_empty()) {
+        Some(n) => n,
+        None => hostname().map_err(ConfigError::NoNodeName)?,
+    };
+    if !valid_node_name(&name) {
+        return Err(ConfigError::InvalidNodeName(name));
+    }
+    Ok(name)
+}
+
+/// Default state directory of a node.
+pub fn default_state_dir(node: &str) -> PathBuf {
+    Path::new(DEFAULT_STATE_ROOT).join(node)
+}
+
+/// Default bpffs directory of a node.
+pub fn default_bpffs_dir(node: &str) -> PathBuf {
+    Path::new(DEFAULT_BPFFS_ROOT).join(node)
+}
+
+impl AgentConfig {
+    /// Fills in defaults and checks every value.
+    pub fn resolve(input: ConfigInput) -> Result<Self, ConfigError> {
+        let node_name = resolve_node_name(input.node_name)?;
+        let source = match input.manifests {
+            Some(dir) => {
+                let meta = std::fs::metadata(&dir).map_err(|e| ConfigError::Manifests {
+                    path: dir.clone(),
+                    reason: e.to_string(),
+                })?;
+                if !meta.is_dir() {
+                    return Err(ConfigError::Manifests {
+                        path: dir,
+                        reason: "not a directory".into(),
+                    });
+                }
+                SourceConfig::Manifests(dir)
+            }
+            None => SourceConfig::Kubernetes,
+        };
+        let state_dir = absolute(
+            "--state-dir",
+            input
+                .state_dir
+                .unwrap_or_else(|| default_state_dir(&node_name)),
+        )?;
+        let bpffs_dir = absolute(
+            "--bpffs-dir",
+            input
+                .bpffs_dir
+                .unwrap_or_else(|| default_bpffs_dir(&node_name)),
+        )?;
+        let socket = absolute(
+            "--socket",
+            input.socket.unwrap_or_else(|| state_dir.join("agent.sock")),
+        )?;
+        if socket.as_os_str().len() > 107 {
+            return Err(ConfigError::SocketPathTooLong(socket));
+        }
+        let health = input
+            .health_addr
+            .unwrap_or_else(|| DEFAULT_HEALTH_ADDR.to_string());
+        let health_addr = if health.eq_ignore_ascii_case("none") {
+            None
+        } else {
+            Some(
+                health
+                    .parse::<SocketAddr>()
+                    .map_err(|e| ConfigError::HealthAddr {
+                        value: health.clone(),
+                        reason: e.to_string(),
+                    })?,
+            )
+        };
+        Ok(AgentConfig {
+            node_name,
+            source,
+            state_dir,
+            bpffs_dir,
+            socket,
+            health_addr,
+            default_deny_until_synced: input.default_deny_until_synced,
+            enforce_host: input.enforce_host,
+            ct_revalidate: input.ct_revalidate,
+            cni_wait: input
+                .cni_wait_ms
+                .map_or(DEFAULT_CNI_WAIT, Duration::from_millis),
+        })
+    }
+
+    /// Where pinned links live.
+    pub fn links_dir(&self) -> PathBuf {
+        self.bpffs_dir.join("links")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names() {
+        assert!(valid_node_name("node-1.example"));
+        for bad in ["", "Node", "a/b", "-a", "a-", "a..b", "../x"] {
+            assert!(!valid_node_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_node_name() {
+        let c = AgentConfig::resolve(ConfigInput {
+            node_name: Some("n1".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/run/palisade/n1"));
+        assert_eq!(c.bpffs_dir, PathBuf::from("/sys/fs/bpf/palisade/n1"));
+        assert_eq!(c.socket, PathBuf::from("/run/palisade/n1/agent.sock"));
+        assert_eq!(c.health_addr, Some(DEFAULT_HEALTH_ADDR.parse().unwrap()));
+        assert_eq!(c.source, SourceConfig::Kubernetes);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = AgentConfig::resolve(ConfigInput {
+            node_name: Some("n1".into()),
+            health_addr: Some("localhost".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with("--health-addr \"localhost\""),
+            "{e}"
+        );
+        let e = AgentConfig::resolve(ConfigInput {
+            node_name: Some("n1".into()),
+            manifests: Some("/nonexistent/palisade".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().starts_with("--manifests /nonexistent"), "{e}");
+        let e = AgentConfig::resolve(ConfigInput {
+            node_name: Some("n1".into()),
+            state_dir: Some("rel".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(e.to_string(), "--state-dir rel: must be an absolute path");
+    }
+}

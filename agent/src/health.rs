@@ -1,0 +1,68 @@
+//! `/healthz` (the agent's loop is alive) and `/readyz` (the first full
+//! sync is enforced) over plain HTTP/1.1 on `--health-addr`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpListener;
+use tracing::warn;
+
+/// Binds the health listener.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+fn answer(path: &str, ready: bool) -> (&'static str, &'static str) {
+    match path {
+        "/healthz" => ("200 OK", "ok\n"),
+        "/readyz" if ready => ("200 OK", "ready\n"),
+        "/readyz" => (
+            "503 Service Unavailable",
+            "not ready: first sync not enforced yet\n",
+        ),
+        _ => ("404 Not Found", "not found\n"),
+    }
+}
+
+/// Serves until the task is dropped.
+pub async fn serve(listener: TcpListener, ready: Arc<AtomicBool>) {
+    loop {
+        let Ok((mut s, _)) = listener.accept().await else {
+            warn!("health accept failed");
+            continue;
+        };
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let n = match tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+                .await
+            {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let path = req.split_whitespace().nth(1).unwrap_or("/");
+            let (status, body) = answer(path, ready.load(Ordering::Relaxed));
+            let resp = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(answer("/healthz", false).0, "200 OK");
+        assert_eq!(answer("/readyz", false).0, "503 Service Unavailable");
+        assert_eq!(answer("/readyz", true).0, "200 OK");
+        assert_eq!(answer("/x", true).0, "404 Not Found");
+    }
+}
