@@ -227,6 +227,9 @@ impl Agent {
     fn on_call(&mut self, req: Request, reply: oneshot::Sender<Response>) {
         match req {
             Request::Sync => {
+                // Re-read links and routes too: a pod created just before
+                // the sync must find its interface in this round.
+                self.net_dirty = true;
                 let token = self.next_token;
                 self.next_token += 1;
                 if self.rescan.send(token).is_err() {
