@@ -304,3 +304,295 @@ fn policies_follow_manifest_changes() {
     drop(tmp);
     let _ = Duration::ZERO;
 }
+
+fn web_policy() -> serde_json::Value {
+    policy(
+        "prod",
+        "web",
+        json!({"podSelector": {"matchLabels": {"app": "web"}},
+               "ingress": [{"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "client"}}}],
+                            "ports": [{"protocol": "TCP", "port": 80}, {"protocol": "UDP", "port": 53}]}]}),
+    )
+}
+
+#[test]
+fn restart_keeps_enforcing_without_wrong_verdicts() {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let lab = LabSpec::new(&lab_prefix("par"))
+        .node("n1")
+        .pod("client", "dev", "n1")
+        .pod("web", "prod", "n1")
+        .pod("other", "dev", "n1")
+        .up()
+        .expect("lab up");
+    let bpffs = Bpffs::mount();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = NodeDirs::new(tmp.path(), &bpffs, "n1");
+    let (client, web, other) = (lab.pod("client"), lab.pod("web"), lab.pod("other"));
+    let _s = serve(web, &services()).expect("servers");
+    let base = vec![
+        namespace("dev", json!({})),
+        namespace("prod", json!({})),
+        pod(client, "dev", "client", "uid-c", json!({"app": "client"})),
+        pod(web, "prod", "web", "uid-w", json!({"app": "web"})),
+        pod(other, "dev", "other", "uid-o", json!({"app": "other"})),
+        web_policy(),
+    ];
+    d.write("all.yaml", &base);
+    let mut agent = Agent::start(lab.node("n1"), &d, &[]);
+    agent.sync_ok();
+
+    let mut cases = Vec::new();
+    for dst in both(web) {
+        cases.extend([
+            (client, dst, P::Tcp(80), true),
+            (client, dst, P::Udp(53), true),
+            (client, dst, P::Tcp(81), false),
+            (other, dst, P::Tcp(80), false),
+            (other, dst, P::Udp(53), false),
+        ]);
+    }
+    expect("before restart", &[&agent], &cases);
+
+    let stop = AtomicBool::new(false);
+    let rounds = AtomicUsize::new(0);
+    let wrong: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // Bounded: stops when told, or after 5 minutes at most.
+            let deadline = std::time::Instant::now() + Duration::from_secs(300);
+            while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+                let bad = mismatches(&cases);
+                wrong.lock().unwrap().extend(bad);
+                rounds.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let wait_rounds = |n: usize| {
+            let target = rounds.load(Ordering::Relaxed) + n;
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while rounds.load(Ordering::Relaxed) < target {
+                assert!(std::time::Instant::now() < deadline, "probe rounds stalled");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        wait_rounds(2);
+        // 1. Clean restart. While the agent is down, the cluster changes so
+        //    that a fresh compiler would number identities differently: a
+        //    namespace and pod sorting first appear (a remote pod).
+        assert!(agent.stop(), "clean stop");
+        wait_rounds(2);
+        let mut changed = base.clone();
+        changed.insert(0, namespace("aaa", json!({})));
+        changed.push(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "early", "namespace": "aaa", "uid": "uid-e", "labels": {"app": "client"}},
+            "spec": {"nodeName": "n9", "containers": [{"name": "c", "image": "x"}]},
+            "status": {"phase": "Running", "podIPs": [{"ip": "198.18.9.10"}]}}));
+        d.write("all.yaml", &changed);
+        agent = Agent::start(lab.node("n1"), &d, &[]);
+        agent.sync_ok();
+        wait_rounds(3);
+        // 2. Crash (SIGKILL) and restart.
+        if let Some(c) = agent.child.as_mut() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+        agent.child = None;
+        wait_rounds(2);
+        agent = Agent::start(lab.node("n1"), &d, &[]);
+        agent.sync_ok();
+        wait_rounds(3);
+        stop.store(true, Ordering::Relaxed);
+    });
+    let wrong = wrong.into_inner().unwrap();
+    assert!(
+        wrong.is_empty(),
+        "{} wrong verdicts in {} rounds across restarts:\n{}\n{}",
+        wrong.len(),
+        rounds.load(Ordering::Relaxed),
+        wrong.join("\n"),
+        agent.log_text()
+    );
+    assert!(rounds.load(Ordering::Relaxed) >= 12);
+    // The restarted agents adopted the pinned maps and reconciled by diff:
+    // with the allocation table every unchanged object kept its numbers, so
+    // the first restart wrote only what changed while it was down (the new
+    // pod's ipcache entry and the two rows admitting it to web) and the
+    // second wrote nothing.
+    let log = agent.log_text();
+    let writes: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("maps reconciled"))
+        .filter_map(|l| l.split("writes=").nth(1))
+        .map(|w| w.split_whitespace().next().unwrap_or(""))
+        .collect();
+    assert_eq!(writes.len(), 3, "{log}");
+    assert_eq!(&writes[1..], ["3", "0"], "{log}");
+    assert_eq!(log.matches("pinned maps adopted").count(), 3, "{log}");
+    expect("after restarts", &[&agent], &cases);
+}
+
+#[test]
+fn malformed_manifest_keeps_previous_content() {
+    let lab = LabSpec::new(&lab_prefix("pam"))
+        .node("n1")
+        .pod("client", "dev", "n1")
+        .pod("web", "prod", "n1")
+        .up()
+        .expect("lab up");
+    let bpffs = Bpffs::mount();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = NodeDirs::new(tmp.path(), &bpffs, "n1");
+    let (client, web) = (lab.pod("client"), lab.pod("web"));
+    let _s = serve(web, &services()).expect("servers");
+    d.write(
+        "00-base.yaml",
+        &[
+            namespace("dev", json!({})),
+            namespace("prod", json!({})),
+            pod(client, "dev", "client", "uid-c", json!({"app": "client"})),
+            pod(web, "prod", "web", "uid-w", json!({"app": "web"})),
+        ],
+    );
+    d.write("20-policy.yaml", &[web_policy()]);
+    let agent = Agent::start(lab.node("n1"), &d, &[]);
+    agent.sync_ok();
+    let check = |step: &str, tcp80: bool| {
+        let mut cases = Vec::new();
+        for dst in both(web) {
+            cases.extend([
+                (client, dst, P::Tcp(80), tcp80),
+                (client, dst, P::Tcp(81), !tcp80),
+            ]);
+        }
+        expect(step, &[&agent], &cases);
+    };
+    check("valid", true);
+
+    // A field of the wrong type: the file is rejected, its previous content
+    // stays in force, and `palisade sync` says where.
+    let bad = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: web\n  namespace: prod\nspec:\n  podSelector: {}\n  ingress:\n  - ports:\n    - protocol: TCP\n      port: 81\n      endPort: eighty-two\n";
+    d.write_raw("20-policy.yaml", bad);
+    let err = agent.sync().expect_err("sync reports the bad file");
+    assert!(
+        err.contains("20-policy.yaml: line 12: document 1 (NetworkPolicy prod/web): spec.ingress[0].ports[0].endPort: invalid type"),
+        "{err}"
+    );
+    check("unparsable file", true);
+
+    // Parses, but the API would reject it (endPort < port): named too.
+    d.write_raw("20-policy.yaml", &bad.replace("eighty-two", "79"));
+    let err = agent.sync().expect_err("sync reports the rejected object");
+    assert!(
+        err.contains("NetworkPolicy prod/web") && err.contains("endPort"),
+        "{err}"
+    );
+    check("rejected object", true);
+
+    // Fixed: applied (TCP/81 only now, from anywhere).
+    d.write_raw("20-policy.yaml", &bad.replace("eighty-two", "81"));
+    agent.sync_ok();
+    check("fixed", false);
+    assert!(agent.status().problems.is_empty());
+}
+
+#[test]
+fn two_agents_on_one_machine_judge_their_own_pods() {
+    let lab = LabSpec::new(&lab_prefix("pa2"))
+        .node("n1")
+        .node("n2")
+        .pod("a", "dev", "n1")
+        .pod("c", "prod", "n1")
+        .pod("b", "prod", "n2")
+        .up()
+        .expect("lab up");
+    let bpffs = Bpffs::mount();
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, c) = (lab.pod("a"), lab.pod("b"), lab.pod("c"));
+    let _s = serve(b, &services()).expect("servers");
+    let docs = vec![
+        namespace("dev", json!({})),
+        namespace("prod", json!({})),
+        pod(a, "dev", "a", "uid-a", json!({"app": "a"})),
+        pod(b, "prod", "b", "uid-b", json!({"app": "b"})),
+        pod(c, "prod", "c", "uid-c", json!({"app": "c"})),
+        // b (on n2) admits a on TCP/80 and /81.
+        policy(
+            "prod",
+            "b-in",
+            json!({"podSelector": {"matchLabels": {"app": "b"}},
+                   "ingress": [{"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "a"}}}],
+                                "ports": [{"protocol": "TCP", "port": 80}, {"protocol": "TCP", "port": 81}]}]}),
+        ),
+        // a (on n1) may only send TCP/80 (anywhere).
+        policy(
+            "dev",
+            "a-out",
+            json!({"podSelector": {}, "policyTypes": ["Egress"],
+                   "egress": [{"ports": [{"protocol": "TCP", "port": 80}]}]}),
+        ),
+    ];
+    let d1 = NodeDirs::new(tmp.path(), &bpffs, "n1");
+    let d2 = NodeDirs::new(tmp.path(), &bpffs, "n2");
+    d1.write("all.yaml", &docs);
+    d2.write("all.yaml", &docs);
+    let mut a1 = Agent::start(lab.node("n1"), &d1, &[]);
+    let a2 = Agent::start(lab.node("n2"), &d2, &[]);
+    a1.sync_ok();
+    a2.sync_ok();
+
+    let mut cases = Vec::new();
+    for dst in both(b) {
+        cases.extend([
+            (a, dst, P::Tcp(80), true),  // a's egress (n1) and b's ingress (n2) allow
+            (a, dst, P::Tcp(81), false), // a's egress denies (n1's agent)
+            (c, dst, P::Tcp(80), false), // b's ingress denies (n2's agent)
+            (c, dst, P::Udp(53), false),
+        ]);
+    }
+    expect("two agents", &[&a1, &a2], &cases);
+
+    // Each agent only touched its own node: endpoints and link pins.
+    let names = |d: &NodeDirs| palisade::agent::pinned_interfaces(&d.bpffs.join("links"));
+    let (p1, p2) = (names(&d1), names(&d2));
+    assert_eq!(
+        p1,
+        [a.host_veth(), c.host_veth()]
+            .map(String::from)
+            .into_iter()
+            .collect()
+    );
+    assert_eq!(p2, [b.host_veth().to_string()].into_iter().collect());
+    let s1: Vec<String> = a1.status().endpoints.into_iter().map(|e| e.pod).collect();
+    let s2: Vec<String> = a2.status().endpoints.into_iter().map(|e| e.pod).collect();
+    assert_eq!(
+        (s1, s2),
+        (
+            vec!["dev/a".to_string(), "prod/c".to_string()],
+            vec!["prod/b".to_string()]
+        )
+    );
+
+    // Stopping and cleaning up n1 leaves n2's enforcement alone.
+    assert!(a1.stop());
+    let out = std::process::Command::new(BIN)
+        .args(["cleanup", "--node-name", "n1", "--bpffs-dir"])
+        .arg(&d1.bpffs)
+        .arg("--state-dir")
+        .arg(&d1.state)
+        .arg("--socket")
+        .arg(&d1.socket)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(names(&d2), p2);
+    let mut cases = Vec::new();
+    for dst in both(b) {
+        cases.extend([
+            (a, dst, P::Tcp(81), true),  // n1 no longer judges a's egress
+            (c, dst, P::Tcp(80), false), // n2 still judges b's ingress
+        ]);
+    }
+    expect("after n1 cleanup", &[&a2], &cases);
+}
