@@ -1,0 +1,250 @@
+//! The Kubernetes source against a mock API server (tower-test): realistic
+//! list and watch JSON for NetworkPolicies, Namespaces and Pods, an API
+//! that fails its first list (503), a watch that ends with `410 Gone` and
+//! the relist after it. No cluster, no privileges.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::channel::mpsc::{UnboundedSender, unbounded};
+use http::{Request, Response};
+use http_body::Frame;
+use http_body_util::StreamBody;
+use kube::Client;
+use kube::client::Body;
+use palisade::source::{Change, Kind, Object, SourceUpdate, kube::spawn};
+use serde_json::{Value, json};
+
+type Chunk = Result<Frame<Bytes>, Infallible>;
+type MockBody = StreamBody<futures::channel::mpsc::UnboundedReceiver<Chunk>>;
+
+fn body(lines: &[Value], keep_open: bool) -> (MockBody, Option<UnboundedSender<Chunk>>) {
+    let (tx, rx) = unbounded();
+    for l in lines {
+        let mut b = serde_json::to_vec(l).unwrap();
+        b.push(b'\n');
+        tx.unbounded_send(Ok(Frame::data(Bytes::from(b)))).unwrap();
+    }
+    (StreamBody::new(rx), keep_open.then_some(tx))
+}
+
+fn list(kind: &str, api_version: &str, rv: &str, items: Vec<Value>) -> Value {
+    json!({"apiVersion": api_version, "kind": format!("{kind}List"),
+           "metadata": {"resourceVersion": rv}, "items": items})
+}
+
+fn ns(name: &str, rv: &str) -> Value {
+    json!({"metadata": {"name": name, "resourceVersion": rv, "uid": format!("uid-{name}"),
+                        "labels": {"kubernetes.io/metadata.name": name},
+                        "managedFields": [{"manager": "kubectl", "operation": "Update"}]},
+           "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}})
+}
+
+fn pod(name: &str, app: &str, ip: &str, rv: &str) -> Value {
+    json!({"metadata": {"name": name, "namespace": "prod", "uid": format!("uid-{name}"),
+                        "resourceVersion": rv, "labels": {"app": app},
+                        "annotations": {"kubectl.kubernetes.io/restartedAt": "2026-01-01T00:00:00Z"}},
+           "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "nginx:1",
+                    "ports": [{"name": "http", "containerPort": 80, "protocol": "TCP"}]}]},
+           "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})
+}
+
+fn netpol(name: &str, rv: &str) -> Value {
+    json!({"metadata": {"name": name, "namespace": "prod", "resourceVersion": rv,
+                        "generation": 1, "uid": format!("uid-{name}")},
+           "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}})
+}
+
+fn event(kind: &str, obj: Value) -> Value {
+    json!({"type": kind, "object": obj})
+}
+
+fn gone() -> Value {
+    json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {},
+           "status": "Failure", "message": "too old resource version: 10 (42)",
+           "reason": "Expired", "code": 410}})
+}
+
+fn status(code: u16, reason: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": "the server is currently unable to handle the request",
+           "reason": reason, "code": code})
+}
+
+/// Serves the scenario; returns the requests seen (path + whether watch).
+async fn api(mut handle: tower_test::mock::Handle<Request<Body>, Response<MockBody>>) {
+    let mut open = Vec::new(); // watch bodies kept open (never end)
+    let mut seen: BTreeMap<(String, bool), usize> = BTreeMap::new();
+    while let Some((req, send)) = handle.next_request().await {
+        let path = req.uri().path().to_string();
+        let watch = req.uri().query().unwrap_or("").contains("watch=true");
+        let n = {
+            let c = seen.entry((path.clone(), watch)).or_default();
+            *c += 1;
+            *c
+        };
+        let (code, (b, keep)) = match (path.as_str(), watch, n) {
+            // The API is unavailable for the first NetworkPolicy list.
+            ("/apis/networking.k8s.io/v1/networkpolicies", false, 1) => {
+                (503, body(&[status(503, "ServiceUnavailable")], false))
+            }
+            ("/apis/networking.k8s.io/v1/networkpolicies", false, _) => (
+                200,
+                body(
+                    &[list(
+                        "NetworkPolicy",
+                        "networking.k8s.io/v1",
+                        "10",
+                        vec![netpol("deny", "7")],
+                    )],
+                    false,
+                ),
+            ),
+            ("/api/v1/namespaces", false, _) => (
+                200,
+                body(
+                    &[list("Namespace", "v1", "10", vec![ns("prod", "3")])],
+                    false,
+                ),
+            ),
+            ("/api/v1/pods", false, 1) => (
+                200,
+                body(
+                    &[list(
+                        "Pod",
+                        "v1",
+                        "10",
+                        vec![pod("web", "web", "198.18.1.10", "5")],
+                    )],
+                    false,
+                ),
+            ),
+            // The relist after 410 Gone: web was deleted meanwhile, db added.
+            ("/api/v1/pods", false, _) => (
+                200,
+                body(
+                    &[list(
+                        "Pod",
+                        "v1",
+                        "50",
+                        vec![pod("db", "db", "198.18.1.12", "45")],
+                    )],
+                    false,
+                ),
+            ),
+            ("/api/v1/namespaces", true, 1) => {
+                (200, body(&[event("ADDED", ns("dev", "11"))], true))
+            }
+            ("/api/v1/pods", true, 1) => (
+                200,
+                body(
+                    &[
+                        event("MODIFIED", pod("web", "web-v2", "198.18.1.10", "12")),
+                        gone(),
+                    ],
+                    false,
+                ),
+            ),
+            // Every other watch stays open and quiet.
+            (_, true, _) => (200, body(&[], true)),
+            _ => (404, body(&[status(404, "NotFound")], false)),
+        };
+        if let Some(k) = keep {
+            open.push(k);
+        }
+        send.send_response(Response::builder().status(code).body(b).unwrap());
+    }
+}
+
+async fn next(rx: &mut tokio::sync::mpsc::Receiver<SourceUpdate>) -> SourceUpdate {
+    tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("an update within 20 s")
+        .expect("source alive")
+}
+
+fn describe(c: &Change) -> String {
+    match c {
+        Change::Upsert(o) => format!("upsert {}", o.key()),
+        Change::Delete(k) => format!("delete {k}"),
+        Change::Replace { kind, objects } => {
+            let mut names: Vec<String> = objects.iter().map(|o| o.key().name).collect();
+            names.sort();
+            format!("replace {kind} [{}]", names.join(","))
+        }
+    }
+}
+
+#[tokio::test]
+async fn lists_watches_relists_and_survives_api_errors() {
+    let (mock, handle) = tower_test::mock::pair::<Request<Body>, Response<MockBody>>();
+    let server = tokio::spawn(api(handle));
+    let client = Client::new(mock, "default");
+    let mut src = spawn(client);
+
+    // Nothing is synced until all three kinds are listed; the NetworkPolicy
+    // list fails first (503) and is retried with backoff. Meanwhile the
+    // other watches deliver (a namespace added, a pod modified), then the
+    // pod watch ends with 410 Gone and the relist replaces the pods
+    // atomically (web gone, db there).
+    let mut all: Vec<Change> = Vec::new();
+    let mut synced_at = None;
+    let relisted = |all: &[Change]| {
+        all.iter().any(|c| {
+            matches!(c, Change::Replace { kind: Kind::Pod, objects }
+            if objects.len() == 1 && objects[0].key().name == "db")
+        })
+    };
+    while synced_at.is_none() || !relisted(&all) {
+        let u = next(&mut src.updates).await;
+        all.extend(u.changes);
+        let names: Vec<String> = all.iter().map(describe).collect();
+        let policies_listed = names.iter().any(|s| s.starts_with("replace NetworkPolicy"));
+        if synced_at.is_none() {
+            // Synced exactly when the last kind finished its list.
+            assert_eq!(u.synced, policies_listed, "{names:?}");
+            if u.synced {
+                synced_at = Some(all.len());
+            }
+        } else {
+            assert!(u.synced);
+        }
+    }
+    let names: Vec<String> = all.iter().map(describe).collect();
+    let pos = |s: &str| {
+        names
+            .iter()
+            .position(|n| n == s)
+            .unwrap_or_else(|| panic!("{s} in {names:?}"))
+    };
+    pos("replace Namespace [prod]");
+    pos("replace NetworkPolicy [deny]");
+    pos("upsert Namespace dev");
+    assert!(
+        pos("replace Pod [web]") < pos("upsert Pod prod/web"),
+        "{names:?}"
+    );
+    assert!(
+        pos("upsert Pod prod/web") < pos("replace Pod [db]"),
+        "{names:?}"
+    );
+    let modified = all
+        .iter()
+        .find_map(|c| match c {
+            Change::Upsert(Object::Pod(p)) => Some(p.clone()),
+            _ => None,
+        })
+        .expect("pod update");
+    assert_eq!(modified.metadata.labels.as_ref().unwrap()["app"], "web-v2");
+    // What enforcement never reads is stripped.
+    assert!(modified.metadata.annotations.is_none());
+    assert!(modified.metadata.managed_fields.is_none());
+
+    // A rescan is answered once the watches are current.
+    src.rescan.send(7).unwrap();
+    let u = next(&mut src.updates).await;
+    assert_eq!((u.token, u.synced), (Some(7), true));
+    server.abort();
+}
