@@ -29,10 +29,10 @@ pub struct DropEvent {
     pub src_identity: u32,
     /// Identity of the packet's destination (the pod's own for ingress).
     pub dst_identity: u32,
-    /// Source address (IPv4 in the first 4 bytes).
-    pub saddr: [u8; 16],
+    /// Source address (IPv4 in the first word).
+    pub saddr: crate::Addr,
     /// Destination address.
-    pub daddr: [u8; 16],
+    pub daddr: crate::Addr,
     /// Source port, host order (0 when the protocol has none).
     pub sport: u16,
     /// Destination port, host order.

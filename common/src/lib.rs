@@ -13,8 +13,8 @@
 //! ```text
 //!  ENDPOINTS[ifindex] ──► which pod, its identity, isolation per direction
 //!  parse ──► tuple (family, saddr, daddr, proto, sport, dport)
-//!  CT[tuple, ifindex, dir] hit ──► established: pass
-//!  CT[reverse tuple, ifindex, !dir] hit ──► reply: pass
+//!  CT_V4|V6[tuple, ifindex, dir] hit ──► established: pass
+//!  CT_V4|V6[reverse tuple, ifindex, !dir] hit ──► reply: pass
 //!  IPCACHE_EXACT / IPCACHE_V4|V6 (LPM) ──► peer {identity, cidr_identity}
 //!  POLICY[{ep, identity, dir, proto}] for identity in
 //!        [peer identity, peer cidr identity, ANY]   (at most 3 hash lookups)
@@ -112,8 +112,10 @@ pub mod map_names {
     pub const IPCACHE_V4: &str = "IPCACHE_V4";
     /// `LpmTrie<[u8; 16], IpcacheValue>`: IPv6 CIDR regions.
     pub const IPCACHE_V6: &str = "IPCACHE_V6";
-    /// `LruHashMap<CtKey, CtValue>`: connection tracking, both families.
-    pub const CT: &str = "CT";
+    /// `LruHashMap<CtKey4, CtValue>`: IPv4 connection tracking.
+    pub const CT_V4: &str = "CT_V4";
+    /// `LruHashMap<CtKey6, CtValue>`: IPv6 connection tracking.
+    pub const CT_V6: &str = "CT_V6";
     /// `LruHashMap<FragKey, FragValue>`: state of allowed first fragments.
     pub const FRAGS: &str = "FRAGS";
     /// `Array<Config>` with one entry.
@@ -157,7 +159,8 @@ mod pod_impls {
         PolicyValue,
         PortBitmap,
         IpcacheValue,
-        CtKey,
+        CtKey4,
+        CtKey6,
         CtValue,
         FragKey,
         FragValue,

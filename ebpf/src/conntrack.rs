@@ -1,6 +1,7 @@
 //! Connection tracking in our own LRU map (kernel conntrack kfuncs are not
 //! usable from aya yet). One entry per connection per endpoint interface,
-//! keyed by the opener's tuple; see `palisade_common::CtKey`.
+//! keyed by the opener's tuple; see `palisade_common::CtKey4`. IPv4 and IPv6
+//! have their own maps so the common case hashes a 20-byte key.
 //!
 //! Expiry needs no userspace sweep: every entry carries its deadline, a dead
 //! entry is treated as absent (and overwritten when the flow is judged
@@ -13,9 +14,13 @@
 //! if allowed, picked up as established (so an evicted entry never breaks a
 //! connection that policy allows).
 
-use palisade_common::{Config, CtKey, CtValue, ct_flags, defaults, proto};
+use aya_ebpf::maps::LruHashMap;
+use palisade_common::{Config, CtKey4, CtKey6, CtValue, ct_flags, defaults, proto};
 
-use crate::{CT, packet::Packet};
+use crate::{
+    CT_V4, CT_V6,
+    packet::{Packet, opposite},
+};
 
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
@@ -78,41 +83,161 @@ fn dead(v: &CtValue, pkt: &Packet, now: u64) -> bool {
                 == (ct_flags::FIN_ORIGINAL | ct_flags::FIN_REPLY))
 }
 
-/// Finds the live entry `pkt` belongs to on `ifindex` in `dir`.
-#[inline(always)]
-pub fn lookup(pkt: &Packet, ifindex: u32, dir: u8, now: u64) -> Option<Hit> {
-    if let Some(v) = CT.get_ptr_mut(&pkt.ct_key(ifindex, dir)) {
-        if !dead(unsafe { &*v }, pkt, now) {
-            return Some(Hit {
-                value: v,
-                reply: false,
-            });
+/// A family's connection-tracking map and key.
+trait Table {
+    type Key: 'static;
+    fn map() -> &'static LruHashMap<Self::Key, CtValue>;
+    /// The key of `pkt` as the opener of a connection on `ifindex` in `dir`.
+    fn key(pkt: &Packet, ifindex: u32, dir: u8) -> Self::Key;
+    /// The key of the connection `pkt` would be a reply to.
+    fn reverse_key(pkt: &Packet, ifindex: u32, dir: u8) -> Self::Key;
+}
+
+struct V4;
+struct V6;
+
+impl Table for V4 {
+    type Key = CtKey4;
+    #[inline(always)]
+    fn map() -> &'static LruHashMap<CtKey4, CtValue> {
+        &CT_V4
+    }
+    #[inline(always)]
+    fn key(pkt: &Packet, ifindex: u32, dir: u8) -> CtKey4 {
+        CtKey4 {
+            saddr: pkt.saddr[0],
+            daddr: pkt.daddr[0],
+            sport: pkt.sport,
+            dport: pkt.dport,
+            ifindex,
+            proto: pkt.proto,
+            direction: dir,
+            _pad: [0; 2],
         }
     }
-    if let Some(v) = CT.get_ptr_mut(&pkt.reverse_ct_key(ifindex, dir)) {
-        if !dead(unsafe { &*v }, pkt, now) {
-            return Some(Hit {
-                value: v,
-                reply: true,
-            });
+    #[inline(always)]
+    fn reverse_key(pkt: &Packet, ifindex: u32, dir: u8) -> CtKey4 {
+        CtKey4 {
+            saddr: pkt.daddr[0],
+            daddr: pkt.saddr[0],
+            sport: pkt.dport,
+            dport: pkt.sport,
+            ifindex,
+            proto: pkt.proto,
+            direction: opposite(dir),
+            _pad: [0; 2],
         }
+    }
+}
+
+impl Table for V6 {
+    type Key = CtKey6;
+    #[inline(always)]
+    fn map() -> &'static LruHashMap<CtKey6, CtValue> {
+        &CT_V6
+    }
+    #[inline(always)]
+    fn key(pkt: &Packet, ifindex: u32, dir: u8) -> CtKey6 {
+        CtKey6 {
+            saddr: pkt.saddr,
+            daddr: pkt.daddr,
+            sport: pkt.sport,
+            dport: pkt.dport,
+            ifindex,
+            proto: pkt.proto,
+            direction: dir,
+            _pad: [0; 2],
+        }
+    }
+    #[inline(always)]
+    fn reverse_key(pkt: &Packet, ifindex: u32, dir: u8) -> CtKey6 {
+        CtKey6 {
+            saddr: pkt.daddr,
+            daddr: pkt.saddr,
+            sport: pkt.dport,
+            dport: pkt.sport,
+            ifindex,
+            proto: pkt.proto,
+            direction: opposite(dir),
+            _pad: [0; 2],
+        }
+    }
+}
+
+#[inline(always)]
+fn lookup_in<T: Table>(pkt: &Packet, ifindex: u32, dir: u8, now: u64) -> Option<Hit> {
+    if let Some(v) = T::map().get_ptr_mut(&T::key(pkt, ifindex, dir))
+        && !dead(unsafe { &*v }, pkt, now)
+    {
+        return Some(Hit {
+            value: v,
+            reply: false,
+        });
+    }
+    if let Some(v) = T::map().get_ptr_mut(&T::reverse_key(pkt, ifindex, dir))
+        && !dead(unsafe { &*v }, pkt, now)
+    {
+        return Some(Hit {
+            value: v,
+            reply: true,
+        });
     }
     None
 }
 
-/// Whether a live entry exists for `key`.
+/// Finds the live entry `pkt` belongs to on `ifindex` in `dir`.
 #[inline(always)]
-pub fn exists(key: &CtKey, now: u64) -> bool {
-    match unsafe { CT.get(key) } {
+pub fn lookup(pkt: &Packet, ifindex: u32, dir: u8, now: u64) -> Option<Hit> {
+    if pkt.is_v4() {
+        lookup_in::<V4>(pkt, ifindex, dir, now)
+    } else {
+        lookup_in::<V6>(pkt, ifindex, dir, now)
+    }
+}
+
+#[inline(always)]
+fn live<T: Table>(key: &T::Key, now: u64) -> bool {
+    match unsafe { T::map().get(key) } {
         Some(v) => v.expires_ns >= now,
         None => false,
     }
 }
 
-/// Removes the entry for `key`.
 #[inline(always)]
-pub fn remove(key: &CtKey) {
-    let _ = CT.remove(key);
+fn related_in<T: Table>(quoted: &Packet, ifindex: u32, dir: u8, now: u64) -> bool {
+    live::<T>(&T::key(quoted, ifindex, dir), now)
+        || live::<T>(&T::reverse_key(quoted, ifindex, dir), now)
+}
+
+/// Whether a live connection exists that `quoted` (a packet quoted by an
+/// ICMP error, which travelled on `ifindex` in `dir`) opened or replied to.
+#[inline(always)]
+pub fn related(quoted: &Packet, ifindex: u32, dir: u8, now: u64) -> bool {
+    if quoted.is_v4() {
+        related_in::<V4>(quoted, ifindex, dir, now)
+    } else {
+        related_in::<V6>(quoted, ifindex, dir, now)
+    }
+}
+
+/// Removes the entry `pkt` matched (`reply` as in its [`Hit`]).
+#[inline(always)]
+pub fn remove(pkt: &Packet, ifindex: u32, dir: u8, reply: bool) {
+    if pkt.is_v4() {
+        let k = if reply {
+            V4::reverse_key(pkt, ifindex, dir)
+        } else {
+            V4::key(pkt, ifindex, dir)
+        };
+        let _ = CT_V4.remove(&k);
+    } else {
+        let k = if reply {
+            V6::reverse_key(pkt, ifindex, dir)
+        } else {
+            V6::key(pkt, ifindex, dir)
+        };
+        let _ = CT_V6.remove(&k);
+    }
 }
 
 /// Advances the entry's state and deadline for a packet that matched it.
@@ -178,5 +303,9 @@ pub fn create(
         peer_identity,
         _pad2: 0,
     };
-    let _ = CT.insert(&pkt.ct_key(ifindex, dir), &v, 0);
+    if pkt.is_v4() {
+        let _ = CT_V4.insert(&V4::key(pkt, ifindex, dir), &v, 0);
+    } else {
+        let _ = CT_V6.insert(&V6::key(pkt, ifindex, dir), &v, 0);
+    }
 }

@@ -74,8 +74,8 @@ const DEFAULT_CONFIG: Config = Config {
 #[inline(always)]
 pub fn handle(ctx: &TcContext, dir: u8) -> i32 {
     let cfg = match CONFIG.get(0) {
-        Some(c) => *c,
-        None => DEFAULT_CONFIG,
+        Some(c) => c,
+        None => &DEFAULT_CONFIG,
     };
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let len = ctx.len();
@@ -85,20 +85,20 @@ pub fn handle(ctx: &TcContext, dir: u8) -> i32 {
         peer_identity: 0,
         audit: None,
     };
-    match judge(ctx, dir, ifindex, &cfg, &mut facts) {
+    match judge(ctx, dir, ifindex, cfg, &mut facts) {
         Verdict::Forward(reason) => {
             events::count(dir, verdict::FORWARDED, reason as u8, len);
             if let Some(would) = facts.audit {
                 events::count(dir, verdict::AUDIT, would as u8, len);
                 events::count_endpoint(facts.ep.ep_id, dir, verdict::AUDIT, would as u8);
-                report(ctx, &cfg, event_kind::AUDIT, would, dir, ifindex, &facts);
+                report(ctx, cfg, event_kind::AUDIT, would, dir, ifindex, &facts);
             }
             TC_ACT_UNSPEC
         }
         Verdict::Drop(reason) => {
             events::count(dir, verdict::DROPPED, reason as u8, len);
             events::count_endpoint(facts.ep.ep_id, dir, verdict::DROPPED, reason as u8);
-            report(ctx, &cfg, event_kind::DROP, reason, dir, ifindex, &facts);
+            report(ctx, cfg, event_kind::DROP, reason, dir, ifindex, &facts);
             TC_ACT_SHOT as i32
         }
     }
@@ -227,9 +227,7 @@ fn judge(ctx: &TcContext, dir: u8, ifindex: u32, cfg: &Config, facts: &mut Facts
     // the other way, as the opener or as a reply.
     if let Some(inner) = parse::icmp_error_inner(ctx, &pkt) {
         let back = opposite(dir);
-        if conntrack::exists(&inner.ct_key(ifindex, back), now)
-            || conntrack::exists(&inner.reverse_ct_key(ifindex, back), now)
-        {
+        if conntrack::related(&inner, ifindex, back, now) {
             return Verdict::Forward(ForwardReason::Established);
         }
     }
@@ -349,11 +347,6 @@ fn revalidate(
         entry.flags &= !ct_flags::AUDITED;
         return Ok(());
     }
-    let key = if reply {
-        pkt.reverse_ct_key(ifindex, dir)
-    } else {
-        pkt.ct_key(ifindex, dir)
-    };
-    conntrack::remove(&key);
+    conntrack::remove(pkt, ifindex, dir, reply);
     Err(DropReason::PolicyRevoked)
 }

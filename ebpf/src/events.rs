@@ -148,8 +148,8 @@ pub fn report(cfg: &Config, r: &Report) {
             ev.l4_flags = p.l4_flags;
         }
         None => {
-            ev.saddr = [0; 16];
-            ev.daddr = [0; 16];
+            ev.saddr = [0; 4];
+            ev.daddr = [0; 4];
             ev.sport = 0;
             ev.dport = 0;
             ev.proto = 0;

@@ -20,9 +20,9 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use palisade_common::{
-    Config, Counter, CtKey, CtValue, EndpointDropKey, EndpointInfo, EventStats, FragKey, FragValue,
-    IpcacheValue, METRICS_ENTRIES, PolicyKey, PolicyValue, PortBitmap, RateLimitState, capacity,
-    direction,
+    Config, Counter, CtKey4, CtKey6, CtValue, EndpointDropKey, EndpointInfo, EventStats, FragKey,
+    FragValue, IpcacheValue, METRICS_ENTRIES, PolicyKey, PolicyValue, PortBitmap, RateLimitState,
+    capacity, direction,
 };
 
 /// Local endpoints by host-side interface index.
@@ -58,9 +58,13 @@ static IPCACHE_V4: LpmTrie<[u8; 4], IpcacheValue> =
 static IPCACHE_V6: LpmTrie<[u8; 16], IpcacheValue> =
     LpmTrie::with_max_entries(capacity::IPCACHE_LPM, BPF_F_NO_PREALLOC);
 
-/// Connection tracking, both families.
-#[map(name = "CT")]
-static CT: LruHashMap<CtKey, CtValue> = LruHashMap::with_max_entries(capacity::CT, 0);
+/// IPv4 connection tracking.
+#[map(name = "CT_V4")]
+static CT_V4: LruHashMap<CtKey4, CtValue> = LruHashMap::with_max_entries(capacity::CT, 0);
+
+/// IPv6 connection tracking.
+#[map(name = "CT_V6")]
+static CT_V6: LruHashMap<CtKey6, CtValue> = LruHashMap::with_max_entries(capacity::CT, 0);
 
 /// Allowed first fragments.
 #[map(name = "FRAGS")]

@@ -1,6 +1,6 @@
 //! The parsed view of a packet the rest of the pipeline works on.
 
-use palisade_common::{CtKey, FragKey, direction, family, proto};
+use palisade_common::{Addr, FragKey, direction, family, proto};
 
 /// Where a packet stands with respect to IP fragmentation.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -20,10 +20,10 @@ pub struct Packet {
     pub family: u8,
     /// L4 protocol (after IPv6 extension headers).
     pub proto: u8,
-    /// Source address (IPv4 in bytes 0..4).
-    pub saddr: [u8; 16],
+    /// Source address (IPv4 in the first word).
+    pub saddr: Addr,
     /// Destination address.
-    pub daddr: [u8; 16],
+    pub daddr: Addr,
     /// Source port, host order; ICMP echo: identifier for requests, 0 for replies.
     pub sport: u16,
     /// Destination port, host order; ICMP echo: identifier for replies, 0 for requests.
@@ -40,39 +40,6 @@ pub struct Packet {
 }
 
 impl Packet {
-    /// The connection-tracking key of this packet as the opener of a
-    /// connection on `ifindex` in `dir`.
-    #[inline(always)]
-    pub fn ct_key(&self, ifindex: u32, dir: u8) -> CtKey {
-        CtKey {
-            saddr: self.saddr,
-            daddr: self.daddr,
-            sport: self.sport,
-            dport: self.dport,
-            ifindex,
-            proto: self.proto,
-            direction: dir,
-            family: self.family,
-            _pad: 0,
-        }
-    }
-
-    /// The key of the connection this packet would be a reply to.
-    #[inline(always)]
-    pub fn reverse_ct_key(&self, ifindex: u32, dir: u8) -> CtKey {
-        CtKey {
-            saddr: self.daddr,
-            daddr: self.saddr,
-            sport: self.dport,
-            dport: self.sport,
-            ifindex,
-            proto: self.proto,
-            direction: opposite(dir),
-            family: self.family,
-            _pad: 0,
-        }
-    }
-
     /// Fragment-state key.
     #[inline(always)]
     pub fn frag_key(&self, ifindex: u32, dir: u8) -> FragKey {
@@ -90,7 +57,7 @@ impl Packet {
 
     /// The peer's address: the source for ingress, the destination for egress.
     #[inline(always)]
-    pub fn peer_addr(&self, dir: u8) -> &[u8; 16] {
+    pub fn peer_addr(&self, dir: u8) -> &Addr {
         if dir == direction::INGRESS {
             &self.saddr
         } else {

@@ -166,7 +166,9 @@ fn main() {
         (1, 50_000),
         (100_000, 50_000),
     ];
-    for (policy, cidrs) in sizes {
+    // `--quick`: only the smallest tables (for iterating on the datapath).
+    let quick = std::env::args().any(|a| a == "--quick");
+    for (policy, cidrs) in sizes.into_iter().take(if quick { 1 } else { sizes.len() }) {
         let (mut t, cidr_peer) = setup(policy, cidrs);
         let syn = PacketSpec::tcp(peer(), pod(), 40_000, 80, tcp::SYN).frame();
         let ack = PacketSpec::tcp(peer(), pod(), 40_000, 80, tcp::ACK).frame();

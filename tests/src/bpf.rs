@@ -169,9 +169,13 @@ impl TestDatapath {
 
     /// Empties connection tracking and fragment state.
     pub fn clear_ct(&mut self) {
-        let keys: Vec<_> = self.dp.maps.ct.keys().filter_map(Result::ok).collect();
+        let keys: Vec<_> = self.dp.maps.ct_v4.keys().filter_map(Result::ok).collect();
         for k in keys {
-            let _ = self.dp.maps.ct.remove(&k);
+            let _ = self.dp.maps.ct_v4.remove(&k);
+        }
+        let keys: Vec<_> = self.dp.maps.ct_v6.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            let _ = self.dp.maps.ct_v6.remove(&k);
         }
         let keys: Vec<_> = self.dp.maps.frags.keys().filter_map(Result::ok).collect();
         for k in keys {
@@ -181,7 +185,7 @@ impl TestDatapath {
 
     /// Number of live connection-tracking entries.
     pub fn ct_len(&self) -> usize {
-        self.dp.maps.ct.keys().count()
+        self.dp.maps.ct_v4.keys().count() + self.dp.maps.ct_v6.keys().count()
     }
 
     /// Drains the event ring.

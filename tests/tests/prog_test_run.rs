@@ -735,8 +735,8 @@ fn drop_events_carry_identities_tuple_and_reason() {
             }
             IpAddr::V6(a) => a.octets(),
         };
-        assert_eq!(e.saddr, want(p.src));
-        assert_eq!(e.daddr, want(p.dst));
+        assert_eq!(palisade_common::addr_to_bytes(e.saddr), want(p.src));
+        assert_eq!(palisade_common::addr_to_bytes(e.daddr), want(p.dst));
         assert_eq!(e.pkt_len as usize, p.frame().len());
         assert!(e.timestamp_ns > 0);
         let e = &ev[1];

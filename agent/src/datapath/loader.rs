@@ -10,7 +10,7 @@ use palisade_common::{map_names, program_names};
 use super::{DatapathError, Maps, OBJECT};
 
 /// Every map in the object, for pinning.
-const ALL_MAPS: [&str; 15] = [
+const ALL_MAPS: [&str; 16] = [
     map_names::ENDPOINTS,
     map_names::POLICY,
     map_names::PORTSETS,
@@ -18,7 +18,8 @@ const ALL_MAPS: [&str; 15] = [
     map_names::IPCACHE_EXACT6,
     map_names::IPCACHE_V4,
     map_names::IPCACHE_V6,
-    map_names::CT,
+    map_names::CT_V4,
+    map_names::CT_V6,
     map_names::FRAGS,
     map_names::CONFIG,
     map_names::METRICS,
@@ -34,7 +35,7 @@ pub struct LoadOptions {
     /// Pin every map as `<pin_dir>/<MAP>` (on bpffs), reusing maps already
     /// pinned there. `None` (tests, benchmarks): private, unpinned maps.
     pub pin_dir: Option<PathBuf>,
-    /// Connection-tracking capacity (default `capacity::CT`).
+    /// Connection-tracking capacity per family (default `capacity::CT`).
     pub ct_entries: Option<u32>,
     /// Policy-map capacity (default `capacity::POLICY`).
     pub policy_entries: Option<u32>,
@@ -57,7 +58,8 @@ impl Datapath {
     pub fn load(opts: &LoadOptions) -> Result<Self, DatapathError> {
         let mut loader = EbpfLoader::new();
         if let Some(n) = opts.ct_entries {
-            loader.map_max_entries(map_names::CT, n);
+            loader.map_max_entries(map_names::CT_V4, n);
+            loader.map_max_entries(map_names::CT_V6, n);
         }
         if let Some(n) = opts.policy_entries {
             loader.map_max_entries(map_names::POLICY, n);

@@ -5,8 +5,8 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use palisade_common::{
-    Config, Counter, CtKey, CtValue, EndpointDropKey, EndpointInfo, EventStats, FragKey, FragValue,
-    IpcacheValue, PolicyKey, PolicyValue, PortBitmap, map_names,
+    Config, Counter, CtKey4, CtKey6, CtValue, EndpointDropKey, EndpointInfo, EventStats, FragKey,
+    FragValue, IpcacheValue, PolicyKey, PolicyValue, PortBitmap, map_names,
 };
 
 use super::DatapathError;
@@ -27,8 +27,10 @@ pub struct Maps {
     pub ipcache_v4: LpmTrie<MapData, [u8; 4], IpcacheValue>,
     /// `IPCACHE_V6`.
     pub ipcache_v6: LpmTrie<MapData, [u8; 16], IpcacheValue>,
-    /// `CT`.
-    pub ct: HashMap<MapData, CtKey, CtValue>,
+    /// `CT_V4`.
+    pub ct_v4: HashMap<MapData, CtKey4, CtValue>,
+    /// `CT_V6`.
+    pub ct_v6: HashMap<MapData, CtKey6, CtValue>,
     /// `FRAGS`.
     pub frags: HashMap<MapData, FragKey, FragValue>,
     /// `CONFIG`.
@@ -69,7 +71,8 @@ impl Maps {
             ipcache_exact6: typed!(ebpf, map_names::IPCACHE_EXACT6),
             ipcache_v4: typed!(ebpf, map_names::IPCACHE_V4),
             ipcache_v6: typed!(ebpf, map_names::IPCACHE_V6),
-            ct: typed!(ebpf, map_names::CT),
+            ct_v4: typed!(ebpf, map_names::CT_V4),
+            ct_v6: typed!(ebpf, map_names::CT_V6),
             frags: typed!(ebpf, map_names::FRAGS),
             config: typed!(ebpf, map_names::CONFIG),
             metrics: typed!(ebpf, map_names::METRICS),
