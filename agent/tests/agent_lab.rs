@@ -233,6 +233,16 @@ fn policies_follow_manifest_changes() {
     let web2 = lab.pod("web2");
     let _s2 = serve(web2, &services()).expect("servers");
     let (client, db) = (lab.pod("client"), lab.pod("db"));
+    // Its host routes appear only after the manifest (as when the API is
+    // faster than the CNI): reported, then placed on the route events.
+    let node = lab.node("n1");
+    let routes = [
+        format!("{}/32", web2.ipv4()),
+        format!("{}/128", web2.ipv6()),
+    ];
+    for r in &routes {
+        palisade_lab::netns::ip(&["-n", node.netns(), "route", "del", r]).unwrap();
+    }
     d.write(
         "10-pods.yaml",
         &[
@@ -248,6 +258,36 @@ fn policies_follow_manifest_changes() {
         ],
     );
     agent.sync_ok();
+    let web_state = || {
+        agent
+            .status()
+            .endpoints
+            .into_iter()
+            .find(|e| e.pod == "prod/web")
+            .map(|e| e.state)
+    };
+    assert_eq!(web_state().as_deref(), Some("no-interface"));
+    for r in &routes {
+        palisade_lab::netns::ip(&[
+            "-n",
+            node.netns(),
+            "route",
+            "add",
+            r,
+            "dev",
+            web2.host_veth(),
+        ])
+        .unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while web_state().as_deref() != Some("enforced") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not placed on route events:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let a = [&agent];
     let mut cases = Vec::new();
     for dst in both(web2) {
@@ -302,7 +342,6 @@ fn policies_follow_manifest_changes() {
     }
     expect("after cleanup", &[&agent], &cases);
     drop(tmp);
-    let _ = Duration::ZERO;
 }
 
 fn web_policy() -> serde_json::Value {
@@ -595,4 +634,110 @@ fn two_agents_on_one_machine_judge_their_own_pods() {
         ]);
     }
     expect("after n1 cleanup", &[&a2], &cases);
+}
+
+#[test]
+fn cni_add_attaches_pending_then_compiled() {
+    use palisade::control::{CniArgs, Request, request};
+
+    let lab = LabSpec::new(&lab_prefix("pac"))
+        .node("n1")
+        .pod("client", "dev", "n1")
+        .pod("web", "prod", "n1")
+        .up()
+        .expect("lab up");
+    let bpffs = Bpffs::mount();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = NodeDirs::new(tmp.path(), &bpffs, "n1");
+    let (client, web) = (lab.pod("client"), lab.pod("web"));
+    let _s = serve(web, &services()).expect("servers");
+    let base = vec![
+        namespace("dev", json!({})),
+        namespace("prod", json!({})),
+        pod(client, "dev", "client", "uid-c", json!({"app": "client"})),
+        web_policy(),
+    ];
+    d.write("all.yaml", &base);
+    let agent = Agent::start(
+        lab.node("n1"),
+        &d,
+        &["--default-deny-until-synced", "--cni-wait-ms", "300"],
+    );
+    agent.sync_ok();
+    let args = CniArgs {
+        container_id: "sandbox-1".into(),
+        netns: Some(format!("/var/run/netns/{}", web.netns())),
+        ifname: Some("eth0".into()),
+        host_ifname: Some(web.host_veth().into()),
+        ips: vec![format!("{}/32", web.ipv4()), format!("{}/128", web.ipv6())],
+        pod_namespace: "prod".into(),
+        pod_name: "web".into(),
+    };
+    let call = |r: Request| request(&agent.socket, &r, Duration::from_secs(20)).unwrap();
+
+    // The sources do not know the pod: attached as pending, new flows drop.
+    let r = call(Request::CniAdd(args.clone()));
+    assert!(r.ok, "{r:?}\n{}", agent.log_text());
+    assert_eq!(r.policy.as_deref(), Some("pending"));
+    let mut cases = Vec::new();
+    for dst in both(web) {
+        cases.extend([
+            (client, dst, P::Tcp(80), false),
+            (client, dst, P::Tcp(81), false),
+        ]);
+    }
+    expect("pending", &[&agent], &cases);
+    let r = call(Request::CniCheck(args.clone()));
+    assert_eq!(
+        (r.ok, r.policy.as_deref()),
+        (true, Some("pending")),
+        "{r:?}"
+    );
+
+    // The pod appears, without addresses yet (the API reports them after
+    // CNI ADD): compiled with the plugin's addresses.
+    let mut web_pod = pod(web, "prod", "web", "uid-w", json!({"app": "web"}));
+    web_pod["status"] = json!({"phase": "Pending"});
+    let mut docs = base.clone();
+    docs.push(web_pod);
+    d.write("all.yaml", &docs);
+    agent.sync_ok();
+    let mut cases = Vec::new();
+    for dst in both(web) {
+        cases.extend([
+            (client, dst, P::Tcp(80), true),
+            (client, dst, P::Tcp(81), false),
+        ]);
+    }
+    expect("compiled", &[&agent], &cases);
+    let r = call(Request::CniCheck(args.clone()));
+    assert_eq!(
+        (r.ok, r.policy.as_deref()),
+        (true, Some("enforced")),
+        "{r:?}"
+    );
+
+    // A second ADD for a known pod answers once enforced.
+    let r = call(Request::CniAdd(args.clone()));
+    assert_eq!(
+        (r.ok, r.policy.as_deref()),
+        (true, Some("enforced")),
+        "{r:?}"
+    );
+
+    // DEL of an older sandbox changes nothing; DEL of this one drops the
+    // plugin's addresses: the pod (no addresses in the API) is no longer an
+    // endpoint and its interface is detached.
+    let mut old = args.clone();
+    old.container_id = "sandbox-0".into();
+    assert!(call(Request::CniDel(old)).ok);
+    assert!(call(Request::CniCheck(args.clone())).ok);
+    assert!(call(Request::CniDel(args.clone())).ok);
+    agent.sync_ok();
+    assert!(!call(Request::CniCheck(args.clone())).ok);
+    let mut cases = Vec::new();
+    for dst in both(web) {
+        cases.push((client, dst, P::Tcp(81), true));
+    }
+    expect("deleted", &[&agent], &cases);
 }
