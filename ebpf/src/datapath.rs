@@ -176,8 +176,12 @@ fn unjudgeable(
 
 #[inline(always)]
 fn judge(ctx: &TcContext, dir: u8, ifindex: u32, cfg: &Config, facts: &mut Facts) -> Verdict {
-    parse::ensure_linear(ctx);
-    let pkt = match parse::parse(ctx) {
+    let mut parsed = parse::parse(ctx);
+    // Headers beyond the linear area (rare): pull them in and parse again.
+    if matches!(parsed, Err(DropReason::Truncated)) && parse::pull_headers(ctx) {
+        parsed = parse::parse(ctx);
+    }
+    let pkt = match parsed {
         Ok(Frame::Ip(p)) => p,
         Ok(Frame::Control) => return Verdict::Forward(ForwardReason::AlwaysAllowed),
         Ok(Frame::OtherL3) => {

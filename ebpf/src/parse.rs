@@ -154,16 +154,19 @@ fn be16(b: [u8; 2]) -> u16 {
     u16::from_be_bytes(b)
 }
 
-/// Makes sure the headers are in the linear area (veth frames usually are;
-/// a GSO frame with a short head is not).
+/// Pulls up to [`PULL_LEN`] bytes into the linear area when the frame is
+/// longer than its linear part; returns whether it did. Called only after a
+/// header did not fit: pulling makes the skb writable, which copies the head
+/// of a cloned skb (every TCP transmit), so it must stay off the hot path.
 #[inline(always)]
-pub fn ensure_linear(ctx: &TcContext) {
-    let linear = ctx.data_end() - ctx.data();
+pub fn pull_headers(ctx: &TcContext) -> bool {
+    let linear = (ctx.data_end() - ctx.data()) as u32;
     let len = ctx.len();
-    if (linear as u32) < len && (linear as u32) < PULL_LEN {
-        let want = if len < PULL_LEN { len } else { PULL_LEN };
-        let _ = ctx.pull_data(want);
+    if linear >= len || linear >= PULL_LEN {
+        return false;
     }
+    let want = if len < PULL_LEN { len } else { PULL_LEN };
+    ctx.pull_data(want).is_ok()
 }
 
 /// Parses the frame.

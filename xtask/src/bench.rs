@@ -9,7 +9,8 @@ use crate::cmd::run as run_cmd;
 /// Benchmarks.
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum Which {
-    /// Per-packet cost through BPF_PROG_TEST_RUN vs an empty program, by table size.
+    /// Per-packet cost through BPF_PROG_TEST_RUN vs an empty program, by table
+    /// size; then TCP throughput and connection rate over real veths.
     Datapath,
     /// Full and incremental policy compilation at cluster scale.
     Compiler,
@@ -23,7 +24,14 @@ pub fn run(which: Which, repeat: u32) -> anyhow::Result<()> {
                 Command::new("cargo")
                     .args(["bench", "-p", "palisade-tests", "--bench", "datapath", "--"])
                     .arg(format!("--repeat={repeat}")),
-            )
+            )?;
+            run_cmd(Command::new("cargo").args([
+                "bench",
+                "-p",
+                "palisade-tests",
+                "--bench",
+                "veth",
+            ]))
         }
         Which::Compiler => run_cmd(Command::new("cargo").args([
             "bench",
