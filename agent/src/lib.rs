@@ -3,6 +3,7 @@
 //! The binary (`main.rs`) only parses arguments and calls into this library.
 pub mod agent;
 pub mod cli;
+pub mod cni;
 pub mod config;
 pub mod control;
 pub mod datapath;
