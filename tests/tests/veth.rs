@@ -262,3 +262,82 @@ fn real_traffic_is_allowed_and_denied_by_map_content() {
     ]);
     assert!(r.iter().all(|r| !r.reached()), "{r:?}");
 }
+
+/// Header stubs (shorter than an IP header, which BPF_PROG_TEST_RUN refuses
+/// to run) sent by a pod: dropped with their own reason when the pod is
+/// isolated for egress, passed (to the kernel, which discards them) when not.
+#[test]
+fn header_stubs_are_dropped_as_truncated_when_isolated() {
+    use palisade_common::{ForwardReason, verdict};
+    let tag = format!("pt{}", std::process::id() % 100_000);
+    let lab = LabSpec::new(&tag)
+        .node("n1")
+        .pod("sender", "dev", "n1")
+        .up()
+        .expect("lab up");
+    let pod = lab.pod("sender");
+    let mut t = TestDatapath::new();
+    let ifi = lab.node("n1").run(|| ifindex(pod.host_veth())).unwrap();
+    let ep = |flags| EndpointInfo {
+        ep_id: 3,
+        identity: CLIENT_ID,
+        flags,
+        _pad: 0,
+    };
+    t.dp.maps
+        .endpoints
+        .insert(ifi, ep(ef::ISOLATED_EGRESS), 0)
+        .unwrap();
+    let _att = lab
+        .node("n1")
+        .run(|| {
+            attach_endpoint(&mut t.dp, pod.host_veth(), AttachMode::detect(), None).expect("attach")
+        })
+        .unwrap();
+    let frame = |ethertype: u16, l3: &[u8]| {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&[0x02, 0, 0, 0, 0, 9]);
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f.extend_from_slice(l3);
+        f
+    };
+    let stubs = [
+        frame(0x0800, &[0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6]), // 10 bytes of IPv4 header
+        frame(
+            0x86dd,
+            &[0x60, 0, 0, 0, 0, 20, 6, 64, 0x20, 0x01, 0x0d, 0xb8],
+        ), // 12 bytes of IPv6 header
+    ];
+    let truncated = |t: &TestDatapath| {
+        t.counter(EGRESS, verdict::DROPPED, DropReason::Truncated as u8)
+            .packets
+    };
+    let before = truncated(&t);
+    for f in &stubs {
+        palisade_lab::inject_frame(pod.netns(), "eth0", f).expect("inject");
+    }
+    assert_eq!(truncated(&t) - before, 2, "both stubs dropped as truncated");
+    let ev = t.events();
+    assert_eq!(
+        ev.iter()
+            .filter(|e| e.reason == DropReason::Truncated as u8)
+            .count(),
+        2,
+        "{ev:?}"
+    );
+    // Not isolated for egress: stubs pass on (the kernel discards them).
+    t.dp.maps
+        .endpoints
+        .insert(ifi, ep(ef::ISOLATED_INGRESS), 0)
+        .unwrap();
+    let passed = |t: &TestDatapath| {
+        t.counter(EGRESS, verdict::FORWARDED, ForwardReason::NotIsolated as u8)
+            .packets
+    };
+    let before = passed(&t);
+    for f in &stubs {
+        palisade_lab::inject_frame(pod.netns(), "eth0", f).expect("inject");
+    }
+    assert_eq!(passed(&t) - before, 2);
+    assert_eq!(truncated(&t), 2, "no more drops");
+}
