@@ -1,17 +1,88 @@
-//! `palisade-cni`: the CNI chained plugin. Reads the request from the
-//! environment and stdin, prints the result (or CNI error) on stdout; the
-//! logic is in `palisade::cni`.
+//! `palisade-cni`: the CNI chained plugin. Called by a container runtime
+//! (no arguments) it reads the request from the environment and stdin and
+//! prints the result (or CNI error) on stdout; `palisade-cni install …`
+//! installs it on a node. The logic is in `palisade::cni`.
 
 use std::io::{Read as _, Write as _};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Parser;
+use palisade::cni::install::{self, InstallOptions};
+use palisade::cni::{CniError, Outcome, netconf};
+
+#[derive(Parser)]
+#[command(
+    name = "palisade-cni",
+    version,
+    about = "Palisade's CNI chained plugin"
+)]
+enum Cli {
+    /// Copy this binary into the CNI bin directory and append (or update)
+    /// its entry in the node's CNI configuration (the first file by name).
+    Install {
+        /// The CNI bin directory.
+        #[arg(long, default_value = "/opt/cni/bin")]
+        bin_dir: PathBuf,
+        /// The CNI configuration directory.
+        #[arg(long, default_value = "/etc/cni/net.d")]
+        conf_dir: PathBuf,
+        /// `agentSocket` of the entry.
+        #[arg(long, default_value = netconf::DEFAULT_AGENT_SOCKET)]
+        agent_socket: String,
+        /// `agentTimeoutMs` of the entry.
+        #[arg(long, default_value_t = 10_000)]
+        agent_timeout_ms: u64,
+        /// Remove the entry instead.
+        #[arg(long)]
+        uninstall: bool,
+    },
+}
+
+fn install_cmd(cli: Cli) -> ExitCode {
+    let Cli::Install {
+        bin_dir,
+        conf_dir,
+        agent_socket,
+        agent_timeout_ms,
+        uninstall,
+    } = cli;
+    let opts = InstallOptions {
+        bin_dir,
+        conf_dir,
+        agent_socket,
+        agent_timeout_ms,
+        uninstall,
+    };
+    let result = std::env::current_exe()
+        .map_err(|e| e.to_string())
+        .and_then(|exe| install::install(&opts, &exe).map_err(|e| e.to_string()));
+    match result {
+        Ok(r) => {
+            if let Some(b) = r.binary {
+                println!("installed {}", b.display());
+            }
+            let what = if r.changed { "updated" } else { "unchanged" };
+            println!("{what} {}", r.config.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("palisade-cni install: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    if std::env::args_os().len() > 1 {
+        return install_cmd(Cli::parse());
+    }
     let mut stdin = Vec::new();
     let outcome = match std::io::stdin().read_to_end(&mut stdin) {
         Ok(_) => palisade::cni::run(&|k| std::env::var(k).ok(), &stdin),
         Err(e) => {
-            let err = palisade::cni::CniError::Stdin(e);
-            palisade::cni::Outcome {
+            let err = CniError::Stdin(e);
+            Outcome {
                 stdout: serde_json::to_string(&err.to_result("1.0.0")).expect("serializes"),
                 stderr: format!("palisade-cni: {err}"),
                 success: false,

@@ -12,6 +12,8 @@
 //!   pod.
 //! * [`plugin`]: ADD, DEL, CHECK and VERSION.
 //! * [`error`]: errors and the CNI error result.
+//! * [`install`]: `palisade-cni install`, the binary and conflist entry
+//!   on a node.
 //!
 //! ```json
 //! {"cniVersion": "1.0.0", "name": "k8s-pod-network", "plugins": [
@@ -22,6 +24,7 @@
 
 pub mod env;
 pub mod error;
+pub mod install;
 pub mod netconf;
 pub mod plugin;
 

@@ -106,22 +106,50 @@ impl Folder {
     }
 }
 
-/// Starts the three watchers on `client`.
+/// The kinds the watchers follow, cluster-wide.
+pub const WATCHED: [Kind; 3] = [Kind::NetworkPolicy, Kind::Namespace, Kind::Pod];
+/// The API verbs a watcher uses: its (re)list and its watch. With
+/// [`WATCHED`] this is all the agent asks of the API server; the
+/// deployment's RBAC rules are tested against [`api_access`].
+pub const WATCH_VERBS: [&str; 2] = ["list", "watch"];
+
+/// Every (API group, resource, verb) the watchers request, as RBAC names
+/// them (the core group is `""`).
+pub fn api_access() -> Vec<(String, String, &'static str)> {
+    fn names<K: Resource<DynamicType = ()>>() -> (String, String) {
+        (K::group(&()).into_owned(), K::plural(&()).into_owned())
+    }
+    WATCHED
+        .iter()
+        .flat_map(|kind| {
+            let (group, resource) = match kind {
+                Kind::NetworkPolicy => names::<NetworkPolicy>(),
+                Kind::Namespace => names::<Namespace>(),
+                Kind::Pod => names::<Pod>(),
+            };
+            WATCH_VERBS.map(|verb| (group.clone(), resource.clone(), verb))
+        })
+        .collect()
+}
+
+fn watch_kind(client: Client, kind: Kind) -> BoxStream<'static, Item> {
+    match kind {
+        Kind::NetworkPolicy => watch(Api::<NetworkPolicy>::all(client), kind, |o| {
+            Object::NetworkPolicy(Box::new(o))
+        }),
+        Kind::Namespace => watch(Api::<Namespace>::all(client), kind, |o| {
+            Object::Namespace(Box::new(o))
+        }),
+        Kind::Pod => watch(Api::<Pod>::all(client), kind, |o| Object::Pod(Box::new(o))),
+    }
+}
+
+/// Starts the watchers of [`WATCHED`] on `client`.
 pub fn spawn(client: Client) -> SourceHandle {
     let mut streams: SelectAll<BoxStream<'static, Item>> = SelectAll::new();
-    streams.push(watch(
-        Api::<NetworkPolicy>::all(client.clone()),
-        Kind::NetworkPolicy,
-        |o| Object::NetworkPolicy(Box::new(o)),
-    ));
-    streams.push(watch(
-        Api::<Namespace>::all(client.clone()),
-        Kind::Namespace,
-        |o| Object::Namespace(Box::new(o)),
-    ));
-    streams.push(watch(Api::<Pod>::all(client), Kind::Pod, |o| {
-        Object::Pod(Box::new(o))
-    }));
+    for kind in WATCHED {
+        streams.push(watch_kind(client.clone(), kind));
+    }
     let (tx, updates) = mpsc::channel(16);
     let (rescan, mut rescan_rx) = mpsc::unbounded_channel::<u64>();
     tokio::spawn(async move {
