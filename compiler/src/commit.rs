@@ -12,15 +12,13 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use palisade_common::{
-    IDENTITY_HOST, IDENTITY_WORLD, IpcacheValue, PolicyKey, direction, endpoint_flags,
-};
+use palisade_common::{IDENTITY_HOST, IDENTITY_WORLD, IpcacheValue, PolicyKey};
 
+use crate::audit::ViewRow;
 use crate::diff::{Changes, MapOp, build};
 use crate::engine::{Claim, Engine};
 use crate::ports::{CLASSES, PortSet};
 use crate::portsets::Portsets;
-use crate::rules::{Row, compute_row};
 use crate::state::{DesiredState, Endpoint, PodRef};
 
 /// The committed maps and the registry of their bitmaps.
@@ -31,12 +29,16 @@ pub(crate) struct Output {
 }
 
 fn key(ep_id: u32, identity: u32, dir: u8, class: u8) -> PolicyKey {
+    view_key(ep_id, identity, dir, class, 0)
+}
+
+fn view_key(ep_id: u32, identity: u32, dir: u8, class: u8, view: u8) -> PolicyKey {
     PolicyKey {
         ep_id,
         identity,
         direction: dir,
         proto: class,
-        view: 0,
+        view,
         _pad: 0,
     }
 }
@@ -60,16 +62,10 @@ impl Engine {
     fn endpoint_value(&self, pod: &PodRef) -> Option<Endpoint> {
         let ep = self.eps.get(pod)?;
         let state = self.pods.get(pod)?;
-        let mut flags = 0;
-        for r in &ep.selecting {
-            if let Some(p) = self.policies.get(r) {
-                for dir in [direction::INGRESS, direction::EGRESS] {
-                    if p.obj.rules[dir as usize].is_some() {
-                        flags |= endpoint_flags::isolated(dir);
-                    }
-                }
-            }
-        }
+        let flags = crate::audit::endpoint_flags(
+            ep.selecting.iter().filter_map(|r| self.policies.get(r)),
+            &self.audit,
+        );
         Some(Endpoint {
             ep_id: ep.ep_id,
             identity: state.identity?,
@@ -89,7 +85,7 @@ impl Engine {
         }
         self.materialize_stale();
 
-        let dirty = std::mem::take(&mut self.dirty);
+        let mut dirty = std::mem::take(&mut self.dirty);
         let mut changes = Changes::default();
         for ip in dirty.ips {
             let (old, new) = (out.state.exact(&ip), self.exact_value(&ip));
@@ -110,6 +106,15 @@ impl Engine {
         for pod in dirty.endpoints {
             let old = out.state.endpoints.get(&pod).cloned();
             let new = self.endpoint_value(&pod);
+            // The audit view appears or goes: every entry of the row may change.
+            let view = |e: &Option<Endpoint>| e.as_ref().map(|e| e.flags & crate::audit::VIEW_BITS);
+            if view(&old) != view(&new)
+                && let Some(ep) = new.as_ref().or(old.as_ref())
+            {
+                let row = dirty.rows.entry(ep.ep_id).or_default();
+                row.full = true;
+                row.cells = Default::default();
+            }
             if old != new {
                 changes.endpoints.push((pod, old, new));
             }
@@ -119,15 +124,21 @@ impl Engine {
                 .ep_owner
                 .get(&ep_id)
                 .and_then(|p| Some((p, self.eps.get(p)?, self.pods.get(p)?)));
-            let row: Row = match owner {
-                None => Row::new(),
+            let row: ViewRow = match owner {
+                None => ViewRow::new(),
                 Some((_, ep, pod)) => {
                     let pols: Vec<_> = ep
                         .selecting
                         .iter()
                         .filter_map(|r| self.policies.get(r))
                         .collect();
-                    compute_row(&pod.obj, &pols, &self.identities, Some(&dirt))
+                    crate::audit::compute_rows(
+                        &pod.obj,
+                        &pols,
+                        &self.identities,
+                        Some(&dirt),
+                        &self.audit,
+                    )
                 }
             };
             let full = dirt.full || owner.is_none();
@@ -154,16 +165,18 @@ impl Engine {
                 for (dir, ids) in dirt.cells.iter().enumerate() {
                     for &id in ids {
                         for class in CLASSES {
-                            let k = key(ep_id, id, dir as u8, class);
-                            if let Some(v) = out.state.policy.get(&k) {
-                                note(&k, v);
+                            for view in [0, 1] {
+                                let k = view_key(ep_id, id, dir as u8, class, view);
+                                if let Some(v) = out.state.policy.get(&k) {
+                                    note(&k, v);
+                                }
                             }
                         }
                     }
                 }
             }
-            for ((id, dir, class), ports) in row {
-                let k = key(ep_id, id, dir, class);
+            for ((id, dir, class, view), ports) in row {
+                let k = view_key(ep_id, id, dir, class, view);
                 match old.remove(&k) {
                     Some(o) if o == ports => {}
                     o => changes.policy.push((k, o, Some(ports))),

@@ -120,6 +120,8 @@ pub(crate) struct Engine {
     pub(crate) ep_owner: HashMap<u32, PodRef>,
     pub(crate) ep_ids: IdAlloc,
     pub(crate) dirty: Dirty,
+    /// Audit mode beyond single policies (see `audit.rs`).
+    pub(crate) audit: crate::audit::AuditScope,
 }
 
 impl Engine {
@@ -143,6 +145,7 @@ impl Engine {
             ep_owner: HashMap::new(),
             ep_ids: IdAlloc::new(1, u32::MAX),
             dirty: Dirty::default(),
+            audit: Default::default(),
         }
     }
 

@@ -94,11 +94,13 @@
 //! after the entries that lift it, removals last).
 //! [`Diff::revision`] counts commits that produced operations.
 
+mod audit;
 mod cidr;
 mod commit;
 mod diff;
 mod engine;
 mod error;
+mod explain;
 mod identity;
 mod ids;
 mod idset;
@@ -119,8 +121,13 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use palisade_common::{IDENTITY_ANY, IDENTITY_HOST, IDENTITY_WORLD, IdentityKind, identity_kind};
 
+pub use audit::{MODE_ANNOTATION, MODE_AUDIT};
 pub use diff::{Diff, MapOp};
 pub use error::{CompileError, ObjectKind, ObjectRef, Reason};
+pub use explain::{
+    End, ExplainError, Explanation, Judgement, PeerKind, PeerMatch, PolicyName, PolicySummary,
+    PortMatch, Query, RuleMatch, Side,
+};
 pub use ports::PortSet;
 pub use state::{DesiredState, Endpoint, PodRef};
 pub use validate::NAMESPACE_NAME_LABEL;
@@ -206,6 +213,10 @@ impl Compiler {
         obj.namespace.clear();
         let (name, labels) = self.record(obj, validate::namespace(ns))?;
         self.engine.set_namespace(&name, Some(labels));
+        self.engine.set_namespace_audit(
+            &name,
+            audit::mode_is_audit(ns.metadata.annotations.as_ref()),
+        );
         Ok(())
     }
 
@@ -215,6 +226,7 @@ impl Compiler {
         self.rejections
             .remove(&ObjectRef::new(ObjectKind::Namespace, "", name));
         self.engine.set_namespace(name, None);
+        self.engine.set_namespace_audit(name, false);
     }
 
     /// Creates or updates a pod.

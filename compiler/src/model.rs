@@ -65,6 +65,9 @@ pub(crate) struct PolicyObj {
     /// pods in that direction (then the rules, possibly none, are the
     /// allows).
     pub(crate) rules: [Option<Vec<Rule>>; 2],
+    /// Audit mode (`policy.palisade.dev/mode: audit`, see `audit.rs`):
+    /// evaluated beside the enforced policies, never enforced.
+    pub(crate) audit: bool,
 }
 
 impl PolicyObj {

@@ -261,6 +261,7 @@ fn policy_spec(np: &NetworkPolicy) -> Result<PolicyObj, FieldError> {
     Ok(PolicyObj {
         pod_selector,
         rules,
+        audit: crate::audit::mode_is_audit(np.metadata.annotations.as_ref()),
     })
 }
 
