@@ -39,6 +39,10 @@ pub struct AgentConfig {
     /// How long a `cni_add` for a pod the sources do not know yet waits for
     /// it before attaching the interface as policy-pending.
     pub cni_wait: Duration,
+    /// Audit every endpoint (`--audit`): would-drops pass and are reported.
+    pub audit: bool,
+    /// Drop metrics per pod too (`--metrics-pod-labels`).
+    pub metrics_pod_labels: bool,
 }
 
 /// What the command line gave (before defaults).
@@ -64,6 +68,10 @@ pub struct ConfigInput {
     pub ct_revalidate: bool,
     /// `--cni-wait-ms`.
     pub cni_wait_ms: Option<u64>,
+    /// `--audit`.
+    pub audit: bool,
+    /// `--metrics-pod-labels`.
+    pub metrics_pod_labels: bool,
 }
 
 /// Default health address: loopback only, a port no common node daemon uses.
@@ -236,6 +244,8 @@ impl AgentConfig {
             cni_wait: input
                 .cni_wait_ms
                 .map_or(DEFAULT_CNI_WAIT, Duration::from_millis),
+            audit: input.audit,
+            metrics_pod_labels: input.metrics_pod_labels,
         })
     }
 

@@ -88,6 +88,20 @@ pub enum Request {
     CniCheck(CniArgs),
     /// The agent's state (revision, endpoints, problems).
     Status,
+    /// Stream drop/audit events (JSON lines, see `crate::monitor`) until
+    /// the client closes the connection.
+    Monitor(crate::monitor::MonitorFilter),
+    /// Local endpoints in detail (`data`: a list).
+    Endpoints,
+    /// What a policy compiled to (`data`).
+    PolicyGet {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// Why a flow is allowed or denied (`data`), see `crate::explain`.
+    Explain(crate::explain::ExplainRequest),
 }
 
 /// One local endpoint in a status answer.
@@ -128,6 +142,9 @@ pub struct Response {
     /// objects).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+    /// `endpoints`, `policy_get`, `explain`: the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
 }
 
 impl Response {
@@ -238,8 +255,12 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
 }
 
 /// Serves connections: each request is passed to the core on `calls` and
-/// its answer written back.
-pub async fn serve(listener: UnixListener, calls: mpsc::Sender<Call>) {
+/// its answer written back; `monitor` requests are streamed from `hub`.
+pub async fn serve(
+    listener: UnixListener,
+    calls: mpsc::Sender<Call>,
+    hub: Option<std::sync::Arc<crate::monitor::Hub>>,
+) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -249,6 +270,7 @@ pub async fn serve(listener: UnixListener, calls: mpsc::Sender<Call>) {
             }
         };
         let calls = calls.clone();
+        let hub = hub.clone();
         tokio::spawn(async move {
             let (r, mut w) = stream.into_split();
             let mut reader =
@@ -259,6 +281,13 @@ pub async fn serve(listener: UnixListener, calls: mpsc::Sender<Call>) {
                 Ok(Err(e)) => Response::error(format!("reading the request: {e}")),
                 Ok(Ok(_)) => match serde_json::from_str::<Request>(line.trim()) {
                     Err(e) => Response::error(format!("bad request: {e}")),
+                    Ok(Request::Monitor(filter)) => match hub {
+                        Some(hub) => {
+                            crate::monitor::stream::serve(hub, filter, reader, w).await;
+                            return;
+                        }
+                        None => Response::error("this agent does not serve monitors"),
+                    },
                     Ok(req) => {
                         debug!(?req, "control request");
                         let (tx, rx) = oneshot::channel();

@@ -26,14 +26,20 @@ fn answer(path: &str, ready: bool) -> (&'static str, &'static str) {
     }
 }
 
-/// Serves until the task is dropped.
-pub async fn serve(listener: TcpListener, ready: Arc<AtomicBool>) {
+/// Serves until the task is dropped; `/metrics` too when `metrics` is
+/// given.
+pub async fn serve(
+    listener: TcpListener,
+    ready: Arc<AtomicBool>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+) {
     loop {
         let Ok((mut s, _)) = listener.accept().await else {
             warn!("health accept failed");
             continue;
         };
         let ready = ready.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];
             let n = match tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
@@ -44,9 +50,23 @@ pub async fn serve(listener: TcpListener, ready: Arc<AtomicBool>) {
             };
             let req = String::from_utf8_lossy(&buf[..n]);
             let path = req.split_whitespace().nth(1).unwrap_or("/");
-            let (status, body) = answer(path, ready.load(Ordering::Relaxed));
+            let (status, ctype, body) = match (path, &metrics) {
+                ("/metrics", Some(m)) => {
+                    // Reading the maps is a few syscalls per series: off
+                    // the async workers.
+                    let m = m.clone();
+                    let text = tokio::task::spawn_blocking(move || m.encode())
+                        .await
+                        .unwrap_or_default();
+                    ("200 OK", crate::metrics::CONTENT_TYPE, text)
+                }
+                _ => {
+                    let (status, body) = answer(path, ready.load(Ordering::Relaxed));
+                    (status, "text/plain", body.to_string())
+                }
+            };
             let resp = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
             );
             let _ = s.write_all(resp.as_bytes()).await;

@@ -314,6 +314,12 @@ impl IdMap {
         Ok(())
     }
 
+    /// Every recorded number with its meaning (for tools naming numbers
+    /// found in events and maps).
+    pub fn entries(&self) -> impl Iterator<Item = (&Meaning, u32)> {
+        self.by_meaning.iter().map(|(m, id)| (m, *id))
+    }
+
     /// Marks the table changed (e.g. the revision moved).
     pub fn touch(&mut self) {
         self.dirty = true;

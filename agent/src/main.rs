@@ -70,6 +70,128 @@ struct AgentArgs {
     /// exit.
     #[arg(long)]
     cleanup: bool,
+    /// Audit mode for every endpoint: would-drops pass and are reported
+    /// (`palisade monitor --type audit`, `palisade_datapath_audits_total`).
+    #[arg(long)]
+    audit: bool,
+    /// Add per-pod drop series (`palisade_datapath_pod_drops_total`) to
+    /// /metrics; off by default to bound cardinality.
+    #[arg(long)]
+    metrics_pod_labels: bool,
+}
+
+/// `-o` of the inspection commands.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum OutputFormat {
+    Text,
+    Json,
+    Yaml,
+}
+
+impl From<OutputFormat> for cli::inspect::Format {
+    fn from(f: OutputFormat) -> Self {
+        match f {
+            OutputFormat::Text => cli::inspect::Format::Text,
+            OutputFormat::Json => cli::inspect::Format::Json,
+            OutputFormat::Yaml => cli::inspect::Format::Yaml,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum MonitorOutput {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum EventTypeArg {
+    Drop,
+    Audit,
+    All,
+}
+
+#[derive(Args)]
+struct MonitorArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+    /// Only events with a pod of this namespace at either end.
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// Only events with a pod of this name at either end.
+    #[arg(long)]
+    pod: Option<String>,
+    /// Only this drop reason (policy-denied, malformed, ...).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Drops, audit (would-drop) events, or both.
+    #[arg(long = "type", value_enum, default_value = "drop")]
+    kind: EventTypeArg,
+    /// Output: text lines or one JSON object per line.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    output: MonitorOutput,
+    /// Stop after this many events.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    duration_secs: Option<u64>,
+    /// How often the agent reports lost-event counters (ms).
+    #[arg(long, default_value_t = 2000)]
+    stats_interval_ms: u64,
+}
+
+#[derive(Args)]
+struct ExplainArgs {
+    /// Sender: NAMESPACE/POD, an IP address or a CIDR.
+    #[arg(long)]
+    from: String,
+    /// Receiver: NAMESPACE/POD, an IP address or a CIDR.
+    #[arg(long)]
+    to: String,
+    /// PORT/PROTOCOL (5432/TCP), PORT (TCP), or ICMP.
+    #[arg(long)]
+    port: String,
+    /// Read the cluster from the YAML manifests of this directory.
+    #[arg(long, conflicts_with_all = ["files", "live"])]
+    manifests: Option<PathBuf>,
+    /// Read the cluster from these manifest files.
+    #[arg(short = 'f', long = "file", num_args = 1.., conflicts_with = "live")]
+    files: Vec<PathBuf>,
+    /// Ask the running agent (its compiled model).
+    #[arg(long)]
+    live: bool,
+    #[command(flatten)]
+    node: NodeArgs,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    output: OutputFormat,
+}
+
+#[derive(Subcommand)]
+enum EndpointCommand {
+    /// Local pods: interface, identity, isolation per direction, attached.
+    List {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "text")]
+        output: OutputFormat,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// What a NetworkPolicy compiled to on this node.
+    Get {
+        /// NAMESPACE/NAME.
+        name: String,
+        #[command(flatten)]
+        node: NodeArgs,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "text")]
+        output: OutputFormat,
+    },
 }
 
 #[derive(Subcommand)]
@@ -89,6 +211,21 @@ enum Command {
     Cleanup {
         #[command(flatten)]
         node: NodeArgs,
+    },
+    /// Stream drop (and audit) events from the running agent.
+    Monitor(Box<MonitorArgs>),
+    /// Is a flow allowed, and why (offline on manifests, or --live).
+    /// Exit status: 0 allowed, 1 denied, 2 error.
+    Explain(Box<ExplainArgs>),
+    /// Local endpoints of the running agent.
+    Endpoint {
+        #[command(subcommand)]
+        command: EndpointCommand,
+    },
+    /// Policies as the running agent compiled them.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
     },
     /// Inspect the embedded datapath.
     Datapath {
@@ -154,6 +291,8 @@ fn run(command: Command) -> anyhow::Result<()> {
                 enforce_host: a.enforce_host,
                 ct_revalidate: a.ct_revalidate,
                 cni_wait_ms: Some(a.cni_wait_ms),
+                audit: a.audit,
+                metrics_pod_labels: a.metrics_pod_labels,
             })?;
             Ok(())
         }
@@ -164,6 +303,53 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Cleanup { node } => cleanup(node),
+        Command::Monitor(m) => {
+            let m = *m;
+            let target = node_paths(m.node)?;
+            let opts = cli::monitor::Options {
+                socket: target.socket,
+                filter: palisade::monitor::MonitorFilter {
+                    namespace: m.namespace,
+                    pod: m.pod,
+                    reason: m.reason,
+                    kind: match m.kind {
+                        EventTypeArg::Drop => palisade::monitor::EventType::Drop,
+                        EventTypeArg::Audit => palisade::monitor::EventType::Audit,
+                        EventTypeArg::All => palisade::monitor::EventType::All,
+                    },
+                    stats_interval_ms: Some(m.stats_interval_ms),
+                },
+                output: match m.output {
+                    MonitorOutput::Text => cli::monitor::Output::Text,
+                    MonitorOutput::Json => cli::monitor::Output::Json,
+                },
+                count: m.count,
+                duration: m.duration_secs.map(Duration::from_secs),
+            };
+            cli::monitor::run(&opts, &mut std::io::stdout(), &mut std::io::stderr())?;
+            Ok(())
+        }
+        Command::Explain(_) => unreachable!("handled in main"),
+        Command::Endpoint {
+            command: EndpointCommand::List { node, output },
+        } => {
+            let target = node_paths(node)?;
+            print!(
+                "{}",
+                cli::inspect::endpoint_list(&target.socket, output.into())?
+            );
+            Ok(())
+        }
+        Command::Policy {
+            command: PolicyCommand::Get { name, node, output },
+        } => {
+            let target = node_paths(node)?;
+            print!(
+                "{}",
+                cli::inspect::policy_get(&target.socket, &name, output.into())?
+            );
+            Ok(())
+        }
         Command::Datapath {
             command: DatapathCommand::Check,
         } => {
@@ -183,8 +369,62 @@ fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
+/// `palisade explain`: 0 allowed, 1 denied, 2 error.
+fn explain(a: ExplainArgs) -> ExitCode {
+    let input = if a.live {
+        match node_paths(a.node) {
+            Ok(t) => cli::explain::Input::Live(t.socket),
+            Err(e) => {
+                eprintln!("palisade: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else if let Some(d) = a.manifests {
+        cli::explain::Input::Dir(d)
+    } else if !a.files.is_empty() {
+        cli::explain::Input::Files(a.files)
+    } else {
+        eprintln!("palisade: explain needs --manifests DIR, -f FILE... or --live");
+        return ExitCode::from(2);
+    };
+    let req = palisade::explain::ExplainRequest {
+        from: a.from,
+        to: a.to,
+        port: a.port,
+    };
+    match cli::explain::run(&input, &req) {
+        Ok((rep, warnings)) => {
+            for w in warnings {
+                eprintln!("palisade: warning: {w}");
+            }
+            match a.output {
+                OutputFormat::Text => print!("{rep}"),
+                OutputFormat::Json => {
+                    println!("{}", serde_json::to_string_pretty(&rep).unwrap_or_default())
+                }
+                OutputFormat::Yaml => {
+                    print!("{}", serde_yaml_ng::to_string(&rep).unwrap_or_default())
+                }
+            }
+            if rep.allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("palisade: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    match run(Cli::parse().command) {
+    let cmd = Cli::parse().command;
+    if let Command::Explain(a) = cmd {
+        return explain(*a);
+    }
+    match run(cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the error and its causes.

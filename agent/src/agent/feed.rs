@@ -151,6 +151,11 @@ impl Feed {
         self.objects.contains_key(&pod_key(pod))
     }
 
+    /// A source object as reported.
+    pub fn object(&self, key: &ObjectKey) -> Option<&Object> {
+        self.objects.get(key)
+    }
+
     /// The pod's `metadata.uid` (empty if none).
     pub fn uid(&self, pod: &PodRef) -> String {
         match self.objects.get(&pod_key(pod)) {

@@ -10,6 +10,7 @@ mod commit;
 mod endpoints;
 mod error;
 mod feed;
+mod observe;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -64,6 +65,7 @@ pub struct Agent {
     cni_waiters: Vec<cni::Waiter>,
     replies: Vec<(oneshot::Sender<Response>, Response)>,
     last_error: Option<String>,
+    obs: observe::Observe,
 }
 
 fn state_path(cfg: &AgentConfig) -> std::path::PathBuf {
@@ -123,6 +125,8 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let snap = net::snapshot(&nl).await?;
     let mut compiler = Compiler::new(cfg.node_name.clone());
     compiler.set_host_addresses(snap.addresses.iter().copied().collect());
+    compiler.set_audit_all(cfg.audit);
+    let obs = observe::Observe::start(&cfg);
 
     let SourceHandle {
         updates: mut src,
@@ -142,9 +146,15 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         }
     };
     let (calls_tx, mut calls) = mpsc::channel::<Call>(64);
-    let server = tokio::spawn(control::serve(listener, calls_tx));
+    let server = tokio::spawn(control::serve(listener, calls_tx, Some(obs.hub.clone())));
     let ready = Arc::new(AtomicBool::new(false));
-    let health_task = health.map(|l| tokio::spawn(crate::health::serve(l, ready.clone())));
+    let health_task = health.map(|l| {
+        tokio::spawn(crate::health::serve(
+            l,
+            ready.clone(),
+            Some(obs.metrics.clone()),
+        ))
+    });
 
     let mut agent = Agent {
         endpoints: Endpoints::new(links_dir, AttachMode::detect()),
@@ -170,6 +180,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         cni_waiters: Vec::new(),
         replies: Vec::new(),
         last_error: None,
+        obs,
     };
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -209,6 +220,9 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
 
 impl Agent {
     fn on_source(&mut self, u: SourceUpdate) {
+        if !u.changes.is_empty() {
+            self.obs.note_change();
+        }
         for change in u.changes {
             self.feed.apply(&mut self.compiler, change);
         }
@@ -245,6 +259,19 @@ impl Agent {
             Request::CniAdd(a) => self.cni_add(a, reply),
             Request::CniDel(a) => self.cni_del(a, reply),
             Request::CniCheck(a) => self.cni_check(a, reply),
+            Request::Endpoints => {
+                let _ = reply.send(self.endpoints_answer());
+            }
+            Request::PolicyGet { namespace, name } => {
+                let _ = reply.send(self.policy_answer(&namespace, &name));
+            }
+            Request::Explain(r) => {
+                let _ = reply.send(self.explain_answer(&r));
+            }
+            // Served by the control socket itself (streams).
+            Request::Monitor(_) => {
+                let _ = reply.send(Response::error("monitor is a stream"));
+            }
         }
     }
 
@@ -292,13 +319,19 @@ impl Agent {
     /// place endpoints, answer whoever waits.
     async fn step(&mut self) {
         self.refresh_net().await;
+        let mut committed = None;
         if self.synced {
+            let (t, before) = (std::time::Instant::now(), self.idmap.revision);
             match self.commit() {
-                Ok(()) => self.last_error = None,
+                Ok(()) => {
+                    self.last_error = None;
+                    committed = Some((true, t.elapsed(), before));
+                }
                 Err(e) => {
                     error!(error = %e, "applying the policy to the maps failed; will reconcile fully");
                     self.last_error = Some(e.to_string());
                     self.needs_full = true;
+                    committed = Some((false, t.elapsed(), before));
                 }
             }
             if !self.needs_full {
@@ -306,6 +339,7 @@ impl Agent {
             }
         }
         self.cni_progress();
+        self.observe_round(committed);
         self.answer_syncs();
         for (tx, r) in self.replies.drain(..) {
             let _ = tx.send(r);

@@ -2,4 +2,7 @@
 
 pub mod agent;
 pub mod cleanup;
+pub mod explain;
+pub mod inspect;
+pub mod monitor;
 pub mod sync;

@@ -1,0 +1,422 @@
+//! The agent's side of observability: starts the event reader and the
+//! metrics collector on the pinned maps, keeps the monitor's directory and
+//! the agent metrics current after each round, and answers the read-only
+//! control requests (`endpoints`, `policy_get`, `explain`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use palisade_common::{IDENTITY_HOST, direction, endpoint_flags, proto};
+use palisade_compiler::{IdentityInfo, ObjectKind, PodRef, PolicyName};
+use serde_json::{Value, json};
+use tracing::warn;
+
+use super::Agent;
+use crate::config::AgentConfig;
+use crate::control::Response;
+use crate::idmap::Meaning;
+use crate::metrics::{
+    DatapathCollector, EndpointState, EndpointStateLabels, IdentityKindLabel, IdentityLabels,
+    MapLabel, MapLabels, Metrics, ModeLabels, PolicyMode, SourceProblemKind, SourceProblemLabels,
+};
+use crate::monitor::{Directory, Hub, LocalPod};
+use crate::source::{Kind, Object, ObjectKey};
+
+/// Observability state owned by the agent.
+pub(super) struct Observe {
+    pub(super) hub: Arc<Hub>,
+    pub(super) metrics: Arc<Metrics>,
+    pending_since: Option<Instant>,
+    last_directory: Option<(u64, Vec<crate::control::EndpointStatus>)>,
+    _reader: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Observe {
+    /// Opens the pinned maps; a failure only disables that part (logged).
+    pub(super) fn start(cfg: &AgentConfig) -> Self {
+        let hub = Hub::new();
+        let reader = match crate::monitor::reader::spawn(&cfg.bpffs_dir, hub.clone()) {
+            Ok(h) => Some(h),
+            Err(error) => {
+                warn!(%error, "drop events unavailable: `palisade monitor` will show none");
+                None
+            }
+        };
+        let collector =
+            match DatapathCollector::open(&cfg.bpffs_dir, hub.clone(), cfg.metrics_pod_labels) {
+                Ok(c) => Some(c),
+                Err(error) => {
+                    warn!(%error, "datapath metrics unavailable");
+                    None
+                }
+            };
+        Observe {
+            hub,
+            metrics: Metrics::new(collector),
+            pending_since: None,
+            last_directory: None,
+            _reader: reader,
+        }
+    }
+
+    /// A source change arrived: start the change-to-enforced clock.
+    pub(super) fn note_change(&mut self) {
+        self.pending_since.get_or_insert_with(Instant::now);
+    }
+}
+
+fn identity_name(info: Option<IdentityInfo>, id: u32) -> String {
+    match info {
+        Some(IdentityInfo::Any) => "any".into(),
+        Some(IdentityInfo::Host) => "host".into(),
+        Some(IdentityInfo::World) => "world".into(),
+        Some(IdentityInfo::Cidr(n)) => n.to_string(),
+        Some(IdentityInfo::Pod {
+            namespace, labels, ..
+        }) => {
+            let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("{namespace}{{{}}}", l.join(","))
+        }
+        None => format!("identity {id}"),
+    }
+}
+
+fn protocol_name(p: u8) -> &'static str {
+    match p {
+        proto::TCP => "TCP",
+        proto::UDP => "UDP",
+        proto::SCTP => "SCTP",
+        _ => "other",
+    }
+}
+
+impl Agent {
+    /// The directory the monitor names events with.
+    fn directory(&self) -> Directory {
+        let mut d = Directory::default();
+        let mut ep_pods: HashMap<u32, PodRef> = HashMap::new();
+        for (m, id) in self.idmap.entries() {
+            match m {
+                Meaning::Endpoint {
+                    namespace, name, ..
+                } => {
+                    ep_pods.insert(id, PodRef::new(namespace.clone(), name.clone()));
+                }
+                Meaning::Cidr { prefix } => {
+                    d.cidrs.insert(id, prefix.clone());
+                }
+                _ => {}
+            }
+        }
+        for info in self.mirror.endpoints.values() {
+            let Some(pod) = ep_pods.get(&info.ep_id) else {
+                continue;
+            };
+            let (ie, ia) = self.compiler.selecting(pod, direction::INGRESS);
+            let (ee, ea) = self.compiler.selecting(pod, direction::EGRESS);
+            d.endpoints.insert(
+                info.ep_id,
+                LocalPod {
+                    pod: pod.clone(),
+                    flags: info.flags,
+                    selecting: [ie, ee],
+                    audited: [ia, ea],
+                },
+            );
+        }
+        d.addresses = self.compiler.pod_addresses().into_iter().collect();
+        d.host = self.host.clone();
+        d.pods = self.compiler.pods().into_iter().collect();
+        d.namespaces = d.pods.iter().map(|p| p.namespace.clone()).collect();
+        d.namespaces
+            .extend(self.compiler.policies().into_iter().map(|p| p.namespace));
+        d
+    }
+
+    /// After a round: directory and metrics.
+    pub(super) fn observe_round(&mut self, committed: Option<(bool, Duration, u64)>) {
+        let status = self.endpoints.status();
+        let key = (self.idmap.revision, status.clone());
+        if self.obs.last_directory.as_ref() != Some(&key) {
+            self.obs.hub.set_directory(self.directory());
+            self.obs.last_directory = Some(key);
+        }
+        let m = &self.obs.metrics.agent;
+        if let Some((ok, took, before)) = committed {
+            if ok {
+                if self.idmap.revision != before {
+                    m.sync_duration.observe(took.as_secs_f64());
+                }
+                if let Some(t) = self.obs.pending_since.take() {
+                    m.enforce_latency.observe(t.elapsed().as_secs_f64());
+                }
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs_f64();
+                m.last_sync.set(now);
+            } else {
+                m.sync_errors.inc();
+            }
+        }
+        m.revision.set(self.idmap.revision as i64);
+        let mut states: BTreeMap<EndpointState, i64> = [
+            EndpointState::Enforced,
+            EndpointState::Pending,
+            EndpointState::NoInterface,
+            EndpointState::Other,
+        ]
+        .into_iter()
+        .map(|s| (s, 0))
+        .collect();
+        for e in &status {
+            let s = match e.state.as_str() {
+                "enforced" => EndpointState::Enforced,
+                "pending" => EndpointState::Pending,
+                "no-interface" => EndpointState::NoInterface,
+                _ => EndpointState::Other,
+            };
+            *states.entry(s).or_default() += 1;
+        }
+        for (state, n) in states {
+            m.endpoints
+                .get_or_create(&EndpointStateLabels { state })
+                .set(n);
+        }
+        let st = self.compiler.state();
+        let mut pod_ids: std::collections::BTreeSet<u32> = std::collections::BTreeSet::new();
+        for v in st.ipcache_exact4.values().chain(st.ipcache_exact6.values()) {
+            if v.identity != IDENTITY_HOST {
+                pod_ids.insert(v.identity);
+            }
+        }
+        m.identities
+            .get_or_create(&IdentityLabels {
+                kind: IdentityKindLabel::Pod,
+            })
+            .set(pod_ids.len() as i64);
+        m.identities
+            .get_or_create(&IdentityLabels {
+                kind: IdentityKindLabel::Cidr,
+            })
+            .set((st.ipcache_lpm4.len() + st.ipcache_lpm6.len()) as i64);
+        let (mut enforce, mut audit) = (0i64, 0i64);
+        for p in self.compiler.policies() {
+            match self.compiler.policy_summary(&p) {
+                Some(s) if s.audited => audit += 1,
+                Some(_) => enforce += 1,
+                None => {}
+            }
+        }
+        m.policies
+            .get_or_create(&ModeLabels {
+                mode: PolicyMode::Enforce,
+            })
+            .set(enforce);
+        m.policies
+            .get_or_create(&ModeLabels {
+                mode: PolicyMode::Audit,
+            })
+            .set(audit);
+        let mir = &self.mirror;
+        for (map, n) in [
+            (MapLabel::Endpoints, mir.endpoints.len()),
+            (MapLabel::Policy, mir.policy.len()),
+            (MapLabel::Portsets, mir.portsets.len()),
+            (MapLabel::IpcacheExact4, mir.exact4.len()),
+            (MapLabel::IpcacheExact6, mir.exact6.len()),
+            (MapLabel::IpcacheV4, mir.lpm4.len()),
+            (MapLabel::IpcacheV6, mir.lpm6.len()),
+        ] {
+            m.map_entries
+                .get_or_create(&MapLabels { map })
+                .set(n as i64);
+        }
+        let mut problems: BTreeMap<SourceProblemKind, i64> = [
+            SourceProblemKind::File,
+            SourceProblemKind::Namespace,
+            SourceProblemKind::Pod,
+            SourceProblemKind::NetworkPolicy,
+        ]
+        .into_iter()
+        .map(|k| (k, 0))
+        .collect();
+        *problems.entry(SourceProblemKind::File).or_default() += self.problems.len() as i64;
+        for r in self.compiler.rejections().keys() {
+            let k = match r.kind {
+                ObjectKind::Namespace => SourceProblemKind::Namespace,
+                ObjectKind::Pod => SourceProblemKind::Pod,
+                ObjectKind::NetworkPolicy => SourceProblemKind::NetworkPolicy,
+            };
+            *problems.entry(k).or_default() += 1;
+        }
+        for (kind, n) in problems {
+            m.invalid_objects
+                .get_or_create(&SourceProblemLabels { kind })
+                .set(n);
+        }
+    }
+
+    fn raw_policy(
+        &self,
+        n: &PolicyName,
+    ) -> Option<k8s_openapi::api::networking::v1::NetworkPolicy> {
+        match self.feed.object(&ObjectKey {
+            kind: Kind::NetworkPolicy,
+            namespace: n.namespace.clone(),
+            name: n.name.clone(),
+        }) {
+            Some(Object::NetworkPolicy(np)) => Some(np.as_ref().clone()),
+            _ => None,
+        }
+    }
+
+    fn data(v: Value) -> Response {
+        Response {
+            ok: true,
+            data: Some(v),
+            ..Default::default()
+        }
+    }
+
+    /// `endpoints`: local pods in detail.
+    pub(super) fn endpoints_answer(&self) -> Response {
+        let by_name: HashMap<&str, u32> = self
+            .net
+            .links
+            .iter()
+            .map(|(i, n)| (n.as_str(), *i))
+            .collect();
+        let pinned = super::pinned_interfaces(&self.cfg.links_dir());
+        let identities: HashMap<u32, &Meaning> =
+            self.idmap.entries().map(|(m, id)| (id, m)).collect();
+        let list: Vec<Value> = self
+            .endpoints
+            .status()
+            .into_iter()
+            .map(|e| {
+                let ifindex = e.interface.as_deref().and_then(|n| by_name.get(n).copied());
+                let info = ifindex.and_then(|i| self.mirror.endpoints.get(&i));
+                let flags = info.map_or(0, |i| i.flags);
+                let pod = e
+                    .pod
+                    .split_once('/')
+                    .map(|(ns, n)| PodRef::new(ns, n))
+                    .unwrap_or_else(|| PodRef::new("", e.pod.clone()));
+                let sel = |d| {
+                    let (en, au) = self.compiler.selecting(&pod, d);
+                    json!({"enforced": en.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                           "audited": au.iter().map(ToString::to_string).collect::<Vec<_>>()})
+                };
+                let labels = info.and_then(|i| match identities.get(&i.identity) {
+                    Some(Meaning::Pod { labels, .. }) => Some(labels.clone()),
+                    _ => None,
+                });
+                let has = |bit: u32| flags & bit != 0;
+                json!({
+                    "pod": e.pod,
+                    "interface": e.interface,
+                    "ifindex": ifindex,
+                    "endpoint_id": info.map(|i| i.ep_id),
+                    "identity": info.map(|i| i.identity),
+                    "labels": labels,
+                    "isolated": {"ingress": has(endpoint_flags::ISOLATED_INGRESS),
+                                 "egress": has(endpoint_flags::ISOLATED_EGRESS)},
+                    "audit": {"ingress": has(endpoint_flags::AUDIT_INGRESS) || has(endpoint_flags::VIEW_ISOLATED_INGRESS),
+                              "egress": has(endpoint_flags::AUDIT_EGRESS) || has(endpoint_flags::VIEW_ISOLATED_EGRESS)},
+                    "policy_pending": has(endpoint_flags::POLICY_PENDING),
+                    "attached": e.interface.as_ref().is_some_and(|n| pinned.contains(n)) && e.state != "no-interface",
+                    "state": e.state,
+                    "policies": {"ingress": sel(direction::INGRESS), "egress": sel(direction::EGRESS)},
+                })
+            })
+            .collect();
+        Self::data(Value::Array(list))
+    }
+
+    /// `policy_get`: what a policy compiled to on this node.
+    pub(super) fn policy_answer(&self, namespace: &str, name: &str) -> Response {
+        let pn = PolicyName::new(namespace, name);
+        let Some(sum) = self.compiler.policy_summary(&pn) else {
+            if !self.compiler.has_namespace(namespace) {
+                return Response::error(format!("unknown namespace {namespace:?}"));
+            }
+            let rejected = self.compiler.rejections().iter().find(|(r, _)| {
+                r.kind == ObjectKind::NetworkPolicy && r.namespace == namespace && r.name == name
+            });
+            return Response::error(match rejected {
+                Some((_, e)) => format!("policy {pn} is rejected: {e}"),
+                None => format!("policy {pn} not found"),
+            });
+        };
+        let st = self.compiler.state();
+        let endpoints: Vec<Value> = sum
+            .selected_local
+            .iter()
+            .filter_map(|pod| {
+                let ep = st.endpoints.get(pod)?;
+                let entries: Vec<Value> = st
+                    .policy
+                    .iter()
+                    .filter(|(k, _)| {
+                        k.ep_id == ep.ep_id && sum.isolates[(k.direction & 1) as usize].is_some()
+                    })
+                    .map(|(k, v)| {
+                        let ports = st
+                            .value_ports(v)
+                            .map(|p| {
+                                p.ranges()
+                                    .iter()
+                                    .map(|(a, b)| {
+                                        if a == b {
+                                            a.to_string()
+                                        } else {
+                                            format!("{a}-{b}")
+                                        }
+                                    })
+                                    .collect::<Vec<_>>()
+                                    .join(",")
+                            })
+                            .unwrap_or_default();
+                        json!({
+                            "direction": direction::as_str(k.direction),
+                            "peer": identity_name(self.compiler.identity(k.identity), k.identity),
+                            "protocol": protocol_name(k.proto),
+                            "ports": ports,
+                            "view": if k.view == 0 { "enforced" } else { "audit" },
+                        })
+                    })
+                    .collect();
+                Some(json!({"pod": pod.to_string(), "entries": entries}))
+            })
+            .collect();
+        let spec = self
+            .raw_policy(&pn)
+            .and_then(|np| serde_json::to_value(np.spec).ok());
+        Self::data(json!({
+            "policy": pn.to_string(),
+            "mode": if sum.audited { "audit" } else { "enforce" },
+            "isolates": {
+                "ingress": sum.isolates[direction::INGRESS as usize].map(|n| json!({"rules": n})),
+                "egress": sum.isolates[direction::EGRESS as usize].map(|n| json!({"rules": n})),
+            },
+            "selects": sum.selected_local.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "endpoints": endpoints,
+            "spec": spec,
+        }))
+    }
+
+    /// `explain`, on the agent's compiled model.
+    pub(super) fn explain_answer(&self, req: &crate::explain::ExplainRequest) -> Response {
+        match crate::explain::explain(&self.compiler, req, self.cfg.enforce_host, &|n| {
+            self.raw_policy(n)
+        }) {
+            Ok(r) => match serde_json::to_value(&r) {
+                Ok(v) => Self::data(v),
+                Err(e) => Response::error(e.to_string()),
+            },
+            Err(e) => Response::error(e.to_string()),
+        }
+    }
+}

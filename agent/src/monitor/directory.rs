@@ -1,0 +1,68 @@
+//! What the numbers in a drop event mean, as of the last commit: endpoint
+//! ids → local pods (with the policies selecting them), addresses → pods,
+//! CIDR identities → prefixes, this node's addresses.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use palisade_compiler::{PodRef, PolicyName};
+
+/// A local endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalPod {
+    /// The pod.
+    pub pod: PodRef,
+    /// `EndpointInfo::flags` as written.
+    pub flags: u32,
+    /// Enforced policies selecting the pod, per direction.
+    pub selecting: [Vec<PolicyName>; 2],
+    /// Audited policies selecting the pod, per direction.
+    pub audited: [Vec<PolicyName>; 2],
+}
+
+/// The snapshot the event reader names things with.
+#[derive(Clone, Debug, Default)]
+pub struct Directory {
+    /// Datapath endpoint id → local pod.
+    pub endpoints: HashMap<u32, LocalPod>,
+    /// Pod addresses (cluster-wide) → pod.
+    pub addresses: HashMap<IpAddr, PodRef>,
+    /// Datapath CIDR identity → prefix.
+    pub cidrs: HashMap<u32, String>,
+    /// This node's addresses.
+    pub host: BTreeSet<IpAddr>,
+    /// Known namespaces.
+    pub namespaces: BTreeSet<String>,
+    /// Known pods.
+    pub pods: BTreeSet<PodRef>,
+}
+
+impl Directory {
+    /// The local pod of a datapath endpoint id.
+    pub fn endpoint(&self, ep_id: u32) -> Option<&LocalPod> {
+        self.endpoints.get(&ep_id)
+    }
+
+    /// Checks monitor filters against known names: a clear error for a
+    /// typo instead of a silent, empty stream.
+    pub fn check_filter(&self, namespace: Option<&str>, pod: Option<&str>) -> Result<(), String> {
+        if let Some(ns) = namespace
+            && !self.namespaces.contains(ns)
+        {
+            return Err(format!("unknown namespace {ns:?}"));
+        }
+        if let Some(name) = pod {
+            let found = self
+                .pods
+                .iter()
+                .any(|p| p.name == name && namespace.is_none_or(|ns| p.namespace == ns));
+            if !found {
+                return Err(match namespace {
+                    Some(ns) => format!("unknown pod {ns}/{name}"),
+                    None => format!("unknown pod {name:?} (in no namespace)"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
