@@ -48,8 +48,9 @@ struct AgentArgs {
     /// directory (watched) instead of the Kubernetes API.
     #[arg(long)]
     manifests: Option<PathBuf>,
-    /// Serve /healthz and /readyz here (`none` to disable).
-    #[arg(long, default_value = config::DEFAULT_HEALTH_ADDR)]
+    /// Serve /healthz, /readyz and /metrics here (`none` to disable). The
+    /// last occurrence wins, so extra arguments can override a default.
+    #[arg(long, default_value = config::DEFAULT_HEALTH_ADDR, overrides_with = "health_addr")]
     health_addr: String,
     /// Pods announced by the CNI plugin whose policy is not known yet drop
     /// new flows (policy-pending) instead of passing them.

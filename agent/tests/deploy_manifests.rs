@@ -97,6 +97,12 @@ fn manifests() -> Manifests {
             (Some("rbac.authorization.k8s.io/v1"), Some("ClusterRoleBinding")) => {
                 crb.push(strict(&origin, &v))
             }
+            // deploy/servicemonitor.yaml: Prometheus Operator CRDs and the
+            // Service its ServiceMonitor selects.
+            (Some("monitoring.coreos.com/v1"), Some("PodMonitor" | "ServiceMonitor")) => {}
+            (Some("v1"), Some("Service")) => {
+                strict::<k8s_openapi::api::core::v1::Service>(&origin, &v);
+            }
             (a, k) => panic!("{origin}: unexpected {a:?} {k:?}"),
         }
     }

@@ -387,6 +387,37 @@ fn monitor_metrics_explain_and_audit_against_real_traffic() {
         Some(3.0)
     );
     assert!(value(&after, "palisade_build_info", &[]).is_some());
+    // Every series the Grafana dashboard queries exists.
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/grafana-dashboard.json"
+        ))
+        .unwrap(),
+    )
+    .expect("dashboard is JSON");
+    let exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect();
+    assert!(exprs.len() >= 15);
+    let exposed: std::collections::BTreeSet<&str> =
+        after.samples.iter().map(|s| s.metric.as_str()).collect();
+    for e in &exprs {
+        for word in e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if !word.starts_with("palisade_") {
+                continue;
+            }
+            let base = word.trim_end_matches("_bucket");
+            assert!(
+                exposed.contains(base) || exposed.contains(word),
+                "dashboard queries {word}, not exposed: {exposed:?}"
+            );
+        }
+    }
     // No per-pod series without the opt-in flag.
     assert!(!after.samples.iter().any(|s| s.labels.get("pod").is_some()));
 
