@@ -760,3 +760,87 @@ fn monitor_metrics_explain_and_audit_against_real_traffic() {
     drop((all, prod_text, malformed));
     drop(tmp);
 }
+
+#[test]
+fn global_audit_passes_would_drops_and_reports_them() {
+    let lab = LabSpec::new(&lab_prefix("pog"))
+        .node("n1")
+        .pod("client", "dev", "n1")
+        .pod("web", "prod", "n1")
+        .up()
+        .expect("lab up");
+    let bpffs = Bpffs::mount();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = NodeDirs::new(tmp.path(), &bpffs, "n1");
+    let (client, web) = (lab.pod("client"), lab.pod("web"));
+    let _s = serve(web, &Services::new().tcp(80)).expect("servers");
+    d.write(
+        "all.yaml",
+        &[
+            namespace("dev", json!({})),
+            namespace("prod", json!({})),
+            pod(client, "dev", "client", "uid-c", json!({"app": "client"})),
+            pod(web, "prod", "web", "uid-w", json!({"app": "web"})),
+            policy("prod", "default-deny-all", json!({"podSelector": {}})),
+        ],
+    );
+    let agent = Agent::start(lab.node("n1"), &d, &["--audit", "--metrics-pod-labels"]);
+    agent.sync_ok();
+    let mon = Monitor::start(&d.socket, &["-o", "json", "--type", "audit"]);
+    let web4 = std::net::IpAddr::from(web.ipv4());
+    expect(
+        "global audit",
+        &[&agent],
+        &[(client, web4, P::Tcp(80), true)],
+    );
+    let line = mon
+        .wait_for(Duration::from_secs(10), |l| l.contains("\"dev/client\""))
+        .unwrap_or_else(|seen| panic!("no audit event: {seen:#?}\n{}", agent.log_text()));
+    let ev: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(ev["type"], "audit", "{ev}");
+    assert_eq!(ev["policies"], json!(["prod/default-deny-all"]), "{ev}");
+    assert_eq!(
+        ev["explanation"],
+        "prod/web isolated for ingress by default-deny-all (audit mode: passed); no rule allows dev/client on TCP/80",
+        "{ev}"
+    );
+    let s = scrape(lab.node("n1"));
+    assert!(
+        value(
+            &s,
+            "palisade_datapath_pod_drops_total",
+            &[("namespace", "prod"), ("pod", "web"), ("verdict", "audit")]
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "per-pod series with --metrics-pod-labels"
+    );
+    assert_eq!(
+        value(
+            &s,
+            "palisade_datapath_drops_total",
+            &[("direction", "ingress"), ("reason", "policy-denied")]
+        ),
+        Some(0.0)
+    );
+    let (rc, out, _) = cli(&[
+        "endpoint",
+        "list",
+        "--socket",
+        d.socket.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    assert_eq!(rc, 0);
+    let eps: Value = serde_json::from_str(&out).unwrap();
+    let w = eps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["pod"] == "prod/web")
+        .unwrap();
+    assert_eq!(w["audit"], json!({"ingress": true, "egress": true}), "{w}");
+    assert_eq!(w["isolated"]["ingress"], true, "{w}");
+    drop(mon);
+    drop(tmp);
+}
