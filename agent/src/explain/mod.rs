@@ -411,7 +411,14 @@ pub fn explain(
         }
     }
     let e = c.explain(&parsed.query)?;
-    Ok(report(&e, &parsed.query, parsed.notes, raw))
+    let mut notes = parsed.notes;
+    if c.audit_all() && !e.allowed() {
+        notes.push(
+            "the agent runs with --audit: this flow passes and is reported as an audit event"
+                .into(),
+        );
+    }
+    Ok(report(&e, &parsed.query, notes, raw))
 }
 
 fn rule_line(r: &RuleReport) -> String {
