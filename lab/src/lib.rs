@@ -75,7 +75,9 @@
 #![deny(missing_docs)]
 
 pub mod addressing;
+pub mod app;
 pub mod cleanup;
+pub mod description;
 mod names;
 pub mod netns;
 pub mod probes;
@@ -86,7 +88,9 @@ mod sock;
 pub mod topology;
 pub mod wire;
 
+pub use app::{AppLab, AppPod};
 pub use cleanup::{cleanup_stale, namespaces_with_prefix};
+pub use description::{LabDescription, PortSpec, Protocol};
 pub use netns::{Netns, NetnsError, run_in};
 pub use probes::{
     ANSWER_TIMEOUT, DEFAULT_TIMEOUT, ProbeKind, ProbeResult, ProbeSpec, icmp_echo, probe,

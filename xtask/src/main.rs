@@ -1,8 +1,11 @@
-//! Project tasks: `cargo xtask <setup|test|bench>`. Each subcommand lives in
+//! Project tasks: `cargo xtask <setup|test|bench|lab|demo|conformance>`. Each subcommand lives in
 //! its own module; errors carry the command that failed.
 
 mod bench;
 mod cmd;
+mod conformance;
+mod demo;
+mod lab;
 mod setup;
 mod test;
 
@@ -38,6 +41,22 @@ enum Command {
         #[arg(long, default_value_t = 1_000_000)]
         repeat: u32,
     },
+    /// Routed pods in network namespaces from a description file, left
+    /// running (`up`), shown (`status`), removed (`down`).
+    Lab {
+        #[command(subcommand)]
+        command: lab::LabCommand,
+    },
+    /// Set up, build, and run the seeds' three-tier application under the
+    /// agent, applying its policies step by step (needs root).
+    Demo(demo::DemoArgs),
+    /// Set up, then run the NetworkPolicy conformance suite against the
+    /// real agent (needs root).
+    Conformance {
+        /// Extra arguments for the test binary (e.g. `--nocapture`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,5 +64,17 @@ fn main() -> anyhow::Result<()> {
         Command::Setup => setup::run(),
         Command::Test { no_lint, args } => test::run(no_lint, &args),
         Command::Bench { which, repeat } => bench::run(which, repeat),
+        Command::Lab { command } => lab::run(command),
+        Command::Demo(args) => demo::run(&args),
+        Command::Conformance { args } => conformance::run(&args),
     }
+}
+
+/// Fails unless running as root (namespaces, eBPF).
+fn require_root(what: &str) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        anyhow::bail!("{what} creates network namespaces and loads eBPF programs: run it as root");
+    }
+    Ok(())
 }
