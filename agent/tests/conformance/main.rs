@@ -1,0 +1,590 @@
+//! NetworkPolicy conformance against the real agent.
+//!
+//! The model of upstream Kubernetes' `test/e2e/network/netpol`: namespaces
+//! x, y, z (labelled `ns: <name>`) with pods a, b, c (labelled
+//! `pod: <name>`), each serving ports 80 and 81 on TCP, UDP and SCTP under
+//! the named ports `serve-<port>-<proto>`. The pods are lab pods spread over
+//! two lab nodes, each node running the `palisade` binary with `--manifests`
+//! (and `--ct-revalidate`, so a flow allowed before a policy change is
+//! judged again, as a fresh connection would be).
+//!
+//! `cases.yaml` holds the cases: each names the upstream test (or the
+//! cyclonus generator) it reproduces and has steps; a step creates, updates
+//! or deletes policies and relabels pods or namespaces, then the manifests
+//! are rewritten, `palisade sync` runs on both agents, and every ordered
+//! pair of distinct pods is probed (in parallel) for the step's
+//! ports/protocols, in IPv4 and in IPv6, and compared with the expected
+//! truth table: the upstream one where the case gives it (cross-checked
+//! against an independent evaluator, `model.rs`), else the evaluator's, as
+//! cyclonus computes it. Self pairs are skipped (upstream ignores loopback).
+//!
+//! Prints one line per case and `conformance: N passed, M failed`; fails
+//! on any mismatch. `PALISADE_CONFORMANCE_FILTER=<substring>` runs only the
+//! matching cases. Needs root.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod model;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use palisade_lab::description::PodDescription;
+use palisade_lab::{
+    ANSWER_TIMEOUT, AppLab, DEFAULT_TIMEOUT, LabDescription, PortSpec, ProbeResult, ProbeSpec,
+    Protocol, probe_all,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use support::{Agent, Bpffs, NodeDirs};
+
+const NAMESPACES: [&str; 3] = ["x", "y", "z"];
+const PODS: [&str; 3] = ["a", "b", "c"];
+const PORTS: [u16; 2] = [80, 81];
+const PROTOCOLS: [Protocol; 3] = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
+const NODES: [&str; 2] = ["n1", "n2"];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    name: String,
+    /// The upstream test name, or `cyclonus <generator>: <what>`.
+    source: String,
+    steps: Vec<Step>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Step {
+    #[serde(default)]
+    create: Vec<PolicyDoc>,
+    /// Same as create: replaces the policy of that namespace/name.
+    #[serde(default)]
+    update: Vec<PolicyDoc>,
+    /// `ns/name` of policies to delete.
+    #[serde(default)]
+    delete: Vec<String>,
+    #[serde(default)]
+    delete_all: bool,
+    /// `ns/pod` → the pod's complete new labels.
+    #[serde(default)]
+    pod_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// namespace → its complete new labels (the name label stays).
+    #[serde(default)]
+    namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// What to probe and expect; none: every port/protocol, expected per
+    /// the evaluator.
+    #[serde(default)]
+    checks: Vec<Check>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct PolicyDoc {
+    namespace: String,
+    name: String,
+    spec: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Check {
+    /// `tcp/80`, `udp/81`, `sctp/80`, …
+    probe: Vec<String>,
+    /// The starting expectation of every pair.
+    #[serde(default = "yes")]
+    default: bool,
+    /// `[from, to, allowed]` applied in order (later wins), as upstream's
+    /// `ExpectPeer`/`Expect`/`ExpectAllIngress`/`ExpectAllEgress`: `x/a`,
+    /// `x/*`, `*/a`, `*`.
+    #[serde(default)]
+    expect: Vec<(String, String, bool)>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fam {
+    V4,
+    V6,
+}
+
+impl Fam {
+    fn name(self) -> &'static str {
+        match self {
+            Fam::V4 => "v4",
+            Fam::V6 => "v6",
+        }
+    }
+}
+
+/// A probed (port, protocol).
+#[derive(Clone, Copy)]
+struct Pp {
+    port: u16,
+    proto: Protocol,
+}
+
+impl Pp {
+    fn parse(s: &str) -> Pp {
+        let (proto, port) = s.split_once('/').unwrap_or_else(|| panic!("probe {s:?}"));
+        let proto = match proto {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            "sctp" => Protocol::Sctp,
+            _ => panic!("probe {s:?}: protocol"),
+        };
+        Pp {
+            port: port.parse().unwrap_or_else(|_| panic!("probe {s:?}: port")),
+            proto,
+        }
+    }
+    fn all() -> Vec<Pp> {
+        PROTOCOLS
+            .iter()
+            .flat_map(|&proto| PORTS.iter().map(move |&port| Pp { port, proto }))
+            .collect()
+    }
+    fn label(self) -> String {
+        format!("{}/{}", self.proto.as_str().to_lowercase(), self.port)
+    }
+}
+
+fn pattern_matches(pat: &str, pod: &str) -> bool {
+    if pat == "*" {
+        return true;
+    }
+    let (pn, pp) = pat
+        .split_once('/')
+        .unwrap_or_else(|| panic!("pattern {pat:?}"));
+    let (n, p) = pod.split_once('/').unwrap();
+    (pn == "*" || pn == n) && (pp == "*" || pp == p)
+}
+
+fn hand_table(check: &Check, from: &str, to: &str) -> bool {
+    let mut v = check.default;
+    for (f, t, allowed) in &check.expect {
+        if pattern_matches(f, from) && pattern_matches(t, to) {
+            v = *allowed;
+        }
+    }
+    v
+}
+
+fn all_pods() -> Vec<String> {
+    NAMESPACES
+        .iter()
+        .flat_map(|n| PODS.iter().map(move |p| format!("{n}/{p}")))
+        .collect()
+}
+
+fn base_pod_labels(pod: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("pod".to_string(), pod.to_string())])
+}
+
+fn base_ns_labels(ns: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("ns".to_string(), ns.to_string())])
+}
+
+fn description() -> LabDescription {
+    let mut d = LabDescription {
+        name: "conformance".into(),
+        nodes: NODES.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    for ns in NAMESPACES {
+        d.namespaces.insert(ns.into(), base_ns_labels(ns));
+        for (i, p) in PODS.iter().enumerate() {
+            let ports = PROTOCOLS
+                .iter()
+                .flat_map(|&protocol| {
+                    PORTS.iter().map(move |&port| PortSpec {
+                        port,
+                        protocol,
+                        name: Some(format!("serve-{port}-{}", protocol.as_str().to_lowercase())),
+                    })
+                })
+                .collect();
+            d.pods.push(PodDescription {
+                name: p.to_string(),
+                namespace: ns.into(),
+                // a and c on n1, b on n2: pairs cross nodes and stay local.
+                node: Some(NODES[i % 2].into()),
+                labels: base_pod_labels(p),
+                ports,
+            });
+        }
+    }
+    d
+}
+
+struct Env {
+    app: AppLab,
+    dirs: Vec<NodeDirs>,
+    agents: Vec<Agent>,
+    policies: BTreeMap<(String, String), Value>,
+}
+
+impl Env {
+    fn addr(&self, pod: &str, fam: Fam) -> IpAddr {
+        let (n, p) = pod.split_once('/').unwrap();
+        let lp = self.app.pod(n, p);
+        match fam {
+            Fam::V4 => lp.ipv4().into(),
+            Fam::V6 => lp.ipv6().into(),
+        }
+    }
+
+    /// Replaces `${ip:x/b}`, `${hostmask}` and `${large:x/b}` (the /4
+    /// around the pod's address, as upstream's makeLargeCIDRForIP).
+    fn expand(&self, text: &str, fam: Fam) -> String {
+        let mut out = text.replace(
+            "${hostmask}",
+            match fam {
+                Fam::V4 => "32",
+                Fam::V6 => "128",
+            },
+        );
+        for pod in all_pods() {
+            let ip = self.addr(&pod, fam);
+            out = out.replace(&format!("${{ip:{pod}}}"), &ip.to_string());
+            let large = ipnet::IpNet::new(ip, 4).unwrap().trunc();
+            out = out.replace(&format!("${{large:{pod}}}"), &large.to_string());
+        }
+        assert!(!out.contains("${"), "unexpanded template in {out}");
+        out
+    }
+
+    fn reset(&mut self) {
+        self.policies.clear();
+        for ns in NAMESPACES {
+            self.app.set_namespace_labels(ns, base_ns_labels(ns));
+            for p in PODS {
+                self.app.set_pod_labels(ns, p, base_pod_labels(p));
+            }
+        }
+    }
+
+    fn apply(&mut self, step: &Step, fam: Fam) {
+        if step.delete_all {
+            self.policies.clear();
+        }
+        for d in &step.delete {
+            let (ns, name) = d.split_once('/').expect("delete: ns/name");
+            assert!(
+                self.policies.remove(&(ns.into(), name.into())).is_some(),
+                "delete {d}: no such policy"
+            );
+        }
+        for doc in step.create.iter().chain(&step.update) {
+            let spec: Value =
+                serde_json::from_str(&self.expand(&doc.spec.to_string(), fam)).unwrap();
+            let policy = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                                "metadata": {"name": doc.name, "namespace": doc.namespace},
+                                "spec": spec});
+            self.policies
+                .insert((doc.namespace.clone(), doc.name.clone()), policy);
+        }
+        for (pod, labels) in &step.pod_labels {
+            let (ns, p) = pod.split_once('/').expect("pod_labels: ns/pod");
+            assert!(
+                self.app.set_pod_labels(ns, p, labels.clone()),
+                "no pod {pod}"
+            );
+        }
+        for (ns, labels) in &step.namespace_labels {
+            self.app.set_namespace_labels(ns, labels.clone());
+        }
+    }
+
+    /// Writes the manifests and syncs every agent.
+    fn sync(&self) -> Result<(), String> {
+        let policies: Vec<Value> = self.policies.values().cloned().collect();
+        for d in &self.dirs {
+            d.write("00-lab.yaml", &self.app.manifests());
+            let file = d.manifests.join("10-policies.yaml");
+            if policies.is_empty() {
+                let _ = std::fs::remove_file(&file);
+            } else {
+                d.write("10-policies.yaml", &policies);
+            }
+        }
+        for a in &self.agents {
+            a.sync()
+                .map_err(|e| format!("palisade sync: {e}\n{}", a.log_text()))?;
+        }
+        Ok(())
+    }
+
+    fn model_pods(&self, fam: Fam) -> BTreeMap<String, model::MPod> {
+        self.app
+            .pods()
+            .iter()
+            .map(|p| {
+                let key = format!("{}/{}", p.namespace, p.name);
+                let m = model::MPod {
+                    ns: p.namespace.clone(),
+                    labels: p.labels.clone(),
+                    ip: self.addr(&key, fam),
+                    ports: p
+                        .ports
+                        .iter()
+                        .map(|s| {
+                            (
+                                s.name.clone().unwrap_or_default(),
+                                s.port,
+                                s.protocol.as_str().to_string(),
+                            )
+                        })
+                        .collect(),
+                };
+                (key, m)
+            })
+            .collect()
+    }
+
+    fn model_namespaces(&self) -> BTreeMap<String, model::Labels> {
+        self.app
+            .namespaces()
+            .iter()
+            .map(|(n, l)| {
+                let mut l = l.clone();
+                l.insert("kubernetes.io/metadata.name".into(), n.clone());
+                (n.clone(), l)
+            })
+            .collect()
+    }
+}
+
+/// One probe of a check, with its expectation.
+struct Probe {
+    from: String,
+    to: String,
+    fam: Fam,
+    pp: Pp,
+    want: bool,
+}
+
+struct Outcome {
+    probes: usize,
+    problems: Vec<String>,
+}
+
+fn run_check(env: &Env, check: Option<&Check>, fams: &[Fam], out: &mut Outcome) {
+    let pps: Vec<Pp> = match check {
+        Some(c) => c.probe.iter().map(|s| Pp::parse(s)).collect(),
+        None => Pp::all(),
+    };
+    let policies: Vec<NetworkPolicy> = env
+        .policies
+        .values()
+        .map(|v| serde_json::from_value(v.clone()).expect("policy parses"))
+        .collect();
+    let namespaces = env.model_namespaces();
+    let world = model::World {
+        namespaces: &namespaces,
+        policies: &policies,
+    };
+    let mut probes = Vec::new();
+    for &fam in fams {
+        let mpods = env.model_pods(fam);
+        for pp in &pps {
+            for from in all_pods() {
+                for to in all_pods() {
+                    if from == to {
+                        continue; // loopback: ignored, as upstream does
+                    }
+                    let predicted = model::allowed(
+                        &world,
+                        &mpods[&from],
+                        &mpods[&to],
+                        pp.port,
+                        pp.proto.as_str(),
+                    );
+                    let want = match check {
+                        Some(c) => {
+                            let hand = hand_table(c, &from, &to);
+                            if hand != predicted {
+                                out.problems.push(format!(
+                                    "truth table says {from} -> {to} {} {} is {}, the evaluator says {}",
+                                    pp.label(),
+                                    fam.name(),
+                                    verdict(hand),
+                                    verdict(predicted)
+                                ));
+                            }
+                            hand
+                        }
+                        None => predicted,
+                    };
+                    probes.push(Probe {
+                        from: from.clone(),
+                        to,
+                        fam,
+                        pp: *pp,
+                        want,
+                    });
+                }
+            }
+        }
+    }
+    let specs: Vec<ProbeSpec> = probes
+        .iter()
+        .map(|p| {
+            let (n, name) = p.from.split_once('/').unwrap();
+            let src = env.app.pod(n, name);
+            let dst = env.addr(&p.to, p.fam);
+            let s = match p.pp.proto {
+                Protocol::Tcp => ProbeSpec::tcp(src, dst, p.pp.port),
+                Protocol::Udp => ProbeSpec::udp(src, dst, p.pp.port),
+                Protocol::Sctp => ProbeSpec::sctp(src, dst, p.pp.port),
+            };
+            s.timeout(if p.want {
+                ANSWER_TIMEOUT
+            } else {
+                DEFAULT_TIMEOUT
+            })
+        })
+        .collect();
+    let results = probe_all(&specs);
+    out.probes += probes.len();
+    for (p, r) in probes.iter().zip(&results) {
+        if let ProbeResult::Failed(e) = r {
+            out.problems.push(format!("probe could not run: {e}"));
+        } else if r.reached() != p.want {
+            out.problems.push(format!(
+                "{} -> {} {} {}: expected {}, observed {} ({r:?})",
+                p.from,
+                p.to,
+                p.pp.label(),
+                p.fam.name(),
+                verdict(p.want),
+                verdict(r.reached())
+            ));
+        }
+    }
+}
+
+fn verdict(allowed: bool) -> &'static str {
+    if allowed { "allowed" } else { "blocked" }
+}
+
+fn run_case(env: &mut Env, case: &Case, fams: &[Fam]) -> Outcome {
+    let mut out = Outcome {
+        probes: 0,
+        problems: Vec::new(),
+    };
+    env.reset();
+    for (i, step) in case.steps.iter().enumerate() {
+        env.apply(step, fams[0]);
+        if let Err(e) = env.sync() {
+            out.problems.push(format!("step {}: {e}", i + 1));
+            return out;
+        }
+        let before = out.problems.len();
+        if step.checks.is_empty() {
+            run_check(env, None, fams, &mut out);
+        }
+        for c in &step.checks {
+            run_check(env, Some(c), fams, &mut out);
+        }
+        for p in &mut out.problems[before..] {
+            *p = format!("step {}: {p}", i + 1);
+        }
+    }
+    out
+}
+
+#[test]
+fn conformance() {
+    let started = Instant::now();
+    let cases: Vec<Case> =
+        serde_yaml_ng::from_str(include_str!("cases.yaml")).expect("cases.yaml parses");
+    let filter = std::env::var("PALISADE_CONFORMANCE_FILTER").unwrap_or_default();
+    let prefix = format!("pcf{}", std::process::id() % 100_000);
+    let app = AppLab::up(&description(), &prefix).expect("lab up");
+    let bpffs = Bpffs::mount();
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<NodeDirs> = NODES
+        .iter()
+        .map(|n| NodeDirs::new(tmp.path(), &bpffs, n))
+        .collect();
+    for d in &dirs {
+        d.write("00-lab.yaml", &app.manifests());
+    }
+    let agents: Vec<Agent> = NODES
+        .iter()
+        .zip(&dirs)
+        .map(|(n, d)| Agent::start(app.lab().node(n), d, &["--ct-revalidate"]))
+        .collect();
+    let mut env = Env {
+        app,
+        dirs,
+        agents,
+        policies: BTreeMap::new(),
+    };
+    println!(
+        "conformance: lab up with {} pods on {} nodes in {:.1} s",
+        env.app.pods().len(),
+        NODES.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let (mut passed, mut failed) = (0, 0);
+    let mut failures = Vec::new();
+    for case in cases.iter().filter(|c| c.name.contains(&filter)) {
+        // Cases whose policies name pod addresses run once per family;
+        // the others probe both families in one run.
+        let text = serde_json::to_string(
+            &case
+                .steps
+                .iter()
+                .flat_map(|s| s.create.iter().chain(&s.update).map(|d| d.spec.clone()))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let runs: Vec<Vec<Fam>> = if text.contains("${") {
+            vec![vec![Fam::V4], vec![Fam::V6]]
+        } else {
+            vec![vec![Fam::V4, Fam::V6]]
+        };
+        for fams in runs {
+            let t = Instant::now();
+            let out = run_case(&mut env, case, &fams);
+            let fam_label: Vec<&str> = fams.iter().map(|f| f.name()).collect();
+            let ok = out.problems.is_empty();
+            println!(
+                "{} {:<44} [{}] {:>4} probes {:>5.1} s  {}",
+                if ok { "ok  " } else { "FAIL" },
+                case.name,
+                fam_label.join("+"),
+                out.probes,
+                t.elapsed().as_secs_f64(),
+                case.source
+            );
+            if ok {
+                passed += 1;
+            } else {
+                failed += 1;
+                for p in out.problems.iter().take(12) {
+                    println!("       {p}");
+                }
+                if out.problems.len() > 12 {
+                    println!("       … {} more", out.problems.len() - 12);
+                }
+                failures.push(format!("{} [{}]", case.name, fam_label.join("+")));
+            }
+        }
+    }
+    println!(
+        "conformance: total {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    println!("conformance: {passed} passed, {failed} failed");
+    assert!(passed + failed > 0, "no case matched {filter:?}");
+    assert!(failures.is_empty(), "failed cases: {failures:?}");
+}
