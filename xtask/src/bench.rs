@@ -1,4 +1,4 @@
-//! `cargo xtask bench <datapath|compiler>`: runs a benchmark binary in
+//! `cargo xtask bench <datapath|compiler|agent>`: runs a benchmark binary in
 //! release mode and prints its table (figures go to BENCHMARKS.md by hand,
 //! with the command and the machine).
 
@@ -14,6 +14,9 @@ pub enum Which {
     Datapath,
     /// Full and incremental policy compilation at cluster scale.
     Compiler,
+    /// The agent binary at 10k pods / 2k policies: policy change to
+    /// enforced through the manifests and (mock) Kubernetes sources, RSS.
+    Agent,
 }
 
 pub fn run(which: Which, repeat: u32) -> anyhow::Result<()> {
@@ -32,6 +35,9 @@ pub fn run(which: Which, repeat: u32) -> anyhow::Result<()> {
                 "--bench",
                 "veth",
             ]))
+        }
+        Which::Agent => {
+            run_cmd(Command::new("cargo").args(["bench", "-p", "palisade", "--bench", "agent"]))
         }
         Which::Compiler => run_cmd(Command::new("cargo").args([
             "bench",

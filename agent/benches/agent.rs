@@ -1,0 +1,407 @@
+//! `cargo xtask bench agent`: the agent binary at cluster scale — 10 000
+//! pods (100 on this node, on interfaces with host routes, the rest
+//! remote), 100 namespaces, 2 000 NetworkPolicies, each selecting one local
+//! pod — fed by the manifests source and by a mock Kubernetes API server
+//! (plain HTTP, list + chunked watch, the kubeconfig pointing at it).
+//!
+//! Measured, for one policy's port changed at a time:
+//! * manifests, file change → enforced: the file is replaced (rename) and
+//!   the agent's `status` polled until its revision moves (the revision is
+//!   bumped in the same step as the map writes, and `status` is answered
+//!   between steps, so a moved revision means the writes are done);
+//!   includes the source's 100 ms debounce;
+//! * manifests, file change + `sync`: the time until `sync` answers (its
+//!   answer comes once the re-read sources are in the maps);
+//! * Kubernetes, watch event → enforced: a `MODIFIED` event pushed on the
+//!   NetworkPolicy watch, then `status` polled as above;
+//!
+//! and the agent process's VmHWM and VmRSS at that size.
+//!
+//! Needs root (a lab node namespace, a private bpffs). Run with
+//! `cargo xtask bench agent`.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use palisade::control::{Request, request};
+use palisade_lab::LabSpec;
+use serde_json::{Value, json};
+use support::{Agent, BIN, Bpffs, NodeDirs, agent_command};
+
+const PODS: usize = 10_000;
+const LOCAL: usize = 100;
+const NAMESPACES: usize = 100;
+const POLICIES: usize = 2_000;
+const POLICIES_PER_FILE: usize = 100;
+const ROUNDS: usize = 60;
+
+fn pod_ip(p: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 128, 0)) + p as u32)
+}
+
+fn namespace(n: usize) -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace",
+           "metadata": {"name": format!("ns-{n}"), "uid": format!("uid-ns-{n}"), "resourceVersion": "1",
+                        "labels": {"kubernetes.io/metadata.name": format!("ns-{n}"),
+                                   "team": format!("t-{}", n % 5)}}})
+}
+
+fn pod(p: usize) -> Value {
+    let node = if p < LOCAL {
+        "n1".to_string()
+    } else {
+        format!("node-{}", p % 99 + 2)
+    };
+    let ip = pod_ip(p).to_string();
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": format!("pod-{p}"), "namespace": format!("ns-{}", p % NAMESPACES),
+                        "uid": format!("uid-pod-{p}"), "resourceVersion": "1",
+                        "labels": {"app": format!("app-{}", p % 50), "role": format!("r-{}", p % 7)}},
+           "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x",
+                    "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]}]},
+           "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})
+}
+
+/// Policy `i` in namespace `i % 100` selects `app-(i % 50)`: one local pod.
+fn policy(i: usize, port: u32, rv: u64) -> Value {
+    let mut spec = json!({"podSelector": {"matchLabels": {"app": format!("app-{}", i % 50)}},
+        "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": format!("t-{}", i % 5)}},
+                               "podSelector": {"matchLabels": {"role": format!("r-{}", i % 7)}}}],
+                     "ports": [{"protocol": "TCP", "port": port}]}]});
+    if i.is_multiple_of(4) {
+        spec["policyTypes"] = json!(["Ingress", "Egress"]);
+        spec["egress"] = json!([{"to": [{"ipBlock": {"cidr": format!("10.{}.0.0/16", i % 256),
+                                                      "except": [format!("10.{}.1.0/24", i % 256)]}}],
+                                 "ports": [{"protocol": "TCP", "port": 443}]}]);
+    }
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+           "metadata": {"name": format!("pol-{i}"), "namespace": format!("ns-{}", i % NAMESPACES),
+                        "uid": format!("uid-pol-{i}"), "resourceVersion": rv.to_string(),
+                        "generation": 1},
+           "spec": spec})
+}
+
+fn base_port(i: usize) -> u32 {
+    8000 + (i % 30) as u32
+}
+
+/// The revision, once `status` can be read.
+fn revision(a: &Agent) -> u64 {
+    request(&a.socket, &Request::Status, Duration::from_secs(30))
+        .expect("status")
+        .revision
+        .unwrap_or(0)
+}
+
+/// Polls `status` until the revision passes `r0`; the time since `t0`.
+fn wait_revision(a: &Agent, r0: u64, t0: Instant) -> Duration {
+    loop {
+        if revision(a) > r0 {
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "revision stuck at {r0}:\n{}",
+            a.log_text()
+        );
+        std::thread::sleep(Duration::from_micros(500));
+    }
+}
+
+fn memory(a: &Agent) -> (u64, u64) {
+    let pid = a.child.as_ref().unwrap().id();
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb = |k: &str| -> u64 {
+        s.lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (kb("VmHWM:"), kb("VmRSS:"))
+}
+
+fn pct(v: &mut [Duration], p: f64) -> f64 {
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i].as_secs_f64() * 1e3
+}
+
+fn row(what: &str, mut v: Vec<Duration>) {
+    let (p50, p99, max) = (pct(&mut v, 0.5), pct(&mut v, 0.99), pct(&mut v, 1.0));
+    println!(
+        "{what:<44} n={:<3} p50 {p50:>7.2} ms  p99 {p99:>7.2} ms  max {max:>7.2} ms",
+        v.len()
+    );
+}
+
+fn mem_row(what: &str, (hwm, rss): (u64, u64)) {
+    println!(
+        "{what:<44} VmHWM {:>6.1} MiB  VmRSS {:>6.1} MiB",
+        hwm as f64 / 1024.0,
+        rss as f64 / 1024.0
+    );
+}
+
+fn start(mut cmd: std::process::Command, d: &NodeDirs) -> Agent {
+    let log = std::fs::File::create(&d.log).unwrap();
+    let child = cmd
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn agent");
+    let mut a = Agent {
+        child: Some(child),
+        socket: d.socket.clone(),
+        log: d.log.clone(),
+    };
+    let t0 = Instant::now();
+    a.wait_ready(Duration::from_secs(300));
+    println!(
+        "{:<44} {:>7.0} ms",
+        "  startup to first sync enforced",
+        t0.elapsed().as_secs_f64() * 1e3
+    );
+    a
+}
+
+fn local_endpoints_enforced(a: &Agent) -> usize {
+    request(&a.socket, &Request::Status, Duration::from_secs(30))
+        .unwrap()
+        .endpoints
+        .iter()
+        .filter(|e| e.state == "enforced")
+        .count()
+}
+
+fn manifests_bench(lab: &palisade_lab::Lab, d: &NodeDirs) {
+    println!("manifests source");
+    d.write(
+        "00-namespaces.yaml",
+        &(0..NAMESPACES).map(namespace).collect::<Vec<_>>(),
+    );
+    for f in 0..PODS / 1000 {
+        d.write(
+            &format!("10-pods-{f:02}.yaml"),
+            &(f * 1000..(f + 1) * 1000).map(pod).collect::<Vec<_>>(),
+        );
+    }
+    let mut ports: Vec<u32> = (0..POLICIES).map(base_port).collect();
+    let write_policies = |f: usize, ports: &[u32]| {
+        let docs: Vec<Value> = (f * POLICIES_PER_FILE..(f + 1) * POLICIES_PER_FILE)
+            .map(|i| policy(i, ports[i], 1))
+            .collect();
+        d.write(&format!("20-policies-{f:02}.yaml"), &docs);
+    };
+    for f in 0..POLICIES / POLICIES_PER_FILE {
+        write_policies(f, &ports);
+    }
+    let a = start(agent_command(lab.node("n1"), d, &[]), d);
+    assert_eq!(local_endpoints_enforced(&a), LOCAL, "{}", a.log_text());
+    let mut watched = Vec::new();
+    let mut synced = Vec::new();
+    for round in 0..ROUNDS {
+        let i = (round * 37) % POLICIES;
+        ports[i] += 1000;
+        let r0 = revision(&a);
+        let t0 = Instant::now();
+        write_policies(i / POLICIES_PER_FILE, &ports);
+        if round % 2 == 0 {
+            watched.push(wait_revision(&a, r0, t0));
+        } else {
+            a.sync().unwrap_or_else(|e| panic!("{e}"));
+            synced.push(t0.elapsed());
+            assert!(revision(&a) > r0);
+        }
+    }
+    row("  file change → enforced (incl. 100 ms debounce)", watched);
+    row("  file change + sync → answered (enforced)", synced);
+    mem_row("  agent memory", memory(&a));
+}
+
+/// The mock API server: lists from memory, watches kept open; `push`
+/// sends an event to every NetworkPolicy watch.
+struct MockApi {
+    policy_watches: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+fn list_body(kind: &str, api_version: &str, items: Vec<Value>) -> Vec<u8> {
+    serde_json::to_vec(
+        &json!({"apiVersion": api_version, "kind": format!("{kind}List"),
+                               "metadata": {"resourceVersion": "1"}, "items": items}),
+    )
+    .unwrap()
+}
+
+impl MockApi {
+    fn serve(listener: TcpListener) -> MockApi {
+        let lists = Arc::new([
+            (
+                "/api/v1/namespaces",
+                list_body("Namespace", "v1", (0..NAMESPACES).map(namespace).collect()),
+            ),
+            (
+                "/api/v1/pods",
+                list_body("Pod", "v1", (0..PODS).map(pod).collect()),
+            ),
+            (
+                "/apis/networking.k8s.io/v1/networkpolicies",
+                list_body(
+                    "NetworkPolicy",
+                    "networking.k8s.io/v1",
+                    (0..POLICIES).map(|i| policy(i, base_port(i), 1)).collect(),
+                ),
+            ),
+        ]);
+        let policy_watches = Arc::new(Mutex::new(Vec::new()));
+        let pw = policy_watches.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let (lists, pw) = (lists.clone(), pw.clone());
+                std::thread::spawn(move || Self::connection(conn, &lists, &pw));
+            }
+        });
+        MockApi { policy_watches }
+    }
+
+    fn connection(mut conn: TcpStream, lists: &[(&str, Vec<u8>); 3], pw: &Mutex<Vec<TcpStream>>) {
+        let mut reader = BufReader::new(conn.try_clone().unwrap());
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+            }
+            let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+            let Some((_, body)) = lists.iter().find(|(p, _)| *p == path) else {
+                let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                continue;
+            };
+            if query
+                .split('&')
+                .any(|kv| kv == "watch=true" || kv == "watch=1")
+            {
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+                );
+                if path.contains("networkpolicies") {
+                    pw.lock().unwrap().push(conn);
+                } else {
+                    // Quiet watches stay open for the run.
+                    std::mem::forget(conn);
+                }
+                return;
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            if conn.write_all(head.as_bytes()).is_err() || conn.write_all(body).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn push(&self, event: &Value) {
+        let data = format!("{}\n", event);
+        let chunk = format!("{:x}\r\n{data}\r\n", data.len());
+        let mut w = self.policy_watches.lock().unwrap();
+        assert!(!w.is_empty(), "no NetworkPolicy watch open");
+        w.retain_mut(|c| c.write_all(chunk.as_bytes()).is_ok());
+    }
+}
+
+fn kube_bench(lab: &palisade_lab::Lab, d: &NodeDirs) {
+    println!("Kubernetes source (mock API server, plain HTTP)");
+    let node = lab.node("n1");
+    let listener = node
+        .run(|| TcpListener::bind("127.0.0.1:0").unwrap())
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let api = MockApi::serve(listener);
+    let kubeconfig = d.state.with_extension("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: mock\n  cluster:\n    server: http://127.0.0.1:{port}\n\
+             users:\n- name: bench\n  user:\n    token: bench\ncontexts:\n- name: mock\n  context:\n    cluster: mock\n    user: bench\n\
+             current-context: mock\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = node.command(BIN);
+    cmd.args(["agent", "--node-name", "n1", "--state-dir"])
+        .arg(&d.state)
+        .arg("--bpffs-dir")
+        .arg(&d.bpffs)
+        .arg("--socket")
+        .arg(&d.socket)
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST");
+    let a = start(cmd, d);
+    assert_eq!(local_endpoints_enforced(&a), LOCAL, "{}", a.log_text());
+    let mut lat = Vec::new();
+    let mut ports: Vec<u32> = (0..POLICIES).map(base_port).collect();
+    for round in 0..ROUNDS {
+        let i = (round * 37) % POLICIES;
+        ports[i] += 1000;
+        let r0 = revision(&a);
+        let t0 = Instant::now();
+        api.push(&json!({"type": "MODIFIED", "object": policy(i, ports[i], 100 + round as u64)}));
+        lat.push(wait_revision(&a, r0, t0));
+    }
+    row("  watch event → enforced", lat);
+    mem_row("  agent memory", memory(&a));
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` probes harness-less benches
+    }
+    let lab = LabSpec::new(&format!("pbn{}", std::process::id() % 100_000))
+        .node("n1")
+        .up()
+        .expect("lab up");
+    // Local pods: a host veth each with a host route, as a routed CNI
+    // leaves them (the pod ends stay in the node namespace: no traffic is
+    // sent, only the agent's attach and map writes are measured).
+    let mut batch = Vec::new();
+    for p in 0..LOCAL {
+        batch.push(format!("link add bp{p} type veth peer name bq{p}"));
+        batch.push(format!("link set bq{p} up"));
+        batch.push(format!("link set bp{p} up"));
+        batch.push(format!("route add {}/32 dev bp{p}", pod_ip(p)));
+    }
+    palisade_lab::netns::ip_batch(lab.node("n1").netns(), &batch).expect("local pod links");
+    println!(
+        "agent at {PODS} pods ({LOCAL} local), {NAMESPACES} namespaces, {POLICIES} NetworkPolicies; \
+         {ROUNDS} single-policy changes"
+    );
+    for (name, f) in [
+        ("m", manifests_bench as fn(&palisade_lab::Lab, &NodeDirs)),
+        ("k", kube_bench),
+    ] {
+        let bpffs = Bpffs::mount();
+        let tmp = tempfile::tempdir().unwrap();
+        let d = NodeDirs::new(tmp.path(), &bpffs, &format!("n1{name}"));
+        let d = NodeDirs {
+            node: "n1".into(),
+            ..d
+        };
+        f(&lab, &d);
+    }
+}
