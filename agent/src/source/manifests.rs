@@ -3,11 +3,22 @@
 //! `notify` and debounced. A file that fails to parse is reported and the
 //! previous content of that file stays in force; a deleted file's objects
 //! are deleted. When two files define the same object, the one in the file
-//! whose name sorts last wins.
+//! whose name sorts last wins (within a file, the last document wins).
+//!
+//! Scans are incremental: each file's metadata (device, inode, size,
+//! mtime and ctime to the nanosecond) and a hash of its content are kept
+//! with its parsed objects. A scan stats every file and reads only those
+//! whose metadata changed, or whose mtime is too recent to rule out a
+//! same-tick rewrite (then the content hash decides); it parses only
+//! files whose content changed, and reports only the objects that were
+//! added, changed or removed. No file text is kept after parsing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash as _, Hasher as _};
+use std::io::Read as _;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
@@ -20,22 +31,103 @@ use super::{Change, Object, ObjectKey, SourceHandle, SourceProblem, SourceUpdate
 const DEBOUNCE: Duration = Duration::from_millis(100);
 /// Longest a burst of events can delay a rescan.
 const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
+/// A file whose mtime is within this of the time it was read may be
+/// rewritten without its metadata changing (coarse timestamps): its
+/// content is hashed again on the next scans until it is older.
+const RACY: Duration = Duration::from_secs(2);
+
+/// What identifies a file's content without reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileMeta {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileMeta {
+    fn of(m: &std::fs::Metadata) -> Self {
+        FileMeta {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// What was last read of a file.
+#[derive(Debug)]
+struct Seen {
+    meta: FileMeta,
+    hash: u64,
+    /// The mtime was too close to the read to trust the metadata alone.
+    racy: bool,
+}
+
+impl Seen {
+    /// Whether the file must be read again.
+    fn stale(&self, meta: &FileMeta) -> bool {
+        self.racy || self.meta != *meta
+    }
+}
+
+/// A file's last good content.
+#[derive(Debug)]
+struct FileState {
+    /// What was read (the good content, or a later one that failed).
+    seen: Seen,
+    /// Objects of the last content that parsed (the last document wins).
+    objects: BTreeMap<ObjectKey, Object>,
+}
 
 /// The directory's state as last read.
 #[derive(Debug, Default)]
 pub struct ManifestDir {
     dir: PathBuf,
     /// Last good content of each file.
-    files: BTreeMap<PathBuf, Vec<Object>>,
+    files: BTreeMap<PathBuf, FileState>,
     /// Files whose current content does not parse.
     errors: BTreeMap<PathBuf, ManifestError>,
-    /// What was last reported to the core.
-    emitted: BTreeMap<ObjectKey, Object>,
+    /// Which files define each object (the last one wins).
+    owners: BTreeMap<ObjectKey, BTreeSet<PathBuf>>,
+    /// Files parsed so far (for tests).
+    parses: u64,
 }
 
 fn is_manifest(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml"))
+}
+
+fn content_hash(text: &[u8]) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+/// Reads a file with the metadata of the handle read from.
+fn read(path: &Path) -> std::io::Result<(FileMeta, Vec<u8>, bool)> {
+    let now = SystemTime::now();
+    let mut f = std::fs::File::open(path)?;
+    let m = f.metadata()?;
+    let racy = m
+        .modified()
+        .map(|t| !matches!(now.duration_since(t), Ok(d) if d >= RACY))
+        .unwrap_or(true);
+    let mut buf = Vec::with_capacity(m.len() as usize + 1);
+    f.read_to_end(&mut buf)?;
+    Ok((FileMeta::of(&m), buf, racy))
+}
+
+/// A file's new state found by a scan.
+enum Update {
+    /// New objects (the file parses).
+    Parsed(BTreeMap<ObjectKey, Object>),
+    /// The file is gone.
+    Removed,
 }
 
 impl ManifestDir {
@@ -47,15 +139,28 @@ impl ManifestDir {
         }
     }
 
-    /// Re-reads the directory; returns the changes since the last scan.
+    /// The object currently in force for `key`, if any.
+    fn winner(&self, key: &ObjectKey) -> Option<&Object> {
+        let path = self.owners.get(key)?.last()?;
+        self.files.get(path)?.objects.get(key)
+    }
+
+    /// Re-reads what changed in the directory; returns the changes since
+    /// the last scan.
     pub fn scan(&mut self) -> Vec<Change> {
-        let mut present = Vec::new();
+        let mut present = BTreeMap::new();
         match std::fs::read_dir(&self.dir) {
             Ok(entries) => {
                 for e in entries.flatten() {
                     let p = e.path();
-                    if is_manifest(&p) && p.is_file() {
-                        present.push(p);
+                    if !is_manifest(&p) {
+                        continue;
+                    }
+                    // Follows symlinks, as reading does.
+                    if let Ok(m) = std::fs::metadata(&p)
+                        && m.is_file()
+                    {
+                        present.insert(p, FileMeta::of(&m));
                     }
                 }
             }
@@ -66,12 +171,22 @@ impl ManifestDir {
                 return Vec::new();
             }
         }
-        present.sort();
-        self.files.retain(|p, _| present.contains(p));
-        self.errors.retain(|p, _| present.contains(p));
-        for path in &present {
-            let text = match std::fs::read_to_string(path) {
-                Ok(t) => t,
+        let mut updates: Vec<(PathBuf, Update)> = Vec::new();
+        for p in self.files.keys() {
+            if !present.contains_key(p) {
+                updates.push((p.clone(), Update::Removed));
+            }
+        }
+        self.errors.retain(|p, _| present.contains_key(p));
+        for (path, meta) in &present {
+            let state = self.files.get_mut(path);
+            if let Some(s) = &state
+                && !s.seen.stale(meta)
+            {
+                continue;
+            }
+            let (meta, text, racy) = match read(path) {
+                Ok(r) => r,
                 Err(e) => {
                     // Vanished between listing and reading (a rename in
                     // progress): the next event rescans.
@@ -79,12 +194,40 @@ impl ManifestDir {
                     continue;
                 }
             };
-            match parse_manifest(path, &text) {
+            let hash = content_hash(&text);
+            if let Some(s) = state {
+                let same = s.seen.hash == hash && s.seen.meta.size == meta.size;
+                s.seen = Seen { meta, hash, racy };
+                if same {
+                    continue; // touched, or re-checked: same content
+                }
+            }
+            let parsed = std::str::from_utf8(&text)
+                .map_err(|e| ManifestError {
+                    file: path.clone(),
+                    document: 1,
+                    object: None,
+                    field: None,
+                    line: 1,
+                    message: format!("not UTF-8: {e}"),
+                })
+                .and_then(|t| {
+                    self.parses += 1;
+                    parse_manifest(path, t)
+                });
+            drop(text);
+            match parsed {
                 Ok(objs) => {
                     if self.errors.remove(path).is_some() {
                         info!(file = %path.display(), "manifest parses again");
                     }
-                    self.files.insert(path.clone(), objs);
+                    let objects: BTreeMap<ObjectKey, Object> =
+                        objs.into_iter().map(|o| (o.key(), o)).collect();
+                    self.files.entry(path.clone()).or_insert_with(|| FileState {
+                        seen: Seen { meta, hash, racy },
+                        objects: BTreeMap::new(),
+                    });
+                    updates.push((path.clone(), Update::Parsed(objects)));
                 }
                 Err(e) => {
                     if self.errors.get(path) != Some(&e) {
@@ -93,27 +236,85 @@ impl ManifestDir {
                               "manifest rejected; its previous content stays in force");
                     }
                     self.errors.insert(path.clone(), e);
+                    // A new file that never parsed: remember what was read
+                    // so that it is not parsed again until it changes.
+                    self.files.entry(path.clone()).or_insert_with(|| FileState {
+                        seen: Seen { meta, hash, racy },
+                        objects: BTreeMap::new(),
+                    });
                 }
             }
         }
-        let mut view: BTreeMap<ObjectKey, Object> = BTreeMap::new();
-        for objs in self.files.values() {
-            for o in objs {
-                view.insert(o.key(), o.clone());
+        self.apply(updates)
+    }
+
+    /// Installs the files' new objects; returns the changes of the objects
+    /// in force.
+    fn apply(&mut self, updates: Vec<(PathBuf, Update)>) -> Vec<Change> {
+        // The objects that may change, with what was in force before.
+        let mut before: BTreeMap<ObjectKey, Option<Object>> = BTreeMap::new();
+        for (path, u) in &updates {
+            let old = self.files.get(path).map(|s| &s.objects);
+            let touch = |k: &ObjectKey, before: &mut BTreeMap<ObjectKey, Option<Object>>| {
+                if !before.contains_key(k) {
+                    before.insert(k.clone(), self.winner(k).cloned());
+                }
+            };
+            if let Some(old) = old {
+                for (k, o) in old {
+                    let same = match u {
+                        Update::Parsed(new) => new.get(k) == Some(o),
+                        Update::Removed => false,
+                    };
+                    if !same {
+                        touch(k, &mut before);
+                    }
+                }
+            }
+            if let Update::Parsed(new) = u {
+                for (k, o) in new {
+                    if old.and_then(|old| old.get(k)) != Some(o) {
+                        touch(k, &mut before);
+                    }
+                }
+            }
+        }
+        for (path, u) in updates {
+            let old = match u {
+                Update::Removed => self.files.remove(&path).map(|s| s.objects),
+                Update::Parsed(new) => self
+                    .files
+                    .get_mut(&path)
+                    .map(|s| std::mem::replace(&mut s.objects, new)),
+            }
+            .unwrap_or_default();
+            for k in old.keys() {
+                if let Some(set) = self.owners.get_mut(k) {
+                    set.remove(&path);
+                    if set.is_empty() {
+                        self.owners.remove(k);
+                    }
+                }
+            }
+            if let Some(s) = self.files.get(&path) {
+                for k in s.objects.keys() {
+                    self.owners
+                        .entry(k.clone())
+                        .or_default()
+                        .insert(path.clone());
+                }
             }
         }
         let mut changes = Vec::new();
-        for (k, _) in self.emitted.iter() {
-            if !view.contains_key(k) {
-                changes.push(Change::Delete(k.clone()));
+        for (k, old) in before {
+            match (old, self.winner(&k)) {
+                (Some(_), None) => changes.push(Change::Delete(k)),
+                (old, Some(new)) if old.as_ref() != Some(new) => {
+                    changes.push(Change::Upsert(new.clone()))
+                }
+                _ => {}
             }
         }
-        for (k, o) in &view {
-            if self.emitted.get(k) != Some(o) {
-                changes.push(Change::Upsert(o.clone()));
-            }
-        }
-        self.emitted = view;
         changes
     }
 
@@ -129,12 +330,23 @@ impl ManifestDir {
     }
 }
 
+/// Whether a `notify` event may mean a changed file (reads do not).
+fn relevant(ev: &notify::Event) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode};
+    match ev.kind {
+        EventKind::Access(k) => k == AccessKind::Close(AccessMode::Write),
+        _ => true,
+    }
+}
+
 /// Starts watching `dir`; the first update (synced) carries the initial
-/// scan.
+/// scan. File events are debounced; a rescan request ends the wait, and
+/// one scan answers every event and request queued before it.
 pub fn spawn(dir: PathBuf) -> Result<SourceHandle, notify::Error> {
     let (fs_tx, mut fs_rx) = mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
+        if res.is_ok_and(|ev| relevant(&ev)) {
             let _ = fs_tx.send(());
         }
     })?;
@@ -144,6 +356,8 @@ pub fn spawn(dir: PathBuf) -> Result<SourceHandle, notify::Error> {
     tokio::spawn(async move {
         let _watcher = watcher; // dropped (unwatched) when the task ends
         let mut src = ManifestDir::new(dir);
+        // Events of the initial scan's own time are covered by it.
+        while fs_rx.try_recv().is_ok() {}
         let changes = src.scan();
         let first = SourceUpdate {
             changes,
@@ -155,25 +369,37 @@ pub fn spawn(dir: PathBuf) -> Result<SourceHandle, notify::Error> {
             return;
         }
         loop {
-            let token = tokio::select! {
+            let mut token = tokio::select! {
                 ev = fs_rx.recv() => {
                     if ev.is_none() { return; }
-                    // Debounce: wait for quiet, at most DEBOUNCE_MAX.
+                    // Debounce: wait for quiet, at most DEBOUNCE_MAX, or
+                    // for a rescan request (its scan covers the events).
                     let deadline = tokio::time::Instant::now() + DEBOUNCE_MAX;
+                    let mut token = None;
                     loop {
-                        match tokio::time::timeout_at(
-                            deadline.min(tokio::time::Instant::now() + DEBOUNCE),
-                            fs_rx.recv(),
-                        ).await {
-                            Ok(Some(())) => continue,
-                            Ok(None) => return,
-                            Err(_) => break,
+                        let quiet = deadline.min(tokio::time::Instant::now() + DEBOUNCE);
+                        tokio::select! {
+                            r = tokio::time::timeout_at(quiet, fs_rx.recv()) => match r {
+                                Ok(Some(())) => continue,
+                                Ok(None) => return,
+                                Err(_) => break,
+                            },
+                            t = rescan_rx.recv() => match t {
+                                Some(t) => { token = Some(t); break; }
+                                None => return,
+                            },
                         }
                     }
-                    None
+                    token
                 }
                 t = rescan_rx.recv() => match t { Some(t) => Some(t), None => return },
             };
+            // Coalesce: whatever is queued now is covered by this scan
+            // (tokens only grow; answering the largest answers all).
+            while fs_rx.try_recv().is_ok() {}
+            while let Ok(t) = rescan_rx.try_recv() {
+                token = Some(token.map_or(t, |x| x.max(t)));
+            }
             let changes = src.scan();
             let update = SourceUpdate {
                 changes,
@@ -227,5 +453,78 @@ mod tests {
             matches!(&c[..], [Change::Delete(k)] if k.name == "x"),
             "{c:?}"
         );
+    }
+
+    fn upserted(c: &[Change]) -> Vec<String> {
+        c.iter()
+            .map(|c| match c {
+                Change::Upsert(o) => format!("+{}", o.key()),
+                Change::Delete(k) => format!("-{k}"),
+                Change::Replace { kind, .. } => format!("={kind}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn incremental_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.yaml");
+        let b = dir.path().join("b.yaml");
+        std::fs::write(&a, ns("x", "1") + "---\n" + &ns("y", "1")).unwrap();
+        std::fs::write(&b, ns("z", "1")).unwrap();
+        let mut src = ManifestDir::new(dir.path());
+        assert_eq!(src.scan().len(), 3);
+        assert_eq!(src.parses, 2);
+
+        // Unchanged files are not parsed again (recent ones are hashed).
+        assert!(src.scan().is_empty());
+        assert_eq!(src.parses, 2);
+
+        // Replaced by rename, same size, within the same second: only the
+        // changed object is reported.
+        let tmp = dir.path().join(".a.yaml.tmp");
+        std::fs::write(&tmp, ns("x", "2") + "---\n" + &ns("y", "1")).unwrap();
+        std::fs::rename(&tmp, &a).unwrap();
+        assert_eq!(upserted(&src.scan()), ["+Namespace x"]);
+        assert_eq!(src.parses, 3);
+
+        // Rewritten in place, same size, right away.
+        std::fs::write(&a, ns("x", "3") + "---\n" + &ns("y", "1")).unwrap();
+        assert_eq!(upserted(&src.scan()), ["+Namespace x"]);
+
+        // A parse error keeps the file's previous objects, and is not
+        // parsed again while unchanged.
+        std::fs::write(&a, "kind: Namespace\nmetadata: [\n").unwrap();
+        assert!(src.scan().is_empty());
+        assert_eq!(src.problems().len(), 1);
+        let n = src.parses;
+        assert!(src.scan().is_empty());
+        assert_eq!(src.parses, n);
+        assert_eq!(src.problems().len(), 1);
+
+        // b.yaml sorts last: its version of y wins, and a's comes back
+        // when b drops it.
+        std::fs::write(&b, ns("z", "1") + "---\n" + &ns("y", "9")).unwrap();
+        assert_eq!(upserted(&src.scan()), ["+Namespace y"]);
+        match src.winner(&Object::key(&ns_obj("y"))) {
+            Some(Object::Namespace(n)) => {
+                assert_eq!(n.metadata.labels.as_ref().unwrap()["team"], "9".to_string())
+            }
+            o => panic!("{o:?}"),
+        }
+        std::fs::write(&b, ns("z", "1")).unwrap();
+        assert_eq!(upserted(&src.scan()), ["+Namespace y"]);
+
+        // A deleted file removes its objects (a's last good content).
+        std::fs::remove_file(&a).unwrap();
+        assert_eq!(upserted(&src.scan()), ["-Namespace x", "-Namespace y"]);
+        assert!(src.problems().is_empty());
+        assert!(src.scan().is_empty());
+    }
+
+    fn ns_obj(name: &str) -> Object {
+        let mut n = k8s_openapi::api::core::v1::Namespace::default();
+        n.metadata.name = Some(name.into());
+        Object::Namespace(Box::new(n))
     }
 }
