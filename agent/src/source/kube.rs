@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, Resource};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -135,12 +136,12 @@ pub fn api_access() -> Vec<(String, String, &'static str)> {
 fn watch_kind(client: Client, kind: Kind) -> BoxStream<'static, Item> {
     match kind {
         Kind::NetworkPolicy => watch(Api::<NetworkPolicy>::all(client), kind, |o| {
-            Object::NetworkPolicy(Box::new(o))
+            Object::NetworkPolicy(Arc::new(o))
         }),
         Kind::Namespace => watch(Api::<Namespace>::all(client), kind, |o| {
-            Object::Namespace(Box::new(o))
+            Object::Namespace(Arc::new(o))
         }),
-        Kind::Pod => watch(Api::<Pod>::all(client), kind, |o| Object::Pod(Box::new(o))),
+        Kind::Pod => watch(Api::<Pod>::all(client), kind, |o| Object::Pod(Arc::new(o))),
     }
 }
 

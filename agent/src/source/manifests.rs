@@ -525,6 +525,6 @@ mod tests {
     fn ns_obj(name: &str) -> Object {
         let mut n = k8s_openapi::api::core::v1::Namespace::default();
         n.metadata.name = Some(name.into());
-        Object::Namespace(Box::new(n))
+        Object::Namespace(std::sync::Arc::new(n))
     }
 }

@@ -7,6 +7,7 @@ pub mod manifests;
 pub mod yaml;
 
 use std::fmt;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -58,11 +59,11 @@ impl fmt::Display for ObjectKey {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Object {
     /// A Namespace.
-    Namespace(Box<Namespace>),
+    Namespace(Arc<Namespace>),
     /// A Pod.
-    Pod(Box<Pod>),
+    Pod(Arc<Pod>),
     /// A NetworkPolicy.
-    NetworkPolicy(Box<NetworkPolicy>),
+    NetworkPolicy(Arc<NetworkPolicy>),
 }
 
 impl Object {
