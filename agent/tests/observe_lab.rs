@@ -302,8 +302,15 @@ fn monitor_metrics_explain_and_audit_against_real_traffic() {
         "{text}"
     );
     // client -> web:81 is a drop as well; allowed flows are no events.
+    // Match the destination port exactly: a source port such as 8123 or 53232
+    // also contains the digits.
+    let dst_port = |l: &str| {
+        serde_json::from_str::<serde_json::Value>(l)
+            .ok()
+            .and_then(|v| v["dst"]["port"].as_u64())
+    };
     all.wait_for(Duration::from_secs(10), |l| {
-        l.contains("\"dev/client\"") && l.contains("\"port\":81")
+        l.contains("\"dev/client\"") && dst_port(l) == Some(81)
     })
     .unwrap_or_else(|seen| panic!("no drop for client->web:81: {seen:#?}"));
     std::thread::sleep(Duration::from_millis(500));
@@ -311,7 +318,7 @@ fn monitor_metrics_explain_and_audit_against_real_traffic() {
     assert!(
         !rest
             .iter()
-            .any(|l| l.contains("\"port\":53") && l.contains("dev/client")),
+            .any(|l| dst_port(l) == Some(53) && l.contains("dev/client")),
         "an allowed flow was reported: {rest:#?}"
     );
     // The filtered-out monitor saw nothing but its counters.
