@@ -89,15 +89,34 @@ struct Ipv6Hdr {
     daddr: [u32; 4],
 }
 
-/// Ports (TCP, UDP, SCTP) plus the bytes up to the TCP flags.
+/// The fixed 20 bytes of a TCP header.
 #[repr(C)]
-struct L4Head {
+struct TcpHdr {
     sport: [u8; 2],
     dport: [u8; 2],
     _seq: [u8; 4],
     _ack: [u8; 4],
     doff: u8,
     flags: u8,
+    _window: [u8; 2],
+    _check: [u8; 2],
+    _urgent: [u8; 2],
+}
+
+/// A UDP header.
+#[repr(C)]
+struct UdpHdr {
+    ports: Ports,
+    _len: [u8; 2],
+    _check: [u8; 2],
+}
+
+/// The SCTP common header: ports, verification tag, checksum.
+#[repr(C)]
+struct SctpHdr {
+    ports: Ports,
+    _vtag: [u8; 4],
+    _check: [u8; 4],
 }
 
 #[repr(C)]
@@ -352,7 +371,7 @@ fn parse_l4(
     }
     match pkt.proto {
         proto::TCP => {
-            let h: *const L4Head = l4_header(ctx, off, ip_end)?;
+            let h: *const TcpHdr = l4_header(ctx, off, ip_end)?;
             let (sport, dport, doff, flags) = unsafe {
                 (
                     be16((*h).sport),
@@ -367,27 +386,22 @@ fn parse_l4(
             if off + (doff as usize) * 4 > ip_end {
                 return Err(DropReason::Truncated);
             }
-            // Need the fixed 20 bytes (checked above through doff >= 5).
-            let _: *const [u8; 20] = l4_header(ctx, off, ip_end)?;
             pkt.sport = sport;
             pkt.dport = dport;
             pkt.l4_flags = flags;
         }
         proto::UDP => {
-            let h: *const Ports = l4_header(ctx, off, ip_end)?;
-            let _: *const [u8; 8] = l4_header(ctx, off, ip_end)?;
+            let h: *const UdpHdr = l4_header(ctx, off, ip_end)?;
             unsafe {
-                pkt.sport = be16((*h).sport);
-                pkt.dport = be16((*h).dport);
+                pkt.sport = be16((*h).ports.sport);
+                pkt.dport = be16((*h).ports.dport);
             }
         }
         proto::SCTP => {
-            // Common header: ports, verification tag, checksum.
-            let h: *const Ports = l4_header(ctx, off, ip_end)?;
-            let _: *const [u8; 12] = l4_header(ctx, off, ip_end)?;
+            let h: *const SctpHdr = l4_header(ctx, off, ip_end)?;
             unsafe {
-                pkt.sport = be16((*h).sport);
-                pkt.dport = be16((*h).dport);
+                pkt.sport = be16((*h).ports.sport);
+                pkt.dport = be16((*h).ports.dport);
             }
         }
         proto::ICMP | proto::ICMPV6 => {
