@@ -8,15 +8,19 @@
 //! (and `--ct-revalidate`, so a flow allowed before a policy change is
 //! judged again, as a fresh connection would be).
 //!
-//! `cases.yaml` holds the cases: each names the upstream test (or the
-//! cyclonus generator) it reproduces and has steps; a step creates, updates
-//! or deletes policies and relabels pods or namespaces, then the manifests
-//! are rewritten, `palisade sync` runs on both agents, and every ordered
-//! pair of distinct pods is probed (in parallel) for the step's
-//! ports/protocols, in IPv4 and in IPv6, and compared with the expected
-//! truth table: the upstream one where the case gives it (cross-checked
-//! against an independent evaluator, `model.rs`), else the evaluator's, as
-//! cyclonus computes it. Self pairs are skipped (upstream ignores loopback).
+//! The cases: `cases.yaml` holds upstream's e2e tests (each names the test
+//! it reproduces, with upstream's truth tables) and a few cases of our own;
+//! `cyclonus.rs` builds the cases of the cyclonus generator
+//! (network-policy-api policy-assistant) that apply to NetworkPolicy v1,
+//! one function per upstream generator function. A case has steps; a step
+//! creates, updates or deletes policies and relabels pods or namespaces,
+//! then the manifests are rewritten, `palisade sync` runs on both agents,
+//! and every ordered pair of distinct pods is probed (in parallel) for the
+//! step's ports/protocols, in IPv4 and in IPv6, and compared with the
+//! expected truth table: the upstream one where the case gives it
+//! (cross-checked against an independent evaluator, `model.rs`), else the
+//! evaluator's, as cyclonus computes it with its matcher. Self pairs are
+//! skipped (upstream ignores loopback).
 //!
 //! Prints one line per case and `conformance: N passed, M failed`; fails
 //! on any mismatch. `PALISADE_CONFORMANCE_FILTER=<substring>` runs only the
@@ -25,6 +29,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod cyclonus;
 mod model;
 
 use std::collections::BTreeMap;
@@ -51,7 +56,8 @@ const NODES: [&str; 2] = ["n1", "n2"];
 #[serde(deny_unknown_fields)]
 struct Case {
     name: String,
-    /// The upstream test name, or `cyclonus <generator>: <what>`.
+    /// The upstream test name, or the generator file, function and
+    /// description (`cyclonus.rs`), or what a case of our own covers.
     source: String,
     steps: Vec<Step>,
 }
@@ -75,10 +81,14 @@ struct Step {
     /// namespace → its complete new labels (the name label stays).
     #[serde(default)]
     namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
-    /// What to probe and expect; none: every port/protocol, expected per
-    /// the evaluator.
+    /// What to probe and expect; none: the ports/protocols of `probe`,
+    /// expected per the evaluator.
     #[serde(default)]
     checks: Vec<Check>,
+    /// Without `checks`: what to probe (`tcp/81`, …); none: every
+    /// port/protocol.
+    #[serde(default)]
+    probe: Vec<String>,
 }
 
 #[derive(Deserialize, Clone)]
@@ -240,24 +250,54 @@ impl Env {
         }
     }
 
-    /// Replaces `${ip:x/b}`, `${hostmask}` and `${large:x/b}` (the /4
-    /// around the pod's address, as upstream's makeLargeCIDRForIP).
+    /// Replaces the templates of `text` for family `fam`.
     fn expand(&self, text: &str, fam: Fam) -> String {
-        let mut out = text.replace(
-            "${hostmask}",
-            match fam {
-                Fam::V4 => "32",
-                Fam::V6 => "128",
-            },
-        );
-        for pod in all_pods() {
-            let ip = self.addr(&pod, fam);
-            out = out.replace(&format!("${{ip:{pod}}}"), &ip.to_string());
-            let large = ipnet::IpNet::new(ip, 4).unwrap().trunc();
-            out = out.replace(&format!("${{large:{pod}}}"), &large.to_string());
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let len = rest[start..]
+                .find('}')
+                .unwrap_or_else(|| panic!("unterminated template in {text}"));
+            out.push_str(&self.template(&rest[start + 2..start + len], fam));
+            rest = &rest[start + len + 1..];
         }
-        assert!(!out.contains("${"), "unexpanded template in {out}");
-        out
+        out + rest
+    }
+
+    /// One template: `${ip:x/b}` (the pod's address), `${hostmask}` (32 or
+    /// 128), `${large:x/b}` (the /4 around the pod's address, as upstream
+    /// e2e's makeLargeCIDRForIP), `${zeroes:x/b:K}` (the pod's address with
+    /// its K low bits zeroed, as cyclonus' MakeCIDRFromZeroes), and
+    /// `${fam:<IPv4 text>|<IPv6 text>}`.
+    fn template(&self, t: &str, fam: Fam) -> String {
+        let bits: u8 = match fam {
+            Fam::V4 => 32,
+            Fam::V6 => 128,
+        };
+        let net = |pod: &str, prefix: u8| {
+            ipnet::IpNet::new(self.addr(pod, fam), prefix)
+                .unwrap()
+                .trunc()
+                .to_string()
+        };
+        match t.split_once(':') {
+            None if t == "hostmask" => bits.to_string(),
+            Some(("ip", pod)) => self.addr(pod, fam).to_string(),
+            Some(("large", pod)) => net(pod, 4),
+            Some(("zeroes", arg)) => {
+                let (pod, k) = arg.rsplit_once(':').expect("${zeroes:ns/pod:K}");
+                net(pod, bits - k.parse::<u8>().expect("zeroes: K"))
+            }
+            Some(("fam", alternatives)) => {
+                let (v4, v6) = alternatives.split_once('|').expect("${fam:v4|v6}");
+                match fam {
+                    Fam::V4 => v4.to_string(),
+                    Fam::V6 => v6.to_string(),
+                }
+            }
+            _ => panic!("unknown template ${{{t}}}"),
+        }
     }
 
     fn reset(&mut self) {
@@ -375,11 +415,7 @@ struct Outcome {
     problems: Vec<String>,
 }
 
-fn run_check(env: &Env, check: Option<&Check>, fams: &[Fam], out: &mut Outcome) {
-    let pps: Vec<Pp> = match check {
-        Some(c) => c.probe.iter().map(|s| Pp::parse(s)).collect(),
-        None => Pp::all(),
-    };
+fn run_check(env: &Env, check: Option<&Check>, pps: &[Pp], fams: &[Fam], out: &mut Outcome) {
     let policies: Vec<NetworkPolicy> = env
         .policies
         .values()
@@ -393,7 +429,7 @@ fn run_check(env: &Env, check: Option<&Check>, fams: &[Fam], out: &mut Outcome) 
     let mut probes = Vec::new();
     for &fam in fams {
         let mpods = env.model_pods(fam);
-        for pp in &pps {
+        for pp in pps {
             for from in all_pods() {
                 for to in all_pods() {
                     if from == to {
@@ -488,10 +524,17 @@ fn run_case(env: &mut Env, case: &Case, fams: &[Fam]) -> Outcome {
         }
         let before = out.problems.len();
         if step.checks.is_empty() {
-            run_check(env, None, fams, &mut out);
+            let pps = if step.probe.is_empty() {
+                Pp::all()
+            } else {
+                step.probe.iter().map(|s| Pp::parse(s)).collect()
+            };
+            run_check(env, None, &pps, fams, &mut out);
         }
         for c in &step.checks {
-            run_check(env, Some(c), fams, &mut out);
+            assert!(step.probe.is_empty(), "{}: probe and checks", case.name);
+            let pps: Vec<Pp> = c.probe.iter().map(|s| Pp::parse(s)).collect();
+            run_check(env, Some(c), &pps, fams, &mut out);
         }
         for p in &mut out.problems[before..] {
             *p = format!("step {}: {p}", i + 1);
@@ -500,11 +543,45 @@ fn run_case(env: &mut Env, case: &Case, fams: &[Fam]) -> Outcome {
     out
 }
 
+/// The cases of `cases.yaml`, then the generated ones.
+fn all_cases() -> Vec<Case> {
+    let mut cases: Vec<Case> =
+        serde_yaml_ng::from_str(include_str!("cases.yaml")).expect("cases.yaml parses");
+    cases.extend(cyclonus::cases());
+    cases
+}
+
+/// Needs no root: case names are unique (the filter can pick any one), and
+/// the generated cases per upstream file are as `cyclonus.rs` lists them.
+#[test]
+fn cases_are_well_formed() {
+    let cases = all_cases();
+    let mut names = std::collections::BTreeSet::new();
+    for c in &cases {
+        assert!(names.insert(c.name.as_str()), "duplicate case {}", c.name);
+        assert!(!c.steps.is_empty(), "{}: no steps", c.name);
+    }
+    let counts = cyclonus::counts(&cases);
+    let want: BTreeMap<String, usize> = [
+        ("targetcases.go", 6),
+        ("rulescases.go", 4),
+        ("peerscases.go", 112),
+        ("portprotocolcases.go", 70),
+        ("examplecases.go", 1),
+        ("actioncases.go", 4),
+        ("conflictcases.go", 16),
+        ("namespacecases.go", 2),
+    ]
+    .into_iter()
+    .map(|(f, n)| (f.to_string(), n))
+    .collect();
+    assert_eq!(counts, want);
+}
+
 #[test]
 fn conformance() {
     let started = Instant::now();
-    let cases: Vec<Case> =
-        serde_yaml_ng::from_str(include_str!("cases.yaml")).expect("cases.yaml parses");
+    let cases = all_cases();
     let filter = std::env::var("PALISADE_CONFORMANCE_FILTER").unwrap_or_default();
     let prefix = format!("pcf{}", std::process::id() % 100_000);
     let app = AppLab::up(&description(), &prefix).expect("lab up");

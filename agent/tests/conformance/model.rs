@@ -1,8 +1,9 @@
 //! An independent NetworkPolicy v1 evaluator, as cyclonus' matcher: given
 //! namespaces, pods (labels, addresses, named ports) and policies, is a
 //! connection from pod `src` to pod `dst` on (port, protocol) allowed?
-//! It computes the truth tables of the generated (cyclonus-style) cases and
-//! cross-checks the hand-written upstream tables. It shares no code with
+//! It computes the truth tables of the cyclonus generator's cases
+//! (`cyclonus.rs`) and of our own, and cross-checks the hand-written
+//! upstream tables. It shares no code with
 //! the compiler.
 
 use std::collections::BTreeMap;
