@@ -13,6 +13,7 @@
 //! ```text
 //!  ENDPOINTS[ifindex] ──► which pod, its identity, isolation per direction
 //!  parse ──► tuple (family, saddr, daddr, proto, sport, dport)
+//!  FLOW_CACHE[per CPU, tuple hash] live ──► established: pass
 //!  CT_V4|V6[tuple, ifindex, dir] hit ──► established: pass
 //!  CT_V4|V6[reverse tuple, ifindex, !dir] hit ──► reply: pass
 //!  IPCACHE_EXACT / IPCACHE_V4|V6 (LPM) ──► peer {identity, cidr_identity}
@@ -116,6 +117,9 @@ pub mod map_names {
     pub const CT_V4: &str = "CT_V4";
     /// `LruHashMap<CtKey6, CtValue>`: IPv6 connection tracking.
     pub const CT_V6: &str = "CT_V6";
+    /// `PerCpuArray<FlowCacheEntry>`: the established-flow cache (never
+    /// pinned: a new program load starts with an empty cache).
+    pub const FLOW_CACHE: &str = "FLOW_CACHE";
     /// `LruHashMap<FragKey, FragValue>`: state of allowed first fragments.
     pub const FRAGS: &str = "FRAGS";
     /// `Array<Config>` with one entry.
@@ -162,6 +166,7 @@ mod pod_impls {
         CtKey4,
         CtKey6,
         CtValue,
+        FlowCacheEntry,
         FragKey,
         FragValue,
         Counter,

@@ -57,6 +57,9 @@ pub mod capacity {
     pub const EP_DROPS: u32 = 16_384;
     /// Ring buffer bytes for drop and audit events (a power of two pages).
     pub const EVENTS_BYTES: u32 = 1 << 20;
+    /// Flow-cache slots per CPU for each (family, direction): see
+    /// [`crate::FlowCacheEntry`]. A power of two.
+    pub const FLOW_CACHE_SLOTS: u32 = 64;
 }
 
 /// `ENDPOINTS` value, keyed by the ifindex of the pod's host-side veth.
@@ -330,6 +333,52 @@ pub mod ct_flags {
     pub const AUDITED: u16 = 1 << 5;
 }
 
+/// A `FLOW_CACHE` slot: a per-CPU, direct-mapped cache of established
+/// flows whose conntrack entry needs no write for a while (the exact-match
+/// cache of a software switch). A packet matching a live slot is passed
+/// without the conntrack lookup; everything that could change the entry
+/// (SYN, FIN, RST, fragments, the refresh of its deadline) takes the full
+/// path.
+///
+/// A slot is live while `valid == 1`, `epoch == Config::policy_epoch` and
+/// the kernel's jiffies counter is at most `fresh_until_jiffies`, which
+/// stands for a moment no later than the one the full path would write the
+/// entry's deadline again (at most one second, the conntrack refresh slack,
+/// after its last write) and no later than the entry's own expiry, so a
+/// slot never outlives its conntrack entry by expiry. (Jiffies, because
+/// reading them costs one load; the conversion assumes the longest jiffy,
+/// 10 ms, so it can only shorten the slot's life.) An entry removed by revalidation changes the epoch first; an
+/// entry evicted from the LRU map (or removed from userspace) is still
+/// served from a slot for at most that second. Userspace that deletes
+/// conntrack entries and needs an immediate effect zeroes this map too.
+///
+/// Slots are indexed by `family_index * 2 + direction` times
+/// [`capacity::FLOW_CACHE_SLOTS`] plus a hash of the tuple.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowCacheEntry {
+    /// The packet's source address.
+    pub saddr: Addr,
+    /// The packet's destination address.
+    pub daddr: Addr,
+    /// Source port as the packet carries it (host order).
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// Host-side interface the packet crossed.
+    pub ifindex: u32,
+    /// IP protocol number.
+    pub proto: u8,
+    /// 1 when the slot holds a flow.
+    pub valid: u8,
+    /// Explicit padding; always zero.
+    pub _pad: u16,
+    /// `Config::policy_epoch` when the slot was filled.
+    pub epoch: u32,
+    /// Jiffies until which the slot may answer.
+    pub fresh_until_jiffies: u64,
+}
+
 /// `FRAGS` key: one fragmented datagram on one endpoint interface.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -401,6 +450,7 @@ const _: () = {
     assert!(size_of::<CtKey4>() == 20 && align_of::<CtKey4>() == 4);
     assert!(size_of::<CtKey6>() == 44 && align_of::<CtKey6>() == 4);
     assert!(size_of::<CtValue>() == 24 && align_of::<CtValue>() == 8);
+    assert!(size_of::<FlowCacheEntry>() == 56 && align_of::<FlowCacheEntry>() == 8);
     assert!(size_of::<FragKey>() == 44);
     assert!(size_of::<FragValue>() == 16);
     assert!(size_of::<Counter>() == 16);

@@ -29,7 +29,7 @@ const TCP_ACK: u8 = 0x10;
 const NS: u64 = 1_000_000_000;
 /// Deadline moves smaller than this are not written back (saves a store
 /// per packet on busy flows).
-const REFRESH_SLACK_NS: u64 = NS;
+pub const REFRESH_SLACK_NS: u64 = NS;
 
 /// A live entry matching a packet.
 pub struct Hit {
@@ -46,7 +46,7 @@ fn or_default(v: u32, d: u32) -> u64 {
 
 /// Idle timeout for a flow of `ip_proto` in state `flags`.
 #[inline(always)]
-fn lifetime(cfg: &Config, ip_proto: u8, flags: u16) -> u64 {
+pub fn lifetime(cfg: &Config, ip_proto: u8, flags: u16) -> u64 {
     match ip_proto {
         proto::TCP => {
             if flags & ct_flags::RST != 0

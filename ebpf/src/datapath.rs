@@ -1,7 +1,8 @@
 //! The per-packet pipeline shared by both directions:
 //!
 //! ```text
-//! parse ─► control frames pass ─► later fragment? FRAGS
+//! plain TCP/UDP of a cached flow? (fastpath) ─► pass
+//! parse ─► control frames pass ─► FLOW_CACHE hit? ─► later fragment? FRAGS
 //!       ─► CT (established / reply) ─► related ICMP error?
 //!       ─► ENDPOINTS ─► ipcache ─► isolation ─► POLICY ─► CT create
 //! ```
@@ -22,7 +23,7 @@ use palisade_common::{
 };
 
 use crate::{
-    CONFIG, ENDPOINTS, conntrack, events, frags, ipcache,
+    CONFIG, ENDPOINTS, conntrack, events, fastpath, flowcache, frags, ipcache,
     packet::{Fragment, Packet, opposite},
     parse::{self, Frame},
     policy,
@@ -79,6 +80,15 @@ pub fn handle(ctx: &TcContext, dir: u8) -> i32 {
     };
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let len = ctx.len();
+    if fastpath::established(ctx, dir, ifindex, cfg.policy_epoch) {
+        events::count(
+            dir,
+            verdict::FORWARDED,
+            ForwardReason::Established as u8,
+            len,
+        );
+        return TC_ACT_UNSPEC;
+    }
     let mut facts = Facts {
         ep: NO_ENDPOINT,
         pkt: None,
@@ -198,8 +208,13 @@ fn judge(ctx: &TcContext, dir: u8, ifindex: u32, cfg: &Config, facts: &mut Facts
             return unjudgeable(ifindex, dir, cfg, facts, reason, ForwardReason::NotIsolated);
         }
     };
-    facts.pkt = Some(pkt);
     let now = now_ns();
+    // Fast path: a packet of a cached established flow that leaves its
+    // conntrack entry unchanged.
+    if pkt.fragment == Fragment::None && flowcache::hit(&pkt, ifindex, dir, cfg.policy_epoch) {
+        return Verdict::Forward(ForwardReason::Established);
+    }
+    facts.pkt = Some(pkt);
 
     if pkt.fragment == Fragment::Later {
         if frags::lookup(&pkt, ifindex, dir, now).is_some() {
@@ -223,6 +238,8 @@ fn judge(ctx: &TcContext, dir: u8, ifindex: u32, cfg: &Config, facts: &mut Facts
         conntrack::update(entry, &pkt, hit.reply, now, cfg);
         if pkt.fragment == Fragment::First {
             remember_fragment(&pkt, ifindex, dir, now, cfg);
+        } else {
+            flowcache::remember(&pkt, ifindex, dir, entry, now, cfg);
         }
         return Verdict::Forward(ForwardReason::Established);
     }

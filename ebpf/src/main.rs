@@ -7,6 +7,8 @@
 mod conntrack;
 mod datapath;
 mod events;
+mod fastpath;
+mod flowcache;
 mod frags;
 mod ipcache;
 mod packet;
@@ -20,9 +22,9 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use palisade_common::{
-    Config, Counter, CtKey4, CtKey6, CtValue, EndpointDropKey, EndpointInfo, EventStats, FragKey,
-    FragValue, IpcacheValue, METRICS_ENTRIES, PolicyKey, PolicyValue, PortBitmap, RateLimitState,
-    capacity, direction,
+    Config, Counter, CtKey4, CtKey6, CtValue, EndpointDropKey, EndpointInfo, EventStats,
+    FlowCacheEntry, FragKey, FragValue, IpcacheValue, METRICS_ENTRIES, PolicyKey, PolicyValue,
+    PortBitmap, RateLimitState, capacity, direction,
 };
 
 /// Local endpoints by host-side interface index.
@@ -65,6 +67,12 @@ static CT_V4: LruHashMap<CtKey4, CtValue> = LruHashMap::with_max_entries(capacit
 /// IPv6 connection tracking.
 #[map(name = "CT_V6")]
 static CT_V6: LruHashMap<CtKey6, CtValue> = LruHashMap::with_max_entries(capacity::CT, 0);
+
+/// Per-CPU cache of established flows (see `flowcache`): 2 families x 2
+/// directions x `FLOW_CACHE_SLOTS`.
+#[map(name = "FLOW_CACHE")]
+static FLOW_CACHE: PerCpuArray<FlowCacheEntry> =
+    PerCpuArray::with_max_entries(4 * capacity::FLOW_CACHE_SLOTS, 0);
 
 /// Allowed first fragments.
 #[map(name = "FRAGS")]

@@ -3,7 +3,12 @@
 //! run, at growing policy-map and CIDR-prefix sizes. Run as root:
 //! `cargo xtask bench datapath [--repeat N]`.
 //!
-//! * established: an ACK of a tracked TCP connection, repeated N times.
+//! * established: an ACK of a tracked TCP connection, repeated N times
+//!   (IPv4 and IPv6). After the first run the flow is in the per-CPU flow
+//!   cache, so this is the fast path.
+//! * established, cache cold: M tracked connections (opened by a SYN each),
+//!   then one ACK of each, once: every ACK misses the flow cache and takes
+//!   the conntrack lookup (timed like the new-flow case below).
 //! * new allowed SYN: BPF_PROG_TEST_RUN repeats one packet and after the
 //!   first run a SYN is established, so this runs M distinct flows once each
 //!   (different source ports) and sums the in-kernel durations; the empty
@@ -14,7 +19,7 @@
 //! * new allowed SYN from a CIDR peer: like "new allowed SYN" but the peer
 //!   is not a pod and resolves through the LPM trie.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net};
 use palisade_common::{
@@ -36,6 +41,12 @@ fn pod() -> IpAddr {
 fn peer() -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(198, 18, 0, 20))
 }
+fn pod6() -> IpAddr {
+    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10))
+}
+fn peer6() -> IpAddr {
+    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x20))
+}
 /// Deterministic pseudo-random numbers (xorshift) for filler entries.
 struct Rng(u64);
 impl Rng {
@@ -55,20 +66,15 @@ fn setup(policy_entries: u32, cidr_prefixes: u32) -> (TestDatapath, IpAddr) {
         flags: ef::ISOLATED_INGRESS,
         _pad: 0,
     });
-    t.ipcache_exact(
-        pod(),
-        IpcacheValue {
-            identity: POD,
-            cidr_identity: IDENTITY_WORLD,
-        },
-    );
-    t.ipcache_exact(
-        peer(),
-        IpcacheValue {
-            identity: PEER,
-            cidr_identity: IDENTITY_WORLD,
-        },
-    );
+    for (addr, identity) in [(pod(), POD), (peer(), PEER), (pod6(), POD), (peer6(), PEER)] {
+        t.ipcache_exact(
+            addr,
+            IpcacheValue {
+                identity,
+                cidr_identity: IDENTITY_WORLD,
+            },
+        );
+    }
     let key = |identity| PolicyKey {
         ep_id: EP,
         identity,
@@ -120,6 +126,26 @@ fn repeated(t: &TestDatapath, frame: &[u8], repeat: u32) -> (f64, f64) {
     (ours, noop)
 }
 
+/// ns per run: (palisade, noop) over the ACKs of distinct tracked flows,
+/// once each (flow-cache misses).
+fn established_cold(t: &mut TestDatapath, flows: u16) -> (f64, f64) {
+    t.clear_ct();
+    for i in 0..flows {
+        let syn = PacketSpec::tcp(peer(), pod(), 10_000 + i, 80, tcp::SYN).frame();
+        assert_eq!(t.run_program(program_names::TO_POD, &syn, 1).0, u32::MAX);
+    }
+    let (mut ours, mut noop) = (0.0, 0.0);
+    for i in 0..flows {
+        let ack = PacketSpec::tcp(peer(), pod(), 10_000 + i, 80, tcp::ACK).frame();
+        let (rv, d) = t.run_program(program_names::TO_POD, &ack, 1);
+        assert_eq!(rv, u32::MAX, "tracked flow must pass");
+        ours += d;
+        noop += t.run_program(program_names::NOOP, &ack, 1).1;
+    }
+    t.clear_ct();
+    (ours / flows as f64, noop / flows as f64)
+}
+
 /// ns per run: (palisade, noop) over distinct new flows, once each.
 fn distinct(t: &mut TestDatapath, src: IpAddr, flows: u16) -> (f64, f64) {
     t.clear_ct();
@@ -144,15 +170,19 @@ fn main() {
                 .map(|v| v.parse().expect("--repeat=N"))
         })
         .unwrap_or(1_000_000);
-    let flows: u16 = 20_000;
+    // Below the test datapath's conntrack capacity (16 384): more would
+    // measure LRU evictions instead.
+    let flows: u16 = 10_000;
     println!(
         "BPF_PROG_TEST_RUN, repeat={repeat}, distinct new flows={flows}; ns/packet (palisade / empty program = ratio)"
     );
     println!(
-        "{:>8} {:>8} | {:>24} | {:>24} | {:>24} | {:>24}",
+        "{:>8} {:>8} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24}",
         "policy",
         "cidrs",
         "established ACK",
+        "established ACK IPv6",
+        "established, cache cold",
         "new allowed SYN",
         "denied SYN",
         "new SYN from CIDR peer"
@@ -175,14 +205,21 @@ fn main() {
         let denied = PacketSpec::tcp(peer(), pod(), 40_001, 22, tcp::SYN).frame();
         assert_eq!(t.run_program(program_names::TO_POD, &syn, 1).0, u32::MAX);
         let est = repeated(&t, &ack, repeat);
+        let syn6 = PacketSpec::tcp(peer6(), pod6(), 40_000, 80, tcp::SYN).frame();
+        let ack6 = PacketSpec::tcp(peer6(), pod6(), 40_000, 80, tcp::ACK).frame();
+        assert_eq!(t.run_program(program_names::TO_POD, &syn6, 1).0, u32::MAX);
+        let est6 = repeated(&t, &ack6, repeat);
+        let cold = established_cold(&mut t, flows);
         let new = distinct(&mut t, peer(), flows);
         let den = repeated(&t, &denied, repeat);
         let _ = t.events();
         let cidr = distinct(&mut t, cidr_peer, flows);
         let cell = |(a, b): (f64, f64)| format!("{a:7.1} / {b:5.1} = {:4.2}x", a / b);
         println!(
-            "{policy:>8} {cidrs:>8} | {:>24} | {:>24} | {:>24} | {:>24}",
+            "{policy:>8} {cidrs:>8} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24}",
             cell(est),
+            cell(est6),
+            cell(cold),
             cell(new),
             cell(den),
             cell(cidr)

@@ -177,6 +177,7 @@ impl TestDatapath {
         for k in keys {
             let _ = self.dp.maps.ct_v6.remove(&k);
         }
+        self.dp.maps.clear_flow_cache().unwrap();
         let keys: Vec<_> = self.dp.maps.frags.keys().filter_map(Result::ok).collect();
         for k in keys {
             let _ = self.dp.maps.frags.remove(&k);

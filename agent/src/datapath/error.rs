@@ -32,6 +32,15 @@ pub enum DatapathError {
         #[source]
         source: aya::maps::MapError,
     },
+    /// Per-CPU values could not be built (the CPU count is unknown).
+    #[error("map {name}: per-CPU values: {source}")]
+    PerCpu {
+        /// Map name.
+        name: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The pin directory could not be created.
     #[error("pin directory {path}: {source}")]
     PinDir {

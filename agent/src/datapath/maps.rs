@@ -2,11 +2,15 @@
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{
+        Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf,
+    },
+    util::nr_cpus,
 };
 use palisade_common::{
-    Config, Counter, CtKey4, CtKey6, CtValue, EndpointDropKey, EndpointInfo, EventStats, FragKey,
-    FragValue, IpcacheValue, PolicyKey, PolicyValue, PortBitmap, map_names,
+    Config, Counter, CtKey4, CtKey6, CtValue, EndpointDropKey, EndpointInfo, EventStats,
+    FlowCacheEntry, FragKey, FragValue, IpcacheValue, PolicyKey, PolicyValue, PortBitmap,
+    map_names,
 };
 
 use super::DatapathError;
@@ -31,6 +35,8 @@ pub struct Maps {
     pub ct_v4: HashMap<MapData, CtKey4, CtValue>,
     /// `CT_V6`.
     pub ct_v6: HashMap<MapData, CtKey6, CtValue>,
+    /// `FLOW_CACHE` (private to this load, never pinned).
+    pub flow_cache: PerCpuArray<MapData, FlowCacheEntry>,
     /// `FRAGS`.
     pub frags: HashMap<MapData, FragKey, FragValue>,
     /// `CONFIG`.
@@ -73,6 +79,7 @@ impl Maps {
             ipcache_v6: typed!(ebpf, map_names::IPCACHE_V6),
             ct_v4: typed!(ebpf, map_names::CT_V4),
             ct_v6: typed!(ebpf, map_names::CT_V6),
+            flow_cache: typed!(ebpf, map_names::FLOW_CACHE),
             frags: typed!(ebpf, map_names::FRAGS),
             config: typed!(ebpf, map_names::CONFIG),
             metrics: typed!(ebpf, map_names::METRICS),
@@ -90,6 +97,28 @@ impl Maps {
                 name: map_names::CONFIG,
                 source,
             })
+    }
+
+    /// Empties the established-flow cache on every CPU, so that conntrack
+    /// entries deleted from userspace take effect at once (otherwise a
+    /// cached flow may pass for up to a second).
+    pub fn clear_flow_cache(&mut self) -> Result<(), DatapathError> {
+        let per_cpu = |source| DatapathError::PerCpu {
+            name: map_names::FLOW_CACHE,
+            source,
+        };
+        let cpus = nr_cpus().map_err(|(_, e)| per_cpu(e))?;
+        for i in 0..self.flow_cache.len() {
+            let empty =
+                PerCpuValues::try_from(vec![FlowCacheEntry::default(); cpus]).map_err(per_cpu)?;
+            self.flow_cache
+                .set(i, empty, 0)
+                .map_err(|source| DatapathError::Map {
+                    name: map_names::FLOW_CACHE,
+                    source,
+                })?;
+        }
+        Ok(())
     }
 
     /// Sums a `METRICS` slot over all CPUs.
