@@ -20,12 +20,9 @@ use palisade_common::{Config, CtKey4, CtKey6, CtValue, ct_flags, defaults, proto
 use crate::{
     CT_V4, CT_V6,
     packet::{Packet, opposite},
+    wire::tcp_flags::{ACK as TCP_ACK, FIN as TCP_FIN, RST as TCP_RST, SYN as TCP_SYN},
 };
 
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
 const NS: u64 = 1_000_000_000;
 /// Deadline moves smaller than this are not written back (saves a store
 /// per packet on busy flows).

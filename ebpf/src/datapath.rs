@@ -27,9 +27,8 @@ use crate::{
     packet::{Fragment, Packet, opposite},
     parse::{self, Frame},
     policy,
+    wire::tcp_flags::RST as TCP_RST,
 };
-
-const TCP_RST: u8 = 0x04;
 
 /// What happens to the packet.
 enum Verdict {

@@ -16,13 +16,9 @@ use palisade_common::{family, proto};
 use crate::{
     flowcache,
     packet::{Fragment, Packet},
+    wire::{ETH_HLEN, ETH_P_IP, ETH_P_IPV6, IPV4_HLEN, IPV6_HLEN, TCP_HLEN, UDP_HLEN},
 };
 
-const ETH_HLEN: usize = 14;
-const IPV4_HLEN: usize = 20;
-const IPV6_HLEN: usize = 40;
-const TCP_HLEN: usize = 20;
-const UDP_HLEN: usize = 8;
 /// IPv4 flags and fragment offset bits that make a packet a fragment (MF
 /// and the offset; DF is fine).
 const IPV4_FRAGMENT_BITS: u16 = 0x3fff;
@@ -65,7 +61,7 @@ pub fn established(ctx: &TcContext, dir: u8, ifindex: u32, epoch: u32) -> bool {
         l4_offset: 0,
     };
     // (offset of the L4 header, end of the IP packet)
-    let (l4_off, ip_end) = if ethertype == 0x0800 {
+    let (l4_off, ip_end) = if ethertype == ETH_P_IP {
         let ip = unsafe { frame.add(ETH_HLEN) };
         let tot_len = be16(unsafe { ip.add(2) }) as usize;
         if unsafe { *ip } != 0x45 || be16(unsafe { ip.add(6) }) & IPV4_FRAGMENT_BITS != 0 {
@@ -77,7 +73,7 @@ pub fn established(ctx: &TcContext, dir: u8, ifindex: u32, epoch: u32) -> bool {
             pkt.daddr[0] = *(ip.add(16) as *const u32);
         }
         (ETH_HLEN + IPV4_HLEN, ETH_HLEN + tot_len)
-    } else if ethertype == 0x86dd {
+    } else if ethertype == ETH_P_IPV6 {
         if data + ETH_HLEN + IPV6_HLEN + UDP_HLEN > end {
             return false;
         }

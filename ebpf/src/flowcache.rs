@@ -13,11 +13,12 @@
 use aya_ebpf::helpers::generated::bpf_jiffies64;
 use palisade_common::{Config, CtValue, FlowCacheEntry, capacity, ct_flags, proto};
 
-use crate::{FLOW_CACHE, conntrack, packet::Packet};
+use crate::{
+    FLOW_CACHE, conntrack,
+    packet::Packet,
+    wire::tcp_flags::{FIN as TCP_FIN, RST as TCP_RST, SYN as TCP_SYN},
+};
 
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
 /// The longest a jiffy lasts: Linux's lowest `HZ` is 100. Converting a
 /// time budget to jiffies with this length never overstates it.
 const MAX_JIFFY_NS: u64 = 10_000_000;

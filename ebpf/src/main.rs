@@ -14,6 +14,7 @@ mod ipcache;
 mod packet;
 mod parse;
 mod policy;
+mod wire;
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, TC_ACT_OK},

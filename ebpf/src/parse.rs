@@ -13,7 +13,10 @@ use core::mem::size_of;
 use aya_ebpf::programs::TcContext;
 use palisade_common::{DropReason, family, proto};
 
-use crate::packet::{Fragment, Packet};
+use crate::{
+    packet::{Fragment, Packet},
+    wire::{ETH_HLEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPV6_HLEN},
+};
 
 /// What kind of frame this is.
 pub enum Frame {
@@ -25,12 +28,6 @@ pub enum Frame {
     Ip(Packet),
 }
 
-const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_ARP: u16 = 0x0806;
-
-const IPV6_HLEN: usize = 40;
 const NEXTHDR_HOP: u8 = 0;
 const NEXTHDR_ROUTING: u8 = 43;
 const NEXTHDR_FRAGMENT: u8 = 44;

@@ -18,6 +18,9 @@
 //!   suppressed path; the ring is drained between measurements.
 //! * new allowed SYN from a CIDR peer: like "new allowed SYN" but the peer
 //!   is not a pod and resolves through the LPM trie.
+//! * denied SYN from a CIDR peer: like "denied SYN" (repeated) from that
+//!   peer: the LPM lookup's growth with the table, without the conntrack
+//!   insert that dominates the new-flow figures.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -177,7 +180,7 @@ fn main() {
         "BPF_PROG_TEST_RUN, repeat={repeat}, distinct new flows={flows}; ns/packet (palisade / empty program = ratio)"
     );
     println!(
-        "{:>8} {:>8} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24}",
+        "{:>8} {:>8} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24}",
         "policy",
         "cidrs",
         "established ACK",
@@ -185,7 +188,8 @@ fn main() {
         "established, cache cold",
         "new allowed SYN",
         "denied SYN",
-        "new SYN from CIDR peer"
+        "new SYN from CIDR peer",
+        "denied SYN from CIDR peer"
     );
     let sizes: [(u32, u32); 7] = [
         (1, 1),
@@ -214,15 +218,19 @@ fn main() {
         let den = repeated(&t, &denied, repeat);
         let _ = t.events();
         let cidr = distinct(&mut t, cidr_peer, flows);
+        let cidr_denied = PacketSpec::tcp(cidr_peer, pod(), 40_001, 22, tcp::SYN).frame();
+        let cidr_den = repeated(&t, &cidr_denied, repeat);
+        let _ = t.events();
         let cell = |(a, b): (f64, f64)| format!("{a:7.1} / {b:5.1} = {:4.2}x", a / b);
         println!(
-            "{policy:>8} {cidrs:>8} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24}",
+            "{policy:>8} {cidrs:>8} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24}",
             cell(est),
             cell(est6),
             cell(cold),
             cell(new),
             cell(den),
-            cell(cidr)
+            cell(cidr),
+            cell(cidr_den)
         );
     }
 }

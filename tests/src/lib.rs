@@ -4,5 +4,6 @@
 //! differential testing. The tests need root.
 
 pub mod bpf;
+pub mod fixture;
 pub mod model;
 pub mod packet;

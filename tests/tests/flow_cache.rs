@@ -5,17 +5,16 @@
 //! conntrack entry. Needs root.
 
 use std::cell::RefCell;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use palisade_common::{
-    Config, DropReason, EndpointInfo, ForwardReason, IDENTITY_WORLD, IpcacheValue, PolicyKey,
-    PolicyValue, config_flags,
+    Config, DropReason, ForwardReason, PolicyKey, PolicyValue, config_flags,
     direction::{EGRESS, INGRESS},
-    endpoint_flags as ef, proto, verdict,
+    proto, verdict,
 };
 use palisade_tests::{
     bpf::{Action, TestDatapath},
+    fixture::{self, peer, pod},
     packet::{L4, PacketSpec, tcp},
 };
 use proptest::prelude::*;
@@ -24,21 +23,6 @@ use proptest::test_runner::{TestCaseError, TestRunner};
 const EP: u32 = 4;
 const POD_ID: u32 = 300;
 const PEER_ID: u32 = 301;
-
-fn pod(v6: bool) -> IpAddr {
-    if v6 {
-        IpAddr::V6("2001:db8::10".parse::<Ipv6Addr>().unwrap())
-    } else {
-        IpAddr::V4(Ipv4Addr::new(198, 18, 0, 10))
-    }
-}
-fn peer(v6: bool) -> IpAddr {
-    if v6 {
-        IpAddr::V6("2001:db8::20".parse::<Ipv6Addr>().unwrap())
-    } else {
-        IpAddr::V4(Ipv4Addr::new(198, 18, 0, 20))
-    }
-}
 
 fn key(dir: u8, proto: u8) -> PolicyKey {
     PolicyKey {
@@ -53,24 +37,7 @@ fn key(dir: u8, proto: u8) -> PolicyKey {
 
 /// An endpoint isolated both ways; the pod and its peer in the ipcache.
 fn datapath(cfg: Config) -> TestDatapath {
-    let mut t = TestDatapath::new();
-    t.set_endpoint(EndpointInfo {
-        ep_id: EP,
-        identity: POD_ID,
-        flags: ef::ISOLATED_INGRESS | ef::ISOLATED_EGRESS,
-        _pad: 0,
-    });
-    for v6 in [false, true] {
-        for (a, id) in [(pod(v6), POD_ID), (peer(v6), PEER_ID)] {
-            t.ipcache_exact(
-                a,
-                IpcacheValue {
-                    identity: id,
-                    cidr_identity: IDENTITY_WORLD,
-                },
-            );
-        }
-    }
+    let mut t = fixture::isolated(EP, POD_ID, PEER_ID);
     t.set_config(cfg);
     t
 }
@@ -165,20 +132,14 @@ fn outcome(t: &mut TestDatapath, dir: u8, frame: &[u8]) -> (Action, Option<u8>) 
     (a, reason)
 }
 
-const EVENTS_UNLIMITED: Config = Config {
-    policy_epoch: 0,
-    flags: 0,
-    events_per_sec: 1_000_000,
-    events_burst: 1_000_000,
-    tcp_syn_timeout_s: 0,
-    tcp_established_timeout_s: 0,
-    tcp_close_timeout_s: 0,
-    udp_timeout_s: 0,
-    sctp_timeout_s: 0,
-    other_timeout_s: 0,
-    frag_timeout_s: 0,
-    _pad: 0,
-};
+/// No rate limit on events (they are how the tests read drop reasons).
+fn events_unlimited() -> Config {
+    Config {
+        events_per_sec: 1_000_000,
+        events_burst: 1_000_000,
+        ..Config::default()
+    }
+}
 
 /// Back to no policy, no connections, epoch 0 and an empty cache.
 fn reset(t: &mut TestDatapath) {
@@ -187,7 +148,7 @@ fn reset(t: &mut TestDatapath) {
             let _ = t.dp.maps.policy.remove(&key(dir, p));
         }
     }
-    t.set_config(EVENTS_UNLIMITED);
+    t.set_config(events_unlimited());
     t.clear_ct();
     let _ = t.events();
 }
@@ -202,7 +163,7 @@ fn disagreement(
 ) -> Option<String> {
     reset(cached);
     reset(uncached);
-    let mut cfg = EVENTS_UNLIMITED;
+    let mut cfg = events_unlimited();
     for (i, step) in steps.iter().enumerate() {
         match step {
             Step::Packet { flow, reply, flags } => {
@@ -246,7 +207,7 @@ fn disagreement(
 #[test]
 fn the_cache_never_changes_a_verdict() {
     // Two datapaths for all cases (loading one is the slow part).
-    let pair = RefCell::new((datapath(EVENTS_UNLIMITED), datapath(EVENTS_UNLIMITED)));
+    let pair = RefCell::new((datapath(events_unlimited()), datapath(events_unlimited())));
     let mut runner = TestRunner::new(ProptestConfig {
         cases: 64,
         failure_persistence: None,
@@ -309,9 +270,7 @@ fn a_cached_flow_never_outlives_its_conntrack_entry() {
     for v6 in [false, true] {
         let mut t = datapath(Config {
             tcp_established_timeout_s: 1,
-            events_per_sec: 1_000_000,
-            events_burst: 1_000_000,
-            ..Default::default()
+            ..events_unlimited()
         });
         t.allow(key(EGRESS, proto::TCP), PolicyValue::range(80, 80));
         let ack = open_from_pod(&mut t, v6);
@@ -335,11 +294,7 @@ fn a_cached_flow_never_outlives_its_conntrack_entry() {
 
 #[test]
 fn a_new_epoch_with_revalidation_revokes_a_cached_flow() {
-    let mut t = datapath(Config {
-        events_per_sec: 1_000_000,
-        events_burst: 1_000_000,
-        ..Default::default()
-    });
+    let mut t = datapath(events_unlimited());
     t.allow(key(EGRESS, proto::TCP), PolicyValue::range(80, 80));
     let ack = open_from_pod(&mut t, false);
     assert_eq!(t.run_n(EGRESS, &ack, 100).0, u32::MAX);
@@ -352,9 +307,7 @@ fn a_new_epoch_with_revalidation_revokes_a_cached_flow() {
     t.set_config(Config {
         policy_epoch: 1,
         flags: config_flags::CT_REVALIDATE,
-        events_per_sec: 1_000_000,
-        events_burst: 1_000_000,
-        ..Default::default()
+        ..events_unlimited()
     });
     let _ = t.events();
     assert_eq!(t.run(EGRESS, &ack), Action::Drop);

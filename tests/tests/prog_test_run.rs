@@ -3,7 +3,7 @@
 //! truncated and malformed headers, every drop reason, connection tracking,
 //! events, counters, the rate limiter and audit mode. Needs root.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 
 use palisade_common::{
     CIDR_IDENTITY_BASE, Config, DropReason, EndpointInfo, ForwardReason, IDENTITY_ANY,
@@ -13,6 +13,7 @@ use palisade_common::{
 };
 use palisade_tests::{
     bpf::{Action, TEST_IFINDEX, TestDatapath},
+    fixture::{self, peer4, peer6, pod4, pod6},
     packet::{Ext, L4, PacketSpec, arp_request, ethernet, tcp},
 };
 
@@ -20,44 +21,8 @@ const EP: u32 = 7;
 const POD_ID: u32 = 300;
 const PEER_ID: u32 = 301;
 
-fn pod4() -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(198, 18, 0, 10))
-}
-fn peer4() -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(198, 18, 0, 20))
-}
-fn pod6() -> IpAddr {
-    IpAddr::V6("2001:db8::10".parse::<Ipv6Addr>().unwrap())
-}
-fn peer6() -> IpAddr {
-    IpAddr::V6("2001:db8::20".parse::<Ipv6Addr>().unwrap())
-}
-
-/// A datapath with the endpoint isolated in both directions, the pod and
-/// its peer in the ipcache (both families).
 fn isolated() -> TestDatapath {
-    let mut t = TestDatapath::new();
-    t.set_endpoint(EndpointInfo {
-        ep_id: EP,
-        identity: POD_ID,
-        flags: ef::ISOLATED_INGRESS | ef::ISOLATED_EGRESS,
-        _pad: 0,
-    });
-    for (a, id) in [
-        (pod4(), POD_ID),
-        (peer4(), PEER_ID),
-        (pod6(), POD_ID),
-        (peer6(), PEER_ID),
-    ] {
-        t.ipcache_exact(
-            a,
-            IpcacheValue {
-                identity: id,
-                cidr_identity: IDENTITY_WORLD,
-            },
-        );
-    }
-    t
+    fixture::isolated(EP, POD_ID, PEER_ID)
 }
 
 fn key(identity: u32, dir: u8, proto: u8) -> PolicyKey {
