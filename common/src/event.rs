@@ -73,7 +73,7 @@ pub struct EventStats {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RateLimitState {
-    /// Time of the last refill (monotonic ns).
+    /// Time of the last refill (`bpf_ktime_get_coarse_ns`).
     pub last_ns: u64,
     /// Tokens available, in millionths of an event.
     pub tokens_micro: u64,

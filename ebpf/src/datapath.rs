@@ -45,6 +45,8 @@ struct Facts {
     peer_identity: u32,
     /// A would-drop to report although the packet passes (audit).
     audit: Option<DropReason>,
+    /// `bpf_ktime_get_coarse_ns()` if the pipeline read it (0: not read).
+    now: u64,
 }
 
 const NO_ENDPOINT: EndpointInfo = EndpointInfo {
@@ -93,6 +95,7 @@ pub fn handle(ctx: &TcContext, dir: u8) -> i32 {
         pkt: None,
         peer_identity: 0,
         audit: None,
+        now: 0,
     };
     match judge(ctx, dir, ifindex, cfg, &mut facts) {
         Verdict::Forward(reason) => {
@@ -134,6 +137,7 @@ fn report(
             pkt: facts.pkt.as_ref(),
             peer_identity: facts.peer_identity,
             len: ctx.len(),
+            now: facts.now,
         },
     );
 }
@@ -208,6 +212,7 @@ fn judge(ctx: &TcContext, dir: u8, ifindex: u32, cfg: &Config, facts: &mut Facts
         }
     };
     let now = now_ns();
+    facts.now = now;
     // Fast path: a packet of a cached established flow that leaves its
     // conntrack entry unchanged.
     if pkt.fragment == Fragment::None && flowcache::hit(&pkt, ifindex, dir, cfg.policy_epoch) {

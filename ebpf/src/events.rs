@@ -3,7 +3,7 @@
 //! buffer behind a per-CPU token bucket so a flood can neither fill the ring
 //! nor burn the CPU (suppressed events are counted, never silently lost).
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::{bpf_ktime_get_ns, generated::bpf_ktime_get_coarse_ns};
 use palisade_common::{
     Config, DROP_EVENT_VERSION, DropEvent, EndpointDropKey, EndpointInfo, defaults, direction,
     metrics_index,
@@ -101,17 +101,26 @@ pub struct Report<'a> {
     pub peer_identity: u32,
     /// `skb->len`.
     pub len: u32,
+    /// `bpf_ktime_get_coarse_ns()` if the caller has it (0: read it here).
+    pub now: u64,
 }
 
 /// Writes a record to the ring, subject to the rate limit.
 #[inline(always)]
 pub fn report(cfg: &Config, r: &Report) {
-    let now = unsafe { bpf_ktime_get_ns() };
+    // The limiter runs on the coarse clock the pipeline already read (a
+    // flood is almost all suppressed events: no second clock read for
+    // those); only an emitted record gets a precise timestamp.
+    let coarse = if r.now != 0 {
+        r.now
+    } else {
+        unsafe { bpf_ktime_get_coarse_ns() }
+    };
     let Some(stats) = EVENT_STATS.get_ptr_mut(0) else {
         return;
     };
     let stats = unsafe { &mut *stats };
-    if !take_token(cfg, now) {
+    if !take_token(cfg, coarse) {
         stats.rate_limited += 1;
         return;
     }
@@ -126,7 +135,7 @@ pub fn report(cfg: &Config, r: &Report) {
     };
     // Fill the reserved record in place: the BPF stack is too small for a copy.
     let ev: &mut DropEvent = unsafe { &mut *entry.as_mut_ptr() };
-    ev.timestamp_ns = now;
+    ev.timestamp_ns = unsafe { bpf_ktime_get_ns() };
     ev.ifindex = r.ifindex;
     ev.ep_id = r.ep.ep_id;
     ev.src_identity = src_identity;
