@@ -200,9 +200,28 @@ fn main() {
         (1, 50_000),
         (100_000, 50_000),
     ];
-    // `--quick`: only the smallest tables (for iterating on the datapath).
+    // `--quick`: only the smallest tables (for iterating on the datapath);
+    // `--sizes=POLICYxCIDRS,...`: these rows only (e.g. `1x1,1x50000`).
     let quick = std::env::args().any(|a| a == "--quick");
-    for (policy, cidrs) in sizes.into_iter().take(if quick { 1 } else { sizes.len() }) {
+    let chosen: Option<Vec<(u32, u32)>> = std::env::args().find_map(|a| {
+        a.strip_prefix("--sizes=").map(|v| {
+            v.split(',')
+                .map(|r| {
+                    let (p, c) = r.split_once('x').expect("--sizes=POLICYxCIDRS,...");
+                    (
+                        p.parse().expect("policy entries"),
+                        c.parse().expect("CIDR prefixes"),
+                    )
+                })
+                .collect()
+        })
+    });
+    let rows: Vec<(u32, u32)> = match chosen {
+        Some(rows) => rows,
+        None if quick => sizes[..1].to_vec(),
+        None => sizes.to_vec(),
+    };
+    for (policy, cidrs) in rows {
         let (mut t, cidr_peer) = setup(policy, cidrs);
         let syn = PacketSpec::tcp(peer(), pod(), 40_000, 80, tcp::SYN).frame();
         let ack = PacketSpec::tcp(peer(), pod(), 40_000, 80, tcp::ACK).frame();
