@@ -12,8 +12,8 @@
 //! | rulescases.go `RulesTestCases`                 |     4 |    4 |
 //! | peerscases.go `PeersTestCases` (zero/single/two peers) | 2 + 20 + 90 | 112 |
 //! | portprotocolcases.go `PortProtocolTestCases` (zero/single/two) | 2 + 54 + 14 | 70 |
-//! | examplecases.go `ExampleTestCases`             |     1 |    1 (steps 2-4 left out) |
-//! | actioncases.go `ActionTestCases`               |     6 |    4 |
+//! | examplecases.go `ExampleTestCases`             |     1 |    1 |
+//! | actioncases.go `ActionTestCases`               |     6 |    6 |
 //! | conflictcases.go `ConflictTestCases`           |    16 |   16 |
 //! | namespacecases.go `NamespaceTestCases`         |     2 |    2 |
 //! | upstreame2ecases.go `UpstreamE2ETestCases`     |    13 |    0 (in `cases.yaml`) |
@@ -45,15 +45,16 @@
 //!   that is part of `baseTestPolicy`'s egress is kept (port 53 is never
 //!   probed, so it changes no expectation).
 //!
-//! Left out, because the lab has a fixed set of pods and namespaces
-//! (creating or deleting a pod or a namespace is not representable):
-//! - actioncases.go "Create/delete namespace" (creates y-2 with pods a, b)
-//!   and "Create/delete pod" (creates x/d). Their only other step creates
-//!   `baseTestPolicy`, which "Create/delete policy" already does.
-//! - examplecases.go "should allow ingress access on one named port",
-//!   steps 2-4 (create namespace w and pod w/a, delete the pod, delete the
-//!   namespace). Steps 1 and 5-7 are kept; steps 6 and 7 probe TCP 81 (the
-//!   named port serve-81-tcp is 81/TCP).
+//! - Pods and namespaces that steps create (actioncases.go "Create/delete
+//!   namespace": namespace y-2 labelled `ns: y` with pods a, b;
+//!   "Create/delete pod": x/d; examplecases.go "should allow ingress access
+//!   on one named port": namespace w with pod w/a) are lab pods built with
+//!   the others, serving the same ports, that exist for Kubernetes only
+//!   from the step that creates them to the step that deletes them (or
+//!   their namespace): only then are they in the manifests, the
+//!   evaluator's pods and the probes, and enforced by their node's agent
+//!   (checked after every step). Steps 6 and 7 of the example probe TCP 81
+//!   (the named port serve-81-tcp is 81/TCP).
 //! - upstreame2ecases.go: the upstream e2e tests are in `cases.yaml` with
 //!   upstream's own truth tables (checked against `model.rs`); they are not
 //!   repeated here.
@@ -771,9 +772,9 @@ fn port_protocol_test_cases() -> Vec<Case> {
 // ------------------------------------------------------- examplecases.go
 
 /// `ExampleTestCases`: allow-all on the named port serve-81-tcp into x.
-/// Steps 2-4 (namespace w and pod w/a come and go) are left out: the lab
-/// cannot create or delete pods. Step 5 probes everything again, 6 and 7
-/// probe TCP 81 (by number, then by the name serve-81-tcp).
+/// Steps 2-4: namespace w and pod w/a come and go. Step 5 probes
+/// everything again, 6 and 7 probe TCP 81 (by number, then by the name
+/// serve-81-tcp).
 fn example_test_cases() -> Vec<Case> {
     let policy = Netpol::new(
         "allow-all",
@@ -796,14 +797,31 @@ fn example_test_cases() -> Vec<Case> {
         "examplecases.go",
         "ExampleTestCases",
         "should allow ingress access on one named port",
-        vec![create(&[&policy]), Step::default(), tcp_81(), tcp_81()],
+        vec![
+            create(&[&policy]),
+            Step {
+                create_namespaces: BTreeMap::from([("w".into(), labels_of(&[("ns", "w")]))]),
+                create_pods: BTreeMap::from([("w/a".into(), labels_of(&[("pod", "a")]))]),
+                ..Default::default()
+            },
+            Step {
+                delete_pods: vec!["w/a".into()],
+                ..Default::default()
+            },
+            Step {
+                delete_namespaces: vec!["w".into()],
+                ..Default::default()
+            },
+            Step::default(),
+            tcp_81(),
+            tcp_81(),
+        ],
     )]
 }
 
 // -------------------------------------------------------- actioncases.go
 
-/// `ActionTestCases`, but "Create/delete namespace" and "Create/delete pod"
-/// (see the module comment).
+/// `ActionTestCases`
 fn action_test_cases() -> Vec<Case> {
     let file = "actioncases.go";
     let f = "ActionTestCases";
@@ -848,6 +866,27 @@ fn action_test_cases() -> Vec<Case> {
             ],
         ),
         case(
+            "cyclonus-action-create-delete-namespace".into(),
+            file,
+            f,
+            "Create/delete namespace",
+            vec![
+                create(&[&base]),
+                Step {
+                    create_namespaces: BTreeMap::from([("y-2".into(), labels_of(&[("ns", "y")]))]),
+                    create_pods: BTreeMap::from([
+                        ("y-2/a".into(), labels_of(&[("pod", "a")])),
+                        ("y-2/b".into(), labels_of(&[("pod", "b")])),
+                    ]),
+                    ..Default::default()
+                },
+                Step {
+                    delete_namespaces: vec!["y-2".into()],
+                    ..Default::default()
+                },
+            ],
+        ),
+        case(
             "cyclonus-action-set-namespace-labels".into(),
             file,
             f,
@@ -857,6 +896,23 @@ fn action_test_cases() -> Vec<Case> {
                     .set_peers(true, vec![peer(None, Some(match_labels("new-ns", "qrs")))])]),
                 ns_labels(&[("ns", "y"), ("new-ns", "qrs")]),
                 ns_labels(&[("ns", "y")]),
+            ],
+        ),
+        case(
+            "cyclonus-action-create-delete-pod".into(),
+            file,
+            f,
+            "Create/delete pod",
+            vec![
+                create(&[&base]),
+                Step {
+                    create_pods: BTreeMap::from([("x/d".into(), labels_of(&[("pod", "d")]))]),
+                    ..Default::default()
+                },
+                Step {
+                    delete_pods: vec!["x/d".into()],
+                    ..Default::default()
+                },
             ],
         ),
         case(

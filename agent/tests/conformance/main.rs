@@ -13,9 +13,12 @@
 //! `cyclonus.rs` builds the cases of the cyclonus generator
 //! (network-policy-api policy-assistant) that apply to NetworkPolicy v1,
 //! one function per upstream generator function. A case has steps; a step
-//! creates, updates or deletes policies and relabels pods or namespaces,
-//! then the manifests are rewritten, `palisade sync` runs on both agents,
-//! and every ordered pair of distinct pods is probed (in parallel) for the
+//! creates, updates or deletes policies, relabels pods or namespaces, and
+//! creates or deletes pods and namespaces (the pods of [`EXTRA_PODS`],
+//! built with the lab but absent for Kubernetes until created), then the
+//! manifests are rewritten, `palisade sync` runs on both agents, each
+//! agent's endpoints are checked against the existing pods of its node,
+//! and every ordered pair of distinct existing pods is probed (in parallel) for the
 //! step's ports/protocols, in IPv4 and in IPv6, and compared with the
 //! expected truth table: the upstream one where the case gives it
 //! (cross-checked against an independent evaluator, `model.rs`), else the
@@ -52,6 +55,18 @@ const PORTS: [u16; 2] = [80, 81];
 const PROTOCOLS: [Protocol; 3] = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
 const NODES: [&str; 2] = ["n1", "n2"];
 
+/// Pods a step can create (`create_pods`), with their node: real lab pods,
+/// built and serving from the start like the others, but absent from
+/// Kubernetes (the manifests, the evaluator, the probes) until a step
+/// creates them. Their namespaces other than x, y, z exist only while a
+/// step has created them.
+const EXTRA_PODS: [(&str, &str, &str); 4] = [
+    ("x", "d", "n2"),
+    ("y-2", "a", "n1"),
+    ("y-2", "b", "n2"),
+    ("w", "a", "n1"),
+];
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Case {
@@ -81,6 +96,21 @@ struct Step {
     /// namespace → its complete new labels (the name label stays).
     #[serde(default)]
     namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// Namespaces to create (one of [`EXTRA_PODS`]' namespaces) → labels.
+    /// Applied first.
+    #[serde(default)]
+    create_namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// `ns/pod` to create (one of [`EXTRA_PODS`], in an existing
+    /// namespace) → labels. Applied after `create_namespaces`.
+    #[serde(default)]
+    create_pods: BTreeMap<String, BTreeMap<String, String>>,
+    /// `ns/pod` of pods to delete. Applied after the policy and label
+    /// changes.
+    #[serde(default)]
+    delete_pods: Vec<String>,
+    /// Namespaces to delete, with their pods and policies. Applied last.
+    #[serde(default)]
+    delete_namespaces: Vec<String>,
     /// What to probe and expect; none: the ports/protocols of `probe`,
     /// expected per the evaluator.
     #[serde(default)]
@@ -186,7 +216,8 @@ fn hand_table(check: &Check, from: &str, to: &str) -> bool {
     v
 }
 
-fn all_pods() -> Vec<String> {
+/// The pods every case starts with.
+fn base_pods() -> Vec<String> {
     NAMESPACES
         .iter()
         .flat_map(|n| PODS.iter().map(move |p| format!("{n}/{p}")))
@@ -207,28 +238,38 @@ fn description() -> LabDescription {
         nodes: NODES.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     };
+    let ports: Vec<PortSpec> = PROTOCOLS
+        .iter()
+        .flat_map(|&protocol| {
+            PORTS.iter().map(move |&port| PortSpec {
+                port,
+                protocol,
+                name: Some(format!("serve-{port}-{}", protocol.as_str().to_lowercase())),
+            })
+        })
+        .collect();
     for ns in NAMESPACES {
         d.namespaces.insert(ns.into(), base_ns_labels(ns));
         for (i, p) in PODS.iter().enumerate() {
-            let ports = PROTOCOLS
-                .iter()
-                .flat_map(|&protocol| {
-                    PORTS.iter().map(move |&port| PortSpec {
-                        port,
-                        protocol,
-                        name: Some(format!("serve-{port}-{}", protocol.as_str().to_lowercase())),
-                    })
-                })
-                .collect();
             d.pods.push(PodDescription {
                 name: p.to_string(),
                 namespace: ns.into(),
                 // a and c on n1, b on n2: pairs cross nodes and stay local.
                 node: Some(NODES[i % 2].into()),
                 labels: base_pod_labels(p),
-                ports,
+                ports: ports.clone(),
             });
         }
+    }
+    // After the base pods, so these keep their addresses.
+    for (ns, p, node) in EXTRA_PODS {
+        d.pods.push(PodDescription {
+            name: p.to_string(),
+            namespace: ns.into(),
+            node: Some(node.into()),
+            labels: base_pod_labels(p),
+            ports: ports.clone(),
+        });
     }
     d
 }
@@ -238,6 +279,11 @@ struct Env {
     dirs: Vec<NodeDirs>,
     agents: Vec<Agent>,
     policies: BTreeMap<(String, String), Value>,
+    /// The pods that exist for Kubernetes (`ns/pod`): the base pods and
+    /// the extra pods created and not deleted since.
+    pods: std::collections::BTreeSet<String>,
+    /// The namespaces that exist for Kubernetes.
+    namespaces: std::collections::BTreeSet<String>,
 }
 
 impl Env {
@@ -302,6 +348,8 @@ impl Env {
 
     fn reset(&mut self) {
         self.policies.clear();
+        self.pods = base_pods().into_iter().collect();
+        self.namespaces = NAMESPACES.iter().map(|n| n.to_string()).collect();
         for ns in NAMESPACES {
             self.app.set_namespace_labels(ns, base_ns_labels(ns));
             for p in PODS {
@@ -310,7 +358,50 @@ impl Env {
         }
     }
 
+    /// The manifests of the namespaces and pods that exist.
+    fn manifests(&self) -> Vec<Value> {
+        self.app
+            .manifests()
+            .into_iter()
+            .filter(|doc| {
+                let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+                match doc["kind"].as_str() {
+                    Some("Namespace") => self.namespaces.contains(name),
+                    Some("Pod") => {
+                        let ns = doc["metadata"]["namespace"].as_str().unwrap_or_default();
+                        self.pods.contains(&format!("{ns}/{name}"))
+                    }
+                    _ => true,
+                }
+            })
+            .collect()
+    }
+
     fn apply(&mut self, step: &Step, fam: Fam) {
+        for (ns, labels) in &step.create_namespaces {
+            assert!(
+                EXTRA_PODS.iter().any(|(n, _, _)| n == ns),
+                "create namespace {ns}: the lab has no pod for it"
+            );
+            assert!(
+                self.namespaces.insert(ns.clone()),
+                "create namespace {ns}: it exists"
+            );
+            self.app.set_namespace_labels(ns, labels.clone());
+        }
+        for (pod, labels) in &step.create_pods {
+            let (ns, p) = pod.split_once('/').expect("create_pods: ns/pod");
+            assert!(
+                EXTRA_PODS.iter().any(|(n, q, _)| (*n, *q) == (ns, p)),
+                "create pod {pod}: not a lab pod that can be created"
+            );
+            assert!(
+                self.namespaces.contains(ns),
+                "create pod {pod}: no namespace {ns}"
+            );
+            assert!(self.pods.insert(pod.clone()), "create pod {pod}: it exists");
+            self.app.set_pod_labels(ns, p, labels.clone());
+        }
         if step.delete_all {
             self.policies.clear();
         }
@@ -340,13 +431,81 @@ impl Env {
         for (ns, labels) in &step.namespace_labels {
             self.app.set_namespace_labels(ns, labels.clone());
         }
+        for pod in &step.delete_pods {
+            assert!(self.pods.remove(pod), "delete pod {pod}: no such pod");
+        }
+        for ns in &step.delete_namespaces {
+            assert!(
+                self.namespaces.remove(ns),
+                "delete namespace {ns}: no such namespace"
+            );
+            // Its pods and policies go with it.
+            self.pods.retain(|p| !p.starts_with(&format!("{ns}/")));
+            self.policies.retain(|(n, _), _| n != ns);
+        }
+    }
+
+    /// Checks that each agent enforces exactly the existing pods of its
+    /// node, on their host interfaces, and has TCX links pinned on those
+    /// interfaces only: a created pod is attached, a deleted one detached.
+    fn check_endpoints(&self) -> Result<(), String> {
+        for (a, d) in self.agents.iter().zip(&self.dirs) {
+            let want: BTreeMap<String, String> = self
+                .app
+                .pods()
+                .iter()
+                .filter(|p| p.node == d.node)
+                .map(|p| (format!("{}/{}", p.namespace, p.name), p))
+                .filter(|(k, _)| self.pods.contains(k))
+                .map(|(k, p)| (k, self.app.lab().pod(&p.lab_name).host_veth().to_string()))
+                .collect();
+            let status = a.status();
+            let got: BTreeMap<String, String> = status
+                .endpoints
+                .iter()
+                .map(|e| {
+                    (
+                        e.pod.clone(),
+                        format!("{} {}", e.interface.as_deref().unwrap_or("-"), e.state),
+                    )
+                })
+                .collect();
+            let want_status: BTreeMap<String, String> = want
+                .iter()
+                .map(|(k, i)| (k.clone(), format!("{i} enforced")))
+                .collect();
+            if got != want_status {
+                return Err(format!(
+                    "node {}: agent endpoints {got:?}, expected {want_status:?}",
+                    d.node
+                ));
+            }
+            let pinned: std::collections::BTreeSet<String> =
+                std::fs::read_dir(d.bpffs.join("links"))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect();
+            let want_pins: std::collections::BTreeSet<String> = want
+                .values()
+                .flat_map(|i| [format!("{i}_from_pod"), format!("{i}_to_pod")])
+                .collect();
+            if pinned != want_pins {
+                return Err(format!(
+                    "node {}: pinned links {pinned:?}, expected {want_pins:?}",
+                    d.node
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Writes the manifests and syncs every agent.
     fn sync(&self) -> Result<(), String> {
         let policies: Vec<Value> = self.policies.values().cloned().collect();
         for d in &self.dirs {
-            d.write("00-lab.yaml", &self.app.manifests());
+            d.write("00-lab.yaml", &self.manifests());
             let file = d.manifests.join("10-policies.yaml");
             if policies.is_empty() {
                 let _ = std::fs::remove_file(&file);
@@ -358,13 +517,14 @@ impl Env {
             a.sync()
                 .map_err(|e| format!("palisade sync: {e}\n{}", a.log_text()))?;
         }
-        Ok(())
+        self.check_endpoints()
     }
 
     fn model_pods(&self, fam: Fam) -> BTreeMap<String, model::MPod> {
         self.app
             .pods()
             .iter()
+            .filter(|p| self.pods.contains(&format!("{}/{}", p.namespace, p.name)))
             .map(|p| {
                 let key = format!("{}/{}", p.namespace, p.name);
                 let m = model::MPod {
@@ -392,6 +552,7 @@ impl Env {
         self.app
             .namespaces()
             .iter()
+            .filter(|(n, _)| self.namespaces.contains(*n))
             .map(|(n, l)| {
                 let mut l = l.clone();
                 l.insert("kubernetes.io/metadata.name".into(), n.clone());
@@ -430,21 +591,21 @@ fn run_check(env: &Env, check: Option<&Check>, pps: &[Pp], fams: &[Fam], out: &m
     for &fam in fams {
         let mpods = env.model_pods(fam);
         for pp in pps {
-            for from in all_pods() {
-                for to in all_pods() {
+            for from in &env.pods {
+                for to in &env.pods {
                     if from == to {
                         continue; // loopback: ignored, as upstream does
                     }
                     let predicted = model::allowed(
                         &world,
-                        &mpods[&from],
-                        &mpods[&to],
+                        &mpods[from],
+                        &mpods[to],
                         pp.port,
                         pp.proto.as_str(),
                     );
                     let want = match check {
                         Some(c) => {
-                            let hand = hand_table(c, &from, &to);
+                            let hand = hand_table(c, from, to);
                             if hand != predicted {
                                 out.problems.push(format!(
                                     "truth table says {from} -> {to} {} {} is {}, the evaluator says {}",
@@ -460,7 +621,7 @@ fn run_check(env: &Env, check: Option<&Check>, pps: &[Pp], fams: &[Fam], out: &m
                     };
                     probes.push(Probe {
                         from: from.clone(),
-                        to,
+                        to: to.clone(),
                         fam,
                         pp: *pp,
                         want,
@@ -568,7 +729,7 @@ fn cases_are_well_formed() {
         ("peerscases.go", 112),
         ("portprotocolcases.go", 70),
         ("examplecases.go", 1),
-        ("actioncases.go", 4),
+        ("actioncases.go", 6),
         ("conflictcases.go", 16),
         ("namespacecases.go", 2),
     ]
@@ -591,23 +752,27 @@ fn conformance() {
         .iter()
         .map(|n| NodeDirs::new(tmp.path(), &bpffs, n))
         .collect();
-    for d in &dirs {
-        d.write("00-lab.yaml", &app.manifests());
-    }
-    let agents: Vec<Agent> = NODES
-        .iter()
-        .zip(&dirs)
-        .map(|(n, d)| Agent::start(app.lab().node(n), d, &["--ct-revalidate"]))
-        .collect();
     let mut env = Env {
         app,
         dirs,
-        agents,
+        agents: Vec::new(),
         policies: BTreeMap::new(),
+        pods: Default::default(),
+        namespaces: Default::default(),
     };
+    env.reset();
+    for d in &env.dirs {
+        d.write("00-lab.yaml", &env.manifests());
+    }
+    env.agents = NODES
+        .iter()
+        .zip(&env.dirs)
+        .map(|(n, d)| Agent::start(env.app.lab().node(n), d, &["--ct-revalidate"]))
+        .collect();
     println!(
-        "conformance: lab up with {} pods on {} nodes in {:.1} s",
+        "conformance: lab up with {} pods ({} of them created by steps) on {} nodes in {:.1} s",
         env.app.pods().len(),
+        EXTRA_PODS.len(),
         NODES.len(),
         started.elapsed().as_secs_f64()
     );
