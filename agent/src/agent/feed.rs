@@ -6,11 +6,10 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Pod, PodIP, PodStatus};
 use palisade_compiler::{Compiler, PodRef};
 use tracing::warn;
 
-use crate::source::{Change, Kind, Object, ObjectKey};
+use crate::source::{Change, Kind, Object, ObjectKey, PodInfo};
 
 /// What a CNI plugin told about a pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,28 +37,17 @@ fn pod_key(pod: &PodRef) -> ObjectKey {
     }
 }
 
-fn has_ips(p: &Pod) -> bool {
-    p.status.as_ref().is_some_and(|s| {
-        s.pod_ip.as_ref().is_some_and(|i| !i.is_empty())
-            || s.pod_ips.as_ref().is_some_and(|v| !v.is_empty())
-    })
-}
-
-fn with_overlay(p: &Pod, cni: Option<&CniInfo>) -> Option<Pod> {
-    let cni = cni?;
-    if has_ips(p) || cni.ips.is_empty() {
-        return None;
+/// The pod as fed to the compiler: with the CNI plugin's addresses while
+/// the source reports none.
+fn with_overlay(p: &PodInfo, cni: Option<&CniInfo>) -> k8s_openapi::api::core::v1::Pod {
+    match cni {
+        Some(cni) if !p.has_ips() && !cni.ips.is_empty() => {
+            let mut p = p.clone();
+            p.set_ips(cni.ips.iter().map(ToString::to_string));
+            p.to_pod()
+        }
+        _ => p.to_pod(),
     }
-    let mut p = p.clone();
-    let st = p.status.get_or_insert_with(PodStatus::default);
-    st.pod_ip = Some(cni.ips[0].to_string());
-    st.pod_ips = Some(
-        cni.ips
-            .iter()
-            .map(|ip| PodIP { ip: ip.to_string() })
-            .collect(),
-    );
-    Some(p)
 }
 
 impl Feed {
@@ -68,13 +56,10 @@ impl Feed {
             Object::Namespace(ns) => c.apply_namespace(ns),
             Object::Pod(p) => {
                 let pref = PodRef::new(
-                    p.metadata.namespace.clone().unwrap_or_default(),
-                    p.metadata.name.clone().unwrap_or_default(),
+                    p.namespace.clone().unwrap_or_default(),
+                    p.name.clone().unwrap_or_default(),
                 );
-                match with_overlay(p, self.cni.get(&pref)) {
-                    Some(p) => c.apply_pod(&p),
-                    None => c.apply_pod(p),
-                }
+                c.apply_pod(&with_overlay(p, self.cni.get(&pref)))
             }
             Object::NetworkPolicy(np) => c.apply_policy(np),
         };
@@ -159,7 +144,7 @@ impl Feed {
     /// The pod's `metadata.uid` (empty if none).
     pub fn uid(&self, pod: &PodRef) -> String {
         match self.objects.get(&pod_key(pod)) {
-            Some(Object::Pod(p)) => p.metadata.uid.clone().unwrap_or_default(),
+            Some(Object::Pod(p)) => p.uid.clone().unwrap_or_default(),
             _ => String::new(),
         }
     }

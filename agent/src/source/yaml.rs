@@ -8,7 +8,6 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -202,16 +201,16 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<Vec<Object>, ManifestEr
             });
         }
         let obj = match kind.as_str() {
-            "Namespace" => Object::Namespace(Arc::new(typed::<Namespace>(doc, &base)?)),
+            "Namespace" => Object::namespace(typed::<Namespace>(doc, &base)?),
             "Pod" => {
                 let mut p: Pod = typed(doc, &base)?;
                 p.metadata.namespace = Some(namespace);
-                Object::Pod(Arc::new(p))
+                Object::pod(p)
             }
             _ => {
                 let mut p: NetworkPolicy = typed(doc, &base)?;
                 p.metadata.namespace = Some(namespace);
-                Object::NetworkPolicy(Arc::new(p))
+                Object::policy(p)
             }
         };
         out.push(obj);
