@@ -9,22 +9,24 @@
 //! mtime and ctime to the nanosecond) and a hash of its content are kept
 //! with its parsed objects. A scan stats every file and reads only those
 //! whose metadata changed, or whose mtime is too recent to rule out a
-//! same-tick rewrite (then the content hash decides); it parses only
-//! files whose content changed, and reports only the objects that were
-//! added, changed or removed. No file text is kept after parsing.
+//! same-tick rewrite (then the content hash decides); it parses only the
+//! documents of those files whose text changed, and reports only the
+//! objects that were added, changed or removed. No file text is kept after
+//! parsing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::hash::{Hash as _, Hasher as _};
 use std::io::Read as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::yaml::{ManifestError, parse_manifest};
+use super::yaml::{Documents, ManifestError, parse_manifest_reusing};
 use super::{Change, Object, ObjectKey, SourceHandle, SourceProblem, SourceUpdate};
 
 /// Quiet time after a file event before the directory is rescanned.
@@ -81,6 +83,8 @@ struct FileState {
     seen: Seen,
     /// Objects of the last content that parsed (the last document wins).
     objects: BTreeMap<ObjectKey, Object>,
+    /// The documents of that content (reused by the next parse).
+    documents: Documents,
 }
 
 /// The directory's state as last read.
@@ -88,11 +92,12 @@ struct FileState {
 pub struct ManifestDir {
     dir: PathBuf,
     /// Last good content of each file.
-    files: BTreeMap<PathBuf, FileState>,
+    files: BTreeMap<Arc<Path>, FileState>,
     /// Files whose current content does not parse.
     errors: BTreeMap<PathBuf, ManifestError>,
-    /// Which files define each object (the last one wins).
-    owners: BTreeMap<ObjectKey, BTreeSet<PathBuf>>,
+    /// Which files define each object, sorted (the last one wins); the
+    /// paths are those of `files`, shared.
+    owners: BTreeMap<ObjectKey, Vec<Arc<Path>>>,
     /// Files parsed so far (for tests).
     parses: u64,
 }
@@ -124,8 +129,8 @@ fn read(path: &Path) -> std::io::Result<(FileMeta, Vec<u8>, bool)> {
 
 /// A file's new state found by a scan.
 enum Update {
-    /// New objects (the file parses).
-    Parsed(BTreeMap<ObjectKey, Object>),
+    /// New objects and documents (the file parses).
+    Parsed(BTreeMap<ObjectKey, Object>, Documents),
     /// The file is gone.
     Removed,
 }
@@ -142,7 +147,7 @@ impl ManifestDir {
     /// The object currently in force for `key`, if any.
     fn winner(&self, key: &ObjectKey) -> Option<&Object> {
         let path = self.owners.get(key)?.last()?;
-        self.files.get(path)?.objects.get(key)
+        self.files.get(&**path)?.objects.get(key)
     }
 
     /// Re-reads what changed in the directory; returns the changes since
@@ -173,13 +178,13 @@ impl ManifestDir {
         }
         let mut updates: Vec<(PathBuf, Update)> = Vec::new();
         for p in self.files.keys() {
-            if !present.contains_key(p) {
-                updates.push((p.clone(), Update::Removed));
+            if !present.contains_key(&**p) {
+                updates.push((p.to_path_buf(), Update::Removed));
             }
         }
         self.errors.retain(|p, _| present.contains_key(p));
         for (path, meta) in &present {
-            let state = self.files.get_mut(path);
+            let state = self.files.get_mut(path.as_path());
             if let Some(s) = &state
                 && !s.seen.stale(meta)
             {
@@ -195,13 +200,18 @@ impl ManifestDir {
                 }
             };
             let hash = content_hash(&text);
-            if let Some(s) = state {
-                let same = s.seen.hash == hash && s.seen.meta.size == meta.size;
-                s.seen = Seen { meta, hash, racy };
-                if same {
-                    continue; // touched, or re-checked: same content
+            let no_documents = Documents::new();
+            let known = match state {
+                Some(s) => {
+                    let same = s.seen.hash == hash && s.seen.meta.size == meta.size;
+                    s.seen = Seen { meta, hash, racy };
+                    if same {
+                        continue; // touched, or re-checked: same content
+                    }
+                    &s.documents
                 }
-            }
+                None => &no_documents,
+            };
             let parsed = std::str::from_utf8(&text)
                 .map_err(|e| ManifestError {
                     file: path.clone(),
@@ -213,21 +223,24 @@ impl ManifestDir {
                 })
                 .and_then(|t| {
                     self.parses += 1;
-                    parse_manifest(path, t)
+                    parse_manifest_reusing(path, t, known)
                 });
             drop(text);
             match parsed {
-                Ok(objs) => {
+                Ok((objs, documents)) => {
                     if self.errors.remove(path).is_some() {
                         info!(file = %path.display(), "manifest parses again");
                     }
                     let objects: BTreeMap<ObjectKey, Object> =
                         objs.into_iter().map(|o| (o.key(), o)).collect();
-                    self.files.entry(path.clone()).or_insert_with(|| FileState {
-                        seen: Seen { meta, hash, racy },
-                        objects: BTreeMap::new(),
-                    });
-                    updates.push((path.clone(), Update::Parsed(objects)));
+                    self.files
+                        .entry(Arc::from(path.as_path()))
+                        .or_insert_with(|| FileState {
+                            seen: Seen { meta, hash, racy },
+                            objects: BTreeMap::new(),
+                            documents: Documents::new(),
+                        });
+                    updates.push((path.clone(), Update::Parsed(objects, documents)));
                 }
                 Err(e) => {
                     if self.errors.get(path) != Some(&e) {
@@ -238,10 +251,13 @@ impl ManifestDir {
                     self.errors.insert(path.clone(), e);
                     // A new file that never parsed: remember what was read
                     // so that it is not parsed again until it changes.
-                    self.files.entry(path.clone()).or_insert_with(|| FileState {
-                        seen: Seen { meta, hash, racy },
-                        objects: BTreeMap::new(),
-                    });
+                    self.files
+                        .entry(Arc::from(path.as_path()))
+                        .or_insert_with(|| FileState {
+                            seen: Seen { meta, hash, racy },
+                            objects: BTreeMap::new(),
+                            documents: Documents::new(),
+                        });
                 }
             }
         }
@@ -254,7 +270,7 @@ impl ManifestDir {
         // The objects that may change, with what was in force before.
         let mut before: BTreeMap<ObjectKey, Option<Object>> = BTreeMap::new();
         for (path, u) in &updates {
-            let old = self.files.get(path).map(|s| &s.objects);
+            let old = self.files.get(path.as_path()).map(|s| &s.objects);
             let touch = |k: &ObjectKey, before: &mut BTreeMap<ObjectKey, Option<Object>>| {
                 if !before.contains_key(k) {
                     before.insert(k.clone(), self.winner(k).cloned());
@@ -263,7 +279,7 @@ impl ManifestDir {
             if let Some(old) = old {
                 for (k, o) in old {
                     let same = match u {
-                        Update::Parsed(new) => new.get(k) == Some(o),
+                        Update::Parsed(new, _) => new.get(k) == Some(o),
                         Update::Removed => false,
                     };
                     if !same {
@@ -271,7 +287,7 @@ impl ManifestDir {
                     }
                 }
             }
-            if let Update::Parsed(new) = u {
+            if let Update::Parsed(new, _) = u {
                 for (k, o) in new {
                     if old.and_then(|old| old.get(k)) != Some(o) {
                         touch(k, &mut before);
@@ -280,28 +296,29 @@ impl ManifestDir {
             }
         }
         for (path, u) in updates {
+            let path = path.as_path();
             let old = match u {
-                Update::Removed => self.files.remove(&path).map(|s| s.objects),
-                Update::Parsed(new) => self
-                    .files
-                    .get_mut(&path)
-                    .map(|s| std::mem::replace(&mut s.objects, new)),
+                Update::Removed => self.files.remove(path).map(|s| s.objects),
+                Update::Parsed(new, documents) => self.files.get_mut(path).map(|s| {
+                    s.documents = documents;
+                    std::mem::replace(&mut s.objects, new)
+                }),
             }
             .unwrap_or_default();
             for k in old.keys() {
-                if let Some(set) = self.owners.get_mut(k) {
-                    set.remove(&path);
-                    if set.is_empty() {
+                if let Some(files) = self.owners.get_mut(k) {
+                    files.retain(|p| **p != *path);
+                    if files.is_empty() {
                         self.owners.remove(k);
                     }
                 }
             }
-            if let Some(s) = self.files.get(&path) {
+            if let Some((p, s)) = self.files.get_key_value(path) {
                 for k in s.objects.keys() {
-                    self.owners
-                        .entry(k.clone())
-                        .or_default()
-                        .insert(path.clone());
+                    let files = self.owners.entry(k.clone()).or_default();
+                    if let Err(i) = files.binary_search(p) {
+                        files.insert(i, p.clone());
+                    }
                 }
             }
         }
