@@ -27,6 +27,18 @@ pub struct CniInfo {
 pub struct Feed {
     objects: BTreeMap<ObjectKey, Object>,
     cni: BTreeMap<PodRef, CniInfo>,
+    /// Counts the changes fed to the compiler.
+    generation: u64,
+    /// Counts the pod changes (and CNI overlays) fed to the compiler.
+    pods_generation: u64,
+}
+
+fn obj_kind(obj: &Object) -> Kind {
+    match obj {
+        Object::Namespace(_) => Kind::Namespace,
+        Object::Pod(_) => Kind::Pod,
+        Object::NetworkPolicy(_) => Kind::NetworkPolicy,
+    }
 }
 
 fn pod_key(pod: &PodRef) -> ObjectKey {
@@ -51,7 +63,8 @@ fn with_overlay(p: &PodInfo, cni: Option<&CniInfo>) -> k8s_openapi::api::core::v
 }
 
 impl Feed {
-    fn feed(&self, c: &mut Compiler, obj: &Object) {
+    fn feed(&mut self, c: &mut Compiler, obj: &Object) {
+        self.changed(obj_kind(obj));
         let r = match obj {
             Object::Namespace(ns) => c.apply_namespace(ns),
             Object::Pod(p) => {
@@ -69,7 +82,15 @@ impl Feed {
         }
     }
 
-    fn unfeed(c: &mut Compiler, key: &ObjectKey) {
+    fn changed(&mut self, kind: Kind) {
+        self.generation += 1;
+        if kind == Kind::Pod {
+            self.pods_generation += 1;
+        }
+    }
+
+    fn unfeed(&mut self, c: &mut Compiler, key: &ObjectKey) {
+        self.changed(key.kind);
         match key.kind {
             Kind::Namespace => c.delete_namespace(&key.name),
             Kind::Pod => c.delete_pod(&key.namespace, &key.name),
@@ -92,7 +113,7 @@ impl Feed {
             Change::Upsert(o) => self.upsert(c, o),
             Change::Delete(k) => {
                 if self.objects.remove(&k).is_some() {
-                    Self::unfeed(c, &k);
+                    self.unfeed(c, &k);
                 }
             }
             Change::Replace { kind, objects } => {
@@ -106,7 +127,7 @@ impl Feed {
                     .collect();
                 for k in gone {
                     self.objects.remove(&k);
-                    Self::unfeed(c, &k);
+                    self.unfeed(c, &k);
                 }
                 for o in objects {
                     self.upsert(c, o);
@@ -121,9 +142,20 @@ impl Feed {
             Some(i) => self.cni.insert(pod.clone(), i),
             None => self.cni.remove(pod),
         };
-        if let Some(obj) = self.objects.get(&pod_key(pod)) {
-            self.feed(c, obj);
+        if let Some(obj) = self.objects.get(&pod_key(pod)).cloned() {
+            self.feed(c, &obj);
         }
+    }
+
+    /// Counts the changes fed to the compiler: equal values mean nothing
+    /// was fed in between.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Like [`Feed::generation`], for pods only.
+    pub fn pods_generation(&self) -> u64 {
+        self.pods_generation
     }
 
     /// The CNI overlay of a pod.
