@@ -9,7 +9,7 @@
 //!   the agent's `status` polled until its revision moves (the revision is
 //!   bumped in the same step as the map writes, and `status` is answered
 //!   between steps, so a moved revision means the writes are done);
-//!   includes the source's 100 ms debounce;
+//!   includes the watcher's quiet time after the last file event;
 //! * manifests, file change + `sync`: the time until `sync` answers (its
 //!   answer comes once the re-read sources are in the maps);
 //! * Kubernetes, watch event → enforced: a `MODIFIED` event pushed on the
@@ -221,7 +221,7 @@ fn manifests_bench(lab: &palisade_lab::Lab, d: &NodeDirs) {
             assert!(revision(&a) > r0);
         }
     }
-    row("  file change → enforced (incl. 100 ms debounce)", watched);
+    row("  file change → enforced (watcher)", watched);
     row("  file change + sync → answered (enforced)", synced);
     mem_row("  agent memory", memory(&a));
 }

@@ -53,7 +53,10 @@ fn pod(name: &str, app: &str, ip: &str, rv: &str) -> Value {
 
 fn netpol(name: &str, rv: &str) -> Value {
     json!({"metadata": {"name": name, "namespace": "prod", "resourceVersion": rv,
-                        "generation": 1, "uid": format!("uid-{name}")},
+                        "generation": 1, "uid": format!("uid-{name}"),
+                        "annotations": {"policy.palisade.dev/mode": "audit",
+                                        "kubectl.kubernetes.io/last-applied-configuration": "{}"},
+                        "managedFields": [{"manager": "kubectl", "operation": "Update"}]},
            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}})
 }
 
@@ -237,10 +240,31 @@ async fn lists_watches_relists_and_survives_api_errors() {
             _ => None,
         })
         .expect("pod update");
-    assert_eq!(modified.metadata.labels.as_ref().unwrap()["app"], "web-v2");
-    // What enforcement never reads is stripped.
-    assert!(modified.metadata.annotations.is_none());
-    assert!(modified.metadata.managed_fields.is_none());
+    // What enforcement never reads is not kept.
+    assert_eq!(
+        modified.labels[..],
+        [("app".to_string(), "web-v2".to_string())]
+    );
+    assert_eq!(modified.uid.as_deref(), Some("uid-web"));
+    let policy = all
+        .iter()
+        .find_map(|c| match c {
+            Change::Replace { objects, .. } => objects.iter().find_map(|o| match o {
+                Object::NetworkPolicy(np) => Some(np.clone()),
+                _ => None,
+            }),
+            _ => None,
+        })
+        .expect("policy listed");
+    assert!(policy.metadata.managed_fields.is_none());
+    // Except the audit-mode annotation, which the compiler reads.
+    assert_eq!(
+        policy.metadata.annotations,
+        Some(BTreeMap::from([(
+            palisade_compiler::MODE_ANNOTATION.to_string(),
+            "audit".to_string()
+        )]))
+    );
 
     // A rescan is answered once the watches are current.
     src.rescan.send(7).unwrap();

@@ -37,6 +37,37 @@ pub(crate) enum Claim {
     Pod(PodRef),
 }
 
+/// The claims on one address, in precedence order: a sorted vector without
+/// duplicates. Nearly every address has a single claim, and a one-element
+/// `BTreeSet` would allocate a whole node (~0.5 KiB) per address.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Claims(Vec<Claim>);
+
+impl Claims {
+    pub(crate) fn insert(&mut self, c: Claim) {
+        if let Err(i) = self.0.binary_search(&c) {
+            // Exactly one more: a growing `Vec` would allocate room for four.
+            self.0.reserve_exact(1);
+            self.0.insert(i, c);
+        }
+    }
+
+    pub(crate) fn remove(&mut self, c: &Claim) {
+        if let Ok(i) = self.0.binary_search(c) {
+            self.0.remove(i);
+        }
+    }
+
+    /// The claim in force.
+    pub(crate) fn first(&self) -> Option<&Claim> {
+        self.0.first()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// A local endpoint.
 #[derive(Clone, Debug)]
 pub(crate) struct EpState {
@@ -113,7 +144,7 @@ pub(crate) struct Engine {
     /// using them, so a namespace relabel evaluates each selector once.
     pub(crate) ns_selectors: HashMap<Selector, BTreeSet<(PolicyRef, usize, usize)>>,
     pub(crate) host: BTreeSet<IpAddr>,
-    pub(crate) claims: BTreeMap<IpAddr, BTreeSet<Claim>>,
+    pub(crate) claims: BTreeMap<IpAddr, Claims>,
     pub(crate) identities: Identities,
     pub(crate) regions: Regions,
     pub(crate) eps: BTreeMap<PodRef, EpState>,
@@ -498,7 +529,13 @@ impl Engine {
             }
         }
         let old_obj = old.map(|s| s.obj);
-        if let Some(obj) = new {
+        if let Some(mut obj) = new {
+            // Pods of one identity share its label set and named ports
+            // (equal by definition): one copy each, not one per pod.
+            if let Some(ident) = new_id.and_then(|id| self.identities.by_id.get(&id)) {
+                obj.labels = ident.key.labels.clone();
+                obj.named_ports = ident.key.named_ports.clone();
+            }
             self.pods.insert(
                 key.clone(),
                 PodState {

@@ -271,12 +271,13 @@ impl Engine {
         let Some(st) = self.pods.get(pod) else {
             return (enforced, audited);
         };
-        for r in self
-            .policies_by_ns
-            .get(&pod.namespace)
-            .into_iter()
-            .flatten()
-        {
+        // A local endpoint keeps the policies whose podSelector selects it;
+        // other pods are matched against those of their namespace.
+        let candidates = match self.eps.get(pod) {
+            Some(ep) => Some(&ep.selecting),
+            None => self.policies_by_ns.get(&pod.namespace),
+        };
+        for r in candidates.into_iter().flatten() {
             let Some(p) = self.policies.get(r) else {
                 continue;
             };
@@ -493,6 +494,22 @@ impl Compiler {
         self.engine.namespaces.contains_key(ns)
             || self.engine.policies_by_ns.contains_key(ns)
             || self.engine.pods.keys().any(|p| p.namespace == ns)
+    }
+
+    /// The valid policies, counted by mode: (enforced, audited).
+    pub fn policy_modes(&self) -> (usize, usize) {
+        let audited = self
+            .engine
+            .policies
+            .values()
+            .filter(|p| crate::audit::is_audited(p, &self.engine.audit))
+            .count();
+        (self.engine.policies.len() - audited, audited)
+    }
+
+    /// The namespaces that have valid policies.
+    pub fn policy_namespaces(&self) -> impl Iterator<Item = &str> {
+        self.engine.policies_by_ns.keys().map(String::as_str)
     }
 
     /// Every valid policy, by name.

@@ -61,16 +61,21 @@ impl Agent {
         if self.needs_full {
             return self.full_reconcile();
         }
+        if diff.ops.is_empty() {
+            // Links or routes may have changed: place what waits.
+            let mut io = Io {
+                dp: &mut self.dp,
+                mirror: &mut self.mirror,
+                net: &self.net,
+            };
+            return Ok(self.endpoints.place_all(&mut io)?);
+        }
         let owner = self.ep_owner();
         let mut io = Io {
             dp: &mut self.dp,
             mirror: &mut self.mirror,
             net: &self.net,
         };
-        if diff.ops.is_empty() {
-            // Links or routes may have changed: place what waits.
-            return Ok(self.endpoints.place_all(&mut io)?);
-        }
         let cx = Context {
             compiler: &self.compiler,
             ep_owner: &owner,

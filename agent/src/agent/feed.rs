@@ -6,11 +6,10 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Pod, PodIP, PodStatus};
 use palisade_compiler::{Compiler, PodRef};
 use tracing::warn;
 
-use crate::source::{Change, Kind, Object, ObjectKey};
+use crate::source::{Change, Kind, Object, ObjectKey, PodInfo};
 
 /// What a CNI plugin told about a pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +27,18 @@ pub struct CniInfo {
 pub struct Feed {
     objects: BTreeMap<ObjectKey, Object>,
     cni: BTreeMap<PodRef, CniInfo>,
+    /// Counts the changes fed to the compiler.
+    generation: u64,
+    /// Counts the pod changes (and CNI overlays) fed to the compiler.
+    pods_generation: u64,
+}
+
+fn obj_kind(obj: &Object) -> Kind {
+    match obj {
+        Object::Namespace(_) => Kind::Namespace,
+        Object::Pod(_) => Kind::Pod,
+        Object::NetworkPolicy(_) => Kind::NetworkPolicy,
+    }
 }
 
 fn pod_key(pod: &PodRef) -> ObjectKey {
@@ -38,43 +49,30 @@ fn pod_key(pod: &PodRef) -> ObjectKey {
     }
 }
 
-fn has_ips(p: &Pod) -> bool {
-    p.status.as_ref().is_some_and(|s| {
-        s.pod_ip.as_ref().is_some_and(|i| !i.is_empty())
-            || s.pod_ips.as_ref().is_some_and(|v| !v.is_empty())
-    })
-}
-
-fn with_overlay(p: &Pod, cni: Option<&CniInfo>) -> Option<Pod> {
-    let cni = cni?;
-    if has_ips(p) || cni.ips.is_empty() {
-        return None;
+/// The pod as fed to the compiler: with the CNI plugin's addresses while
+/// the source reports none.
+fn with_overlay(p: &PodInfo, cni: Option<&CniInfo>) -> k8s_openapi::api::core::v1::Pod {
+    match cni {
+        Some(cni) if !p.has_ips() && !cni.ips.is_empty() => {
+            let mut p = p.clone();
+            p.set_ips(cni.ips.iter().map(ToString::to_string));
+            p.to_pod()
+        }
+        _ => p.to_pod(),
     }
-    let mut p = p.clone();
-    let st = p.status.get_or_insert_with(PodStatus::default);
-    st.pod_ip = Some(cni.ips[0].to_string());
-    st.pod_ips = Some(
-        cni.ips
-            .iter()
-            .map(|ip| PodIP { ip: ip.to_string() })
-            .collect(),
-    );
-    Some(p)
 }
 
 impl Feed {
-    fn feed(&self, c: &mut Compiler, obj: &Object) {
+    fn feed(&mut self, c: &mut Compiler, obj: &Object) {
+        self.changed(obj_kind(obj));
         let r = match obj {
             Object::Namespace(ns) => c.apply_namespace(ns),
             Object::Pod(p) => {
                 let pref = PodRef::new(
-                    p.metadata.namespace.clone().unwrap_or_default(),
-                    p.metadata.name.clone().unwrap_or_default(),
+                    p.namespace.clone().unwrap_or_default(),
+                    p.name.clone().unwrap_or_default(),
                 );
-                match with_overlay(p, self.cni.get(&pref)) {
-                    Some(p) => c.apply_pod(&p),
-                    None => c.apply_pod(p),
-                }
+                c.apply_pod(&with_overlay(p, self.cni.get(&pref)))
             }
             Object::NetworkPolicy(np) => c.apply_policy(np),
         };
@@ -84,7 +82,15 @@ impl Feed {
         }
     }
 
-    fn unfeed(c: &mut Compiler, key: &ObjectKey) {
+    fn changed(&mut self, kind: Kind) {
+        self.generation += 1;
+        if kind == Kind::Pod {
+            self.pods_generation += 1;
+        }
+    }
+
+    fn unfeed(&mut self, c: &mut Compiler, key: &ObjectKey) {
+        self.changed(key.kind);
         match key.kind {
             Kind::Namespace => c.delete_namespace(&key.name),
             Kind::Pod => c.delete_pod(&key.namespace, &key.name),
@@ -107,7 +113,7 @@ impl Feed {
             Change::Upsert(o) => self.upsert(c, o),
             Change::Delete(k) => {
                 if self.objects.remove(&k).is_some() {
-                    Self::unfeed(c, &k);
+                    self.unfeed(c, &k);
                 }
             }
             Change::Replace { kind, objects } => {
@@ -121,7 +127,7 @@ impl Feed {
                     .collect();
                 for k in gone {
                     self.objects.remove(&k);
-                    Self::unfeed(c, &k);
+                    self.unfeed(c, &k);
                 }
                 for o in objects {
                     self.upsert(c, o);
@@ -136,9 +142,20 @@ impl Feed {
             Some(i) => self.cni.insert(pod.clone(), i),
             None => self.cni.remove(pod),
         };
-        if let Some(obj) = self.objects.get(&pod_key(pod)) {
-            self.feed(c, obj);
+        if let Some(obj) = self.objects.get(&pod_key(pod)).cloned() {
+            self.feed(c, &obj);
         }
+    }
+
+    /// Counts the changes fed to the compiler: equal values mean nothing
+    /// was fed in between.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Like [`Feed::generation`], for pods only.
+    pub fn pods_generation(&self) -> u64 {
+        self.pods_generation
     }
 
     /// The CNI overlay of a pod.
@@ -159,7 +176,7 @@ impl Feed {
     /// The pod's `metadata.uid` (empty if none).
     pub fn uid(&self, pod: &PodRef) -> String {
         match self.objects.get(&pod_key(pod)) {
-            Some(Object::Pod(p)) => p.metadata.uid.clone().unwrap_or_default(),
+            Some(Object::Pod(p)) => p.uid.clone().unwrap_or_default(),
             _ => String::new(),
         }
     }

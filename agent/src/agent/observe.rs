@@ -3,7 +3,8 @@
 //! the agent metrics current after each round, and answers the read-only
 //! control requests (`endpoints`, `policy_get`, `explain`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,12 +24,30 @@ use crate::metrics::{
 use crate::monitor::{Directory, Hub, LocalPod};
 use crate::source::{Kind, Object, ObjectKey};
 
+/// The cluster-wide part of the monitor's directory, rebuilt only when the
+/// pods (or this node's addresses, which take precedence over pod
+/// addresses) change: at cluster scale it is most of the directory's cost.
+struct ClusterNames {
+    /// [`super::feed::Feed::pods_generation`] and the node's addresses it
+    /// was built at.
+    key: (u64, BTreeSet<IpAddr>),
+    addresses: Arc<HashMap<IpAddr, PodRef>>,
+    pods: Arc<BTreeSet<PodRef>>,
+    /// The pods' namespaces.
+    namespaces: BTreeSet<String>,
+}
+
 /// Observability state owned by the agent.
 pub(super) struct Observe {
     pub(super) hub: Arc<Hub>,
     pub(super) metrics: Arc<Metrics>,
     pending_since: Option<Instant>,
     last_directory: Option<(u64, Vec<crate::control::EndpointStatus>)>,
+    cluster: Option<ClusterNames>,
+    /// Revision and [`super::feed::Feed::generation`] the metrics that
+    /// count the model (identities, policies by mode) were computed at:
+    /// a round that changed neither (a `status` request) skips them.
+    counted: Option<(u64, u64)>,
     _reader: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -56,6 +75,8 @@ impl Observe {
             metrics: Metrics::new(collector),
             pending_since: None,
             last_directory: None,
+            cluster: None,
+            counted: None,
             _reader: reader,
         }
     }
@@ -92,8 +113,29 @@ fn protocol_name(p: u8) -> &'static str {
 }
 
 impl Agent {
+    /// The cluster-wide names, rebuilt if the pods changed.
+    fn cluster_names(&mut self) -> &ClusterNames {
+        let key = (self.feed.pods_generation(), self.host.clone());
+        if self.obs.cluster.as_ref().is_none_or(|c| c.key != key) {
+            let pods: BTreeSet<PodRef> = self.compiler.pods().into_iter().collect();
+            let mut namespaces = BTreeSet::new();
+            for p in &pods {
+                if !namespaces.contains(&p.namespace) {
+                    namespaces.insert(p.namespace.clone());
+                }
+            }
+            self.obs.cluster = Some(ClusterNames {
+                key,
+                addresses: Arc::new(self.compiler.pod_addresses().into_iter().collect()),
+                pods: Arc::new(pods),
+                namespaces,
+            });
+        }
+        self.obs.cluster.as_ref().expect("just set")
+    }
+
     /// The directory the monitor names events with.
-    fn directory(&self) -> Directory {
+    fn directory(&mut self) -> Directory {
         let mut d = Directory::default();
         let mut ep_pods: HashMap<u32, PodRef> = HashMap::new();
         for (m, id) in self.idmap.entries() {
@@ -125,12 +167,16 @@ impl Agent {
                 },
             );
         }
-        d.addresses = self.compiler.pod_addresses().into_iter().collect();
         d.host = self.host.clone();
-        d.pods = self.compiler.pods().into_iter().collect();
-        d.namespaces = d.pods.iter().map(|p| p.namespace.clone()).collect();
-        d.namespaces
-            .extend(self.compiler.policies().into_iter().map(|p| p.namespace));
+        let cluster = self.cluster_names();
+        d.addresses = cluster.addresses.clone();
+        d.pods = cluster.pods.clone();
+        d.namespaces = cluster.namespaces.clone();
+        for ns in self.compiler.policy_namespaces() {
+            if !d.namespaces.contains(ns) {
+                d.namespaces.insert(ns.to_string());
+            }
+        }
         d
     }
 
@@ -139,7 +185,8 @@ impl Agent {
         let status = self.endpoints.status();
         let key = (self.idmap.revision, status.clone());
         if self.obs.last_directory.as_ref() != Some(&key) {
-            self.obs.hub.set_directory(self.directory());
+            let d = self.directory();
+            self.obs.hub.set_directory(d);
             self.obs.last_directory = Some(key);
         }
         let m = &self.obs.metrics.agent;
@@ -184,41 +231,11 @@ impl Agent {
                 .get_or_create(&EndpointStateLabels { state })
                 .set(n);
         }
-        let st = self.compiler.state();
-        let mut pod_ids: std::collections::BTreeSet<u32> = std::collections::BTreeSet::new();
-        for v in st.ipcache_exact4.values().chain(st.ipcache_exact6.values()) {
-            if v.identity != IDENTITY_HOST {
-                pod_ids.insert(v.identity);
-            }
+        let counted = (self.idmap.revision, self.feed.generation());
+        if self.obs.counted != Some(counted) {
+            self.obs.counted = Some(counted);
+            self.count_model();
         }
-        m.identities
-            .get_or_create(&IdentityLabels {
-                kind: IdentityKindLabel::Pod,
-            })
-            .set(pod_ids.len() as i64);
-        m.identities
-            .get_or_create(&IdentityLabels {
-                kind: IdentityKindLabel::Cidr,
-            })
-            .set((st.ipcache_lpm4.len() + st.ipcache_lpm6.len()) as i64);
-        let (mut enforce, mut audit) = (0i64, 0i64);
-        for p in self.compiler.policies() {
-            match self.compiler.policy_summary(&p) {
-                Some(s) if s.audited => audit += 1,
-                Some(_) => enforce += 1,
-                None => {}
-            }
-        }
-        m.policies
-            .get_or_create(&ModeLabels {
-                mode: PolicyMode::Enforce,
-            })
-            .set(enforce);
-        m.policies
-            .get_or_create(&ModeLabels {
-                mode: PolicyMode::Audit,
-            })
-            .set(audit);
         let mir = &self.mirror;
         for (map, n) in [
             (MapLabel::Endpoints, mir.endpoints.len()),
@@ -256,6 +273,40 @@ impl Agent {
                 .get_or_create(&SourceProblemLabels { kind })
                 .set(n);
         }
+    }
+
+    /// The metrics that count the model: pod and CIDR identities, policies
+    /// by mode.
+    fn count_model(&self) {
+        let m = &self.obs.metrics.agent;
+        let st = self.compiler.state();
+        let mut pod_ids: std::collections::BTreeSet<u32> = std::collections::BTreeSet::new();
+        for v in st.ipcache_exact4.values().chain(st.ipcache_exact6.values()) {
+            if v.identity != IDENTITY_HOST {
+                pod_ids.insert(v.identity);
+            }
+        }
+        m.identities
+            .get_or_create(&IdentityLabels {
+                kind: IdentityKindLabel::Pod,
+            })
+            .set(pod_ids.len() as i64);
+        m.identities
+            .get_or_create(&IdentityLabels {
+                kind: IdentityKindLabel::Cidr,
+            })
+            .set((st.ipcache_lpm4.len() + st.ipcache_lpm6.len()) as i64);
+        let (enforce, audit) = self.compiler.policy_modes();
+        m.policies
+            .get_or_create(&ModeLabels {
+                mode: PolicyMode::Enforce,
+            })
+            .set(enforce as i64);
+        m.policies
+            .get_or_create(&ModeLabels {
+                mode: PolicyMode::Audit,
+            })
+            .set(audit as i64);
     }
 
     fn raw_policy(

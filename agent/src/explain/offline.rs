@@ -4,12 +4,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Pod, PodIP, PodStatus};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use palisade_compiler::{Compiler, PolicyName};
 
-use crate::source::Object;
 use crate::source::yaml::{ManifestError, parse_manifest};
+use crate::source::{Object, PodInfo};
 
 /// Manifests could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -84,13 +83,13 @@ pub fn load_files(files: &[PathBuf]) -> Result<(Compiler, RawPolicies, Vec<Strin
     for o in &objects {
         let r = match o {
             Object::Namespace(n) => c.apply_namespace(n),
-            Object::Pod(p) if !has_ips(p) => {
+            Object::Pod(p) if !p.has_ips() => {
                 // Manifests as written have no status: give the pod
                 // addresses of its own so it can be judged and matched.
                 placeholders += 1;
                 c.apply_pod(&with_placeholder(p, placeholders))
             }
-            Object::Pod(p) => c.apply_pod(p),
+            Object::Pod(p) => c.apply_pod(&p.to_pod()),
             Object::NetworkPolicy(np) => {
                 raw.insert(
                     PolicyName::new(
@@ -115,19 +114,10 @@ pub fn load_files(files: &[PathBuf]) -> Result<(Compiler, RawPolicies, Vec<Strin
     Ok((c, raw, warnings))
 }
 
-fn has_ips(p: &Pod) -> bool {
-    p.status.as_ref().is_some_and(|s| {
-        s.pod_ip.as_ref().is_some_and(|i| !i.is_empty())
-            || s.pod_ips.as_ref().is_some_and(|v| !v.is_empty())
-    })
-}
-
-fn with_placeholder(p: &Pod, n: u32) -> Pod {
+fn with_placeholder(p: &PodInfo, n: u32) -> k8s_openapi::api::core::v1::Pod {
     let mut p = p.clone();
     let v4 = std::net::Ipv4Addr::from(0xF000_0000u32 | n).to_string();
     let v6 = format!("fd00:240::{n:x}");
-    let st = p.status.get_or_insert_with(PodStatus::default);
-    st.pod_ip = Some(v4.clone());
-    st.pod_ips = Some(vec![PodIP { ip: v4 }, PodIP { ip: v6 }]);
-    p
+    p.set_ips([v4, v6]);
+    p.to_pod()
 }

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use palisade_compiler::{PodRef, PolicyName};
 
@@ -20,13 +21,15 @@ pub struct LocalPod {
     pub audited: [Vec<PolicyName>; 2],
 }
 
-/// The snapshot the event reader names things with.
+/// The snapshot the event reader names things with. The cluster-wide
+/// parts (`addresses`, `pods`) are shared between successive snapshots
+/// while the pods do not change.
 #[derive(Clone, Debug, Default)]
 pub struct Directory {
     /// Datapath endpoint id → local pod.
     pub endpoints: HashMap<u32, LocalPod>,
     /// Pod addresses (cluster-wide) → pod.
-    pub addresses: HashMap<IpAddr, PodRef>,
+    pub addresses: Arc<HashMap<IpAddr, PodRef>>,
     /// Datapath CIDR identity → prefix.
     pub cidrs: HashMap<u32, String>,
     /// This node's addresses.
@@ -34,7 +37,7 @@ pub struct Directory {
     /// Known namespaces.
     pub namespaces: BTreeSet<String>,
     /// Known pods.
-    pub pods: BTreeSet<PodRef>,
+    pub pods: Arc<BTreeSet<PodRef>>,
 }
 
 impl Directory {

@@ -433,10 +433,9 @@ mod tests {
                 .selecting(direction::INGRESS, "default-deny-all")
                 .build(),
         );
-        d.addresses
-            .insert("10.0.0.1".parse().unwrap(), PodRef::new("y", "a"));
-        d.addresses
-            .insert("10.0.0.2".parse().unwrap(), PodRef::new("x", "b"));
+        let addresses = std::sync::Arc::make_mut(&mut d.addresses);
+        addresses.insert("10.0.0.1".parse().unwrap(), PodRef::new("y", "a"));
+        addresses.insert("10.0.0.2".parse().unwrap(), PodRef::new("x", "b"));
         d.cidrs
             .insert(CIDR_IDENTITY_BASE + 3, "203.0.113.0/24".into());
         d

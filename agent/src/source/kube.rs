@@ -13,7 +13,6 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, Resource};
-use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -32,20 +31,12 @@ enum Ev {
 
 type Item = (Kind, Result<Ev, watcher::Error>);
 
-fn strip<K: Resource>(o: &mut K) {
-    // What enforcement never reads; keeps the agent's copy small.
-    let m = o.meta_mut();
-    m.managed_fields = None;
-    m.annotations = None;
-}
-
 fn watch<K>(api: Api<K>, kind: Kind, wrap: fn(K) -> Object) -> BoxStream<'static, Item>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     watcher(api, watcher::Config::default())
         .default_backoff()
-        .modify(strip::<K>)
         .map(move |r| {
             let ev = r.map(|e| match e {
                 watcher::Event::Apply(o) => Ev::Apply(wrap(o)),
@@ -135,13 +126,9 @@ pub fn api_access() -> Vec<(String, String, &'static str)> {
 
 fn watch_kind(client: Client, kind: Kind) -> BoxStream<'static, Item> {
     match kind {
-        Kind::NetworkPolicy => watch(Api::<NetworkPolicy>::all(client), kind, |o| {
-            Object::NetworkPolicy(Arc::new(o))
-        }),
-        Kind::Namespace => watch(Api::<Namespace>::all(client), kind, |o| {
-            Object::Namespace(Arc::new(o))
-        }),
-        Kind::Pod => watch(Api::<Pod>::all(client), kind, |o| Object::Pod(Arc::new(o))),
+        Kind::NetworkPolicy => watch(Api::<NetworkPolicy>::all(client), kind, Object::policy),
+        Kind::Namespace => watch(Api::<Namespace>::all(client), kind, Object::namespace),
+        Kind::Pod => watch(Api::<Pod>::all(client), kind, Object::pod),
     }
 }
 

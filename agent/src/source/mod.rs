@@ -4,6 +4,7 @@
 
 pub mod kube;
 pub mod manifests;
+pub mod pod;
 pub mod yaml;
 
 use std::fmt;
@@ -11,7 +12,10 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use tokio::sync::mpsc;
+
+pub use pod::PodInfo;
 
 /// The kinds the compiler consumes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -55,33 +59,65 @@ impl fmt::Display for ObjectKey {
     }
 }
 
-/// One object of a kind the compiler consumes.
+/// One object of a kind the compiler consumes, as the agent keeps it:
+/// without what enforcement never reads (see [`Object::namespace`],
+/// [`Object::pod`], [`Object::policy`]).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Object {
     /// A Namespace.
     Namespace(Arc<Namespace>),
-    /// A Pod.
-    Pod(Arc<Pod>),
+    /// A Pod: the fields the compiler reads.
+    Pod(Arc<PodInfo>),
     /// A NetworkPolicy.
     NetworkPolicy(Arc<NetworkPolicy>),
 }
 
+/// Drops from an object's metadata what the agent never reads: managed
+/// fields, and the annotations other than the audit-mode one (which can
+/// be large: `kubectl.kubernetes.io/last-applied-configuration` repeats
+/// the whole object).
+fn slim_meta(m: &mut ObjectMeta) {
+    m.managed_fields = None;
+    if let Some(a) = &mut m.annotations {
+        a.retain(|k, _| k == palisade_compiler::MODE_ANNOTATION);
+        if a.is_empty() {
+            m.annotations = None;
+        }
+    }
+}
+
 impl Object {
+    /// A Namespace: its metadata slimmed (labels and the audit-mode
+    /// annotation stay).
+    pub fn namespace(mut ns: Namespace) -> Object {
+        slim_meta(&mut ns.metadata);
+        Object::Namespace(Arc::new(ns))
+    }
+
+    /// A Pod: what the compiler reads of it.
+    pub fn pod(p: Pod) -> Object {
+        Object::Pod(Arc::new(PodInfo::from(p)))
+    }
+
+    /// A NetworkPolicy: its metadata slimmed (the spec stays whole).
+    pub fn policy(mut np: NetworkPolicy) -> Object {
+        slim_meta(&mut np.metadata);
+        Object::NetworkPolicy(Arc::new(np))
+    }
+
     /// The object's key.
     pub fn key(&self) -> ObjectKey {
-        let (kind, meta) = match self {
-            Object::Namespace(o) => (Kind::Namespace, &o.metadata),
-            Object::Pod(o) => (Kind::Pod, &o.metadata),
-            Object::NetworkPolicy(o) => (Kind::NetworkPolicy, &o.metadata),
+        let (kind, namespace, name) = match self {
+            Object::Namespace(o) => (Kind::Namespace, &None, &o.metadata.name),
+            Object::Pod(o) => (Kind::Pod, &o.namespace, &o.name),
+            Object::NetworkPolicy(o) => {
+                (Kind::NetworkPolicy, &o.metadata.namespace, &o.metadata.name)
+            }
         };
         ObjectKey {
             kind,
-            namespace: if kind == Kind::Namespace {
-                String::new()
-            } else {
-                meta.namespace.clone().unwrap_or_default()
-            },
-            name: meta.name.clone().unwrap_or_default(),
+            namespace: namespace.clone().unwrap_or_default(),
+            name: name.clone().unwrap_or_default(),
         }
     }
 }

@@ -6,9 +6,10 @@
 //! Documents are split at lines that start with `---` (or end with `...`)
 //! in column 0, which in YAML can only be document markers.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::{Hash as _, Hasher as _};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -138,91 +139,132 @@ fn typed<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// The objects of a file's documents as last parsed, by the hash and the
+/// length of each document's text (`None`: a kind that is not ours).
+pub type Documents = HashMap<(u64, usize), Option<Object>>;
+
+fn document_key(text: &str) -> (u64, usize) {
+    let mut h = std::hash::DefaultHasher::new();
+    text.hash(&mut h);
+    (h.finish(), text.len())
+}
+
 /// Parses a file's text. `file` is only used in errors.
 pub fn parse_manifest(file: &Path, text: &str) -> Result<Vec<Object>, ManifestError> {
+    parse_manifest_reusing(file, text, &Documents::new()).map(|(objects, _)| objects)
+}
+
+/// Parses a file's text, reusing the objects of the documents found in
+/// `known` (the same text parses to the same object) instead of parsing
+/// them again: editing one object of a large file re-parses only its
+/// document. Returns the objects and the file's documents for the next
+/// parse. `file` is only used in errors.
+pub fn parse_manifest_reusing(
+    file: &Path,
+    text: &str,
+    known: &Documents,
+) -> Result<(Vec<Object>, Documents), ManifestError> {
     let mut out = Vec::new();
-    for (i, doc) in split_documents(text).iter().enumerate() {
-        let mut base = ManifestError {
-            file: file.to_path_buf(),
-            document: i + 1,
-            object: None,
-            field: None,
-            line: doc.first_line,
-            message: String::new(),
+    let docs = split_documents(text);
+    let mut parsed = Documents::with_capacity(docs.len());
+    for (i, doc) in docs.iter().enumerate() {
+        let key = document_key(doc.text);
+        let obj = match known.get(&key) {
+            Some(o) => o.clone(),
+            None => parse_document(file, i + 1, doc)?,
         };
-        let header: Header = serde_yaml_ng::from_str(doc.text).map_err(|e| {
-            let (message, line) = message_and_line(&e, doc.first_line);
-            ManifestError {
-                line,
-                message,
-                ..base.clone()
-            }
-        })?;
-        let Some(kind) = header.kind.clone() else {
-            return Err(ManifestError {
-                field: Some("kind".into()),
-                message: "required".into(),
-                ..base
-            });
-        };
-        let want = match kind.as_str() {
-            "Namespace" | "Pod" => "v1",
-            "NetworkPolicy" => "networking.k8s.io/v1",
-            // Deployments, Services, ...: not ours.
-            _ => continue,
-        };
-        let meta = header.metadata.unwrap_or_default();
-        let name = meta.name.clone().unwrap_or_default();
-        let namespaced = kind != "Namespace";
-        let namespace = meta
-            .namespace
-            .clone()
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| "default".into());
-        base.object = Some(if namespaced {
-            format!("{kind} {namespace}/{name}")
-        } else {
-            format!("{kind} {name}")
-        });
-        if header.api_version.as_deref() != Some(want) {
-            return Err(ManifestError {
-                field: Some("apiVersion".into()),
-                message: format!(
-                    "expected {want:?}, found {:?}",
-                    header.api_version.unwrap_or_default()
-                ),
-                ..base
-            });
-        }
-        if name.is_empty() {
-            return Err(ManifestError {
-                field: Some("metadata.name".into()),
-                message: "required".into(),
-                ..base
-            });
-        }
-        let obj = match kind.as_str() {
-            "Namespace" => Object::Namespace(Arc::new(typed::<Namespace>(doc, &base)?)),
-            "Pod" => {
-                let mut p: Pod = typed(doc, &base)?;
-                p.metadata.namespace = Some(namespace);
-                Object::Pod(Arc::new(p))
-            }
-            _ => {
-                let mut p: NetworkPolicy = typed(doc, &base)?;
-                p.metadata.namespace = Some(namespace);
-                Object::NetworkPolicy(Arc::new(p))
-            }
-        };
-        out.push(obj);
+        out.extend(obj.clone());
+        parsed.insert(key, obj);
     }
-    Ok(out)
+    Ok((out, parsed))
+}
+
+/// Parses one document (`index`: 1-based); `None` for kinds not ours.
+fn parse_document(
+    file: &Path,
+    index: usize,
+    doc: &Document<'_>,
+) -> Result<Option<Object>, ManifestError> {
+    let mut base = ManifestError {
+        file: file.to_path_buf(),
+        document: index,
+        object: None,
+        field: None,
+        line: doc.first_line,
+        message: String::new(),
+    };
+    let header: Header = serde_yaml_ng::from_str(doc.text).map_err(|e| {
+        let (message, line) = message_and_line(&e, doc.first_line);
+        ManifestError {
+            line,
+            message,
+            ..base.clone()
+        }
+    })?;
+    let Some(kind) = header.kind.clone() else {
+        return Err(ManifestError {
+            field: Some("kind".into()),
+            message: "required".into(),
+            ..base
+        });
+    };
+    let want = match kind.as_str() {
+        "Namespace" | "Pod" => "v1",
+        "NetworkPolicy" => "networking.k8s.io/v1",
+        // Deployments, Services, ...: not ours.
+        _ => return Ok(None),
+    };
+    let meta = header.metadata.unwrap_or_default();
+    let name = meta.name.clone().unwrap_or_default();
+    let namespaced = kind != "Namespace";
+    let namespace = meta
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".into());
+    base.object = Some(if namespaced {
+        format!("{kind} {namespace}/{name}")
+    } else {
+        format!("{kind} {name}")
+    });
+    if header.api_version.as_deref() != Some(want) {
+        return Err(ManifestError {
+            field: Some("apiVersion".into()),
+            message: format!(
+                "expected {want:?}, found {:?}",
+                header.api_version.unwrap_or_default()
+            ),
+            ..base
+        });
+    }
+    if name.is_empty() {
+        return Err(ManifestError {
+            field: Some("metadata.name".into()),
+            message: "required".into(),
+            ..base
+        });
+    }
+    let obj = match kind.as_str() {
+        "Namespace" => Object::namespace(typed::<Namespace>(doc, &base)?),
+        "Pod" => {
+            let mut p: Pod = typed(doc, &base)?;
+            p.metadata.namespace = Some(namespace);
+            Object::pod(p)
+        }
+        _ => {
+            let mut p: NetworkPolicy = typed(doc, &base)?;
+            p.metadata.namespace = Some(namespace);
+            Object::policy(p)
+        }
+    };
+    Ok(Some(obj))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::source::Kind;
+    use std::sync::Arc;
 
     const GOOD: &str = "\
 # leading comment
@@ -284,6 +326,47 @@ spec:
         );
         assert_eq!(e.line, 23, "{e}");
         assert!(e.to_string().starts_with("/m/a.yaml: line 23: document 3 (Pod prod/web): spec.containers[0].ports[0].containerPort: invalid type"), "{e}");
+    }
+
+    #[test]
+    fn unchanged_documents_are_reused() {
+        let (objs, docs) =
+            parse_manifest_reusing(Path::new("a.yaml"), GOOD, &Documents::new()).unwrap();
+        assert_eq!(docs.len(), 4, "every document, ours or not");
+        // One document changed, one added in front (positions move): the
+        // others are the same objects, not parsed again.
+        let changed = format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: new}}\n---\n{}",
+            GOOD.replace("labels: {app: web}", "labels: {app: web2}")
+        );
+        let (again, _) = parse_manifest_reusing(Path::new("a.yaml"), &changed, &docs).unwrap();
+        let keys: Vec<String> = again.iter().map(|o| o.key().to_string()).collect();
+        assert_eq!(
+            keys,
+            [
+                "Namespace new",
+                "Namespace prod",
+                "Pod prod/web",
+                "NetworkPolicy default/deny"
+            ]
+        );
+        let same = |a: &Object, b: &Object| match (a, b) {
+            (Object::Namespace(a), Object::Namespace(b)) => Arc::ptr_eq(a, b),
+            (Object::Pod(a), Object::Pod(b)) => Arc::ptr_eq(a, b),
+            (Object::NetworkPolicy(a), Object::NetworkPolicy(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        assert!(same(&again[1], &objs[0]));
+        assert!(!same(&again[2], &objs[1]), "the changed pod is parsed");
+        assert!(same(&again[3], &objs[2]));
+        match &again[2] {
+            Object::Pod(p) => assert_eq!(p.labels[..], [("app".into(), "web2".into())]),
+            o => panic!("{o:?}"),
+        }
+        // Errors still name the document where it now is.
+        let bad = format!("{changed}---\nkind: Pod\nmetadata: [\n");
+        let e = parse_manifest_reusing(Path::new("a.yaml"), &bad, &docs).unwrap_err();
+        assert_eq!(e.document, 6);
     }
 
     #[test]
