@@ -81,7 +81,8 @@ pub fn handle(ctx: &TcContext, dir: u8) -> i32 {
     };
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let len = ctx.len();
-    if fastpath::established(ctx, dir, ifindex, cfg.policy_epoch) {
+    let fast = fastpath::established(ctx, dir, ifindex, cfg.policy_epoch);
+    if fast == fastpath::Outcome::Cached {
         events::count(
             dir,
             verdict::FORWARDED,
@@ -97,7 +98,7 @@ pub fn handle(ctx: &TcContext, dir: u8) -> i32 {
         audit: None,
         now: 0,
     };
-    match judge(ctx, dir, ifindex, cfg, &mut facts) {
+    match judge(ctx, dir, ifindex, cfg, fast, &mut facts) {
         Verdict::Forward(reason) => {
             events::count(dir, verdict::FORWARDED, reason as u8, len);
             if let Some(would) = facts.audit {
@@ -188,7 +189,14 @@ fn unjudgeable(
 }
 
 #[inline(always)]
-fn judge(ctx: &TcContext, dir: u8, ifindex: u32, cfg: &Config, facts: &mut Facts) -> Verdict {
+fn judge(
+    ctx: &TcContext,
+    dir: u8,
+    ifindex: u32,
+    cfg: &Config,
+    fast: fastpath::Outcome,
+    facts: &mut Facts,
+) -> Verdict {
     let mut parsed = parse::parse(ctx);
     // Headers beyond the linear area (rare): pull them in and parse again.
     if matches!(parsed, Err(DropReason::Truncated)) && parse::pull_headers(ctx) {
@@ -213,9 +221,12 @@ fn judge(ctx: &TcContext, dir: u8, ifindex: u32, cfg: &Config, facts: &mut Facts
     };
     let now = now_ns();
     facts.now = now;
-    // Fast path: a packet of a cached established flow that leaves its
-    // conntrack entry unchanged.
-    if pkt.fragment == Fragment::None && flowcache::hit(&pkt, ifindex, dir, cfg.policy_epoch) {
+    // A packet of a cached established flow that leaves its conntrack
+    // entry unchanged (plain packets already asked in the fast path).
+    if fast == fastpath::Outcome::NotPlain
+        && pkt.fragment == Fragment::None
+        && flowcache::hit(&pkt, ifindex, dir, cfg.policy_epoch)
+    {
         return Verdict::Forward(ForwardReason::Established);
     }
     facts.pkt = Some(pkt);

@@ -15,7 +15,7 @@ use palisade_common::{family, proto};
 
 use crate::{
     flowcache,
-    packet::{Fragment, Packet},
+    packet::Packet,
     wire::{ETH_HLEN, ETH_P_IP, ETH_P_IPV6, IPV4_HLEN, IPV6_HLEN, TCP_HLEN, UDP_HLEN},
 };
 
@@ -37,35 +37,37 @@ fn ports(l4: *const u8) -> (u16, u16) {
     (be16(l4), be16(unsafe { l4.add(2) }))
 }
 
-/// Whether the packet is a plain packet of an established, cached flow.
+/// What the fast path found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A plain packet of an established, cached flow: pass it.
+    Cached,
+    /// A plain packet the cache does not hold: the full path need not ask
+    /// the cache again.
+    NotCached,
+    /// Not of the plain shape (or not in the linear area): the full path
+    /// parses it and may still find it in the cache.
+    NotPlain,
+}
+
+/// Checks the packet's shape and, for a plain packet, asks the flow cache.
 #[inline(always)]
-pub fn established(ctx: &TcContext, dir: u8, ifindex: u32, epoch: u32) -> bool {
+pub fn established(ctx: &TcContext, dir: u8, ifindex: u32, epoch: u32) -> Outcome {
     let data = ctx.data();
     let end = ctx.data_end();
     if data + ETH_HLEN + IPV4_HLEN + UDP_HLEN > end {
-        return false;
+        return Outcome::NotPlain;
     }
     let frame = data as *const u8;
     let ethertype = be16(unsafe { frame.add(12) });
     let len = ctx.len() as usize;
-    let mut pkt = Packet {
-        family: family::V4,
-        proto: 0,
-        saddr: [0; 4],
-        daddr: [0; 4],
-        sport: 0,
-        dport: 0,
-        l4_flags: 0,
-        fragment: Fragment::None,
-        frag_id: 0,
-        l4_offset: 0,
-    };
+    let mut pkt = Packet::new(family::V4, 0, [0; 4], [0; 4]);
     // (offset of the L4 header, end of the IP packet)
     let (l4_off, ip_end) = if ethertype == ETH_P_IP {
         let ip = unsafe { frame.add(ETH_HLEN) };
         let tot_len = be16(unsafe { ip.add(2) }) as usize;
         if unsafe { *ip } != 0x45 || be16(unsafe { ip.add(6) }) & IPV4_FRAGMENT_BITS != 0 {
-            return false;
+            return Outcome::NotPlain;
         }
         pkt.proto = unsafe { *ip.add(9) };
         unsafe {
@@ -75,13 +77,13 @@ pub fn established(ctx: &TcContext, dir: u8, ifindex: u32, epoch: u32) -> bool {
         (ETH_HLEN + IPV4_HLEN, ETH_HLEN + tot_len)
     } else if ethertype == ETH_P_IPV6 {
         if data + ETH_HLEN + IPV6_HLEN + UDP_HLEN > end {
-            return false;
+            return Outcome::NotPlain;
         }
         let ip = unsafe { frame.add(ETH_HLEN) };
         let payload_len = be16(unsafe { ip.add(4) }) as usize;
         // A zero payload length (jumbogram) takes the full path.
         if unsafe { *ip } >> 4 != 6 || payload_len == 0 {
-            return false;
+            return Outcome::NotPlain;
         }
         pkt.family = family::V6;
         pkt.proto = unsafe { *ip.add(6) };
@@ -91,31 +93,35 @@ pub fn established(ctx: &TcContext, dir: u8, ifindex: u32, epoch: u32) -> bool {
         }
         (ETH_HLEN + IPV6_HLEN, ETH_HLEN + IPV6_HLEN + payload_len)
     } else {
-        return false;
+        return Outcome::NotPlain;
     };
     if ip_end > len {
-        return false;
+        return Outcome::NotPlain;
     }
     match pkt.proto {
         proto::TCP => {
             if data + l4_off + TCP_HLEN > end || l4_off + TCP_HLEN > ip_end {
-                return false;
+                return Outcome::NotPlain;
             }
             let l4 = unsafe { frame.add(l4_off) };
             let doff = (unsafe { *l4.add(12) } >> 4) as usize;
             if doff < 5 || l4_off + doff * 4 > ip_end {
-                return false;
+                return Outcome::NotPlain;
             }
             (pkt.sport, pkt.dport) = ports(l4);
             pkt.l4_flags = unsafe { *l4.add(13) };
         }
         proto::UDP => {
             if data + l4_off + UDP_HLEN > end || l4_off + UDP_HLEN > ip_end {
-                return false;
+                return Outcome::NotPlain;
             }
             (pkt.sport, pkt.dport) = ports(unsafe { frame.add(l4_off) });
         }
-        _ => return false,
+        _ => return Outcome::NotPlain,
     }
-    flowcache::hit(&pkt, ifindex, dir, epoch)
+    if flowcache::hit(&pkt, ifindex, dir, epoch) {
+        Outcome::Cached
+    } else {
+        Outcome::NotCached
+    }
 }

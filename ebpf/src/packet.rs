@@ -40,6 +40,24 @@ pub struct Packet {
 }
 
 impl Packet {
+    /// A packet of `family` carrying `proto` between two addresses, with no
+    /// ports or flags read yet, not a fragment, L4 offset unknown.
+    #[inline(always)]
+    pub fn new(family: u8, proto: u8, saddr: Addr, daddr: Addr) -> Self {
+        Packet {
+            family,
+            proto,
+            saddr,
+            daddr,
+            sport: 0,
+            dport: 0,
+            l4_flags: 0,
+            fragment: Fragment::None,
+            frag_id: 0,
+            l4_offset: 0,
+        }
+    }
+
     /// Fragment-state key.
     #[inline(always)]
     pub fn frag_key(&self, ifindex: u32, dir: u8) -> FragKey {

@@ -232,18 +232,10 @@ fn parse_v4(ctx: &TcContext) -> Result<Packet, DropReason> {
     } else {
         Fragment::None
     };
-    let mut pkt = Packet {
-        family: family::V4,
-        proto: ip_proto,
-        saddr: [saddr4, 0, 0, 0],
-        daddr: [daddr4, 0, 0, 0],
-        sport: 0,
-        dport: 0,
-        l4_flags: 0,
-        fragment,
-        frag_id: id as u32,
-        l4_offset: (ETH_HLEN + hlen) as u32,
-    };
+    let mut pkt = Packet::new(family::V4, ip_proto, [saddr4, 0, 0, 0], [daddr4, 0, 0, 0]);
+    pkt.fragment = fragment;
+    pkt.frag_id = id as u32;
+    pkt.l4_offset = (ETH_HLEN + hlen) as u32;
     if fragment != Fragment::Later {
         parse_l4(ctx, &mut pkt, ETH_HLEN + hlen, ip_end)?;
     }
@@ -274,18 +266,7 @@ fn parse_v6(ctx: &TcContext) -> Result<Frame, DropReason> {
     if ip_end > ctx.len() as usize {
         return Err(DropReason::Truncated);
     }
-    let mut pkt = Packet {
-        family: family::V6,
-        proto: first_next,
-        saddr,
-        daddr,
-        sport: 0,
-        dport: 0,
-        l4_flags: 0,
-        fragment: Fragment::None,
-        frag_id: 0,
-        l4_offset: 0,
-    };
+    let mut pkt = Packet::new(family::V6, first_next, saddr, daddr);
     let mut off = ETH_HLEN + IPV6_HLEN;
     let mut next = first_next;
     let mut done = false;
