@@ -16,11 +16,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use aya::programs::TcAttachType;
 use palisade::datapath::{AttachMode, Attachment, attach_endpoint, detach_endpoint};
 use palisade_common::{
     EndpointInfo, IDENTITY_WORLD, IpcacheValue, PolicyKey, PolicyValue,
     direction::{EGRESS, INGRESS},
-    endpoint_flags as ef, proto,
+    endpoint_flags as ef, program_names, proto,
 };
 use palisade_lab::{LabSpec, run_in};
 use palisade_tests::bpf::TestDatapath;
@@ -39,9 +40,11 @@ fn ifindex(name: &str) -> u32 {
     unsafe { libc::if_nametoindex(c.as_ptr()) }
 }
 
-/// Server side: a sink on STREAM_PORT, accept-and-close on CONNECT_PORT.
+/// Server side: a sink on STREAM_PORT; on CONNECT_PORT an echo server that
+/// answers each byte with that byte until the client resets the connection,
+/// one connection at a time (the clients are serial too).
 fn servers(netns: &str, stop: Arc<AtomicBool>) {
-    let (sink, closer) = run_in(netns, || {
+    let (sink, transactions) = run_in(netns, || {
         (
             TcpListener::bind(("0.0.0.0", STREAM_PORT)).unwrap(),
             TcpListener::bind(("0.0.0.0", CONNECT_PORT)).unwrap(),
@@ -62,15 +65,35 @@ fn servers(netns: &str, stop: Arc<AtomicBool>) {
         }
     });
     std::thread::spawn(move || {
-        for conn in closer.incoming() {
+        for conn in transactions.incoming() {
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            drop(conn);
+            let Ok(mut c) = conn else { continue };
+            let _ = c.set_nodelay(true);
+            let mut byte = [0u8; 1];
+            // Echo until the client's RST (or FIN): closing first would
+            // leave this side in TIME_WAIT.
+            while matches!(c.read(&mut byte), Ok(1)) && c.write_all(&byte).is_ok() {}
         }
     });
 }
 
+/// SYNs retransmitted in the calling thread's network namespace: each is a
+/// handshake that stalled for a retransmission timeout.
+fn syn_retransmissions() -> u64 {
+    let text = std::fs::read_to_string("/proc/thread-self/net/netstat").unwrap_or_default();
+    let mut lines = text.lines();
+    let mut stalls = 0;
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        for (name, value) in names.split_whitespace().zip(values.split_whitespace()) {
+            if name == "TCPSynRetrans" {
+                stalls += value.parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    stalls
+}
 /// Bytes per second of one TCP stream for SECONDS.
 fn throughput(client_ns: &str, dst: SocketAddr) -> f64 {
     run_in(client_ns, || {
@@ -87,34 +110,86 @@ fn throughput(client_ns: &str, dst: SocketAddr) -> f64 {
     .unwrap()
 }
 
-/// Connections opened (and reset) per second for SECONDS.
-fn connection_rate(client_ns: &str, dst: SocketAddr) -> f64 {
+/// Request/response transactions per second on one connection for SECONDS,
+/// like netperf's TCP_RR: every packet belongs to an established flow.
+fn request_rate(client_ns: &str, dst: SocketAddr) -> f64 {
     run_in(client_ns, || {
+        let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(2)).expect("connect");
+        s.set_nodelay(true).expect("nodelay");
         let start = Instant::now();
         let mut n = 0u64;
+        let mut byte = [1u8; 1];
         while start.elapsed().as_secs_f64() < SECONDS {
-            let s = TcpStream::connect_timeout(&dst, Duration::from_secs(2)).expect("connect");
-            // Close with RST (linger 0) so TIME_WAIT does not exhaust ports.
-            let linger = libc::linger {
-                l_onoff: 1,
-                l_linger: 0,
-            };
-            // SAFETY: valid fd and option struct.
-            unsafe {
-                libc::setsockopt(
-                    s.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    (&linger as *const libc::linger).cast(),
-                    size_of::<libc::linger>() as u32,
-                );
-            }
-            drop(s);
+            s.write_all(&byte).expect("request");
+            s.read_exact(&mut byte).expect("response");
             n += 1;
         }
+        reset_on_close(&s);
         n as f64 / start.elapsed().as_secs_f64()
     })
     .unwrap()
+}
+
+/// Makes dropping `s` send a RST (linger 0), so TIME_WAIT does not pile up.
+fn reset_on_close(s: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: valid fd and option struct.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            size_of::<libc::linger>() as u32,
+        );
+    }
+}
+
+/// Connection transactions per second for SECONDS, like netperf's TCP_CRR:
+/// connect, send one byte, read the one-byte answer, close with RST. Each
+/// connection completes before the next starts, so no queue builds up
+/// anywhere; a plain connect loop outruns the server's accept loop on a
+/// loaded 2-core machine, overflows the accept queue, and every SYN the
+/// server then drops costs a one-second retransmission timeout, which made
+/// single 2 s rounds of the earlier version swing from 25% to 600%.
+/// Returns the rate and the SYN retransmissions in the client's namespace
+/// during the measurement, which should be zero.
+fn connection_rate(client_ns: &str, dst: SocketAddr) -> (f64, u64) {
+    run_in(client_ns, || {
+        let stalls_before = syn_retransmissions();
+        let start = Instant::now();
+        let mut n = 0u64;
+        let mut byte = [1u8; 1];
+        while start.elapsed().as_secs_f64() < SECONDS {
+            let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(2)).expect("connect");
+            s.set_nodelay(true).expect("nodelay");
+            s.write_all(&byte).expect("request");
+            s.read_exact(&mut byte).expect("response");
+            reset_on_close(&s);
+            drop(s);
+            n += 1;
+        }
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        (rate, syn_retransmissions() - stalls_before)
+    })
+    .unwrap()
+}
+
+/// Runs and nanoseconds accumulated by `programs` (counted
+/// only while BPF run-time statistics are enabled).
+fn program_stats(t: &TestDatapath, programs: [&'static str; 2]) -> (u64, u64) {
+    let mut names = programs.to_vec();
+    names.dedup();
+    names
+        .iter()
+        .map(|name| {
+            let info = t.dp.program(name).expect("program").info().expect("info");
+            (info.run_count(), info.run_time().as_nanos() as u64)
+        })
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
 }
 
 fn main() {
@@ -128,7 +203,9 @@ fn main() {
     let stop = Arc::new(AtomicBool::new(false));
     servers(server.netns(), stop.clone());
 
-    let mut t = TestDatapath::new();
+    // The agent's conntrack capacity: ~12 000 transactions a round open
+    // ~24 000 entries (one per pod veth), more than the small test maps hold.
+    let mut t = TestDatapath::with_default_capacities();
     let (cif, sif) = lab
         .node("n1")
         .run(|| (ifindex(client.host_veth()), ifindex(server.host_veth())))
@@ -200,6 +277,7 @@ fn main() {
         })
         .unwrap_or(ROUNDS);
     let mut rows = Vec::new();
+    let mut stalls = 0;
     for round in 0..rounds {
         let without = || {
             (
@@ -229,7 +307,7 @@ fn main() {
             t.clear_ct();
             on
         };
-        let ((base_tp, base_cr), (on_tp, on_cr)) = if round % 2 == 0 {
+        let ((base_tp, (base_cr, base_stalls)), (on_tp, (on_cr, on_stalls))) = if round % 2 == 0 {
             let b = without();
             (b, with())
         } else {
@@ -256,7 +334,7 @@ fn main() {
                     .packets;
         assert_eq!(drops, 0, "allowed traffic was dropped");
         println!(
-            "round {round}: throughput {:.2} Gbit/s without, {:.2} with ({:.1}%); connections {:.0}/s without, {:.0}/s with ({:.1}%)",
+            "round {round}: throughput {:.2} Gbit/s without, {:.2} with ({:.1}%); connections {:.0}/s without, {:.0}/s with ({:.1}%); SYN retransmissions {base_stalls} without, {on_stalls} with",
             base_tp * 8e-9,
             on_tp * 8e-9,
             100.0 * on_tp / base_tp,
@@ -264,8 +342,58 @@ fn main() {
             on_cr,
             100.0 * on_cr / base_cr
         );
+        stalls += base_stalls + on_stalls;
         rows.push((on_tp / base_tp, on_cr / base_cr));
     }
+    // Where the connection-rate difference goes: one more measurement each
+    // with the empty program and with ours attached, with the kernel's
+    // per-program run-time statistics on (they add two clock reads per run,
+    // so they stay off during the rounds above).
+    let stats_guard = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("enable BPF stats");
+    let veths = [client.host_veth(), server.host_veth()];
+    for (label, programs) in [
+        ("empty program", [program_names::NOOP; 2]),
+        ("palisade", [program_names::FROM_POD, program_names::TO_POD]),
+    ] {
+        let mut links = Vec::new();
+        lab.node("n1")
+            .run(|| {
+                for iface in veths {
+                    for (name, hook) in programs.iter().zip([TcAttachType::Ingress, TcAttachType::Egress]) {
+                        let id = t.dp.program_mut(name).expect("program").attach(iface, hook).expect("attach");
+                        links.push((*name, id));
+                    }
+                }
+            })
+            .unwrap();
+        let before = program_stats(&t, programs);
+        let (rate, _) = connection_rate(client.netns(), connect);
+        let after = program_stats(&t, programs);
+        let rr = request_rate(client.netns(), connect);
+        let after_rr = program_stats(&t, programs);
+        for (name, id) in links {
+            t.dp.program_mut(name).expect("program").detach(id).expect("detach");
+        }
+        t.clear_ct();
+        let transactions = rate * SECONDS;
+        let (runs, ns) = (after.0 - before.0, after.1 - before.1);
+        println!(
+            "{label}: {transactions:.0} connection transactions ({rate:.0}/s, {:.1} us each): {:.1} runs and {:.2} us of program time per transaction, {:.0} ns per run",
+            1e6 / rate,
+            runs as f64 / transactions,
+            ns as f64 / transactions / 1e3,
+            ns as f64 / runs as f64
+        );
+        let (runs, ns) = (after_rr.0 - after.0, after_rr.1 - after.1);
+        println!(
+            "{label}: {:.0} request/response transactions on one connection ({rr:.0}/s): {:.1} runs per transaction, {:.0} ns per run",
+            rr * SECONDS,
+            runs as f64 / (rr * SECONDS),
+            ns as f64 / runs as f64
+        );
+    }
+    drop(stats_guard);
+
     stop.store(true, Ordering::Relaxed);
     let median = |f: fn(&(f64, f64)) -> f64| {
         let mut v: Vec<f64> = rows.iter().map(f).collect();
@@ -277,8 +405,11 @@ fn main() {
             (v[n / 2 - 1] + v[n / 2]) / 2.0
         }
     };
+    if rows.is_empty() {
+        return;
+    }
     println!(
-        "veth, {rounds} rounds of {SECONDS} s per measurement, median of per-round ratios: throughput with programs = {:.1}% of without, new-connection rate = {:.1}% of without",
+        "veth, {rounds} rounds of {SECONDS} s per measurement, median of per-round ratios: throughput with programs = {:.1}% of without, new-connection rate = {:.1}% of without; {stalls} SYN retransmissions in all",
         100.0 * median(|r| r.0),
         100.0 * median(|r| r.1)
     );

@@ -55,6 +55,15 @@ impl TestDatapath {
         TestDatapath { dp }
     }
 
+    /// Loads a private (unpinned) datapath with the agent's default
+    /// capacities, for benchmarks whose flows would overflow the small
+    /// test maps (and so measure LRU eviction).
+    pub fn with_default_capacities() -> Self {
+        let dp = Datapath::load(&LoadOptions::default())
+            .unwrap_or_else(|e| panic!("load datapath: {e}"));
+        TestDatapath { dp }
+    }
+
     /// Runs the program for `dir` once on `frame`.
     pub fn run(&self, dir: u8, frame: &[u8]) -> Action {
         let r = self.run_n(dir, frame, 1);
