@@ -14,8 +14,8 @@
 //!  ENDPOINTS[ifindex] ──► which pod, its identity, isolation per direction
 //!  parse ──► tuple (family, saddr, daddr, proto, sport, dport)
 //!  FLOW_CACHE[per CPU, tuple hash] live ──► established: pass
-//!  CT_V4|V6[tuple, ifindex, dir] hit ──► established: pass
-//!  CT_V4|V6[reverse tuple, ifindex, !dir] hit ──► reply: pass
+//!  CT_V4|V6[ordered tuple, ifindex, dir of lo→hi] hit
+//!        ──► established (opener's way) or reply: pass
 //!  IPCACHE_EXACT / IPCACHE_V4|V6 (LPM) ──► peer {identity, cidr_identity}
 //!  POLICY[{ep, identity, dir, proto}] for identity in
 //!        [peer identity, peer cidr identity, ANY]   (at most 3 hash lookups)
@@ -113,10 +113,11 @@ pub mod map_names {
     pub const IPCACHE_V4: &str = "IPCACHE_V4";
     /// `LpmTrie<[u8; 16], IpcacheValue>`: IPv6 CIDR regions.
     pub const IPCACHE_V6: &str = "IPCACHE_V6";
-    /// `LruHashMap<CtKey4, CtValue>`: IPv4 connection tracking.
-    pub const CT_V4: &str = "CT_V4";
+    /// `LruHashMap<CtKey4, CtValue>`: IPv4 connection tracking (`_V2`: keys
+    /// with ordered ends; version 1 keyed by the opener's tuple).
+    pub const CT_V4: &str = "CT_V4_V2";
     /// `LruHashMap<CtKey6, CtValue>`: IPv6 connection tracking.
-    pub const CT_V6: &str = "CT_V6";
+    pub const CT_V6: &str = "CT_V6_V2";
     /// `PerCpuArray<FlowCacheEntry>`: the established-flow cache (never
     /// pinned: a new program load starts with an empty cache).
     pub const FLOW_CACHE: &str = "FLOW_CACHE";

@@ -242,12 +242,20 @@ pub struct IpcacheValue {
     pub cidr_identity: u32,
 }
 
-/// `CT_V4` key. One entry per connection per endpoint, keyed by the tuple
-/// of the packet that opened it, as seen on that endpoint's interface.
+/// `CT_V4` key. One entry per connection per endpoint interface, found
+/// with one hash lookup from a packet in either direction: the two ends of
+/// the tuple are stored in a fixed order (the *lo* end is the smaller
+/// `(address, port)` pair, addresses compared as the words stored here),
+/// so a packet and its reply compute the same key.
 ///
-/// A packet on interface `ifindex` travelling in `direction` is
-/// * *established* if `{its tuple, ifindex, direction}` exists;
-/// * a *reply* if `{its reversed tuple, ifindex, opposite direction}` exists.
+/// `direction` is the [`crate::direction`] a packet travelling from the lo
+/// end to the hi end has on `ifindex`; a reply travels hi to lo in the
+/// opposite direction and so computes the same key, while a packet whose
+/// direction does not fit its addresses (a spoofed one) computes a
+/// different key and never matches the connection. Which end opened the
+/// connection is [`ct_flags::OPENED_HI_TO_LO`]: a packet travelling the way
+/// the opener's did is *established*, one travelling the other way is a
+/// *reply*.
 ///
 /// Two pods on one node each have their own entry for a connection between
 /// them, so each side is judged by its own policy. IPv4 has its own compact
@@ -256,41 +264,44 @@ pub struct IpcacheValue {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CtKey4 {
-    /// Source address of the opening packet (wire bytes in a word).
-    pub saddr: u32,
-    /// Destination address of the opening packet.
-    pub daddr: u32,
-    /// Source port (ICMP echo: the identifier; otherwise 0 without ports).
-    pub sport: u16,
-    /// Destination port (ICMP echo: 0).
-    pub dport: u16,
+    /// Address of the lo end (wire bytes in a word).
+    pub addr_lo: u32,
+    /// Address of the hi end.
+    pub addr_hi: u32,
+    /// Port of the lo end (ICMP echo: the identifier on the requester's
+    /// side, 0 on the responder's; 0 for protocols without ports).
+    pub port_lo: u16,
+    /// Port of the hi end.
+    pub port_hi: u16,
     /// Host-side interface of the endpoint.
     pub ifindex: u32,
     /// IP protocol number.
     pub proto: u8,
-    /// [`crate::direction`] of the opening packet.
+    /// [`crate::direction`] of a packet travelling from the lo end to the
+    /// hi end.
     pub direction: u8,
     /// Explicit padding; always zero.
     pub _pad: [u8; 2],
 }
 
-/// `CT_V6` key: as [`CtKey4`] with IPv6 addresses.
+/// `CT_V6` key: as [`CtKey4`] with IPv6 addresses (compared word by word).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CtKey6 {
-    /// Source address of the opening packet.
-    pub saddr: Addr,
-    /// Destination address of the opening packet.
-    pub daddr: Addr,
-    /// Source port.
-    pub sport: u16,
-    /// Destination port.
-    pub dport: u16,
+    /// Address of the lo end.
+    pub addr_lo: Addr,
+    /// Address of the hi end.
+    pub addr_hi: Addr,
+    /// Port of the lo end.
+    pub port_lo: u16,
+    /// Port of the hi end.
+    pub port_hi: u16,
     /// Host-side interface of the endpoint.
     pub ifindex: u32,
     /// IP protocol number.
     pub proto: u8,
-    /// [`crate::direction`] of the opening packet.
+    /// [`crate::direction`] of a packet travelling from the lo end to the
+    /// hi end.
     pub direction: u8,
     /// Explicit padding; always zero.
     pub _pad: [u8; 2],
@@ -331,6 +342,9 @@ pub mod ct_flags {
     /// Created while the endpoint was in audit mode for a would-drop flow:
     /// revalidated once audit mode is off.
     pub const AUDITED: u16 = 1 << 5;
+    /// The opening packet travelled from the key's hi end to its lo end
+    /// (see [`super::CtKey4`]).
+    pub const OPENED_HI_TO_LO: u16 = 1 << 6;
 }
 
 /// A `FLOW_CACHE` slot: a per-CPU, direct-mapped cache of established

@@ -1,7 +1,11 @@
 //! Connection tracking in our own LRU map (kernel conntrack kfuncs are not
 //! usable from aya yet). One entry per connection per endpoint interface,
-//! keyed by the opener's tuple; see `palisade_common::CtKey4`. IPv4 and IPv6
-//! have their own maps so the common case hashes a 20-byte key.
+//! keyed by the tuple with its two ends in a fixed order, so one hash lookup
+//! finds the connection from a packet in either direction (a reply, or a
+//! new flow's miss, would otherwise cost a second lookup into a cold bucket;
+//! those lookups were most of the programs' time in real traffic); see
+//! `palisade_common::CtKey4`. IPv4 and IPv6 have their own maps so the
+//! common case hashes a 20-byte key.
 //!
 //! Expiry needs no userspace sweep: every entry carries its deadline, a dead
 //! entry is treated as absent (and overwritten when the flow is judged
@@ -19,7 +23,7 @@ use palisade_common::{Config, CtKey4, CtKey6, CtValue, ct_flags, defaults, proto
 
 use crate::{
     CT_V4, CT_V6,
-    packet::{Packet, opposite},
+    packet::Packet,
     wire::tcp_flags::{ACK as TCP_ACK, FIN as TCP_FIN, RST as TCP_RST, SYN as TCP_SYN},
 };
 
@@ -80,18 +84,55 @@ fn dead(v: &CtValue, pkt: &Packet, now: u64) -> bool {
                 == (ct_flags::FIN_ORIGINAL | ct_flags::FIN_REPLY))
 }
 
+/// A packet's conntrack key and which way it travels along it.
+struct Oriented<K> {
+    key: K,
+    /// 1 if the packet travels from the key's hi end to its lo end, else 0
+    /// (a number, not a bool, so no branch is needed to compute it).
+    swap: u64,
+}
+
 /// A family's connection-tracking map and key.
 trait Table {
     type Key: 'static;
     fn map() -> &'static LruHashMap<Self::Key, CtValue>;
-    /// The key of `pkt` as the opener of a connection on `ifindex` in `dir`.
-    fn key(pkt: &Packet, ifindex: u32, dir: u8) -> Self::Key;
-    /// The key of the connection `pkt` would be a reply to.
-    fn reverse_key(pkt: &Packet, ifindex: u32, dir: u8) -> Self::Key;
+    /// The key of the connection `pkt` belongs to on `ifindex` in `dir`.
+    fn key(pkt: &Packet, ifindex: u32, dir: u8) -> Oriented<Self::Key>;
 }
 
 struct V4;
 struct V6;
+
+// The ordering below is computed without branches: a branch per
+// comparison would multiply the verifier's states along the rest of the
+// program (with branches the program no longer verified within the
+// instruction limit). `swap` is 1 when the packet travels hi to lo; it goes
+// through `black_box` so the compiler cannot turn the masks back into
+// branches.
+
+/// The bit of [`ct_flags::OPENED_HI_TO_LO`].
+const OPENED_SHIFT: u32 = ct_flags::OPENED_HI_TO_LO.trailing_zeros();
+
+/// 1 if `a > b`, else 0 (both below 2^63).
+#[inline(always)]
+fn greater(a: u64, b: u64) -> u64 {
+    b.wrapping_sub(a) >> 63
+}
+
+/// All ones if `swap` is 1, zero if it is 0.
+#[inline(always)]
+fn mask(swap: u64) -> u64 {
+    0u64.wrapping_sub(core::hint::black_box(swap))
+}
+
+/// `a` or, under an all-ones `m`, `b`.
+#[inline(always)]
+fn pick<T>(a: T, b: T, m: T) -> T
+where
+    T: Copy + core::ops::BitXor<Output = T> + core::ops::BitAnd<Output = T>,
+{
+    a ^ ((a ^ b) & m)
+}
 
 impl Table for V4 {
     type Key = CtKey4;
@@ -100,29 +141,27 @@ impl Table for V4 {
         &CT_V4
     }
     #[inline(always)]
-    fn key(pkt: &Packet, ifindex: u32, dir: u8) -> CtKey4 {
-        CtKey4 {
-            saddr: pkt.saddr[0],
-            daddr: pkt.daddr[0],
-            sport: pkt.sport,
-            dport: pkt.dport,
-            ifindex,
-            proto: pkt.proto,
-            direction: dir,
-            _pad: [0; 2],
-        }
-    }
-    #[inline(always)]
-    fn reverse_key(pkt: &Packet, ifindex: u32, dir: u8) -> CtKey4 {
-        CtKey4 {
-            saddr: pkt.daddr[0],
-            daddr: pkt.saddr[0],
-            sport: pkt.dport,
-            dport: pkt.sport,
-            ifindex,
-            proto: pkt.proto,
-            direction: opposite(dir),
-            _pad: [0; 2],
+    fn key(pkt: &Packet, ifindex: u32, dir: u8) -> Oriented<CtKey4> {
+        // (address, port) as one 48-bit number per end.
+        let src = (pkt.saddr[0] as u64) << 16 | pkt.sport as u64;
+        let dst = (pkt.daddr[0] as u64) << 16 | pkt.dport as u64;
+        let swap = greater(src, dst);
+        let m = mask(swap);
+        let lo = pick(src, dst, m);
+        let hi = src ^ dst ^ lo;
+        Oriented {
+            key: CtKey4 {
+                addr_lo: (lo >> 16) as u32,
+                addr_hi: (hi >> 16) as u32,
+                port_lo: lo as u16,
+                port_hi: hi as u16,
+                ifindex,
+                proto: pkt.proto,
+                // INGRESS and EGRESS are 0 and 1: the opposite is `^ 1`.
+                direction: dir ^ swap as u8,
+                _pad: [0; 2],
+            },
+            swap,
         }
     }
 }
@@ -134,52 +173,55 @@ impl Table for V6 {
         &CT_V6
     }
     #[inline(always)]
-    fn key(pkt: &Packet, ifindex: u32, dir: u8) -> CtKey6 {
-        CtKey6 {
-            saddr: pkt.saddr,
-            daddr: pkt.daddr,
-            sport: pkt.sport,
-            dport: pkt.dport,
-            ifindex,
-            proto: pkt.proto,
-            direction: dir,
-            _pad: [0; 2],
+    fn key(pkt: &Packet, ifindex: u32, dir: u8) -> Oriented<CtKey6> {
+        // Lexicographic (address words, port): the first word that differs
+        // decides; `decided` is 1 once one has.
+        let (mut swap, mut decided) = (0u64, 0u64);
+        for i in 0..4 {
+            let (s, d) = (pkt.saddr[i] as u64, pkt.daddr[i] as u64);
+            let (gt, lt) = (greater(s, d), greater(d, s));
+            swap |= gt & (decided ^ 1);
+            decided |= gt | lt;
         }
-    }
-    #[inline(always)]
-    fn reverse_key(pkt: &Packet, ifindex: u32, dir: u8) -> CtKey6 {
-        CtKey6 {
-            saddr: pkt.daddr,
-            daddr: pkt.saddr,
-            sport: pkt.dport,
-            dport: pkt.sport,
-            ifindex,
-            proto: pkt.proto,
-            direction: opposite(dir),
-            _pad: [0; 2],
+        swap |= greater(pkt.sport as u64, pkt.dport as u64) & (decided ^ 1);
+        let m64 = mask(swap);
+        let m = m64 as u32;
+        let mut addr_lo = [0u32; 4];
+        let mut addr_hi = [0u32; 4];
+        for i in 0..4 {
+            addr_lo[i] = pick(pkt.saddr[i], pkt.daddr[i], m);
+            addr_hi[i] = pkt.saddr[i] ^ pkt.daddr[i] ^ addr_lo[i];
+        }
+        let port_lo = pick(pkt.sport, pkt.dport, m as u16);
+        Oriented {
+            key: CtKey6 {
+                addr_lo,
+                addr_hi,
+                port_lo,
+                port_hi: pkt.sport ^ pkt.dport ^ port_lo,
+                ifindex,
+                proto: pkt.proto,
+                direction: dir ^ swap as u8,
+                _pad: [0; 2],
+            },
+            swap,
         }
     }
 }
 
 #[inline(always)]
 fn lookup_in<T: Table>(pkt: &Packet, ifindex: u32, dir: u8, now: u64) -> Option<Hit> {
-    if let Some(v) = T::map().get_ptr_mut(&T::key(pkt, ifindex, dir))
-        && !dead(unsafe { &*v }, pkt, now)
-    {
-        return Some(Hit {
-            value: v,
-            reply: false,
-        });
+    let k = T::key(pkt, ifindex, dir);
+    let v = T::map().get_ptr_mut(&k.key)?;
+    let entry = unsafe { &*v };
+    if dead(entry, pkt, now) {
+        return None;
     }
-    if let Some(v) = T::map().get_ptr_mut(&T::reverse_key(pkt, ifindex, dir))
-        && !dead(unsafe { &*v }, pkt, now)
-    {
-        return Some(Hit {
-            value: v,
-            reply: true,
-        });
-    }
-    None
+    let opened_swap = (entry.flags & ct_flags::OPENED_HI_TO_LO) as u64 >> OPENED_SHIFT;
+    Some(Hit {
+        value: v,
+        reply: k.swap != opened_swap,
+    })
 }
 
 /// Finds the live entry `pkt` belongs to on `ifindex` in `dir`.
@@ -193,17 +235,11 @@ pub fn lookup(pkt: &Packet, ifindex: u32, dir: u8, now: u64) -> Option<Hit> {
 }
 
 #[inline(always)]
-fn live<T: Table>(key: &T::Key, now: u64) -> bool {
-    match unsafe { T::map().get(key) } {
+fn related_in<T: Table>(quoted: &Packet, ifindex: u32, dir: u8, now: u64) -> bool {
+    match unsafe { T::map().get(&T::key(quoted, ifindex, dir).key) } {
         Some(v) => v.expires_ns >= now,
         None => false,
     }
-}
-
-#[inline(always)]
-fn related_in<T: Table>(quoted: &Packet, ifindex: u32, dir: u8, now: u64) -> bool {
-    live::<T>(&T::key(quoted, ifindex, dir), now)
-        || live::<T>(&T::reverse_key(quoted, ifindex, dir), now)
 }
 
 /// Whether a live connection exists that `quoted` (a packet quoted by an
@@ -217,23 +253,13 @@ pub fn related(quoted: &Packet, ifindex: u32, dir: u8, now: u64) -> bool {
     }
 }
 
-/// Removes the entry `pkt` matched (`reply` as in its [`Hit`]).
+/// Removes the entry of the connection `pkt` belongs to.
 #[inline(always)]
-pub fn remove(pkt: &Packet, ifindex: u32, dir: u8, reply: bool) {
+pub fn remove(pkt: &Packet, ifindex: u32, dir: u8) {
     if pkt.is_v4() {
-        let k = if reply {
-            V4::reverse_key(pkt, ifindex, dir)
-        } else {
-            V4::key(pkt, ifindex, dir)
-        };
-        let _ = CT_V4.remove(&k);
+        let _ = CT_V4.remove(&V4::key(pkt, ifindex, dir).key);
     } else {
-        let k = if reply {
-            V6::reverse_key(pkt, ifindex, dir)
-        } else {
-            V6::key(pkt, ifindex, dir)
-        };
-        let _ = CT_V6.remove(&k);
+        let _ = CT_V6.remove(&V6::key(pkt, ifindex, dir).key);
     }
 }
 
@@ -292,17 +318,20 @@ pub fn create(
             flags |= ct_flags::FIN_ORIGINAL;
         }
     }
-    let v = CtValue {
-        expires_ns: now + lifetime(cfg, pkt.proto, flags),
+    let expires_ns = now + lifetime(cfg, pkt.proto, flags);
+    let value = |swap: u64| CtValue {
+        expires_ns,
         epoch: cfg.policy_epoch,
-        flags,
+        flags: flags | (swap as u16) << OPENED_SHIFT,
         _pad: 0,
         peer_identity,
         _pad2: 0,
     };
     if pkt.is_v4() {
-        let _ = CT_V4.insert(&V4::key(pkt, ifindex, dir), &v, 0);
+        let k = V4::key(pkt, ifindex, dir);
+        let _ = CT_V4.insert(&k.key, &value(k.swap), 0);
     } else {
-        let _ = CT_V6.insert(&V6::key(pkt, ifindex, dir), &v, 0);
+        let k = V6::key(pkt, ifindex, dir);
+        let _ = CT_V6.insert(&k.key, &value(k.swap), 0);
     }
 }

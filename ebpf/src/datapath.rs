@@ -23,7 +23,7 @@ use palisade_common::{
 };
 
 use crate::{
-    CONFIG, ENDPOINTS, conntrack, events, fastpath, flowcache, frags, ipcache,
+    CONFIG, ENDPOINTS, barrier, conntrack, events, fastpath, flowcache, frags, ipcache,
     packet::{Fragment, Packet, opposite},
     parse::{self, Frame},
     policy,
@@ -41,7 +41,7 @@ enum Verdict {
 /// What the stages learnt, for counters and events.
 struct Facts {
     ep: EndpointInfo,
-    pkt: Option<Packet>,
+    pkt: Option<&'static Packet>,
     peer_identity: u32,
     /// A would-drop to report although the packet passes (audit).
     audit: Option<DropReason>,
@@ -98,19 +98,23 @@ pub fn handle(ctx: &TcContext, dir: u8) -> i32 {
         audit: None,
         now: 0,
     };
+    // Reasons pass the verifier barrier so that counting and reporting are
+    // verified once, not once per reason and path that led here.
     match judge(ctx, dir, ifindex, cfg, fast, &mut facts) {
         Verdict::Forward(reason) => {
-            events::count(dir, verdict::FORWARDED, reason as u8, len);
+            events::count(dir, verdict::FORWARDED, barrier::opaque(reason as u8), len);
             if let Some(would) = facts.audit {
-                events::count(dir, verdict::AUDIT, would as u8, len);
-                events::count_endpoint(facts.ep.ep_id, dir, verdict::AUDIT, would as u8);
+                let would = barrier::opaque(would as u8);
+                events::count(dir, verdict::AUDIT, would, len);
+                events::count_endpoint(facts.ep.ep_id, dir, verdict::AUDIT, would);
                 report(ctx, cfg, event_kind::AUDIT, would, dir, ifindex, &facts);
             }
             TC_ACT_UNSPEC
         }
         Verdict::Drop(reason) => {
-            events::count(dir, verdict::DROPPED, reason as u8, len);
-            events::count_endpoint(facts.ep.ep_id, dir, verdict::DROPPED, reason as u8);
+            let reason = barrier::opaque(reason as u8);
+            events::count(dir, verdict::DROPPED, reason, len);
+            events::count_endpoint(facts.ep.ep_id, dir, verdict::DROPPED, reason);
             report(ctx, cfg, event_kind::DROP, reason, dir, ifindex, &facts);
             TC_ACT_SHOT as i32
         }
@@ -122,7 +126,7 @@ fn report(
     ctx: &TcContext,
     cfg: &Config,
     kind: u8,
-    reason: DropReason,
+    reason: u8,
     dir: u8,
     ifindex: u32,
     facts: &Facts,
@@ -131,11 +135,11 @@ fn report(
         cfg,
         &events::Report {
             kind,
-            reason: reason as u8,
+            reason,
             dir,
             ifindex,
             ep: &facts.ep,
-            pkt: facts.pkt.as_ref(),
+            pkt: facts.pkt,
             peer_identity: facts.peer_identity,
             len: ctx.len(),
             now: facts.now,
@@ -202,8 +206,12 @@ fn judge(
     if matches!(parsed, Err(DropReason::Truncated)) && parse::pull_headers(ctx) {
         parsed = parse::parse(ctx);
     }
-    let pkt = match parsed {
-        Ok(Frame::Ip(p)) => p,
+    let parsed = match parsed {
+        Ok(Frame::Ip(p)) => match barrier::forget(&p, parse::icmp_error_inner(ctx, &p)) {
+            Some(parsed) => parsed,
+            // Cannot happen (see `barrier::forget`); fail closed.
+            None => return Verdict::Drop(DropReason::Truncated),
+        },
         Ok(Frame::Control) => return Verdict::Forward(ForwardReason::AlwaysAllowed),
         Ok(Frame::OtherL3) => {
             return unjudgeable(
@@ -219,20 +227,21 @@ fn judge(
             return unjudgeable(ifindex, dir, cfg, facts, reason, ForwardReason::NotIsolated);
         }
     };
+    let pkt: &Packet = &parsed.pkt;
     let now = now_ns();
     facts.now = now;
     // A packet of a cached established flow that leaves its conntrack
     // entry unchanged (plain packets already asked in the fast path).
     if fast == fastpath::Outcome::NotPlain
         && pkt.fragment == Fragment::None
-        && flowcache::hit(&pkt, ifindex, dir, cfg.policy_epoch)
+        && flowcache::hit(pkt, ifindex, dir, cfg.policy_epoch)
     {
         return Verdict::Forward(ForwardReason::Established);
     }
     facts.pkt = Some(pkt);
 
     if pkt.fragment == Fragment::Later {
-        if frags::lookup(&pkt, ifindex, dir, now).is_some() {
+        if frags::lookup(pkt, ifindex, dir, now).is_some() {
             return Verdict::Forward(ForwardReason::Fragment);
         }
         return unjudgeable(
@@ -245,25 +254,25 @@ fn judge(
         );
     }
 
-    if let Some(hit) = conntrack::lookup(&pkt, ifindex, dir, now) {
+    if let Some(hit) = conntrack::lookup(pkt, ifindex, dir, now) {
         let entry = unsafe { &mut *hit.value };
-        if let Err(reason) = revalidate(entry, &pkt, hit.reply, ifindex, dir, cfg, facts) {
+        if let Err(reason) = revalidate(entry, pkt, hit.reply, ifindex, dir, cfg, facts) {
             return Verdict::Drop(reason);
         }
-        conntrack::update(entry, &pkt, hit.reply, now, cfg);
+        conntrack::update(entry, pkt, hit.reply, now, cfg);
         if pkt.fragment == Fragment::First {
-            remember_fragment(&pkt, ifindex, dir, now, cfg);
+            remember_fragment(pkt, ifindex, dir, now, cfg);
         } else {
-            flowcache::remember(&pkt, ifindex, dir, entry, now, cfg);
+            flowcache::remember(pkt, ifindex, dir, entry, now, cfg);
         }
         return Verdict::Forward(ForwardReason::Established);
     }
 
     // An ICMP error about a tracked connection: the quoted packet travelled
     // the other way, as the opener or as a reply.
-    if let Some(inner) = parse::icmp_error_inner(ctx, &pkt) {
+    if let Some(inner) = parsed.inner() {
         let back = opposite(dir);
-        if conntrack::related(&inner, ifindex, back, now) {
+        if conntrack::related(inner, ifindex, back, now) {
             return Verdict::Forward(ForwardReason::Established);
         }
     }
@@ -308,10 +317,10 @@ fn judge(
     };
 
     if !(pkt.proto == proto::TCP && pkt.l4_flags & TCP_RST != 0) {
-        conntrack::create(&pkt, ifindex, dir, now, cfg, peer.identity, ct_extra);
+        conntrack::create(pkt, ifindex, dir, now, cfg, peer.identity, ct_extra);
     }
     if pkt.fragment == Fragment::First {
-        remember_fragment(&pkt, ifindex, dir, now, cfg);
+        remember_fragment(pkt, ifindex, dir, now, cfg);
     }
     Verdict::Forward(reason)
 }
@@ -383,6 +392,6 @@ fn revalidate(
         entry.flags &= !ct_flags::AUDITED;
         return Ok(());
     }
-    conntrack::remove(pkt, ifindex, dir, reply);
+    conntrack::remove(pkt, ifindex, dir);
     Err(DropReason::PolicyRevoked)
 }

@@ -4,6 +4,7 @@
 #![no_std]
 #![no_main]
 
+mod barrier;
 mod conntrack;
 mod datapath;
 mod events;
@@ -62,11 +63,11 @@ static IPCACHE_V6: LpmTrie<[u8; 16], IpcacheValue> =
     LpmTrie::with_max_entries(capacity::IPCACHE_LPM, BPF_F_NO_PREALLOC);
 
 /// IPv4 connection tracking.
-#[map(name = "CT_V4")]
+#[map(name = "CT_V4_V2")]
 static CT_V4: LruHashMap<CtKey4, CtValue> = LruHashMap::with_max_entries(capacity::CT, 0);
 
 /// IPv6 connection tracking.
-#[map(name = "CT_V6")]
+#[map(name = "CT_V6_V2")]
 static CT_V6: LruHashMap<CtKey6, CtValue> = LruHashMap::with_max_entries(capacity::CT, 0);
 
 /// Per-CPU cache of established flows (see `flowcache`): 2 families x 2
@@ -99,6 +100,14 @@ static EVENT_STATS: PerCpuArray<EventStats> = PerCpuArray::with_max_entries(1, 0
 /// Per-CPU token bucket of the event rate limiter.
 #[map(name = "EVENT_RATE")]
 static EVENT_RATE: PerCpuArray<RateLimitState> = PerCpuArray::with_max_entries(1, 0);
+
+/// One packet view per CPU: see `barrier` (private; never pinned).
+#[map(name = "PACKET_SCRATCH")]
+static PACKET_SCRATCH: PerCpuArray<barrier::Parsed> = PerCpuArray::with_max_entries(1, 0);
+
+/// One number per CPU: see `barrier` (private; never pinned).
+#[map(name = "OPAQUE_SCRATCH")]
+static OPAQUE_SCRATCH: PerCpuArray<u8> = PerCpuArray::with_max_entries(1, 0);
 
 /// Drop and audit events for `palisade monitor`.
 #[map(name = "EVENTS")]

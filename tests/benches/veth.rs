@@ -359,8 +359,15 @@ fn main() {
         lab.node("n1")
             .run(|| {
                 for iface in veths {
-                    for (name, hook) in programs.iter().zip([TcAttachType::Ingress, TcAttachType::Egress]) {
-                        let id = t.dp.program_mut(name).expect("program").attach(iface, hook).expect("attach");
+                    for (name, hook) in programs
+                        .iter()
+                        .zip([TcAttachType::Ingress, TcAttachType::Egress])
+                    {
+                        let id =
+                            t.dp.program_mut(name)
+                                .expect("program")
+                                .attach(iface, hook)
+                                .expect("attach");
                         links.push((*name, id));
                     }
                 }
@@ -372,7 +379,10 @@ fn main() {
         let rr = request_rate(client.netns(), connect);
         let after_rr = program_stats(&t, programs);
         for (name, id) in links {
-            t.dp.program_mut(name).expect("program").detach(id).expect("detach");
+            t.dp.program_mut(name)
+                .expect("program")
+                .detach(id)
+                .expect("detach");
         }
         t.clear_ct();
         let transactions = rate * SECONDS;

@@ -491,6 +491,81 @@ fn replies_pass_whatever_the_other_directions_isolation() {
     }
 }
 
+/// Conntrack keys order a connection's two ends; whichever end orders
+/// first and whichever side opens, replies match with one lookup, and a
+/// packet shaped like a reply but travelling the opener's way (a spoofed
+/// one) never does.
+#[test]
+fn connections_match_whichever_end_orders_first() {
+    let peers: [IpAddr; 8] = [
+        "198.18.0.1".parse().unwrap(),
+        "198.18.0.20".parse().unwrap(),
+        "198.19.255.250".parse().unwrap(),
+        "198.18.0.10".parse().unwrap(), // the pod's own address
+        "2001:db8::1".parse().unwrap(),
+        "2001:db8::20".parse().unwrap(),
+        "2001:db8:ffff::1".parse().unwrap(),
+        "2001:db8::10".parse().unwrap(), // the pod's own address
+    ];
+    for peer in peers {
+        let pod = fixture::pod(peer.is_ipv6());
+        for (open_dir, opener, responder) in [(EGRESS, pod, peer), (INGRESS, peer, pod)] {
+            let mut t = isolated();
+            if peer != pod {
+                t.ipcache_exact(
+                    peer,
+                    IpcacheValue {
+                        identity: PEER_ID,
+                        cidr_identity: IDENTITY_WORLD,
+                    },
+                );
+            }
+            let peer_id = if peer == pod { POD_ID } else { PEER_ID };
+            t.allow(
+                key(peer_id, open_dir, proto::TCP),
+                PolicyValue::range(80, 80),
+            );
+            let back = if open_dir == EGRESS { INGRESS } else { EGRESS };
+            let seg = |from, to, sport, dport, flags| {
+                PacketSpec::new(
+                    from,
+                    to,
+                    L4::Tcp {
+                        sport,
+                        dport,
+                        flags,
+                    },
+                )
+                .frame()
+            };
+            let case = format!("peer {peer}, opened {open_dir}");
+            assert_eq!(
+                t.run(open_dir, &seg(opener, responder, 40000, 80, tcp::SYN)),
+                Action::Pass,
+                "{case}: SYN"
+            );
+            let synack = seg(responder, opener, 80, 40000, tcp::SYN | tcp::ACK);
+            assert_eq!(
+                t.run(open_dir, &synack),
+                Action::Drop,
+                "{case}: a reply travelling the opener's way is judged by policy"
+            );
+            assert_eq!(t.run(back, &synack), Action::Pass, "{case}: reply");
+            assert_eq!(
+                t.run(open_dir, &seg(opener, responder, 40000, 80, tcp::ACK)),
+                Action::Pass,
+                "{case}: opener's ACK"
+            );
+            assert_eq!(
+                t.run(back, &seg(responder, opener, 80, 40000, tcp::ACK)),
+                Action::Pass,
+                "{case}: reply data"
+            );
+            assert_eq!(t.ct_len(), 1, "{case}: one entry");
+        }
+    }
+}
+
 #[test]
 fn revalidation_keeps_connections_the_new_policy_still_allows() {
     let mut t = isolated();

@@ -1,0 +1,78 @@
+//! A verifier state barrier for the parsed packet.
+//!
+//! The verifier walks every path through a program and tracks the values it
+//! can know: after parsing, the packet's family, protocol, fragment
+//! position, flags and offsets are often constants that differ from one
+//! parse path to the next (IPv4 or IPv6, each extension header, each
+//! transport protocol), and states that differ that way cannot be merged,
+//! so everything after parsing was verified once per parse outcome (the
+//! programs needed more than half of the kernel's limit of a million
+//! processed instructions). Passing the parse result through per-CPU memory
+//! that the verifier cannot see into makes every field an unknown number,
+//! so all parse paths meet in one state. The cost is one copy of the parse
+//! result into a hot per-CPU slot and back, on the full path only.
+//!
+//! Nothing after the barrier may read the packet at an offset taken from
+//! the parse result (the verifier no longer knows how it was bounded):
+//! whatever needs that (the packet an ICMP error quotes) is parsed before.
+
+use crate::{OPAQUE_SCRATCH, PACKET_SCRATCH, packet::Packet};
+
+/// What parsing learnt about an IP packet.
+#[derive(Clone, Copy)]
+pub struct Parsed {
+    /// The packet.
+    pub pkt: Packet,
+    /// For an ICMP error, the packet it quotes (valid if `has_inner`).
+    pub inner: Packet,
+    /// 1 if `inner` is set.
+    pub has_inner: u8,
+}
+
+/// The parse result, kept in this CPU's scratch slot and read from there
+/// from now on (so it costs no stack either), as far as the verifier knows
+/// with no field known. `None` only if the slot is missing, which cannot
+/// happen (index 0 of a one-entry array); callers fail closed.
+#[inline(always)]
+pub fn forget(pkt: &Packet, inner: Option<Packet>) -> Option<&'static Parsed> {
+    let slot = PACKET_SCRATCH.get_ptr_mut(0)?;
+    unsafe {
+        (*slot).pkt = *pkt;
+        match inner {
+            Some(i) => {
+                (*slot).inner = i;
+                (*slot).has_inner = 1;
+            }
+            None => (*slot).has_inner = 0,
+        }
+    }
+    // The compiler must assume the slot changed behind its back, so every
+    // later read is a load from the map (which the verifier cannot see
+    // through) rather than the value it stored.
+    let slot = core::hint::black_box(slot);
+    Some(unsafe { &*slot })
+}
+
+impl Parsed {
+    /// The packet an ICMP error quotes, if it is one.
+    #[inline(always)]
+    pub fn inner(&self) -> Option<&Packet> {
+        if self.has_inner != 0 {
+            Some(&self.inner)
+        } else {
+            None
+        }
+    }
+}
+
+/// `v`, as far as the verifier knows, any number.
+#[inline(always)]
+pub fn opaque(v: u8) -> u8 {
+    match OPAQUE_SCRATCH.get_ptr_mut(0) {
+        Some(slot) => unsafe {
+            core::ptr::write_volatile(slot, v);
+            core::ptr::read_volatile(slot)
+        },
+        None => v,
+    }
+}
