@@ -1,9 +1,13 @@
-//! TCP throughput and new-connection rate between two routed pods over real
-//! veths, with Palisade's programs attached (both pods isolated both ways,
-//! policy allowing the traffic) versus not attached, alternated in the same
-//! run. Run as root: `cargo xtask bench datapath` (after the
-//! BPF_PROG_TEST_RUN table) or `cargo bench -p palisade-tests --bench veth`.
-//! Traffic stays inside the lab's network namespaces (198.18.0.0/15).
+//! TCP throughput and new-connection rate (TCP_CRR-style transactions)
+//! between two routed pods over real veths, with Palisade's programs
+//! attached (both pods isolated both ways, policy allowing the traffic)
+//! versus not attached, alternated in the same run; then, with the kernel's
+//! BPF run-time statistics on, the programs' own time per run in that
+//! traffic next to the empty program's. Run as root: `cargo xtask bench
+//! datapath` (after the BPF_PROG_TEST_RUN table) or `cargo bench -p
+//! palisade-tests --bench veth [-- --rounds=N]` (`--rounds=0`: only the
+//! statistics pass). Traffic stays inside the lab's network namespaces
+//! (198.18.0.0/15).
 
 use std::{
     io::{Read, Write},
