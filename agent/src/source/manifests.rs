@@ -673,14 +673,21 @@ mod tests {
         ns("x", team_x) + "---\n" + &ns("y", "1")
     }
 
-    #[tokio::test]
-    async fn a_file_being_written_is_read_once_closed() {
-        use std::io::Write as _;
+    /// A watched directory whose `a.yaml` holds namespaces x and y, after
+    /// the watcher reported them.
+    async fn watching_two_namespaces() -> (tempfile::TempDir, PathBuf, SourceHandle) {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a.yaml");
         std::fs::write(&a, two("1")).unwrap();
         let mut h = spawn(dir.path().to_path_buf()).unwrap();
         assert_eq!(recv(&mut h).await.changes.len(), 2);
+        (dir, a, h)
+    }
+
+    #[tokio::test]
+    async fn a_file_being_written_is_read_once_closed() {
+        use std::io::Write as _;
+        let (dir, a, mut h) = watching_two_namespaces().await;
 
         // Truncated, then written in two parts with a pause far longer
         // than the quiet time: the first part alone parses (one document),
@@ -708,11 +715,7 @@ mod tests {
 
     #[tokio::test]
     async fn replaced_files_are_not_read_as_deleted() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = dir.path().join("a.yaml");
-        std::fs::write(&a, two("1")).unwrap();
-        let mut h = spawn(dir.path().to_path_buf()).unwrap();
-        assert_eq!(recv(&mut h).await.changes.len(), 2);
+        let (dir, a, mut h) = watching_two_namespaces().await;
 
         // Written beside, renamed into place: read after the quiet time.
         let tmp = dir.path().join(".a.yaml.tmp");
