@@ -19,7 +19,7 @@
 //! connection that policy allows).
 
 use aya_ebpf::maps::LruHashMap;
-use palisade_common::{Config, CtKey4, CtKey6, CtValue, ct_flags, defaults, proto};
+use palisade_common::{Config, CtKey4, CtKey6, CtValue, ct_flags, defaults, direction, proto};
 
 use crate::{
     CT_V4, CT_V6,
@@ -110,6 +110,9 @@ struct V6;
 // through `black_box` so the compiler cannot turn the masks back into
 // branches.
 
+// `direction ^ 1` is the opposite direction.
+const _: () = assert!(direction::INGRESS ^ 1 == direction::EGRESS);
+
 /// The bit of [`ct_flags::OPENED_HI_TO_LO`].
 const OPENED_SHIFT: u32 = ct_flags::OPENED_HI_TO_LO.trailing_zeros();
 
@@ -157,7 +160,6 @@ impl Table for V4 {
                 port_hi: hi as u16,
                 ifindex,
                 proto: pkt.proto,
-                // INGRESS and EGRESS are 0 and 1: the opposite is `^ 1`.
                 direction: dir ^ swap as u8,
                 _pad: [0; 2],
             },

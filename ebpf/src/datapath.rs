@@ -209,7 +209,9 @@ fn judge(
     let parsed = match parsed {
         Ok(Frame::Ip(p)) => match barrier::forget(&p, parse::icmp_error_inner(ctx, &p)) {
             Some(parsed) => parsed,
-            // Cannot happen (see `barrier::forget`); fail closed.
+            // Cannot happen (see `barrier::forget`). Fail closed; no
+            // reason fits, and this one at least says the packet was not
+            // judged by policy.
             None => return Verdict::Drop(DropReason::Truncated),
         },
         Ok(Frame::Control) => return Verdict::Forward(ForwardReason::AlwaysAllowed),
