@@ -687,7 +687,7 @@ mod tests {
     #[tokio::test]
     async fn a_file_being_written_is_read_once_closed() {
         use std::io::Write as _;
-        let (dir, a, mut h) = watching_two_namespaces().await;
+        let (_dir, a, mut h) = watching_two_namespaces().await;
 
         // Truncated, then written in two parts with a pause far longer
         // than the quiet time: the first part alone parses (one document),
