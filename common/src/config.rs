@@ -34,8 +34,10 @@ pub struct Config {
     pub other_timeout_s: u32,
     /// Seconds the state of a fragmented datagram is kept.
     pub frag_timeout_s: u32,
-    /// Explicit padding; always zero.
-    pub _pad: u32,
+    /// Bumped by whoever writes the ipcache maps, after the writes: the
+    /// per-CPU `IPCACHE_CACHE` slots stamped with an older generation no
+    /// longer answer (see `IpcacheCacheEntry`).
+    pub ipcache_generation: u32,
 }
 
 /// Bits of [`Config::flags`].

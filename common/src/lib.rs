@@ -16,6 +16,7 @@
 //!  FLOW_CACHE[per CPU, tuple hash] live ──► established: pass
 //!  CT_V4|V6[ordered tuple, ifindex, dir of lo→hi] hit
 //!        ──► established (opener's way) or reply: pass
+//!  IPCACHE_CACHE[per CPU, address hash] of this generation, else
 //!  IPCACHE_EXACT / IPCACHE_V4|V6 (LPM) ──► peer {identity, cidr_identity}
 //!  POLICY[{ep, identity, dir, proto}] for identity in
 //!        [peer identity, peer cidr identity, ANY]   (at most 3 hash lookups)
@@ -121,6 +122,9 @@ pub mod map_names {
     /// `PerCpuArray<FlowCacheEntry>`: the established-flow cache (never
     /// pinned: a new program load starts with an empty cache).
     pub const FLOW_CACHE: &str = "FLOW_CACHE";
+    /// `PerCpuArray<IpcacheCacheEntry>`: resolved addresses (never pinned:
+    /// a new program load starts with an empty cache).
+    pub const IPCACHE_CACHE: &str = "IPCACHE_CACHE";
     /// `LruHashMap<FragKey, FragValue>`: state of allowed first fragments.
     pub const FRAGS: &str = "FRAGS";
     /// `Array<Config>` with one entry.
@@ -168,6 +172,7 @@ mod pod_impls {
         CtKey6,
         CtValue,
         FlowCacheEntry,
+        IpcacheCacheEntry,
         FragKey,
         FragValue,
         Counter,

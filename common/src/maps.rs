@@ -60,6 +60,9 @@ pub mod capacity {
     /// Flow-cache slots per CPU for each (family, direction): see
     /// [`crate::FlowCacheEntry`]. A power of two.
     pub const FLOW_CACHE_SLOTS: u32 = 64;
+    /// Resolved-address slots per CPU (both families): see
+    /// [`crate::IpcacheCacheEntry`]. A power of two.
+    pub const IPCACHE_CACHE_SLOTS: u32 = 256;
 }
 
 /// `ENDPOINTS` value, keyed by the ifindex of the pod's host-side veth.
@@ -393,6 +396,36 @@ pub struct FlowCacheEntry {
     pub fresh_until_jiffies: u64,
 }
 
+/// An `IPCACHE_CACHE` slot: a per-CPU, direct-mapped cache of resolved
+/// addresses in front of the ipcache (the exact map, then the LPM trie,
+/// whose walk deepens with the number of prefixes). A new flow or a denied
+/// packet from a peer this CPU resolved recently costs one array access
+/// instead of a hash lookup and a trie walk.
+///
+/// A slot answers only while `generation == Config::ipcache_generation`.
+/// Whoever writes `IPCACHE_EXACT4/6` or `IPCACHE_V4/6` must bump that
+/// generation *after* the writes (the agent does after every commit that
+/// applied changes); the datapath reads the generation *before* it
+/// resolves, so a slot never carries an answer older than its stamp. A
+/// write without a bump may be served stale from this cache.
+///
+/// Slots are indexed by a hash of the address's words
+/// ([`capacity::IPCACHE_CACHE_SLOTS`] per CPU, both families).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IpcacheCacheEntry {
+    /// The resolved address.
+    pub addr: Addr,
+    /// `Config::ipcache_generation` read before resolving.
+    pub generation: u32,
+    /// [`crate::family`] of `addr`; 0: empty slot.
+    pub family: u8,
+    /// Explicit padding; always zero.
+    pub _pad: [u8; 3],
+    /// What the ipcache answered.
+    pub value: IpcacheValue,
+}
+
 /// `FRAGS` key: one fragmented datagram on one endpoint interface.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -465,6 +498,7 @@ const _: () = {
     assert!(size_of::<CtKey6>() == 44 && align_of::<CtKey6>() == 4);
     assert!(size_of::<CtValue>() == 24 && align_of::<CtValue>() == 8);
     assert!(size_of::<FlowCacheEntry>() == 56 && align_of::<FlowCacheEntry>() == 8);
+    assert!(size_of::<IpcacheCacheEntry>() == 32 && align_of::<IpcacheCacheEntry>() == 4);
     assert!(size_of::<FragKey>() == 44);
     assert!(size_of::<FragValue>() == 16);
     assert!(size_of::<Counter>() == 16);

@@ -28,6 +28,10 @@ pub enum DropReason {
     /// The endpoint's policy is not computed yet and the agent runs with
     /// `--default-deny-until-synced`.
     PolicyPending = 9,
+    /// The datapath could not reach its own per-CPU scratch memory, which
+    /// cannot happen (a fixed index of a fixed-size array); dropping is the
+    /// fail-closed answer to a packet that was not judged.
+    Internal = 10,
 }
 
 /// Number of slots reserved per direction for reasons (array dimension).
@@ -35,7 +39,7 @@ pub const REASON_SLOTS: usize = 16;
 
 impl DropReason {
     /// Every reason, in value order.
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::PolicyDenied,
         DropReason::Truncated,
         DropReason::Malformed,
@@ -45,6 +49,7 @@ impl DropReason {
         DropReason::PolicyRevoked,
         DropReason::ExtensionHeaderLimit,
         DropReason::PolicyPending,
+        DropReason::Internal,
     ];
 
     /// Stable, lowercase, dash-separated name used in `monitor` output and
@@ -60,6 +65,7 @@ impl DropReason {
             DropReason::PolicyRevoked => "policy-revoked",
             DropReason::ExtensionHeaderLimit => "ipv6-extension-header-limit",
             DropReason::PolicyPending => "policy-pending",
+            DropReason::Internal => "internal",
         }
     }
 
@@ -75,6 +81,7 @@ impl DropReason {
             7 => Some(DropReason::PolicyRevoked),
             8 => Some(DropReason::ExtensionHeaderLimit),
             9 => Some(DropReason::PolicyPending),
+            10 => Some(DropReason::Internal),
             _ => None,
         }
     }

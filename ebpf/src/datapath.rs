@@ -67,7 +67,7 @@ const DEFAULT_CONFIG: Config = Config {
     sctp_timeout_s: 0,
     other_timeout_s: 0,
     frag_timeout_s: 0,
-    _pad: 0,
+    ipcache_generation: 0,
 };
 
 /// Judges one packet crossing the host veth of a pod in `dir` and returns
@@ -209,10 +209,8 @@ fn judge(
     let parsed = match parsed {
         Ok(Frame::Ip(p)) => match barrier::forget(&p, parse::icmp_error_inner(ctx, &p)) {
             Some(parsed) => parsed,
-            // Cannot happen (see `barrier::forget`). Fail closed; no
-            // reason fits, and this one at least says the packet was not
-            // judged by policy.
-            None => return Verdict::Drop(DropReason::Truncated),
+            // Cannot happen (see `barrier::forget`). Fail closed.
+            None => return Verdict::Drop(DropReason::Internal),
         },
         Ok(Frame::Control) => return Verdict::Forward(ForwardReason::AlwaysAllowed),
         Ok(Frame::OtherL3) => {
@@ -288,7 +286,10 @@ fn judge(
     if ep.flags & endpoint_flags::POLICY_PENDING != 0 {
         return Verdict::Drop(DropReason::PolicyPending);
     }
-    let peer = ipcache::lookup(pkt.is_v4(), pkt.peer_addr(dir));
+    // `None` cannot happen (see `ipcache::lookup`). Fail closed.
+    let Some(peer) = ipcache::lookup(pkt.is_v4(), pkt.peer_addr(dir), cfg) else {
+        return Verdict::Drop(DropReason::Internal);
+    };
     facts.peer_identity = peer.identity;
     let host_exempt = dir == direction::INGRESS
         && peer.identity == IDENTITY_HOST
@@ -381,7 +382,8 @@ fn revalidate(
     } else {
         pkt.dport
     };
-    let peer = ipcache::lookup(pkt.is_v4(), peer_addr);
+    // `None` cannot happen (see `ipcache::lookup`). Fail closed.
+    let peer = ipcache::lookup(pkt.is_v4(), peer_addr, cfg).ok_or(DropReason::Internal)?;
     facts.peer_identity = peer.identity;
     let allowed = ep.flags & endpoint_flags::POLICY_PENDING == 0
         && (ep.flags & endpoint_flags::isolated(orig_dir) == 0

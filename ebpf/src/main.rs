@@ -25,8 +25,8 @@ use aya_ebpf::{
 };
 use palisade_common::{
     Config, Counter, CtKey4, CtKey6, CtValue, EndpointDropKey, EndpointInfo, EventStats,
-    FlowCacheEntry, FragKey, FragValue, IpcacheValue, METRICS_ENTRIES, PolicyKey, PolicyValue,
-    PortBitmap, RateLimitState, capacity, direction,
+    FlowCacheEntry, FragKey, FragValue, IpcacheCacheEntry, IpcacheValue, METRICS_ENTRIES,
+    PolicyKey, PolicyValue, PortBitmap, RateLimitState, capacity, direction,
 };
 
 /// Local endpoints by host-side interface index.
@@ -76,6 +76,10 @@ static CT_V6: LruHashMap<CtKey6, CtValue> = LruHashMap::with_max_entries(capacit
 static FLOW_CACHE: PerCpuArray<FlowCacheEntry> =
     PerCpuArray::with_max_entries(4 * capacity::FLOW_CACHE_SLOTS, 0);
 
+/// Per-CPU cache of resolved addresses (see `ipcache`; never pinned).
+#[map(name = "IPCACHE_CACHE")]
+static IPCACHE_CACHE: PerCpuArray<IpcacheCacheEntry> =
+    PerCpuArray::with_max_entries(capacity::IPCACHE_CACHE_SLOTS, 0);
 /// Allowed first fragments.
 #[map(name = "FRAGS")]
 static FRAGS: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(capacity::FRAGS, 0);

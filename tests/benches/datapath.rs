@@ -19,8 +19,12 @@
 //! * new allowed SYN from a CIDR peer: like "new allowed SYN" but the peer
 //!   is not a pod and resolves through the LPM trie.
 //! * denied SYN from a CIDR peer: like "denied SYN" (repeated) from that
-//!   peer: the LPM lookup's growth with the table, without the conntrack
-//!   insert that dominates the new-flow figures.
+//!   peer. After its first run the peer's identity comes from the per-CPU
+//!   cache of resolved addresses.
+//! * denied SYN, distinct CIDR peers: M SYNs from M different random
+//!   addresses in 10.0.0.0/8 (where the prefixes are), once each, so every
+//!   one misses that cache and resolves through the exact map and the LPM
+//!   trie: the trie walk's growth with the number of prefixes.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -149,6 +153,36 @@ fn established_cold(t: &mut TestDatapath, flows: u16) -> (f64, f64) {
     (ours / flows as f64, noop / flows as f64)
 }
 
+/// ns per run: (palisade, noop) over denied SYNs from distinct sources,
+/// once each.
+fn denied_from(t: &mut TestDatapath, srcs: &[IpAddr]) -> (f64, f64) {
+    let (mut ours, mut noop) = (0.0, 0.0);
+    for (i, src) in srcs.iter().enumerate() {
+        let f = PacketSpec::tcp(*src, pod(), 10_000 + i as u16, 22, tcp::SYN).frame();
+        let (rv, d) = t.run_program(program_names::TO_POD, &f, 1);
+        assert_eq!(rv, 2, "SYN from {src} to port 22 must be denied");
+        ours += d;
+        noop += t.run_program(program_names::NOOP, &f, 1).1;
+        if i % 1000 == 999 {
+            let _ = t.events();
+        }
+    }
+    let _ = t.events();
+    (ours / srcs.len() as f64, noop / srcs.len() as f64)
+}
+
+/// `n` distinct random addresses in 10.0.0.0/8.
+fn random_sources(n: usize) -> Vec<IpAddr> {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < n {
+        seen.insert(0x0a00_0000 | (rng.next() as u32 & 0x00ff_ffff));
+    }
+    seen.into_iter()
+        .map(|a| IpAddr::V4(Ipv4Addr::from(a)))
+        .collect()
+}
+
 /// ns per run: (palisade, noop) over distinct new flows, once each.
 fn distinct(t: &mut TestDatapath, src: IpAddr, flows: u16) -> (f64, f64) {
     t.clear_ct();
@@ -180,7 +214,7 @@ fn main() {
         "BPF_PROG_TEST_RUN, repeat={repeat}, distinct new flows={flows}; ns/packet (palisade / empty program = ratio)"
     );
     println!(
-        "{:>8} {:>8} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24}",
+        "{:>8} {:>8} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24}",
         "policy",
         "cidrs",
         "established ACK",
@@ -189,8 +223,10 @@ fn main() {
         "new allowed SYN",
         "denied SYN",
         "new SYN from CIDR peer",
-        "denied SYN from CIDR peer"
+        "denied SYN from CIDR peer",
+        "denied, distinct CIDR peers"
     );
+    let sources = random_sources(flows as usize);
     let sizes: [(u32, u32); 7] = [
         (1, 1),
         (1_000, 1),
@@ -240,16 +276,18 @@ fn main() {
         let cidr_denied = PacketSpec::tcp(cidr_peer, pod(), 40_001, 22, tcp::SYN).frame();
         let cidr_den = repeated(&t, &cidr_denied, repeat);
         let _ = t.events();
+        let cidr_distinct = denied_from(&mut t, &sources);
         let cell = |(a, b): (f64, f64)| format!("{a:7.1} / {b:5.1} = {:4.2}x", a / b);
         println!(
-            "{policy:>8} {cidrs:>8} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24}",
+            "{policy:>8} {cidrs:>8} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24}",
             cell(est),
             cell(est6),
             cell(cold),
             cell(new),
             cell(den),
             cell(cidr),
-            cell(cidr_den)
+            cell(cidr_den),
+            cell(cidr_distinct)
         );
     }
 }

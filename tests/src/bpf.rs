@@ -30,9 +30,15 @@ pub enum Action {
 }
 
 /// A loaded datapath with small maps, driven by BPF_PROG_TEST_RUN.
+///
+/// Like the agent, it bumps `Config::ipcache_generation` after every
+/// ipcache write, so the datapath's per-CPU cache of resolved addresses
+/// never answers from before the write.
 pub struct TestDatapath {
     /// The datapath.
     pub dp: Datapath,
+    /// The configuration last written (with the current generation).
+    config: Config,
 }
 
 impl Default for TestDatapath {
@@ -52,7 +58,10 @@ impl TestDatapath {
             ..Default::default()
         })
         .unwrap_or_else(|e| panic!("load datapath: {e}"));
-        TestDatapath { dp }
+        TestDatapath {
+            dp,
+            config: Config::default(),
+        }
     }
 
     /// Loads a private (unpinned) datapath with the agent's default
@@ -61,7 +70,10 @@ impl TestDatapath {
     pub fn with_default_capacities() -> Self {
         let dp = Datapath::load(&LoadOptions::default())
             .unwrap_or_else(|e| panic!("load datapath: {e}"));
-        TestDatapath { dp }
+        TestDatapath {
+            dp,
+            config: Config::default(),
+        }
     }
 
     /// Runs the program for `dir` once on `frame`.
@@ -108,9 +120,32 @@ impl TestDatapath {
         let _ = self.dp.maps.endpoints.remove(&TEST_IFINDEX);
     }
 
-    /// Writes the configuration.
+    /// Writes the configuration (keeping the current ipcache generation,
+    /// whatever `cfg` says).
     pub fn set_config(&mut self, cfg: Config) {
+        self.config = Config {
+            ipcache_generation: self.config.ipcache_generation,
+            ..cfg
+        };
+        self.dp.maps.set_config(&self.config).unwrap();
+    }
+
+    /// Writes the configuration exactly as given, ipcache generation
+    /// included (to test what the generation does).
+    pub fn set_config_raw(&mut self, cfg: Config) {
+        self.config = cfg;
         self.dp.maps.set_config(&cfg).unwrap();
+    }
+
+    /// The configuration last written.
+    pub fn config(&self) -> Config {
+        self.config
+    }
+
+    /// Bumps the ipcache generation after ipcache writes.
+    fn publish_ipcache(&mut self) {
+        self.config.ipcache_generation = self.config.ipcache_generation.wrapping_add(1);
+        self.dp.maps.set_config(&self.config).unwrap();
     }
 
     /// Adds a policy entry.
@@ -144,6 +179,7 @@ impl TestDatapath {
                 .insert(a.octets(), v, 0)
                 .unwrap(),
         }
+        self.publish_ipcache();
     }
 
     /// Maps a prefix to a region identity.
@@ -174,6 +210,33 @@ impl TestDatapath {
                 )
                 .unwrap(),
         }
+        self.publish_ipcache();
+    }
+
+    /// Removes a single address from the ipcache.
+    pub fn forget_exact(&mut self, addr: IpAddr) {
+        let _ = match addr {
+            IpAddr::V4(a) => self.dp.maps.ipcache_exact4.remove(&a.octets()),
+            IpAddr::V6(a) => self.dp.maps.ipcache_exact6.remove(&a.octets()),
+        };
+        self.publish_ipcache();
+    }
+
+    /// Removes a prefix from the ipcache.
+    pub fn forget_prefix(&mut self, net: IpNet) {
+        let _ = match net {
+            IpNet::V4(n) => self
+                .dp
+                .maps
+                .ipcache_v4
+                .remove(&Key::new(u32::from(n.prefix_len()), n.network().octets())),
+            IpNet::V6(n) => self
+                .dp
+                .maps
+                .ipcache_v6
+                .remove(&Key::new(u32::from(n.prefix_len()), n.network().octets())),
+        };
+        self.publish_ipcache();
     }
 
     /// Empties connection tracking and fragment state.

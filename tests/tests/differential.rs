@@ -210,32 +210,11 @@ fn unload(t: &mut TestDatapath, c: &Contents) {
     for k in c.policy.keys() {
         t.disallow(k);
     }
-    let dp = &mut t.dp.maps;
     for a in c.exact.keys() {
-        match a {
-            IpAddr::V4(a) => {
-                let _ = dp.ipcache_exact4.remove(&a.octets());
-            }
-            IpAddr::V6(a) => {
-                let _ = dp.ipcache_exact6.remove(&a.octets());
-            }
-        }
+        t.forget_exact(*a);
     }
     for (n, _) in &c.prefixes {
-        match n {
-            IpNet::V4(n) => {
-                let _ = dp.ipcache_v4.remove(&aya::maps::lpm_trie::Key::new(
-                    u32::from(n.prefix_len()),
-                    n.network().octets(),
-                ));
-            }
-            IpNet::V6(n) => {
-                let _ = dp.ipcache_v6.remove(&aya::maps::lpm_trie::Key::new(
-                    u32::from(n.prefix_len()),
-                    n.network().octets(),
-                ));
-            }
-        }
+        t.forget_prefix(*n);
     }
     t.clear_ct();
     let _ = t.events();

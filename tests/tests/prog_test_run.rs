@@ -949,6 +949,65 @@ fn ipblocks_match_pod_addresses_and_excepts_are_exact() {
 }
 
 #[test]
+fn resolved_addresses_follow_ipcache_changes() {
+    let mut t = isolated();
+    let wide = CIDR_IDENTITY_BASE + 1;
+    let narrow = CIDR_IDENTITY_BASE + 2;
+    t.allow(key(wide, INGRESS, proto::TCP), PolicyValue::ALL_PORTS);
+    t.allow(key(PEER_ID, INGRESS, proto::TCP), PolicyValue::ALL_PORTS);
+    for (wide_net, narrow_net, peer) in [
+        ("10.0.0.0/8", "10.1.0.0/16", "10.1.2.3"),
+        ("2001:db8:a::/48", "2001:db8:a:1::/64", "2001:db8:a:1::3"),
+    ] {
+        let peer: IpAddr = peer.parse().unwrap();
+        let (wide_net, narrow_net) = (wide_net.parse().unwrap(), narrow_net.parse().unwrap());
+        let mut sport = 1000;
+        let mut syn = |t: &mut TestDatapath| {
+            sport += 1;
+            let pod = fixture::pod(peer.is_ipv6());
+            t.run(
+                INGRESS,
+                &PacketSpec::tcp(peer, pod, sport, 80, tcp::SYN).frame(),
+            )
+        };
+        // Resolved as the wide region, allowed; again from this CPU's cache.
+        t.ipcache_prefix(wide_net, wide);
+        for _ in 0..3 {
+            assert_eq!(syn(&mut t), Action::Pass, "{peer} in {wide_net}");
+        }
+        // A more specific region that no policy allows: the next new flow
+        // from the same peer is judged on it.
+        t.ipcache_prefix(narrow_net, narrow);
+        assert_eq!(syn(&mut t), Action::Drop, "{peer} in {narrow_net}");
+        let ev = t.events();
+        assert_eq!(ev.last().map(|e| e.src_identity), Some(narrow));
+        // The peer becomes a pod with an allowed identity, then goes away.
+        let pod_value = IpcacheValue {
+            identity: PEER_ID,
+            cidr_identity: narrow,
+        };
+        t.ipcache_exact(peer, pod_value);
+        assert_eq!(syn(&mut t), Action::Pass, "{peer} as a pod");
+        t.forget_exact(peer);
+        assert_eq!(syn(&mut t), Action::Drop, "{peer} no longer a pod");
+        // The contract of the cache: a write that the generation does not
+        // announce may be answered from before it; the bump makes it seen.
+        t.forget_prefix(narrow_net);
+        assert_eq!(syn(&mut t), Action::Pass, "{narrow_net} removed");
+        let announced = t.config();
+        t.ipcache_prefix(narrow_net, narrow);
+        let bumped = t.config();
+        t.set_config_raw(announced);
+        assert_eq!(syn(&mut t), Action::Pass, "answered from the cache");
+        t.set_config_raw(bumped);
+        assert_eq!(syn(&mut t), Action::Drop, "seen after the bump");
+        t.forget_prefix(narrow_net);
+        t.forget_prefix(wide_net);
+        let _ = t.events();
+    }
+}
+
+#[test]
 fn unknown_endpoints_fail_closed_unless_configured() {
     let mut t = isolated();
     t.remove_endpoint();

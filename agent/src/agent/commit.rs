@@ -10,13 +10,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use palisade_common::EndpointInfo;
+use palisade_common::{Config, EndpointInfo};
 use palisade_compiler::PodRef;
 use tracing::{debug, info, instrument};
 
 use super::endpoints::{Io, remove_pins};
 use super::{Agent, state_path};
-use crate::datapath::DatapathError;
+use crate::datapath::{Datapath, DatapathError};
 use crate::idmap::{Context, IdMapError, Translated};
 use crate::maps::transition::transition;
 use crate::maps::{DpOp, DpState, MapWriteError};
@@ -44,14 +44,6 @@ impl Agent {
             .iter()
             .map(|(pod, ep)| (ep.ep_id, (pod.clone(), self.feed.uid(pod))))
             .collect()
-    }
-
-    fn bump_epoch(&mut self) -> Result<(), DatapathError> {
-        if self.cfg.ct_revalidate {
-            self.config.policy_epoch = self.config.policy_epoch.wrapping_add(1);
-            self.dp.maps.set_config(&self.config)?;
-        }
-        Ok(())
     }
 
     /// Commits and applies.
@@ -90,18 +82,20 @@ impl Agent {
         // Write-ahead: every number the maps will hold has a recorded meaning.
         self.idmap.save(&state_path(&self.cfg))?;
         let n = translated.len();
-        for t in translated {
-            match t {
-                Translated::Map(op) => io.write(op)?,
+        let endpoints = &mut self.endpoints;
+        let written = translated
+            .into_iter()
+            .try_for_each(|t| match t {
+                Translated::Map(op) => io.write(op),
                 Translated::Endpoint { pod, info, ips } => {
-                    self.endpoints.upsert(&mut io, pod, info, ips)?
+                    endpoints.upsert(&mut io, pod, info, ips)
                 }
-                Translated::EndpointRemove { pod } => self.endpoints.remove(&mut io, &pod)?,
-            }
-        }
-        self.endpoints.place_all(&mut io)?;
+                Translated::EndpointRemove { pod } => endpoints.remove(&mut io, &pod),
+            })
+            .and_then(|()| endpoints.place_all(&mut io));
+        publish(&mut self.config, self.cfg.ct_revalidate, io.dp)?;
+        written?;
         self.idmap.prune(&cx);
-        self.bump_epoch()?;
         self.idmap.save(&state_path(&self.cfg))?;
         info!(revision = self.idmap.revision, ops = n, "policy applied");
         Ok(())
@@ -136,22 +130,26 @@ impl Agent {
             mirror: &mut self.mirror,
             net: &self.net,
         };
-        for op in ops {
+        let links_dir = self.cfg.links_dir();
+        let written = ops.into_iter().try_for_each(|op| {
             if let DpOp::EndpointRemove { ifindex } = &op
                 && let Some(name) = io.net.links.get(ifindex)
             {
                 // Programs off before the entry goes (no fail-closed drops
                 // on an interface that stays).
-                remove_pins(&self.cfg.links_dir(), name);
+                remove_pins(&links_dir, name);
             }
             debug!(?op, "reconcile");
-            io.write(op)?;
+            io.write(op)
+        });
+        if n > 0 {
+            publish(&mut self.config, self.cfg.ct_revalidate, io.dp)?;
         }
+        written?;
         self.endpoints.adopt(&mut io)?;
         self.idmap.prune(&cx);
         if n > 0 {
             self.idmap.revision += 1;
-            self.bump_epoch()?;
         }
         self.idmap.touch();
         self.idmap.save(&state_path(&self.cfg))?;
@@ -163,4 +161,22 @@ impl Agent {
         );
         Ok(())
     }
+}
+
+/// Tells the datapath that the maps changed: a new ipcache generation
+/// (each CPU's cache of resolved addresses stops answering, see
+/// `IpcacheCacheEntry`) and, with `--ct-revalidate`, a new policy epoch.
+/// Called after the writes, also after writes that failed part way: the
+/// maps hold some of the change, and a cached answer must not outlive what
+/// it was resolved from.
+fn publish(
+    config: &mut Config,
+    ct_revalidate: bool,
+    dp: &mut Datapath,
+) -> Result<(), DatapathError> {
+    config.ipcache_generation = config.ipcache_generation.wrapping_add(1);
+    if ct_revalidate {
+        config.policy_epoch = config.policy_epoch.wrapping_add(1);
+    }
+    dp.maps.set_config(config)
 }

@@ -354,6 +354,9 @@ pub fn enrich(raw: &DropEvent, dir: &Directory) -> Option<MonitorEvent> {
         Some(DropReason::PolicyPending) => {
             format!("the policy of {local_name} is not known yet (--default-deny-until-synced)")
         }
+        Some(DropReason::Internal) => {
+            "the datapath could not reach its per-CPU scratch memory (fail closed)".into()
+        }
         None => format!("unknown reason {}", raw.reason),
     };
     Some(MonitorEvent {
