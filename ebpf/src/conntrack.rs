@@ -293,8 +293,8 @@ pub fn update(v: &mut CtValue, pkt: &Packet, reply: bool, now: u64, cfg: &Config
     }
 }
 
-/// Opens an entry for a flow that policy just allowed. A RST never opens
-/// one.
+/// Opens an entry for a flow that policy just allowed and returns what it
+/// wrote (`None`: nothing was written). A RST never opens one.
 #[inline(always)]
 pub fn create(
     pkt: &Packet,
@@ -304,11 +304,11 @@ pub fn create(
     cfg: &Config,
     peer_identity: u32,
     extra_flags: u16,
-) {
+) -> Option<CtValue> {
     let mut flags = extra_flags;
     if pkt.proto == proto::TCP {
         if pkt.l4_flags & TCP_RST != 0 {
-            return;
+            return None;
         }
         if pkt.l4_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
             flags |= ct_flags::SYN_SEEN;
@@ -329,11 +329,14 @@ pub fn create(
         peer_identity,
         _pad2: 0,
     };
-    if pkt.is_v4() {
+    let (written, value) = if pkt.is_v4() {
         let k = V4::key(pkt, ifindex, dir);
-        let _ = CT_V4.insert(&k.key, &value(k.swap), 0);
+        let v = value(k.swap);
+        (CT_V4.insert(&k.key, &v, 0), v)
     } else {
         let k = V6::key(pkt, ifindex, dir);
-        let _ = CT_V6.insert(&k.key, &value(k.swap), 0);
-    }
+        let v = value(k.swap);
+        (CT_V6.insert(&k.key, &v, 0), v)
+    };
+    written.ok().map(|()| value)
 }

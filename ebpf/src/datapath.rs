@@ -319,11 +319,17 @@ fn judge(
         ForwardReason::NotIsolated
     };
 
-    if !(pkt.proto == proto::TCP && pkt.l4_flags & TCP_RST != 0) {
-        conntrack::create(pkt, ifindex, dir, now, cfg, peer.identity, ct_extra);
-    }
+    let created = if pkt.proto == proto::TCP && pkt.l4_flags & TCP_RST != 0 {
+        None
+    } else {
+        conntrack::create(pkt, ifindex, dir, now, cfg, peer.identity, ct_extra)
+    };
     if pkt.fragment == Fragment::First {
         remember_fragment(pkt, ifindex, dir, now, cfg);
+    } else if let Some(entry) = created {
+        // The flow's next packets this way (a handshake's ACK, a UDP
+        // flow's next datagram) take the fast path.
+        flowcache::remember(pkt, ifindex, dir, &entry, now, cfg);
     }
     Verdict::Forward(reason)
 }

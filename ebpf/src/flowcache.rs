@@ -7,8 +7,9 @@
 //!
 //! Only [`hit`] and [`remember`] touch the cache; the full path in
 //! `datapath` stays the single source of truth: a slot is filled from a
-//! conntrack hit that the full path has just judged and updated, and it is
-//! only consulted for packets that would leave that entry unchanged.
+//! conntrack entry that the full path has just matched and updated, or
+//! created for a new flow it allowed, and it is only consulted for packets
+//! that would leave that entry unchanged.
 
 use aya_ebpf::helpers::generated::bpf_jiffies64;
 use palisade_common::{Config, CtValue, FlowCacheEntry, capacity, ct_flags, proto};
@@ -89,9 +90,12 @@ pub fn hit(pkt: &Packet, ifindex: u32, dir: u8, epoch: u32) -> bool {
 }
 
 /// Fills (or clears) the packet's slot after the full path matched it to
-/// `entry` and updated the entry. Only a flow that later packets like this
-/// one leave untouched is cached: not audited (revalidated when audit
-/// ends), not closing, and for a TCP packet without SYN/FIN/RST.
+/// `entry` and updated the entry, or created `entry` for it. Only a flow
+/// that later plain packets like this one leave untouched is cached: not
+/// audited (revalidated when audit ends) and not closing. The packet
+/// itself may be a SYN, SYN-ACK or FIN: the entry already holds what it
+/// changed, and packets that could change it again (SYN, FIN, RST) are
+/// never answered from the cache.
 #[inline(always)]
 pub fn remember(pkt: &Packet, ifindex: u32, dir: u8, entry: &CtValue, now: u64, cfg: &Config) {
     let Some(e) = FLOW_CACHE.get_ptr_mut(slot(pkt, ifindex, dir)) else {
@@ -101,7 +105,7 @@ pub fn remember(pkt: &Packet, ifindex: u32, dir: u8, entry: &CtValue, now: u64, 
     let closing = entry.flags & ct_flags::RST != 0
         || entry.flags & (ct_flags::FIN_ORIGINAL | ct_flags::FIN_REPLY)
             == (ct_flags::FIN_ORIGINAL | ct_flags::FIN_REPLY);
-    if changes_state(pkt) || closing || entry.flags & ct_flags::AUDITED != 0 {
+    if closing || entry.flags & ct_flags::AUDITED != 0 {
         // Whatever the slot held, a stale copy of this flow must not answer.
         e.valid = 0;
         return;
