@@ -32,10 +32,17 @@ use palisade_tests::bpf::TestDatapath;
 
 const STREAM_PORT: u16 = 5001;
 const CONNECT_PORT: u16 = 5002;
+/// Seconds each side (with, without) is measured per round and metric.
 const SECONDS: f64 = 2.0;
-/// Rounds by default (`--rounds=N`). The machine is shared and noisy: the
-/// summary is the median of the per-round ratios, and rounds alternate
-/// which of the two measurements comes first so drift cancels out.
+/// Each side's seconds come in this many slices. With and without
+/// alternate slice by slice in the order ABBA ABBA (rounds alternate which
+/// side is A), so that the machine's load changing under us (it is shared)
+/// falls on both sides alike instead of on whichever ran second; a round of
+/// two 2 s blocks swung from 61% to 113% on this VM.
+const SLICES: usize = 8;
+const SLICE_SECONDS: f64 = SECONDS / SLICES as f64;
+/// Rounds by default (`--rounds=N`): the summary is the median of the
+/// per-round ratios.
 const ROUNDS: usize = 8;
 
 fn ifindex(name: &str) -> u32 {
@@ -98,18 +105,37 @@ fn syn_retransmissions() -> u64 {
     }
     stalls
 }
-/// Bytes per second of one TCP stream for SECONDS.
-fn throughput(client_ns: &str, dst: SocketAddr) -> f64 {
+/// What one side did in a round: amounts and the seconds they took.
+#[derive(Clone, Copy, Default)]
+struct Tally {
+    bytes: f64,
+    stream_secs: f64,
+    transactions: f64,
+    transaction_secs: f64,
+    syn_retransmissions: u64,
+}
+
+impl Tally {
+    fn throughput(&self) -> f64 {
+        self.bytes / self.stream_secs
+    }
+    fn connection_rate(&self) -> f64 {
+        self.transactions / self.transaction_secs
+    }
+}
+
+/// Bytes sent on one TCP stream in about `secs`, and the seconds taken.
+fn stream(client_ns: &str, dst: SocketAddr, secs: f64) -> (f64, f64) {
     run_in(client_ns, || {
         let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(2)).expect("connect");
         let buf = vec![0x5au8; 1 << 18];
         let start = Instant::now();
         let mut sent = 0u64;
-        while start.elapsed().as_secs_f64() < SECONDS {
+        while start.elapsed().as_secs_f64() < secs {
             s.write_all(&buf).expect("write");
             sent += buf.len() as u64;
         }
-        sent as f64 / start.elapsed().as_secs_f64()
+        (sent as f64, start.elapsed().as_secs_f64())
     })
     .unwrap()
 }
@@ -159,15 +185,16 @@ fn reset_on_close(s: &TcpStream) {
 /// loaded 2-core machine, overflows the accept queue, and every SYN the
 /// server then drops costs a one-second retransmission timeout, which made
 /// single 2 s rounds of the earlier version swing from 25% to 600%.
-/// Returns the rate and the SYN retransmissions in the client's namespace
-/// during the measurement, which should be zero.
-fn connection_rate(client_ns: &str, dst: SocketAddr) -> (f64, u64) {
+/// Returns the transactions, the seconds they took and the SYN
+/// retransmissions in the client's namespace meanwhile (which should be
+/// zero).
+fn connections(client_ns: &str, dst: SocketAddr, secs: f64) -> (f64, f64, u64) {
     run_in(client_ns, || {
         let stalls_before = syn_retransmissions();
         let start = Instant::now();
         let mut n = 0u64;
         let mut byte = [1u8; 1];
-        while start.elapsed().as_secs_f64() < SECONDS {
+        while start.elapsed().as_secs_f64() < secs {
             let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(2)).expect("connect");
             s.set_nodelay(true).expect("nodelay");
             s.write_all(&byte).expect("request");
@@ -176,10 +203,16 @@ fn connection_rate(client_ns: &str, dst: SocketAddr) -> (f64, u64) {
             drop(s);
             n += 1;
         }
-        let rate = n as f64 / start.elapsed().as_secs_f64();
-        (rate, syn_retransmissions() - stalls_before)
+        let took = start.elapsed().as_secs_f64();
+        (n as f64, took, syn_retransmissions() - stalls_before)
     })
     .unwrap()
+}
+
+/// Connection transactions per second for SECONDS (see [`connections`]).
+fn connection_rate(client_ns: &str, dst: SocketAddr) -> f64 {
+    let (n, secs, _) = connections(client_ns, dst, SECONDS);
+    n / secs
 }
 
 /// Runs and nanoseconds accumulated by `programs` (counted
@@ -272,7 +305,7 @@ fn main() {
         PolicyValue::range(STREAM_PORT, CONNECT_PORT),
     );
 
-    let stream = SocketAddr::new(IpAddr::V4(server.ipv4()), STREAM_PORT);
+    let stream_addr = SocketAddr::new(IpAddr::V4(server.ipv4()), STREAM_PORT);
     let connect = SocketAddr::new(IpAddr::V4(server.ipv4()), CONNECT_PORT);
     let rounds: usize = std::env::args()
         .find_map(|a| {
@@ -283,41 +316,44 @@ fn main() {
     let mut rows = Vec::new();
     let mut stalls = 0;
     for round in 0..rounds {
-        let without = || {
-            (
-                throughput(client.netns(), stream),
-                connection_rate(client.netns(), connect),
-            )
-        };
-        let mut with = || {
-            let atts: Vec<Attachment> = lab
-                .node("n1")
-                .run(|| {
-                    [client.host_veth(), server.host_veth()]
-                        .iter()
-                        .map(|i| {
-                            attach_endpoint(&mut t.dp, i, AttachMode::Tcx, None).expect("attach")
-                        })
-                        .collect()
-                })
-                .unwrap();
-            let on = (
-                throughput(client.netns(), stream),
-                connection_rate(client.netns(), connect),
-            );
-            for a in atts {
-                detach_endpoint(&mut t.dp, a).expect("detach");
+        // [without, with]
+        let mut sides = [Tally::default(); 2];
+        for slice in 0..2 * SLICES {
+            let on = usize::from(matches!(slice % 4, 1 | 2)) ^ (round % 2);
+            let atts: Vec<Attachment> = if on == 1 {
+                lab.node("n1")
+                    .run(|| {
+                        [client.host_veth(), server.host_veth()]
+                            .iter()
+                            .map(|i| {
+                                attach_endpoint(&mut t.dp, i, AttachMode::Tcx, None)
+                                    .expect("attach")
+                            })
+                            .collect()
+                    })
+                    .unwrap()
+            } else {
+                Vec::new()
+            };
+            let (bytes, stream_secs) = stream(client.netns(), stream_addr, SLICE_SECONDS);
+            let (n, secs, stalls) = connections(client.netns(), connect, SLICE_SECONDS);
+            if on == 1 {
+                for a in atts {
+                    detach_endpoint(&mut t.dp, a).expect("detach");
+                }
+                t.clear_ct();
             }
-            t.clear_ct();
-            on
-        };
-        let ((base_tp, (base_cr, base_stalls)), (on_tp, (on_cr, on_stalls))) = if round % 2 == 0 {
-            let b = without();
-            (b, with())
-        } else {
-            let o = with();
-            (without(), o)
-        };
+            let side = &mut sides[on];
+            side.bytes += bytes;
+            side.stream_secs += stream_secs;
+            side.transactions += n;
+            side.transaction_secs += secs;
+            side.syn_retransmissions += stalls;
+        }
+        let [base, on] = sides;
+        let (base_tp, on_tp) = (base.throughput(), on.throughput());
+        let (base_cr, on_cr) = (base.connection_rate(), on.connection_rate());
+        let (base_stalls, on_stalls) = (base.syn_retransmissions, on.syn_retransmissions);
         let drops =
             t.dp.maps
                 .counter(palisade_common::metrics_index(
@@ -378,7 +414,7 @@ fn main() {
             })
             .unwrap();
         let before = program_stats(&t, programs);
-        let (rate, _) = connection_rate(client.netns(), connect);
+        let rate = connection_rate(client.netns(), connect);
         let after = program_stats(&t, programs);
         let rr = request_rate(client.netns(), connect);
         let after_rr = program_stats(&t, programs);
@@ -423,7 +459,7 @@ fn main() {
         return;
     }
     println!(
-        "veth, {rounds} rounds of {SECONDS} s per measurement, median of per-round ratios: throughput with programs = {:.1}% of without, new-connection rate = {:.1}% of without; {stalls} SYN retransmissions in all",
+        "veth, {rounds} rounds of {SECONDS} s per side and measurement (in {SLICES} interleaved slices), median of per-round ratios: throughput with programs = {:.1}% of without, new-connection rate = {:.1}% of without; {stalls} SYN retransmissions in all",
         100.0 * median(|r| r.0),
         100.0 * median(|r| r.1)
     );
