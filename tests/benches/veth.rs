@@ -43,7 +43,7 @@ const SLICES: usize = 8;
 const SLICE_SECONDS: f64 = SECONDS / SLICES as f64;
 /// Rounds by default (`--rounds=N`): the summary is the median of the
 /// per-round ratios.
-const ROUNDS: usize = 8;
+const ROUNDS: usize = 12;
 
 fn ifindex(name: &str) -> u32 {
     let c = std::ffi::CString::new(name).unwrap();
@@ -418,6 +418,8 @@ fn main() {
         let after = program_stats(&t, programs);
         let rr = request_rate(client.netns(), connect);
         let after_rr = program_stats(&t, programs);
+        let (bytes, stream_secs) = stream(client.netns(), stream_addr, SECONDS);
+        let after_stream = program_stats(&t, programs);
         for (name, id) in links {
             t.dp.program_mut(name)
                 .expect("program")
@@ -440,6 +442,13 @@ fn main() {
             rr * SECONDS,
             runs as f64 / (rr * SECONDS),
             ns as f64 / runs as f64
+        );
+        let (runs, ns) = (after_stream.0 - after_rr.0, after_stream.1 - after_rr.1);
+        println!(
+            "{label}: one stream at {:.2} Gbit/s: {runs} runs, {:.0} ns per run, program time {:.2}% of the stream's {stream_secs:.1} s",
+            bytes * 8e-9 / stream_secs,
+            ns as f64 / runs as f64,
+            100.0 * ns as f64 / (stream_secs * 1e9)
         );
     }
     drop(stats_guard);
