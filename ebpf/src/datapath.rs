@@ -116,7 +116,7 @@ pub fn handle(ctx: &TcContext, dir: u8) -> i32 {
             events::count(dir, verdict::DROPPED, reason, len);
             events::count_endpoint(facts.ep.ep_id, dir, verdict::DROPPED, reason);
             report(ctx, cfg, event_kind::DROP, reason, dir, ifindex, &facts);
-            TC_ACT_SHOT as i32
+            TC_ACT_SHOT
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask setup`: everything a fresh machine lacks, installed
 //! idempotently (a no-op in seconds when already done):
-//! * the nightly toolchain's `rust-src` (the eBPF crate builds `core`),
+//! * the nightly toolchain's `rust-src` (the eBPF crate builds `core`) and
+//!   `clippy` (the eBPF crate is linted too),
 //! * `bpf-linker` 0.13 built against the nightly's own LLVM 22,
 //! * Debian packages the tests and the lab use (iproute2, nftables,
 //!   iputils-ping, ethtool).
@@ -44,14 +45,18 @@ fn nightly_rust_src() -> anyhow::Result<()> {
             "minimal",
         ]))?;
     }
-    if !installed.lines().any(|l| l.starts_with("rust-src")) {
-        run_cmd(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "nightly",
-        ]))?;
+    // rust-src: the eBPF crate builds `core`; clippy: `cargo xtask test`
+    // lints the eBPF crate with the nightly's clippy.
+    for component in ["rust-src", "clippy"] {
+        if !installed.lines().any(|l| l.starts_with(component)) {
+            run_cmd(Command::new("rustup").args([
+                "component",
+                "add",
+                component,
+                "--toolchain",
+                "nightly",
+            ]))?;
+        }
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask test`: the README's test command. Sets the machine up, then
 //! runs every test of the workspace (privileged ones included: run as root),
-//! then `cargo fmt --check` and clippy with warnings denied.
+//! then `cargo fmt --check` and clippy with warnings denied (the eBPF crate
+//! with the nightly toolchain, for the BPF target).
 
 use std::process::Command;
 
@@ -24,6 +25,21 @@ pub fn run(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
     if !no_lint {
         run_cmd(Command::new("cargo").args(["fmt", "--all", "--", "--check"]))?;
         run_cmd(Command::new("cargo").args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+        // The eBPF crate is not a default member: lint it for its own target.
+        run_cmd(Command::new("cargo").args([
+            "+nightly",
+            "clippy",
+            "-p",
+            "palisade-ebpf",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
     }
     Ok(())
 }
