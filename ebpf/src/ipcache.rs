@@ -27,7 +27,7 @@ const WORLD: IpcacheValue = IpcacheValue {
 /// exact map, trie, `WORLD`) where it is called and goes on in the caller
 /// from one state, so they do not multiply the states of the rest of the
 /// pipeline. Inlined, the cache took `palisade_to_pod` from 0.65 to over
-/// 0.8 million processed instructions; as a subprogram both programs take
+/// 0.8 million processed instructions; as a subprogram both programs took
 /// 0.52 million (`tests/tests/verifier_budget.rs`). The call costs a few
 /// nanoseconds on the new-flow path only.
 pub fn lookup(v4: bool, addr: &Addr, cfg: &Config) -> Option<IpcacheValue> {
