@@ -116,10 +116,14 @@ const _: () = assert!(direction::INGRESS ^ 1 == direction::EGRESS);
 /// The bit of [`ct_flags::OPENED_HI_TO_LO`].
 const OPENED_SHIFT: u32 = ct_flags::OPENED_HI_TO_LO.trailing_zeros();
 
-/// 1 if `a > b`, else 0 (both below 2^63).
+/// 1 if `a > b`, else 0 (both below 2^63). The difference goes through
+/// `black_box`: otherwise LLVM sees that the inputs are small, turns the
+/// shift back into a compare, and BPF has no conditional move, so every
+/// comparison became a branch (ten for an IPv6 key, each splitting the
+/// verifier's states).
 #[inline(always)]
 fn greater(a: u64, b: u64) -> u64 {
-    b.wrapping_sub(a) >> 63
+    core::hint::black_box(b.wrapping_sub(a)) >> 63
 }
 
 /// All ones if `swap` is 1, zero if it is 0.
