@@ -30,6 +30,7 @@ const WORLD: IpcacheValue = IpcacheValue {
 /// 0.8 million processed instructions; as a subprogram both programs took
 /// 0.52 million (`tests/tests/verifier_budget.rs`). The call costs a few
 /// nanoseconds on the new-flow path only.
+#[inline(never)]
 pub fn lookup(v4: bool, addr: &Addr, cfg: &Config) -> Option<IpcacheValue> {
     // Read before resolving (see `IpcacheCacheEntry`): an answer is never
     // stamped with a generation newer than the maps it came from.
