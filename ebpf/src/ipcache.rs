@@ -5,7 +5,9 @@
 //! The trie walk deepens with the number of prefixes (from ~400 ns to
 //! ~530 ns for a denied SYN at 50 000 prefixes); the cache makes a peer
 //! this CPU has resolved since the last ipcache change cost the same
-//! whatever the tables hold. Contract and layout: `IpcacheCacheEntry`.
+//! whatever the tables hold. A peer not in the cache still walks the trie,
+//! whose cost with cold caches grows with the prefix count (BENCHMARKS.md,
+//! "denied, distinct CIDR peers"). Contract and layout: `IpcacheCacheEntry`.
 
 use aya_ebpf::maps::lpm_trie::Key;
 use palisade_common::{
