@@ -59,6 +59,9 @@ pub struct CniArgs {
     pub pod_namespace: String,
     /// `K8S_POD_NAME`.
     pub pod_name: String,
+    /// `K8S_POD_UID`, when the runtime passes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
 }
 
 impl CniArgs {

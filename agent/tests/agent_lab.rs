@@ -672,6 +672,7 @@ fn cni_add_attaches_pending_then_compiled() {
         ips: vec![format!("{}/32", web.ipv4()), format!("{}/128", web.ipv6())],
         pod_namespace: "prod".into(),
         pod_name: "web".into(),
+        pod_uid: None,
     };
     let call = |r: Request| request(&agent.socket, &r, Duration::from_secs(20)).unwrap();
 

@@ -12,11 +12,12 @@ use std::net::IpAddr;
 
 use palisade_common::{Config, EndpointInfo};
 use palisade_compiler::PodRef;
-use tracing::{debug, info, instrument};
+use tracing::{debug, info, instrument, warn};
 
 use super::endpoints::{Io, remove_pins};
 use super::{Agent, state_path};
 use crate::datapath::{Datapath, DatapathError};
+use crate::idmap::Meaning;
 use crate::idmap::{Context, IdMapError, Translated};
 use crate::maps::transition::transition;
 use crate::maps::{DpOp, DpState, MapWriteError};
@@ -36,6 +37,32 @@ pub enum CommitError {
 }
 
 impl Agent {
+    /// Datapath endpoint id → pod, from the allocation table (names the
+    /// pods of pinned entries, also those the sources no longer report).
+    fn endpoint_pods(&self) -> HashMap<u32, PodRef> {
+        self.idmap
+            .entries()
+            .filter_map(|(m, id)| match m {
+                Meaning::Endpoint {
+                    namespace, name, ..
+                } => Some((id, PodRef::new(namespace.clone(), name.clone()))),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Why a pod stopped being a local endpoint, for the log.
+    fn why_not_local(&self, pod: &PodRef) -> String {
+        if !self.feed.knows_pod(pod) {
+            "the sources report the pod deleted".into()
+        } else {
+            format!(
+                "the pod is no longer a local endpoint of node {} (node, host network or addresses changed)",
+                self.cfg.node_name
+            )
+        }
+    }
+
     /// Compiler endpoint id → (pod, uid), as of the last commit.
     fn ep_owner(&self) -> HashMap<u32, (PodRef, String)> {
         self.compiler
@@ -55,19 +82,10 @@ impl Agent {
         }
         if diff.ops.is_empty() {
             // Links or routes may have changed: place what waits.
-            let mut io = Io {
-                dp: &mut self.dp,
-                mirror: &mut self.mirror,
-                net: &self.net,
-            };
-            return Ok(self.endpoints.place_all(&mut io)?);
+            let (endpoints, mut io) = self.parts();
+            return Ok(endpoints.place_all(&mut io)?);
         }
         let owner = self.ep_owner();
-        let mut io = Io {
-            dp: &mut self.dp,
-            mirror: &mut self.mirror,
-            net: &self.net,
-        };
         let cx = Context {
             compiler: &self.compiler,
             ep_owner: &owner,
@@ -82,7 +100,22 @@ impl Agent {
         // Write-ahead: every number the maps will hold has a recorded meaning.
         self.idmap.save(&state_path(&self.cfg))?;
         let n = translated.len();
-        let endpoints = &mut self.endpoints;
+        let removal_reasons: HashMap<PodRef, String> = translated
+            .iter()
+            .filter_map(|t| match t {
+                Translated::EndpointRemove { pod } => Some((pod.clone(), self.why_not_local(pod))),
+                _ => None,
+            })
+            .collect();
+        let (endpoints, mut io) = (
+            &mut self.endpoints,
+            Io {
+                dp: &mut self.dp,
+                mirror: &mut self.mirror,
+                net: &self.net,
+                records: self.feed.records(),
+            },
+        );
         let written = translated
             .into_iter()
             .try_for_each(|t| match t {
@@ -90,7 +123,9 @@ impl Agent {
                 Translated::Endpoint { pod, info, ips } => {
                     endpoints.upsert(&mut io, pod, info, ips)
                 }
-                Translated::EndpointRemove { pod } => endpoints.remove(&mut io, &pod),
+                Translated::EndpointRemove { pod } => {
+                    endpoints.remove(&mut io, &pod, &removal_reasons[&pod])
+                }
             })
             .and_then(|()| endpoints.place_all(&mut io));
         publish(&mut self.config, self.cfg.ct_revalidate, io.dp)?;
@@ -105,39 +140,56 @@ impl Agent {
     #[instrument(skip_all, fields(node = %self.cfg.node_name))]
     fn full_reconcile(&mut self) -> Result<(), CommitError> {
         let owner = self.ep_owner();
-        let cx = Context {
-            compiler: &self.compiler,
-            ep_owner: &owner,
-        };
         let mut target = DpState::default();
         let mut desired: BTreeMap<PodRef, (EndpointInfo, Vec<IpAddr>)> = BTreeMap::new();
-        for op in self.compiler.state().full_sync_ops() {
-            match self.idmap.translate(&cx, &op)? {
-                Translated::Map(op) => target.apply(&op),
-                Translated::Endpoint { pod, info, ips } => {
-                    desired.insert(pod, (info, ips));
+        {
+            let cx = Context {
+                compiler: &self.compiler,
+                ep_owner: &owner,
+            };
+            for op in self.compiler.state().full_sync_ops() {
+                match self.idmap.translate(&cx, &op)? {
+                    Translated::Map(op) => target.apply(&op),
+                    Translated::Endpoint { pod, info, ips } => {
+                        desired.insert(pod, (info, ips));
+                    }
+                    Translated::EndpointRemove { .. } => {}
                 }
-                Translated::EndpointRemove { .. } => {}
             }
         }
-        target.endpoints = self.endpoints.plan(&self.net, desired);
+        // Recorded sandboxes whose policy is not compiled stay attached
+        // (pending) before the plan decides what each interface keeps.
+        self.restore_recorded(&desired);
+        target.endpoints = self.endpoints.plan(&self.net, self.feed.records(), desired);
         self.idmap.touch();
         self.idmap.save(&state_path(&self.cfg))?;
         let ops = transition(&self.mirror, &target);
         let n = ops.len();
+        let pods_by_ep = self.endpoint_pods();
+        let links_dir = self.cfg.links_dir();
         let mut io = Io {
             dp: &mut self.dp,
             mirror: &mut self.mirror,
             net: &self.net,
+            records: self.feed.records(),
         };
-        let links_dir = self.cfg.links_dir();
         let written = ops.into_iter().try_for_each(|op| {
-            if let DpOp::EndpointRemove { ifindex } = &op
-                && let Some(name) = io.net.links.get(ifindex)
-            {
-                // Programs off before the entry goes (no fail-closed drops
-                // on an interface that stays).
-                remove_pins(&links_dir, name);
+            if let DpOp::EndpointRemove { ifindex } = &op {
+                let pod = io
+                    .mirror
+                    .endpoints
+                    .get(ifindex)
+                    .and_then(|e| pods_by_ep.get(&e.ep_id));
+                let iface = io.net.links.get(ifindex);
+                warn!(pod = %pod.map_or_else(|| "(unknown)".into(), ToString::to_string),
+                      iface = %iface.map_or("(deleted)", String::as_str), ifindex,
+                      reason = "not a local pod of the compiled state, and no CNI record names it",
+                      "reconcile: enforcement removed from the interface");
+                if let Some(name) = iface {
+                    // Programs off before the entry goes (no fail-closed
+                    // drops on an interface that stays).
+                    remove_pins(&links_dir, name);
+                }
             }
             debug!(?op, "reconcile");
             io.write(op)
@@ -147,7 +199,10 @@ impl Agent {
         }
         written?;
         self.endpoints.adopt(&mut io)?;
-        self.idmap.prune(&cx);
+        self.idmap.prune(&Context {
+            compiler: &self.compiler,
+            ep_owner: &owner,
+        });
         if n > 0 {
             self.idmap.revision += 1;
         }

@@ -4,6 +4,8 @@
 //! programs and no entry drops new flows), and programs are detached
 //! before the entry is removed. A pod whose interface cannot be found yet
 //! is reported once and placed when a link or route event brings it.
+//! Every removal of programs or of an entry from an interface is logged
+//! with the pod and the reason.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -13,6 +15,7 @@ use palisade_common::{EndpointInfo, endpoint_flags};
 use palisade_compiler::PodRef;
 use tracing::{info, instrument, warn};
 
+use super::cni_records::Records;
 use crate::control::EndpointStatus;
 use crate::datapath::{
     AttachMode, Attachment, Datapath, DatapathError, attach_endpoint, detach_endpoint,
@@ -28,6 +31,8 @@ pub struct Io<'a> {
     pub mirror: &'a mut DpState,
     /// The current links and routes.
     pub net: &'a NetSnapshot,
+    /// What CNI reported (host interface names).
+    pub records: &'a Records,
 }
 
 impl Io<'_> {
@@ -57,8 +62,6 @@ pub struct Endpoints {
     placed: BTreeMap<PodRef, Placed>,
     /// CNI-announced pods whose policy is not compiled yet.
     pending: BTreeMap<PodRef, Placed>,
-    /// Host interface names given by the CNI plugin.
-    hints: BTreeMap<PodRef, String>,
     /// Pods reported as waiting for their interface.
     waiting: BTreeSet<PodRef>,
 }
@@ -99,7 +102,6 @@ impl Endpoints {
             desired: BTreeMap::new(),
             placed: BTreeMap::new(),
             pending: BTreeMap::new(),
-            hints: BTreeMap::new(),
             waiting: BTreeSet::new(),
         }
     }
@@ -131,8 +133,10 @@ impl Endpoints {
         }
     }
 
-    fn resolve(&self, net: &NetSnapshot, pod: &PodRef, ips: &[IpAddr]) -> Resolution {
-        if let Some(name) = self.hints.get(pod)
+    /// The pod's host interface: the one the CNI plugin named, else the
+    /// one its addresses are routed to.
+    fn resolve(net: &NetSnapshot, records: &Records, pod: &PodRef, ips: &[IpAddr]) -> Resolution {
+        if let Some(name) = records.get(pod).and_then(|r| r.host_ifname.as_ref())
             && let Some(ifindex) = net.ifindex(name)
         {
             return Resolution::Found {
@@ -150,14 +154,6 @@ impl Endpoints {
             .map(|(pod, _)| pod)
     }
 
-    /// Sets the host interface name the CNI plugin gave for a pod.
-    pub fn set_hint(&mut self, pod: &PodRef, name: Option<String>) {
-        match name {
-            Some(n) => self.hints.insert(pod.clone(), n),
-            None => self.hints.remove(pod),
-        };
-    }
-
     /// A compiled endpoint (new or changed): written at once if its
     /// interface is known.
     pub fn upsert(
@@ -172,12 +168,17 @@ impl Endpoints {
     }
 
     /// A pod is no longer a local endpoint: detach, then remove its entry.
-    pub fn remove(&mut self, io: &mut Io<'_>, pod: &PodRef) -> Result<(), MapWriteError> {
+    pub fn remove(
+        &mut self,
+        io: &mut Io<'_>,
+        pod: &PodRef,
+        why: &str,
+    ) -> Result<(), MapWriteError> {
         self.desired.remove(pod);
         self.waiting.remove(pod);
         if let Some(p) = self.placed.remove(pod) {
             let ifindex = p.ifindex;
-            info!(%pod, iface = %p.name, "endpoint removed");
+            warn!(%pod, iface = %p.name, ifindex, reason = why, "enforcement removed from the interface");
             self.detach(io.dp, p);
             io.write(DpOp::EndpointRemove { ifindex })?;
         }
@@ -189,7 +190,7 @@ impl Endpoints {
         let Some((info, ips)) = self.desired.get(pod).cloned() else {
             return Ok(());
         };
-        match self.resolve(io.net, pod, &ips) {
+        match Self::resolve(io.net, io.records, pod, &ips) {
             Resolution::Found { ifindex, name } => {
                 if let Some(p) = self.placed.get_mut(pod)
                     && p.ifindex == ifindex
@@ -213,7 +214,8 @@ impl Endpoints {
                 }
                 if let Some(old) = self.placed.remove(pod) {
                     let old_if = old.ifindex;
-                    info!(%pod, from = %old.name, to = %name, "endpoint moved");
+                    warn!(%pod, iface = %old.name, ifindex = old_if, reason = %format!("the pod moved to {name}"),
+                          "enforcement removed from the interface");
                     self.detach(io.dp, old);
                     io.write(DpOp::EndpointRemove { ifindex: old_if })?;
                 }
@@ -249,6 +251,7 @@ impl Endpoints {
                 {
                     // The interface is gone (its TCX links went with it).
                     let p = self.placed.remove(pod).expect("checked");
+                    info!(%pod, iface = %p.name, ifindex = p.ifindex, "interface deleted; its endpoint entry goes");
                     remove_pins(&self.links_dir, &p.name);
                     io.write(DpOp::EndpointRemove { ifindex: p.ifindex })?;
                 }
@@ -285,7 +288,7 @@ impl Endpoints {
             .map(|(pod, _)| pod.clone())
             .collect();
         for pod in gone {
-            self.remove_pending(io, &pod)?;
+            self.remove_pending(io, &pod, "its interface was deleted")?;
         }
         Ok(())
     }
@@ -306,6 +309,16 @@ impl Endpoints {
         self.desired.contains_key(pod)
     }
 
+    /// Whether the pod is attached as pending.
+    pub fn is_pending(&self, pod: &PodRef) -> bool {
+        self.pending.contains_key(pod)
+    }
+
+    /// Pending pods by interface index (for naming them in events).
+    pub fn pending_by_ifindex(&self) -> impl Iterator<Item = (u32, &PodRef)> {
+        self.pending.iter().map(|(pod, p)| (p.ifindex, pod))
+    }
+
     /// Attaches a CNI-announced pod whose policy is not compiled: new flows
     /// are dropped (`policy-pending`) with `deny`, else pass.
     pub fn attach_pending(
@@ -315,7 +328,7 @@ impl Endpoints {
         ips: &[IpAddr],
         deny: bool,
     ) -> Result<u32, String> {
-        let (ifindex, name) = match self.resolve(io.net, pod, ips) {
+        let (ifindex, name) = match Self::resolve(io.net, io.records, pod, ips) {
             Resolution::Found { ifindex, name } => (ifindex, name),
             Resolution::NotFound => {
                 return Err(format!(
@@ -358,9 +371,15 @@ impl Endpoints {
     }
 
     /// Detaches a pending (CNI-announced, uncompiled) pod.
-    pub fn remove_pending(&mut self, io: &mut Io<'_>, pod: &PodRef) -> Result<(), MapWriteError> {
+    pub fn remove_pending(
+        &mut self,
+        io: &mut Io<'_>,
+        pod: &PodRef,
+        why: &str,
+    ) -> Result<(), MapWriteError> {
         if let Some(p) = self.pending.remove(pod) {
             let ifindex = p.ifindex;
+            warn!(%pod, iface = %p.name, ifindex, reason = why, "enforcement removed from the interface (pending pod)");
             self.detach(io.dp, p);
             if io.mirror.endpoints.contains_key(&ifindex) {
                 io.write(DpOp::EndpointRemove { ifindex })?;
@@ -374,12 +393,13 @@ impl Endpoints {
     pub fn plan(
         &mut self,
         net: &NetSnapshot,
+        records: &Records,
         desired: BTreeMap<PodRef, (EndpointInfo, Vec<IpAddr>)>,
     ) -> BTreeMap<u32, EndpointInfo> {
         self.desired = desired;
         let mut out = BTreeMap::new();
         for (pod, (info, ips)) in &self.desired {
-            if let Resolution::Found { ifindex, .. } = self.resolve(net, pod, ips) {
+            if let Resolution::Found { ifindex, .. } = Self::resolve(net, records, pod, ips) {
                 out.entry(ifindex).or_insert(*info);
             }
         }
@@ -414,7 +434,8 @@ impl Endpoints {
             .collect();
         for name in pinned_interfaces(&self.links_dir) {
             if !keep.contains(&name) {
-                info!(iface = %name, "removing the links of an interface without endpoint");
+                warn!(iface = %name, reason = "no local pod (compiled or announced by CNI) is on it",
+                      "enforcement removed from the interface");
                 remove_pins(&self.links_dir, &name);
             }
         }

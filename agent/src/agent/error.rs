@@ -28,6 +28,10 @@ pub enum AgentError {
     /// The allocation table is unusable.
     #[error(transparent)]
     IdMap(#[from] crate::idmap::IdMapError),
+    /// The CNI sandbox records are unusable (starting without them would
+    /// remove enforcement from the pods they name).
+    #[error(transparent)]
+    CniRecords(#[from] super::cni_records::RecordsError),
     /// Netlink failed.
     #[error(transparent)]
     Net(#[from] crate::net::NetError),

@@ -6,6 +6,7 @@
 
 mod bpffs;
 mod cni;
+mod cni_records;
 mod commit;
 mod endpoints;
 mod error;
@@ -33,7 +34,8 @@ use crate::idmap::IdMap;
 use crate::maps::{DpState, read_state};
 use crate::net::{self, NetSnapshot};
 use crate::source::{self, SourceHandle, SourceProblem, SourceUpdate};
-use endpoints::Endpoints;
+use cni_records::Records;
+use endpoints::{Endpoints, Io};
 use feed::Feed;
 
 /// The agent's state.
@@ -102,6 +104,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let mirror = read_state(&dp.maps)?;
     let mut idmap = IdMap::load(&state_path(&cfg))?;
     idmap.reserve_observed(&mirror);
+    let records = Records::load(&Records::path(&cfg.state_dir))?;
     info!(
         node = %cfg.node_name,
         pins = %cfg.bpffs_dir.display(),
@@ -109,6 +112,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         policy_entries = mirror.policy.len(),
         known_numbers = idmap.len(),
         revision = idmap.revision,
+        cni_sandboxes = records.iter().count(),
         "datapath loaded; pinned maps adopted"
     );
     let mut config = dp.maps.config.get(&0, 0).unwrap_or_default();
@@ -163,7 +167,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         compiler,
         idmap,
         mirror,
-        feed: Feed::default(),
+        feed: Feed::new(records),
         host: snap.addresses.clone(),
         net: snap,
         nl,
@@ -219,6 +223,19 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
 }
 
 impl Agent {
+    /// The endpoints and what they work on, borrowed apart.
+    fn parts(&mut self) -> (&mut Endpoints, Io<'_>) {
+        (
+            &mut self.endpoints,
+            Io {
+                dp: &mut self.dp,
+                mirror: &mut self.mirror,
+                net: &self.net,
+                records: self.feed.records(),
+            },
+        )
+    }
+
     fn on_source(&mut self, u: SourceUpdate) {
         if !u.changes.is_empty() {
             self.obs.note_change();
@@ -319,6 +336,7 @@ impl Agent {
     /// place endpoints, answer whoever waits.
     async fn step(&mut self) {
         self.refresh_net().await;
+        self.expire_cni_records();
         let mut committed = None;
         if self.synced {
             let (t, before) = (std::time::Instant::now(), self.idmap.revision);

@@ -167,6 +167,22 @@ impl Agent {
                 },
             );
         }
+        for (ifindex, pod) in self.endpoints.pending_by_ifindex() {
+            d.pending.insert(
+                ifindex,
+                LocalPod {
+                    pod: pod.clone(),
+                    flags: self.mirror.endpoints.get(&ifindex).map_or(0, |e| e.flags),
+                    selecting: [Vec::new(), Vec::new()],
+                    audited: [Vec::new(), Vec::new()],
+                },
+            );
+            if let Some(r) = self.feed.cni(pod) {
+                for ip in &r.ips {
+                    d.pending_addresses.insert(*ip, pod.clone());
+                }
+            }
+        }
         d.host = self.host.clone();
         let cluster = self.cluster_names();
         d.addresses = cluster.addresses.clone();
@@ -208,6 +224,13 @@ impl Agent {
             }
         }
         m.revision.set(self.idmap.revision as i64);
+        m.cni_sandboxes.set(self.feed.cni_records().count() as i64);
+        let disagreements = self.feed.address_disagreements();
+        let counted_before = m.cni_address_disagreements.get();
+        if disagreements > counted_before {
+            m.cni_address_disagreements
+                .inc_by(disagreements - counted_before);
+        }
         let mut states: BTreeMap<EndpointState, i64> = [
             EndpointState::Enforced,
             EndpointState::Pending,

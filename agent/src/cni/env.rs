@@ -50,6 +50,9 @@ pub struct CniEnv {
     pub pod_namespace: Option<String>,
     /// `K8S_POD_NAME` from `CNI_ARGS`.
     pub pod_name: Option<String>,
+    /// `K8S_POD_UID` from `CNI_ARGS` (runtimes pass it since Kubernetes
+    /// 1.22; absent before).
+    pub pod_uid: Option<String>,
 }
 
 fn nonempty(v: Option<String>) -> Option<String> {
@@ -97,6 +100,7 @@ impl CniEnv {
             ifname,
             pod_namespace: arg("K8S_POD_NAMESPACE"),
             pod_name: arg("K8S_POD_NAME"),
+            pod_uid: arg("K8S_POD_UID"),
         })
     }
 

@@ -76,6 +76,14 @@ pub enum CniError {
         /// The agent's error.
         reason: String,
     },
+    /// CHECK: the agent does not enforce the pod.
+    #[error("pod {pod} is not enforced by the palisade agent on this node: {reason}")]
+    NotEnforced {
+        /// `namespace/name`.
+        pod: String,
+        /// Why, as the agent says.
+        reason: String,
+    },
     /// CHECK: the agent enforces the pod on an unexpected interface.
     #[error(
         "pod {pod}: enforced on ifindex {agent}, but prevResult's host interface {ifname} is ifindex {expected}"
@@ -102,7 +110,7 @@ impl CniError {
             CniError::Decode(_) => code::DECODE,
             CniError::InvalidConfig { .. } => code::INVALID_CONFIG,
             CniError::AgentUnavailable { .. } => code::TRY_AGAIN_LATER,
-            CniError::AgentRefused { .. } => code::AGENT_REFUSED,
+            CniError::AgentRefused { .. } | CniError::NotEnforced { .. } => code::AGENT_REFUSED,
             CniError::WrongInterface { .. } => code::WRONG_INTERFACE,
         }
     }
@@ -117,6 +125,7 @@ impl CniError {
             CniError::InvalidConfig { .. } => "invalid network configuration",
             CniError::AgentUnavailable { .. } => "palisade agent unavailable",
             CniError::AgentRefused { .. } => "palisade agent refused the request",
+            CniError::NotEnforced { .. } => "pod not enforced",
             CniError::WrongInterface { .. } => "pod enforced on another interface",
         }
     }

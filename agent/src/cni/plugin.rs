@@ -119,6 +119,7 @@ fn args(env: &CniEnv, (ns, name): (String, String), at: Option<Attachment>) -> C
         ips,
         pod_namespace: ns,
         pod_name: name,
+        pod_uid: env.pod_uid.clone(),
     }
 }
 
@@ -226,7 +227,11 @@ fn check(env: &CniEnv, conf: &NetConf) -> Result<Outcome, CniError> {
         "cni_check",
         &Request::CniCheck(args(env, p, Some(at))),
         &name,
-    )?;
+    )
+    .map_err(|e| match e {
+        CniError::AgentRefused { pod, reason, .. } => CniError::NotEnforced { pod, reason },
+        e => e,
+    })?;
     if let (Some(ifname), Some(agent)) = (host, r.ifindex)
         && let Some(expected) = ifindex(&ifname)
         && expected != agent

@@ -131,7 +131,7 @@ impl DatapathCollector {
                 continue;
             }
             let (Some(local), Some(reason)) =
-                (dir.endpoint(k.ep_id), DropReason::from_u8(k.reason))
+                (dir.endpoints.get(&k.ep_id), DropReason::from_u8(k.reason))
             else {
                 continue;
             };

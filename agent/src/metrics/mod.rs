@@ -58,6 +58,10 @@ pub struct AgentMetrics {
     pub last_sync: Gauge<f64, AtomicU64>,
     /// `palisade_policy_revision`.
     pub revision: Gauge,
+    /// `palisade_cni_sandboxes`.
+    pub cni_sandboxes: Gauge,
+    /// `palisade_cni_address_disagreements_total`.
+    pub cni_address_disagreements: Counter,
 }
 
 /// The registry and the agent's handles.
@@ -82,6 +86,8 @@ impl AgentMetrics {
             sync_errors: Counter::default(),
             last_sync: Gauge::default(),
             revision: Gauge::default(),
+            cni_sandboxes: Gauge::default(),
+            cni_address_disagreements: Counter::default(),
         };
         reg.register(
             "palisade_endpoints",
@@ -132,6 +138,18 @@ impl AgentMetrics {
             "palisade_policy_revision",
             "The policy revision in the datapath",
             m.revision.clone(),
+        );
+        reg.register(
+            "palisade_cni_sandboxes",
+            "Local pod sandboxes recorded from CNI ADD (kept across restarts until DEL, \
+             their interface going, or the pod's deletion)",
+            m.cni_sandboxes.clone(),
+        );
+        reg.register(
+            "palisade_cni_address_disagreements",
+            "Times CNI and status.podIPs were seen to give a pod different addresses \
+             (the newer fact is enforced)",
+            m.cni_address_disagreements.clone(),
         );
         let build: Family<BuildLabels, Gauge> = Family::default();
         build

@@ -1,6 +1,8 @@
 //! What the numbers in a drop event mean, as of the last commit: endpoint
 //! ids → local pods (with the policies selecting them), addresses → pods,
-//! CIDR identities → prefixes, this node's addresses.
+//! CIDR identities → prefixes, this node's addresses, and the pods
+//! announced by CNI whose policy is not known yet (pending: no endpoint
+//! id, named by interface and by the addresses CNI reported).
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -38,12 +40,27 @@ pub struct Directory {
     pub namespaces: BTreeSet<String>,
     /// Known pods.
     pub pods: Arc<BTreeSet<PodRef>>,
+    /// Pending local pods by interface index.
+    pub pending: HashMap<u32, LocalPod>,
+    /// Addresses of pending local pods (CNI's).
+    pub pending_addresses: HashMap<IpAddr, PodRef>,
 }
 
 impl Directory {
-    /// The local pod of a datapath endpoint id.
-    pub fn endpoint(&self, ep_id: u32) -> Option<&LocalPod> {
-        self.endpoints.get(&ep_id)
+    /// The local pod of an event: by datapath endpoint id, or for a
+    /// pending pod (endpoint id 0) by interface.
+    pub fn local(&self, ep_id: u32, ifindex: u32) -> Option<&LocalPod> {
+        match ep_id {
+            0 => self.pending.get(&ifindex),
+            id => self.endpoints.get(&id),
+        }
+    }
+
+    /// The pod that has address `addr`.
+    pub fn pod_at(&self, addr: &IpAddr) -> Option<&PodRef> {
+        self.addresses
+            .get(addr)
+            .or_else(|| self.pending_addresses.get(addr))
     }
 
     /// Checks monitor filters against known names: a clear error for a
@@ -51,6 +68,7 @@ impl Directory {
     pub fn check_filter(&self, namespace: Option<&str>, pod: Option<&str>) -> Result<(), String> {
         if let Some(ns) = namespace
             && !self.namespaces.contains(ns)
+            && !self.pending.values().any(|l| l.pod.namespace == ns)
         {
             return Err(format!("unknown namespace {ns:?}"));
         }
@@ -58,6 +76,7 @@ impl Directory {
             let found = self
                 .pods
                 .iter()
+                .chain(self.pending.values().map(|l| &l.pod))
                 .any(|p| p.name == name && namespace.is_none_or(|ns| p.namespace == ns));
             if !found {
                 return Err(match namespace {

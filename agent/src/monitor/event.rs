@@ -215,7 +215,7 @@ fn peer(dir: &Directory, addr: Option<IpAddr>, identity: u32, port: Option<u16>)
         port,
         ..Default::default()
     };
-    if let Some(pod) = addr.and_then(|a| dir.addresses.get(&a)) {
+    if let Some(pod) = addr.and_then(|a| dir.pod_at(&a)) {
         p.name = pod.to_string();
         p.namespace = Some(pod.namespace.clone());
         p.pod = Some(pod.name.clone());
@@ -262,7 +262,7 @@ pub fn enrich(raw: &DropEvent, dir: &Directory) -> Option<MonitorEvent> {
         address(raw.family, raw.saddr),
         address(raw.family, raw.daddr),
     );
-    let local = dir.endpoint(raw.ep_id);
+    let local = dir.local(raw.ep_id, raw.ifindex);
     let local_peer = |addr, port| match local {
         Some(l) => Peer {
             name: l.pod.to_string(),
