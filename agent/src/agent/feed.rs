@@ -34,8 +34,8 @@ pub struct Feed {
     /// When this agent saw a pod's `status.podIPs` change to what it is
     /// now (absent: as first read, of unknown age).
     status_changed: BTreeMap<PodRef, SystemTime>,
-    /// The last disagreement logged per pod: (record's, status's).
-    disagreements: BTreeMap<PodRef, (Vec<IpAddr>, Vec<IpAddr>)>,
+    /// The last disagreement logged per pod.
+    disagreements: BTreeMap<PodRef, Disagreement>,
     /// Disagreements between CNI and `status.podIPs` seen so far.
     disagreements_total: u64,
     /// Counts the changes fed to the compiler.
@@ -95,12 +95,16 @@ enum Addresses {
     Cni(Vec<IpAddr>),
 }
 
+/// The addresses CNI and `status.podIPs` gave when they differ: (record's,
+/// status's), each sorted.
+type Disagreement = (Vec<IpAddr>, Vec<IpAddr>);
+
 /// The rule of the module doc: the newer fact wins.
 fn choose(
     p: &PodInfo,
     rec: Option<&CniRecord>,
     status_changed: Option<SystemTime>,
-) -> (Addresses, Option<(Vec<IpAddr>, Vec<IpAddr>)>) {
+) -> (Addresses, Option<Disagreement>) {
     let Some(rec) = rec.filter(|r| !r.ips.is_empty()) else {
         return (Addresses::Status, None);
     };
