@@ -46,6 +46,13 @@
 //! namespace, and wait at most their timeout ([`DEFAULT_TIMEOUT`]). The
 //! [`raw`] module injects crafted frames and captures what arrives.
 //!
+//! # Real CNI plugins
+//!
+//! [`cni_runtime`] plays a container runtime: it builds the project's
+//! libcni driver and runs a plugin chain (Debian's reference plugins, then
+//! `palisade-cni`) inside a lab node for pod sandboxes, which serve and
+//! probe like lab pods.
+//!
 //! ```no_run
 //! use palisade_lab::{LabSpec, ProbeSpec, Services, probe_all, serve};
 //!
@@ -77,6 +84,7 @@
 pub mod addressing;
 pub mod app;
 pub mod cleanup;
+pub mod cni_runtime;
 pub mod description;
 mod names;
 pub mod netns;

@@ -4,7 +4,8 @@
 //!   `clippy` (the eBPF crate is linted too),
 //! * `bpf-linker` 0.13 built against the nightly's own LLVM 22,
 //! * Debian packages the tests and the lab use (iproute2, nftables,
-//!   iputils-ping, ethtool).
+//!   iputils-ping; the reference CNI plugins, and Go with libcni's source,
+//!   from which the lab builds its small CNI runtime driver).
 
 use std::{path::Path, process::Command};
 
@@ -13,10 +14,18 @@ use anyhow::{Context as _, bail};
 use crate::cmd::{output, run as run_cmd};
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
-const DEBIAN_PACKAGES: [(&str, &str); 3] = [
+/// (what shows the package is installed: a command on the PATH's system
+/// directories, or an absolute path; the package).
+const DEBIAN_PACKAGES: [(&str, &str); 6] = [
     ("ip", "iproute2"),
     ("nft", "nftables"),
     ("ping", "iputils-ping"),
+    ("/usr/lib/cni/ptp", "containernetworking-plugins"),
+    ("go", "golang-go"),
+    (
+        "/usr/share/gocode/src/github.com/containernetworking/cni/libcni",
+        "golang-github-appc-cni-dev",
+    ),
 ];
 
 pub fn run() -> anyhow::Result<()> {
@@ -113,10 +122,13 @@ fn bpf_linker() -> anyhow::Result<()> {
 fn debian_packages() -> anyhow::Result<()> {
     let missing: Vec<&str> = DEBIAN_PACKAGES
         .iter()
-        .filter(|(bin, _)| {
+        .filter(|(probe, _)| {
+            if probe.starts_with('/') {
+                return !Path::new(probe).exists();
+            }
             !["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
                 .iter()
-                .any(|d| Path::new(d).join(bin).exists())
+                .any(|d| Path::new(d).join(probe).exists())
         })
         .map(|(_, pkg)| *pkg)
         .collect();

@@ -1,0 +1,423 @@
+//! Palisade behind a real CNI chain, driven as a container runtime drives
+//! it: Debian's reference plugins `ptp` + `host-local` wire each pod, then
+//! `palisade-cni` hands it to the agent, all called through libcni (the
+//! project's small driver). The pods are known to the agent only through
+//! CNI: one has no `status.podIPs` yet (the kubelet has not reported it),
+//! one has stale ones (a previous sandbox's). Probes run continuously
+//! through agent restarts (SIGTERM and SIGKILL) and a sandbox re-creation;
+//! no verdict may be wrong at any time. Needs root; everything it creates
+//! is removed, also on failure.
+
+mod support;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use palisade_lab::cni_runtime::{Chain, DEBIAN_PLUGIN_DIR, Driver, Sandbox};
+use palisade_lab::{
+    ANSWER_TIMEOUT, DEFAULT_TIMEOUT, Endpoint, LabSpec, Node, Pod, ProbeSpec, Services, probe_all,
+    serve,
+};
+use serde_json::{Value, json};
+use support::*;
+
+const CNI: &str = env!("CARGO_BIN_EXE_palisade-cni");
+const AGENT_ARGS: &[&str] = &["--cni-wait-ms", "300"];
+
+/// One expectation over any endpoints: from, to, TCP port, reachable.
+type Flow<'a> = (&'a (dyn Endpoint + Sync), IpAddr, u16, bool, &'static str);
+
+fn spec(f: &Flow<'_>) -> ProbeSpec {
+    let (from, to, port, reach, _) = *f;
+    ProbeSpec::tcp(&Ep(from), to, port).timeout(if reach {
+        ANSWER_TIMEOUT
+    } else {
+        DEFAULT_TIMEOUT
+    })
+}
+
+/// `&dyn Endpoint` as an `impl Endpoint`.
+struct Ep<'a>(&'a (dyn Endpoint + Sync));
+
+impl Endpoint for Ep<'_> {
+    fn netns(&self) -> &str {
+        self.0.netns()
+    }
+    fn label(&self) -> String {
+        self.0.label()
+    }
+    fn addrs(&self) -> Vec<IpAddr> {
+        self.0.addrs()
+    }
+}
+
+/// Probes every flow once (in parallel); the wrong verdicts.
+fn wrong(flows: &[Flow<'_>]) -> Vec<String> {
+    let results = probe_all(&flows.iter().map(spec).collect::<Vec<_>>());
+    flows
+        .iter()
+        .zip(results)
+        .filter(|(f, got)| got.reached() != f.3)
+        .map(|(f, got)| {
+            format!(
+                "{} {} -> {} tcp/{}: want {}, got {got:?}",
+                f.4,
+                f.0.label(),
+                f.1,
+                f.2,
+                if f.3 { "reach" } else { "blocked" }
+            )
+        })
+        .collect()
+}
+
+fn expect_flows(step: &str, agent: &Agent, flows: &[Flow<'_>]) {
+    let bad = wrong(flows);
+    assert!(
+        bad.is_empty(),
+        "{step}: {} of {} probes wrong:\n  {}\n{}",
+        bad.len(),
+        flows.len(),
+        bad.join("\n  "),
+        agent.log_text()
+    );
+}
+
+/// The chain a kind-like node runs: ptp + host-local, then palisade-cni.
+fn conflist(socket: &Path, ipam: &Path) -> Value {
+    json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "plugins": [
+        {"type": "ptp", "ipMasq": false, "mtu": 1500,
+         "ipam": {"type": "host-local", "dataDir": ipam,
+                  "ranges": [[{"subnet": "198.18.200.0/24"}], [{"subnet": "2001:db8:200::/64"}]],
+                  "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]}},
+        {"type": "palisade-cni", "agentSocket": socket, "agentTimeoutMs": 10000}]})
+}
+
+/// The `CNI_ARGS` a kubelet's runtime passes for a pod sandbox.
+fn kubelet_args<'a>(
+    ns: &'a str,
+    name: &'a str,
+    sandbox: &'a str,
+    uid: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("IgnoreUnknown", "1"),
+        ("K8S_POD_NAMESPACE", ns),
+        ("K8S_POD_NAME", name),
+        ("K8S_POD_INFRA_CONTAINER_ID", sandbox),
+        ("K8S_POD_UID", uid),
+    ]
+}
+
+/// A Pod object for a sandbox, with `status.podIPs` as given (none: the
+/// kubelet has not reported addresses yet).
+fn cni_pod(ns: &str, name: &str, uid: &str, app: &str, pod_ips: &[IpAddr]) -> Value {
+    let mut p = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "uid": uid, "labels": {"app": app}},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x"}]},
+        "status": {"phase": "Pending"}});
+    if !pod_ips.is_empty() {
+        p["status"] = json!({"phase": "Running", "podIP": pod_ips[0].to_string(),
+            "podIPs": pod_ips.iter().map(|a| json!({"ip": a.to_string()})).collect::<Vec<_>>()});
+    }
+    p
+}
+
+fn endpoint(agent: &Agent, pod: &str) -> Option<(Option<String>, String)> {
+    agent
+        .status()
+        .endpoints
+        .into_iter()
+        .find(|e| e.pod == pod)
+        .map(|e| (e.interface, e.state))
+}
+
+fn assert_enforced(agent: &Agent, pod: &str, sandbox: &Sandbox) {
+    assert_eq!(
+        endpoint(agent, pod),
+        Some((sandbox.host_ifname().map(str::to_owned), "enforced".into())),
+        "{pod}\n{}",
+        agent.log_text()
+    );
+}
+
+/// Crashes the agent (SIGKILL): nothing runs on the way out.
+fn crash(agent: &mut Agent) {
+    if let Some(c) = agent.child.as_mut() {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    agent.child = None;
+}
+
+/// Probes `flows` continuously while `during` runs; returns (rounds, wrong
+/// verdicts).
+fn probing<T>(
+    flows: &[Flow<'_>],
+    during: impl FnOnce(&dyn Fn(usize)) -> T,
+) -> (T, usize, Vec<String>) {
+    let stop = AtomicBool::new(false);
+    let rounds = AtomicUsize::new(0);
+    let bad: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let out = std::thread::scope(|s| {
+        s.spawn(|| {
+            // Bounded: stops when told, or after 5 minutes at most.
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let w = wrong(flows);
+                bad.lock().unwrap().extend(w);
+                rounds.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let wait_rounds = |n: usize| {
+            let target = rounds.load(Ordering::Relaxed) + n;
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while rounds.load(Ordering::Relaxed) < target {
+                assert!(Instant::now() < deadline, "probe rounds stalled");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        let out = during(&wait_rounds);
+        stop.store(true, Ordering::Relaxed);
+        out
+    });
+    (out, rounds.into_inner(), bad.into_inner().unwrap())
+}
+
+/// What may and may not reach what, both families, for db's current
+/// sandbox.
+fn flows<'a>(client: &'a Pod, web: &'a Sandbox, db: &'a Sandbox) -> Vec<Flow<'a>> {
+    let mut f: Vec<Flow<'a>> = Vec::new();
+    for v6 in [false, true] {
+        let (w, b) = (web.ip(v6).unwrap(), db.ip(v6).unwrap());
+        f.extend([
+            (
+                client as &(dyn Endpoint + Sync),
+                w,
+                80,
+                true,
+                "client->web allowed",
+            ),
+            (client, w, 81, false, "client->web denied port"),
+            // db is judged by the address CNI gave it, not its stale status.
+            (db, w, 80, true, "db->web allowed"),
+            (client, b, 81, true, "client->db allowed"),
+            (client, b, 80, false, "client->db denied port"),
+            (web, b, 81, false, "web->db not admitted"),
+        ]);
+    }
+    f
+}
+
+#[test]
+fn pods_known_only_through_cni_stay_enforced_across_restarts() {
+    let lab = LabSpec::new(&format!("pcc{}", std::process::id() % 100_000))
+        .node("n1")
+        .pod("client", "dev", "n1")
+        .up()
+        .expect("lab up");
+    let node: &Node = lab.node("n1");
+    let client = lab.pod("client");
+    let bpffs = Bpffs::mount();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = NodeDirs::new(tmp.path(), &bpffs, "n1");
+
+    // The runtime's side: the driver, palisade-cni beside Debian's plugins.
+    let driver = Driver::build(&PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cni-runtime"))
+        .expect("build the libcni driver");
+    let bin = tmp.path().join("cni-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(CNI, bin.join("palisade-cni")).unwrap();
+    let chain = Chain::new(
+        driver,
+        &tmp.path().join("cni"),
+        &conflist(&d.socket, &tmp.path().join("ipam")),
+        &[&bin, Path::new(DEBIAN_PLUGIN_DIR)],
+    )
+    .unwrap();
+    let web_args = kubelet_args("prod", "web", "sandbox-web-1", "uid-web");
+    let db1_args = kubelet_args("prod", "db", "sandbox-db-1", "uid-db");
+    let db2_args = kubelet_args("prod", "db", "sandbox-db-2", "uid-db");
+
+    // web has no addresses in its status; db has a previous sandbox's.
+    let stale: Vec<IpAddr> = vec![
+        "198.18.200.250".parse().unwrap(),
+        "2001:db8:200::fa".parse().unwrap(),
+    ];
+    let objects = |db_ips: &[IpAddr]| {
+        vec![
+            namespace("dev", json!({})),
+            namespace("prod", json!({})),
+            pod(
+                client,
+                "dev",
+                "client",
+                "uid-client",
+                json!({"app": "client"}),
+            ),
+            cni_pod("prod", "web", "uid-web", "web", &[]),
+            cni_pod("prod", "db", "uid-db", "db", db_ips),
+            policy(
+                "prod",
+                "web-ingress",
+                json!({"podSelector": {"matchLabels": {"app": "web"}},
+                       "ingress": [{"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "client"}}},
+                                             {"podSelector": {"matchLabels": {"app": "db"}}}],
+                                    "ports": [{"protocol": "TCP", "port": 80}]}]}),
+            ),
+            policy(
+                "prod",
+                "db-ingress",
+                json!({"podSelector": {"matchLabels": {"app": "db"}},
+                       "ingress": [{"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "client"}}}],
+                                    "ports": [{"protocol": "TCP", "port": 81}]}]}),
+            ),
+        ]
+    };
+    d.write("all.yaml", &objects(&stale));
+    let mut agent = Agent::start(node, &d, AGENT_ARGS);
+    agent.sync_ok();
+
+    let mut web = Sandbox::create(&lab, "sandbox-web-1", "prod/web").unwrap();
+    let mut db = Sandbox::create(&lab, "sandbox-db-1", "prod/db").unwrap();
+    let added = chain.add(node, &mut web, &web_args).expect("ADD web");
+    assert_eq!(added["ips"].as_array().map(Vec::len), Some(2), "{added}");
+    chain.add(node, &mut db, &db1_args).expect("ADD db");
+    assert!(!db.ips().iter().any(|a| stale.contains(a)));
+    let tcp = Services::new().tcp(80).tcp(81);
+    let _web_servers = serve(&web, &tcp).expect("web servers");
+    let mut db_servers = serve(&db, &tcp).expect("db servers");
+    assert_enforced(&agent, "prod/web", &web);
+    assert_enforced(&agent, "prod/db", &db);
+
+    expect_flows("after ADD", &agent, &flows(client, &web, &db));
+    chain.check(node, &web, &web_args).expect("CHECK web");
+    chain.check(node, &db, &db1_args).expect("CHECK db");
+    assert!(
+        agent.log_text().contains("disagree"),
+        "db's stale status.podIPs against its CNI addresses is logged:\n{}",
+        agent.log_text()
+    );
+
+    // Restarts while probing: SIGTERM, then SIGKILL. The new agents read
+    // the CNI records and never let go of either pod.
+    let mut total_rounds = 0;
+    let mut all_wrong = Vec::new();
+    let current = flows(client, &web, &db);
+    let ((), rounds, bad) = probing(&current, |wait_rounds| {
+        wait_rounds(2);
+        assert!(agent.stop(), "clean stop");
+        wait_rounds(2);
+        agent = Agent::start(node, &d, AGENT_ARGS);
+        agent.sync_ok();
+        assert_enforced(&agent, "prod/web", &web);
+        assert_enforced(&agent, "prod/db", &db);
+        wait_rounds(3);
+        crash(&mut agent);
+        wait_rounds(2);
+        agent = Agent::start(node, &d, AGENT_ARGS);
+        agent.sync_ok();
+        assert_enforced(&agent, "prod/web", &web);
+        assert_enforced(&agent, "prod/db", &db);
+        wait_rounds(3);
+    });
+    total_rounds += rounds;
+    all_wrong.extend(bad);
+    chain
+        .check(node, &web, &web_args)
+        .expect("CHECK web after restarts");
+    chain
+        .check(node, &db, &db1_args)
+        .expect("CHECK db after restarts");
+
+    // The kubelet catches up with db's addresses; then db's sandbox is
+    // re-created (new container id, new address), so the status is stale
+    // again, and the agent restarts once more while probing.
+    let first_db_ips = db.ips().to_vec();
+    d.write("all.yaml", &objects(&first_db_ips));
+    agent.sync_ok();
+    expect_flows("status caught up", &agent, &flows(client, &web, &db));
+    chain.del(node, &db, &db1_args).expect("DEL db");
+    drop(db_servers);
+    drop(db);
+    let mut db = Sandbox::create(&lab, "sandbox-db-2", "prod/db").unwrap();
+    chain
+        .add(node, &mut db, &db2_args)
+        .expect("ADD re-created db");
+    assert!(
+        db.ips().iter().all(|a| !first_db_ips.contains(a)),
+        "host-local gave the new sandbox new addresses: {:?} vs {first_db_ips:?}",
+        db.ips()
+    );
+    db_servers = serve(&db, &tcp).expect("db servers");
+    assert_enforced(&agent, "prod/db", &db);
+    expect_flows("sandbox re-created", &agent, &flows(client, &web, &db));
+    let current = flows(client, &web, &db);
+    let ((), rounds, bad) = probing(&current, |wait_rounds| {
+        wait_rounds(2);
+        crash(&mut agent);
+        wait_rounds(2);
+        agent = Agent::start(node, &d, AGENT_ARGS);
+        agent.sync_ok();
+        assert_enforced(&agent, "prod/db", &db);
+        wait_rounds(3);
+        assert!(agent.stop(), "clean stop");
+        wait_rounds(2);
+        agent = Agent::start(node, &d, AGENT_ARGS);
+        agent.sync_ok();
+        assert_enforced(&agent, "prod/web", &web);
+        assert_enforced(&agent, "prod/db", &db);
+        wait_rounds(3);
+    });
+    total_rounds += rounds;
+    all_wrong.extend(bad);
+    chain
+        .check(node, &db, &db2_args)
+        .expect("CHECK re-created db");
+    let probes = total_rounds * current.len();
+    eprintln!(
+        "cni chain: {probes} probes in {total_rounds} rounds across 4 restarts, {} wrong",
+        all_wrong.len()
+    );
+    assert!(
+        all_wrong.is_empty(),
+        "{} wrong verdicts of {probes}:\n{}\n{}",
+        all_wrong.len(),
+        all_wrong.join("\n"),
+        agent.log_text()
+    );
+    assert!(total_rounds >= 20, "{total_rounds} rounds");
+
+    // DEL through the chain: the agent lets go of both sandboxes, and a
+    // restart does not bring them back.
+    chain.del(node, &web, &web_args).expect("DEL web");
+    chain.del(node, &db, &db2_args).expect("DEL db");
+    drop(db_servers);
+    agent.sync_ok();
+    for pod in ["prod/web", "prod/db"] {
+        assert_ne!(
+            endpoint(&agent, pod).map(|e| e.1),
+            Some("enforced".into()),
+            "{pod}"
+        );
+    }
+    assert!(agent.stop());
+    let records = std::fs::read_to_string(d.state.join("cni.json")).unwrap();
+    assert!(
+        !records.contains("sandbox-"),
+        "DEL forgets the sandboxes: {records}"
+    );
+    let agent = Agent::start(node, &d, AGENT_ARGS);
+    agent.sync_ok();
+    for pod in ["prod/web", "prod/db"] {
+        assert_ne!(
+            endpoint(&agent, pod).map(|e| e.1),
+            Some("enforced".into()),
+            "{pod}\n{}",
+            agent.log_text()
+        );
+    }
+}
