@@ -556,6 +556,32 @@ mod tests {
     }
 
     #[test]
+    fn a_pending_pod_is_named_not_world() {
+        // A pod CNI announced whose policy is not known yet: no endpoint
+        // id, named by its interface and by CNI's address.
+        let mut d = directory();
+        let pending = LocalPodBuilder::new("prod", "web").build();
+        d.pending.insert(12, pending);
+        d.pending_addresses
+            .insert("10.0.0.9".parse().unwrap(), PodRef::new("prod", "web"));
+        let mut r = raw(direction::EGRESS, [10, 0, 0, 9], [10, 0, 0, 1], 0, 300);
+        r.ep_id = 0;
+        r.reason = DropReason::PolicyPending as u8;
+        let ev = enrich(&r, &d).unwrap();
+        assert_eq!(
+            ev.to_string(),
+            "xx drop (policy-pending) egress prod/web -> y/a TCP 10.0.0.9:4242 -> 10.0.0.1:80: \
+             the policy of prod/web is not known yet (--default-deny-until-synced)"
+        );
+        // Seen from the other end, its address names it too.
+        let mut r = raw(direction::INGRESS, [10, 0, 0, 9], [10, 0, 0, 2], 0, 301);
+        r.ep_id = 7;
+        let ev = enrich(&r, &d).unwrap();
+        assert_eq!(ev.src.name, "prod/web");
+        assert!(d.check_filter(Some("prod"), Some("web")).is_ok());
+    }
+
+    #[test]
     fn filter_checks_reason_names() {
         let f = MonitorFilter {
             reason: Some("policy-denied".into()),
