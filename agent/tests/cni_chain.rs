@@ -126,43 +126,68 @@ fn cni_pod(ns: &str, name: &str, uid: &str, app: &str, pod_ips: &[IpAddr]) -> Va
     p
 }
 
-fn endpoint(agent: &Agent, pod: &str) -> Option<(Option<String>, String)> {
-    agent
-        .status()
-        .endpoints
-        .into_iter()
-        .find(|e| e.pod == pod)
-        .map(|e| (e.interface, e.state))
-}
-
 fn assert_enforced(agent: &Agent, pod: &str, sandbox: &Sandbox) {
     assert_eq!(
-        endpoint(agent, pod),
+        endpoint_state(agent, pod),
         Some((sandbox.host_ifname().map(str::to_owned), "enforced".into())),
         "{pod}\n{}",
         agent.log_text()
     );
 }
 
-/// Crashes the agent (SIGKILL): nothing runs on the way out.
-fn crash(agent: &mut Agent) {
-    if let Some(c) = agent.child.as_mut() {
-        c.kill().unwrap();
-        c.wait().unwrap();
-    }
-    agent.child = None;
+/// How the agent goes down.
+#[derive(Clone, Copy)]
+enum Stop {
+    /// SIGTERM: a clean stop.
+    Term,
+    /// SIGKILL: a crash, nothing runs on the way out.
+    Kill,
 }
 
-/// Probes `flows` continuously while `during` runs; returns (rounds, wrong
-/// verdicts).
-fn probing<T>(
+/// Stops the agent, lets the probes run against the pinned programs,
+/// starts a new agent with the same arguments and checks it enforces
+/// `pods` on their sandboxes' interfaces.
+fn restart(
+    agent: &mut Agent,
+    how: Stop,
+    node: &Node,
+    d: &NodeDirs,
+    wait_rounds: &dyn Fn(usize),
+    pods: &[(&str, &Sandbox)],
+) {
+    wait_rounds(2);
+    match how {
+        Stop::Term => assert!(agent.stop(), "clean stop"),
+        Stop::Kill => {
+            if let Some(c) = agent.child.as_mut() {
+                c.kill().unwrap();
+                c.wait().unwrap();
+            }
+            agent.child = None;
+        }
+    }
+    wait_rounds(2);
+    *agent = Agent::start(node, d, AGENT_ARGS);
+    agent.sync_ok();
+    for (pod, sandbox) in pods {
+        assert_enforced(agent, pod, sandbox);
+    }
+    wait_rounds(3);
+}
+
+/// Restarts the agent once per entry of `order` (see [`restart`]) while
+/// probing `flows` continuously; returns (rounds, wrong verdicts).
+fn restarts_while_probing(
+    agent: &mut Agent,
+    order: [Stop; 2],
+    (node, d): (&Node, &NodeDirs),
     flows: &[Flow<'_>],
-    during: impl FnOnce(&dyn Fn(usize)) -> T,
-) -> (T, usize, Vec<String>) {
+    pods: &[(&str, &Sandbox)],
+) -> (usize, Vec<String>) {
     let stop = AtomicBool::new(false);
     let rounds = AtomicUsize::new(0);
     let bad: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    let out = std::thread::scope(|s| {
+    std::thread::scope(|s| {
         s.spawn(|| {
             // Bounded: stops when told, or after 5 minutes at most.
             let deadline = Instant::now() + Duration::from_secs(300);
@@ -180,11 +205,12 @@ fn probing<T>(
                 std::thread::sleep(Duration::from_millis(20));
             }
         };
-        let out = during(&wait_rounds);
+        for how in order {
+            restart(agent, how, node, d, &wait_rounds, pods);
+        }
         stop.store(true, Ordering::Relaxed);
-        out
     });
-    (out, rounds.into_inner(), bad.into_inner().unwrap())
+    (rounds.into_inner(), bad.into_inner().unwrap())
 }
 
 /// What may and may not reach what, both families, for db's current
@@ -307,23 +333,13 @@ fn pods_known_only_through_cni_stay_enforced_across_restarts() {
     let mut total_rounds = 0;
     let mut all_wrong = Vec::new();
     let current = flows(client, &web, &db);
-    let ((), rounds, bad) = probing(&current, |wait_rounds| {
-        wait_rounds(2);
-        assert!(agent.stop(), "clean stop");
-        wait_rounds(2);
-        agent = Agent::start(node, &d, AGENT_ARGS);
-        agent.sync_ok();
-        assert_enforced(&agent, "prod/web", &web);
-        assert_enforced(&agent, "prod/db", &db);
-        wait_rounds(3);
-        crash(&mut agent);
-        wait_rounds(2);
-        agent = Agent::start(node, &d, AGENT_ARGS);
-        agent.sync_ok();
-        assert_enforced(&agent, "prod/web", &web);
-        assert_enforced(&agent, "prod/db", &db);
-        wait_rounds(3);
-    });
+    let (rounds, bad) = restarts_while_probing(
+        &mut agent,
+        [Stop::Term, Stop::Kill],
+        (node, &d),
+        &current,
+        &[("prod/web", &web), ("prod/db", &db)],
+    );
     total_rounds += rounds;
     all_wrong.extend(bad);
     chain
@@ -356,22 +372,13 @@ fn pods_known_only_through_cni_stay_enforced_across_restarts() {
     assert_enforced(&agent, "prod/db", &db);
     expect_flows("sandbox re-created", &agent, &flows(client, &web, &db));
     let current = flows(client, &web, &db);
-    let ((), rounds, bad) = probing(&current, |wait_rounds| {
-        wait_rounds(2);
-        crash(&mut agent);
-        wait_rounds(2);
-        agent = Agent::start(node, &d, AGENT_ARGS);
-        agent.sync_ok();
-        assert_enforced(&agent, "prod/db", &db);
-        wait_rounds(3);
-        assert!(agent.stop(), "clean stop");
-        wait_rounds(2);
-        agent = Agent::start(node, &d, AGENT_ARGS);
-        agent.sync_ok();
-        assert_enforced(&agent, "prod/web", &web);
-        assert_enforced(&agent, "prod/db", &db);
-        wait_rounds(3);
-    });
+    let (rounds, bad) = restarts_while_probing(
+        &mut agent,
+        [Stop::Kill, Stop::Term],
+        (node, &d),
+        &current,
+        &[("prod/web", &web), ("prod/db", &db)],
+    );
     total_rounds += rounds;
     all_wrong.extend(bad);
     chain
@@ -399,7 +406,7 @@ fn pods_known_only_through_cni_stay_enforced_across_restarts() {
     agent.sync_ok();
     for pod in ["prod/web", "prod/db"] {
         assert_ne!(
-            endpoint(&agent, pod).map(|e| e.1),
+            endpoint_state(&agent, pod).map(|e| e.1),
             Some("enforced".into()),
             "{pod}"
         );
@@ -414,7 +421,7 @@ fn pods_known_only_through_cni_stay_enforced_across_restarts() {
     agent.sync_ok();
     for pod in ["prod/web", "prod/db"] {
         assert_ne!(
-            endpoint(&agent, pod).map(|e| e.1),
+            endpoint_state(&agent, pod).map(|e| e.1),
             Some("enforced".into()),
             "{pod}\n{}",
             agent.log_text()

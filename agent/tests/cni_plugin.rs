@@ -125,15 +125,6 @@ fn netconf(socket: &Path, timeout_ms: u64, prev: Option<Value>) -> String {
     c.to_string()
 }
 
-fn endpoint_state(agent: &Agent, pod: &str) -> Option<(Option<String>, String)> {
-    agent
-        .status()
-        .endpoints
-        .into_iter()
-        .find(|e| e.pod == pod)
-        .map(|e| (e.interface, e.state))
-}
-
 #[test]
 fn runtime_calls_against_a_running_agent() {
     let lab = LabSpec::new(&format!("pcn{}", std::process::id() % 100_000))

@@ -221,6 +221,16 @@ impl Drop for Agent {
     }
 }
 
+/// The agent's (interface, state) for `pod` (`ns/name`), if it lists it.
+pub fn endpoint_state(agent: &Agent, pod: &str) -> Option<(Option<String>, String)> {
+    agent
+        .status()
+        .endpoints
+        .into_iter()
+        .find(|e| e.pod == pod)
+        .map(|e| (e.interface, e.state))
+}
+
 pub fn namespace(name: &str, labels: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "Namespace",
            "metadata": {"name": name, "labels": labels}})
