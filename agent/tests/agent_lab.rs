@@ -593,7 +593,7 @@ fn two_agents_on_one_machine_judge_their_own_pods() {
     expect("two agents", &[&a1, &a2], &cases);
 
     // Each agent only touched its own node: endpoints and link pins.
-    let names = |d: &NodeDirs| palisade::agent::pinned_interfaces(&d.bpffs.join("links"));
+    let names = |d: &NodeDirs| palisade::datapath::pinned_interfaces(&d.bpffs.join("links"));
     let (p1, p2) = (names(&d1), names(&d2));
     assert_eq!(
         p1,

@@ -94,6 +94,27 @@ pub mod proto {
     pub const fn has_ports(ip_proto: u8) -> bool {
         matches!(ip_proto, TCP | UDP | SCTP)
     }
+
+    /// How people write protocol `.0` (an IP protocol number or a policy
+    /// class): `TCP`, `UDP`, `SCTP`, `ICMP`, `ICMPv6`, `other` for
+    /// [`OTHER`], else `proto-N`. The one spelling every command, log and
+    /// event uses.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Name(pub u8);
+
+    impl core::fmt::Display for Name {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            match self.0 {
+                TCP => f.write_str("TCP"),
+                UDP => f.write_str("UDP"),
+                SCTP => f.write_str("SCTP"),
+                ICMP => f.write_str("ICMP"),
+                ICMPV6 => f.write_str("ICMPv6"),
+                OTHER => f.write_str("other"),
+                n => write!(f, "proto-{n}"),
+            }
+        }
+    }
 }
 
 /// Map names as they appear in the object file and under the pin directory.

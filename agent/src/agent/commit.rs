@@ -14,8 +14,9 @@ use palisade_common::{Config, EndpointInfo};
 use palisade_compiler::PodRef;
 use tracing::{debug, info, instrument, warn};
 
-use super::endpoints::{Io, remove_pins};
+use super::endpoints::Io;
 use super::{Agent, state_path};
+use crate::datapath::remove_link_pins;
 use crate::datapath::{Datapath, DatapathError};
 use crate::idmap::Meaning;
 use crate::idmap::{Context, IdMapError, Translated};
@@ -188,7 +189,7 @@ impl Agent {
                 if let Some(name) = iface {
                     // Programs off before the entry goes (no fail-closed
                     // drops on an interface that stays).
-                    remove_pins(&links_dir, name);
+                    remove_link_pins(&links_dir, name);
                 }
             }
             debug!(?op, "reconcile");

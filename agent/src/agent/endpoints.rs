@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use palisade_common::{EndpointInfo, endpoint_flags};
 use palisade_compiler::PodRef;
@@ -19,6 +19,7 @@ use super::cni_records::Records;
 use crate::control::EndpointStatus;
 use crate::datapath::{
     AttachMode, Attachment, Datapath, DatapathError, attach_endpoint, detach_endpoint,
+    pinned_interfaces, remove_link_pins,
 };
 use crate::maps::{DpOp, DpState, MapWriteError, apply};
 use crate::net::{NetSnapshot, Resolution};
@@ -66,33 +67,6 @@ pub struct Endpoints {
     waiting: BTreeSet<PodRef>,
 }
 
-/// Removes the link pins of interface `name` (detaching them).
-pub fn remove_pins(links_dir: &Path, name: &str) {
-    for suffix in ["from_pod", "to_pod"] {
-        let p = links_dir.join(format!("{name}_{suffix}"));
-        if let Err(e) = std::fs::remove_file(&p)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            warn!(pin = %p.display(), error = %e, "cannot remove link pin");
-        }
-    }
-}
-
-/// Interface names that have link pins in `links_dir`.
-pub fn pinned_interfaces(links_dir: &Path) -> BTreeSet<String> {
-    std::fs::read_dir(links_dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter_map(|n| {
-            n.strip_suffix("_from_pod")
-                .or_else(|| n.strip_suffix("_to_pod"))
-                .map(str::to_string)
-        })
-        .collect()
-}
-
 impl Endpoints {
     /// No endpoints yet; links are pinned in `links_dir`.
     pub fn new(links_dir: PathBuf, mode: AttachMode) -> Self {
@@ -114,7 +88,7 @@ impl Endpoints {
                 // A pin left by a deleted interface of the same name cannot
                 // take a program: drop it and attach afresh.
                 warn!(error = %e, "attach failed; retrying without the old link pin");
-                remove_pins(&self.links_dir, name);
+                remove_link_pins(&self.links_dir, name);
                 attach_endpoint(dp, name, self.mode, Some(&self.links_dir))
             }
             Err(e) => Err(e),
@@ -126,10 +100,10 @@ impl Endpoints {
             Some(a) => {
                 if let Err(error) = detach_endpoint(dp, a) {
                     warn!(iface = %p.name, %error, "detach failed");
-                    remove_pins(&self.links_dir, &p.name);
+                    remove_link_pins(&self.links_dir, &p.name);
                 }
             }
-            None => remove_pins(&self.links_dir, &p.name),
+            None => remove_link_pins(&self.links_dir, &p.name),
         }
     }
 
@@ -252,7 +226,7 @@ impl Endpoints {
                     // The interface is gone (its TCX links went with it).
                     let p = self.placed.remove(pod).expect("checked");
                     info!(%pod, iface = %p.name, ifindex = p.ifindex, "interface deleted; its endpoint entry goes");
-                    remove_pins(&self.links_dir, &p.name);
+                    remove_link_pins(&self.links_dir, &p.name);
                     io.write(DpOp::EndpointRemove { ifindex: p.ifindex })?;
                 }
                 if !self.placed.contains_key(pod) && self.waiting.insert(pod.clone()) {
@@ -417,7 +391,7 @@ impl Endpoints {
         for old in std::mem::take(&mut self.placed).into_values() {
             // Keep the attachment handles; `place` re-registers them.
             if !io.net.links.contains_key(&old.ifindex) {
-                remove_pins(&self.links_dir, &old.name);
+                remove_link_pins(&self.links_dir, &old.name);
             } else if let Some(a) = old.attached {
                 drop(a); // pinned: stays attached
             }
@@ -436,7 +410,7 @@ impl Endpoints {
             if !keep.contains(&name) {
                 warn!(iface = %name, reason = "no local pod (compiled or announced by CNI) is on it",
                       "enforcement removed from the interface");
-                remove_pins(&self.links_dir, &name);
+                remove_link_pins(&self.links_dir, &name);
             }
         }
         Ok(())

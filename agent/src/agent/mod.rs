@@ -24,7 +24,6 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 pub use bpffs::is_bpffs;
-pub use endpoints::{pinned_interfaces, remove_pins};
 pub use error::AgentError;
 
 use crate::config::{AgentConfig, SourceConfig};

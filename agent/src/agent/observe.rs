@@ -103,15 +103,6 @@ fn identity_name(info: Option<IdentityInfo>, id: u32) -> String {
     }
 }
 
-fn protocol_name(p: u8) -> &'static str {
-    match p {
-        proto::TCP => "TCP",
-        proto::UDP => "UDP",
-        proto::SCTP => "SCTP",
-        _ => "other",
-    }
-}
-
 impl Agent {
     /// The cluster-wide names, rebuilt if the pods changed.
     fn cluster_names(&mut self) -> &ClusterNames {
@@ -362,7 +353,7 @@ impl Agent {
             .iter()
             .map(|(i, n)| (n.as_str(), *i))
             .collect();
-        let pinned = super::pinned_interfaces(&self.cfg.links_dir());
+        let pinned = crate::datapath::pinned_interfaces(&self.cfg.links_dir());
         let identities: HashMap<u32, &Meaning> =
             self.idmap.entries().map(|(m, id)| (id, m)).collect();
         let list: Vec<Value> = self
@@ -456,7 +447,7 @@ impl Agent {
                         json!({
                             "direction": direction::as_str(k.direction),
                             "peer": identity_name(self.compiler.identity(k.identity), k.identity),
-                            "protocol": protocol_name(k.proto),
+                            "protocol": proto::Name(k.proto).to_string(),
                             "ports": ports,
                             "view": if k.view == 0 { "enforced" } else { "audit" },
                         })

@@ -9,6 +9,7 @@
 //! without a program. Our links go first in the TCX chain and allowed
 //! packets return "next", so a CNI's own programs still run after ours.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use aya::{
@@ -115,7 +116,7 @@ pub fn attach_endpoint(
         };
         match (mode, link_pin_dir) {
             (AttachMode::Tcx, Some(dir)) => {
-                let path = dir.join(format!("{iface}_{suffix}"));
+                let path = link_pin(dir, iface, suffix);
                 handles.push(Handle::Pinned(attach_pinned(prog, iface, hook, &path)?));
             }
             (AttachMode::Tcx, None) => {
@@ -182,6 +183,41 @@ fn attach_pinned(
         .map_err(|e| pin_err(format!("not an fd link: {e}")))?;
     fd.pin(path).map_err(|e| pin_err(format!("pin: {e}")))?;
     Ok(path.to_path_buf())
+}
+
+/// Where the link of hook `suffix` on interface `iface` is pinned: the one
+/// spelling of link pin names.
+fn link_pin(dir: &Path, iface: &str, suffix: &str) -> PathBuf {
+    dir.join(format!("{iface}_{suffix}"))
+}
+
+/// Removes the link pins of interface `iface` in `dir` (detaching its
+/// programs); a pin that is not there is fine.
+pub fn remove_link_pins(dir: &Path, iface: &str) {
+    for (_, _, suffix) in HOOKS {
+        let p = link_pin(dir, iface, suffix);
+        if let Err(e) = std::fs::remove_file(&p)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(pin = %p.display(), error = %e, "cannot remove link pin");
+        }
+    }
+}
+
+/// Interface names that have link pins in `dir`.
+pub fn pinned_interfaces(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter_map(|n| {
+            HOOKS
+                .iter()
+                .find_map(|(_, _, suffix)| n.strip_suffix(suffix)?.strip_suffix('_'))
+                .map(str::to_string)
+        })
+        .collect()
 }
 
 /// Detaches what [`attach_endpoint`] attached.

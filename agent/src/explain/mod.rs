@@ -231,17 +231,6 @@ fn end_name(e: &End) -> String {
     }
 }
 
-fn protocol_name(p: u8) -> String {
-    match p {
-        proto::TCP => "TCP".into(),
-        proto::UDP => "UDP".into(),
-        proto::SCTP => "SCTP".into(),
-        proto::ICMP => "ICMP".into(),
-        proto::ICMPV6 => "ICMPv6".into(),
-        n => format!("proto-{n}"),
-    }
-}
-
 fn peers_of(np: &NetworkPolicy, dir: u8, rule: usize) -> Option<&[NetworkPolicyPeer]> {
     let spec = np.spec.as_ref()?;
     if dir == direction::INGRESS {
@@ -262,7 +251,7 @@ fn ports_of(np: &NetworkPolicy, dir: u8, rule: usize) -> Option<&[NetworkPolicyP
 
 fn port_entry_matches(p: &NetworkPolicyPort, protocol: u8, m: &PortMatch) -> bool {
     let pr = p.protocol.as_deref().unwrap_or("TCP");
-    if pr != protocol_name(protocol) {
+    if pr != proto::Name(protocol).to_string() {
         return false;
     }
     match (&p.port, m) {
@@ -315,7 +304,7 @@ fn rule_report(
             .and_then(|np| ports_of(np, dir, m.rule))
             .and_then(|ps| ps.iter().position(|p| port_entry_matches(p, protocol, pm))),
     };
-    let pr = protocol_name(protocol);
+    let pr = proto::Name(protocol).to_string();
     let port_s = match &m.port {
         PortMatch::Any => "any".to_string(),
         PortMatch::Range(lo, hi) if lo == hi => format!("{pr} {lo}"),
@@ -379,7 +368,7 @@ pub fn report(
             name: end_name(&e.to),
             addr: e.to.addr,
         },
-        protocol: protocol_name(q.protocol),
+        protocol: proto::Name(q.protocol).to_string(),
         port,
         egress: e
             .egress

@@ -21,6 +21,7 @@ use super::labels::{
     Direction, DropLabels, DropReasonLabel, EventLabels, EventOutcome, ForwardLabels,
     ForwardReasonLabel, MapLabel, MapLabels, NamespaceDropLabels, PodDropLabels, Verdict,
 };
+use crate::datapath::sum_cpus;
 use crate::monitor::Hub;
 use crate::monitor::reader::{OpenError, open_pinned, sum_stats};
 
@@ -108,10 +109,7 @@ impl DatapathCollector {
 
     fn counter(&self, index: u32) -> Counter {
         match self.metrics.get(&index, 0) {
-            Ok(v) => v.iter().fold(Counter::default(), |a, c| Counter {
-                packets: a.packets + c.packets,
-                bytes: a.bytes + c.bytes,
-            }),
+            Ok(v) => sum_cpus(&v),
             Err(_) => Counter::default(),
         }
     }
@@ -122,7 +120,7 @@ impl DatapathCollector {
         let mut seen = HashMap::new();
         for item in self.ep_drops.iter() {
             let Ok((k, v)) = item else { continue };
-            let now: u64 = v.iter().sum();
+            let now: u64 = sum_cpus(&v);
             let before = t.last.get(&k).copied().unwrap_or(0);
             // A smaller value is a new entry for a reused key: count it whole.
             let delta = if now >= before { now - before } else { now };

@@ -186,15 +186,11 @@ pub enum StreamLine {
     },
 }
 
+/// Empty for events without an IP protocol (not IP).
 fn protocol_name(p: u8) -> String {
     match p {
         0 => String::new(),
-        proto::TCP => "TCP".into(),
-        proto::UDP => "UDP".into(),
-        proto::SCTP => "SCTP".into(),
-        proto::ICMP => "ICMP".into(),
-        proto::ICMPV6 => "ICMPv6".into(),
-        n => format!("proto-{n}"),
+        p => proto::Name(p).to_string(),
     }
 }
 

@@ -56,11 +56,7 @@ fn decode(bytes: &[u8]) -> Option<DropEvent> {
 /// Sums `EVENT_STATS` over CPUs.
 pub fn sum_stats(m: &PerCpuArray<MapData, EventStats>) -> Option<EventStats> {
     let v = m.get(&0, 0).ok()?;
-    Some(v.iter().fold(EventStats::default(), |a, s| EventStats {
-        emitted: a.emitted + s.emitted,
-        rate_limited: a.rate_limited + s.rate_limited,
-        ring_full: a.ring_full + s.ring_full,
-    }))
+    Some(crate::datapath::sum_cpus(&v))
 }
 
 /// Starts the reader on the maps pinned under `pin_dir`.
