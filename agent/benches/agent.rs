@@ -25,14 +25,14 @@ mod support;
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use palisade::control::{Request, request};
 use palisade_lab::LabSpec;
+use palisade_lab::agent_process::AgentProcess;
 use serde_json::{Value, json};
-use support::{Agent, BIN, Bpffs, NodeDirs, agent_command};
+use support::{Agent, BIN, Bpffs, NodeDirs};
 
 const PODS: usize = 10_000;
 const LOCAL: usize = 100;
@@ -115,7 +115,7 @@ fn wait_revision(a: &Agent, r0: u64, t0: Instant) -> Duration {
 }
 
 fn memory(a: &Agent) -> (u64, u64) {
-    let pid = a.child.as_ref().unwrap().id();
+    let pid = a.process.pid().unwrap();
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kb = |k: &str| -> u64 {
         s.lines()
@@ -149,21 +149,11 @@ fn mem_row(what: &str, (hwm, rss): (u64, u64)) {
     );
 }
 
-fn start(mut cmd: std::process::Command, d: &NodeDirs) -> Agent {
-    let log = std::fs::File::create(&d.log).unwrap();
-    let child = cmd
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn agent");
-    let mut a = Agent {
-        child: Some(child),
-        socket: d.socket.clone(),
-        log: d.log.clone(),
-    };
+fn start(cmd: std::process::Command, d: &NodeDirs) -> Agent {
     let t0 = Instant::now();
-    a.wait_ready(Duration::from_secs(300));
+    let p = AgentProcess::spawn_command(std::path::Path::new(BIN), cmd, d, "warn")
+        .expect("spawn agent");
+    let a = Agent::ready(p, Duration::from_secs(300));
     println!(
         "{:<44} {:>7.0} ms",
         "  startup to first sync enforced",
@@ -203,7 +193,9 @@ fn manifests_bench(lab: &palisade_lab::Lab, d: &NodeDirs) {
     for f in 0..POLICIES / POLICIES_PER_FILE {
         write_policies(f, &ports);
     }
-    let a = start(agent_command(lab.node("n1"), d, &[]), d);
+    let mut cmd = AgentProcess::command(std::path::Path::new(BIN), lab.node("n1"), d);
+    cmd.arg("--manifests").arg(&d.manifests);
+    let a = start(cmd, d);
     assert_eq!(local_endpoints_enforced(&a), LOCAL, "{}", a.log_text());
     let mut watched = Vec::new();
     let mut synced = Vec::new();
@@ -343,14 +335,8 @@ fn kube_bench(lab: &palisade_lab::Lab, d: &NodeDirs) {
         ),
     )
     .unwrap();
-    let mut cmd = node.command(BIN);
-    cmd.args(["agent", "--node-name", "n1", "--state-dir"])
-        .arg(&d.state)
-        .arg("--bpffs-dir")
-        .arg(&d.bpffs)
-        .arg("--socket")
-        .arg(&d.socket)
-        .env("KUBECONFIG", &kubeconfig)
+    let mut cmd = AgentProcess::command(std::path::Path::new(BIN), node, d);
+    cmd.env("KUBECONFIG", &kubeconfig)
         .env_remove("KUBERNETES_SERVICE_HOST");
     let a = start(cmd, d);
     assert_eq!(local_endpoints_enforced(&a), LOCAL, "{}", a.log_text());
@@ -398,10 +384,10 @@ fn main() {
         let bpffs = Bpffs::mount();
         let tmp = tempfile::tempdir().unwrap();
         let d = NodeDirs::new(tmp.path(), &bpffs, &format!("n1{name}"));
-        let d = NodeDirs {
+        let d = NodeDirs(palisade_lab::agent_process::NodeDirs {
             node: "n1".into(),
-            ..d
-        };
+            ..d.0
+        });
         f(&lab, &d);
     }
 }

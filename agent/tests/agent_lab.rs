@@ -433,11 +433,7 @@ fn restart_keeps_enforcing_without_wrong_verdicts() {
         agent.sync_ok();
         wait_rounds(3);
         // 2. Crash (SIGKILL) and restart.
-        if let Some(c) = agent.child.as_mut() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-        agent.child = None;
+        agent.crash();
         wait_rounds(2);
         agent = Agent::start(lab.node("n1"), &d, &[]);
         agent.sync_ok();

@@ -159,11 +159,7 @@ fn restart(
     match how {
         Stop::Term => assert!(agent.stop(), "clean stop"),
         Stop::Kill => {
-            if let Some(c) = agent.child.as_mut() {
-                c.kill().unwrap();
-                c.wait().unwrap();
-            }
-            agent.child = None;
+            agent.crash();
         }
     }
     wait_rounds(2);

@@ -82,6 +82,7 @@
 #![deny(missing_docs)]
 
 pub mod addressing;
+pub mod agent_process;
 pub mod app;
 pub mod cleanup;
 pub mod cni_runtime;

@@ -3,15 +3,13 @@
 //! documents (YAML 1.2 is a superset of JSON), and reachability checks.
 #![allow(dead_code)]
 
-use std::ffi::CString;
-use std::fs::File;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use palisade::control::{Request, Response, request};
+use palisade_lab::agent_process::AgentProcess;
 use palisade_lab::{ANSWER_TIMEOUT, DEFAULT_TIMEOUT, Node, Pod, ProbeResult, ProbeSpec, probe_all};
 use serde_json::{Value, json};
 
@@ -22,9 +20,7 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A private bpf filesystem mounted on a temporary directory; unmounting
 /// releases every pin (maps freed, links detached), also on panic.
-pub struct Bpffs {
-    pub dir: PathBuf,
-}
+pub struct Bpffs(pub palisade_lab::agent_process::Bpffs);
 
 impl Bpffs {
     pub fn mount() -> Bpffs {
@@ -33,67 +29,29 @@ impl Bpffs {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let c = CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: valid NUL-terminated strings.
-        let rc = unsafe {
-            libc::mount(
-                c"bpf".as_ptr(),
-                c.as_ptr(),
-                c"bpf".as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
-        assert_eq!(rc, 0, "mount bpffs: {}", std::io::Error::last_os_error());
-        Bpffs { dir }
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        if let Ok(c) = CString::new(self.dir.as_os_str().as_encoded_bytes()) {
-            // SAFETY: valid path.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        Bpffs(palisade_lab::agent_process::Bpffs::mount(dir).expect("mount bpffs"))
     }
 }
 
 /// Per-node agent directories.
-pub struct NodeDirs {
-    pub node: String,
-    pub manifests: PathBuf,
-    pub state: PathBuf,
-    pub bpffs: PathBuf,
-    pub socket: PathBuf,
-    pub log: PathBuf,
+pub struct NodeDirs(pub palisade_lab::agent_process::NodeDirs);
+
+impl std::ops::Deref for NodeDirs {
+    type Target = palisade_lab::agent_process::NodeDirs;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl NodeDirs {
     pub fn new(root: &Path, bpffs: &Bpffs, node: &str) -> NodeDirs {
-        let d = NodeDirs {
-            node: node.into(),
-            manifests: root.join(format!("{node}-manifests")),
-            state: root.join(format!("{node}-state")),
-            bpffs: bpffs.dir.join(node),
-            socket: root.join(format!("{node}.sock")),
-            log: root.join(format!("{node}.log")),
-        };
-        std::fs::create_dir_all(&d.manifests).unwrap();
-        d
+        NodeDirs(palisade_lab::agent_process::NodeDirs::new(root, &bpffs.0, node).unwrap())
     }
 
     /// Replaces the manifests with `docs` in one file (written then renamed,
     /// as config management tools do).
     pub fn write(&self, file: &str, docs: &[Value]) {
-        let text: Vec<String> = docs
-            .iter()
-            .map(|d| serde_json::to_string_pretty(d).unwrap())
-            .collect();
-        let tmp = self.manifests.join(format!(".{file}.tmp"));
-        std::fs::write(&tmp, text.join("\n---\n")).unwrap();
-        std::fs::rename(&tmp, self.manifests.join(file)).unwrap();
+        self.0.write(file, docs).unwrap();
     }
 
     pub fn write_raw(&self, file: &str, text: &str) {
@@ -103,71 +61,47 @@ impl NodeDirs {
 
 /// A running agent; stopped with SIGTERM (then SIGKILL) when dropped.
 pub struct Agent {
-    pub child: Option<Child>,
+    pub process: AgentProcess,
     pub socket: PathBuf,
-    pub log: PathBuf,
-}
-
-pub fn agent_command(node: &Node, d: &NodeDirs, extra: &[&str]) -> Command {
-    let mut cmd = node.command(BIN);
-    cmd.args(["agent", "--node-name", &d.node, "--manifests"])
-        .arg(&d.manifests)
-        .arg("--state-dir")
-        .arg(&d.state)
-        .arg("--bpffs-dir")
-        .arg(&d.bpffs)
-        .arg("--socket")
-        .arg(&d.socket)
-        .args(extra)
-        .env("RUST_LOG", "info,palisade::agent::commit=debug");
-    cmd
 }
 
 impl Agent {
     /// Starts the agent in the node's namespace and waits (bounded) until
     /// its first sync is enforced.
     pub fn start(node: &Node, d: &NodeDirs, extra: &[&str]) -> Agent {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&d.log)
-            .unwrap();
-        let child = agent_command(node, d, extra)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn agent");
+        let p = AgentProcess::spawn(
+            Path::new(BIN),
+            node,
+            d,
+            extra,
+            "info,palisade::agent::commit=debug",
+        )
+        .expect("spawn agent");
+        Agent::ready(p, Duration::from_secs(30))
+    }
+
+    /// Waits (bounded) until the started agent's first sync is enforced.
+    pub fn ready(process: AgentProcess, within: Duration) -> Agent {
         let mut a = Agent {
-            child: Some(child),
-            socket: d.socket.clone(),
-            log: d.log.clone(),
+            socket: process.socket().to_owned(),
+            process,
         };
-        a.wait_ready(Duration::from_secs(30));
+        a.wait_ready(within);
         a
     }
 
     pub fn wait_ready(&mut self, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("agent exited ({st}):\n{}", self.log_text());
-            }
-            if let Ok(r) = request(&self.socket, &Request::Status, Duration::from_secs(5))
-                && r.synced == Some(true)
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "agent not ready within {within:?}:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let socket = self.socket.clone();
+        self.process
+            .wait_until(within, |_| {
+                request(&socket, &Request::Status, Duration::from_secs(5))
+                    .is_ok_and(|r| r.synced == Some(true))
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log_text()
     }
 
     pub fn status(&self) -> Response {
@@ -176,16 +110,7 @@ impl Agent {
 
     /// `palisade sync --socket …`: the revision, or the CLI's error output.
     pub fn sync(&self) -> Result<u64, String> {
-        let out = Command::new(BIN)
-            .args(["sync", "--timeout-secs", "30", "--socket"])
-            .arg(&self.socket)
-            .output()
-            .expect("run palisade sync");
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().parse().unwrap())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-        }
+        self.process.sync()
     }
 
     pub fn sync_ok(&self) -> u64 {
@@ -195,29 +120,12 @@ impl Agent {
 
     /// SIGTERM and wait (bounded); returns the exit status success.
     pub fn stop(&mut self) -> bool {
-        let Some(mut c) = self.child.take() else {
-            return true;
-        };
-        // SAFETY: plain kill(2) on our child.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(st) = c.try_wait().unwrap() {
-                return st.success();
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.process.stop()
     }
-}
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.stop();
+    /// SIGKILL: nothing runs on the way out.
+    pub fn crash(&mut self) {
+        self.process.crash();
     }
 }
 
