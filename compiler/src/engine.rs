@@ -22,11 +22,10 @@ use crate::cidr::Regions;
 use crate::error::Reason;
 use crate::identity::{Identities, IdentityKey};
 use crate::ids::IdAlloc;
-use crate::model::{Peers, PodObj, PolicyObj, PolicyRef};
+use crate::model::{NamespaceObj, Peers, PodObj, PolicyObj, PolicyRef, default_namespace_labels};
 use crate::rules::{PodState, PolicyState, RowDirt, RuleState, SetKind, World, rule_ids};
 use crate::selector::{Labels, Selector};
 use crate::state::PodRef;
-use crate::validate::default_namespace_labels;
 
 /// Who claims an address in the exact ipcache. Ordered by precedence: the
 /// node's own addresses win, then the pod with the smallest
@@ -238,8 +237,15 @@ impl Engine {
 
     // ----- namespaces -----------------------------------------------------
 
-    /// Sets (or with `None` removes) a namespace's labels.
-    pub(crate) fn set_namespace(&mut self, name: &str, labels: Option<Labels>) {
+    /// Sets (or with `None` removes) a namespace: its labels, then its
+    /// audit mode.
+    pub(crate) fn set_namespace(&mut self, name: &str, ns: Option<NamespaceObj>) {
+        let audit = ns.as_ref().is_some_and(|n| n.audit);
+        self.set_namespace_labels(name, ns.map(|n| n.labels));
+        self.set_namespace_audit(name, audit);
+    }
+
+    fn set_namespace_labels(&mut self, name: &str, labels: Option<Labels>) {
         let old = self
             .namespaces
             .get(name)
@@ -299,6 +305,42 @@ impl Engine {
             }
         }
         self.apply_updates(updates);
+    }
+
+    // ----- audit ----------------------------------------------------------
+
+    /// Every endpoint of `ns` (all if `None`) must be recomputed: entries
+    /// and flags.
+    fn mark_all(&mut self, ns: Option<&str>) {
+        for (pod, ep) in &self.eps {
+            if ns.is_some_and(|n| pod.namespace != n) {
+                continue;
+            }
+            let row = self.dirty.rows.entry(ep.ep_id).or_default();
+            row.full = true;
+            row.cells = Default::default();
+            self.dirty.endpoints.insert(pod.clone());
+        }
+    }
+
+    /// Sets whether namespace `ns` is annotated for audit.
+    fn set_namespace_audit(&mut self, ns: &str, on: bool) {
+        let changed = if on {
+            self.audit.namespaces.insert(ns.to_string())
+        } else {
+            self.audit.namespaces.remove(ns)
+        };
+        if changed {
+            self.mark_all(Some(ns));
+        }
+    }
+
+    /// Sets whether every endpoint audits.
+    pub(crate) fn set_audit_all(&mut self, on: bool) {
+        if self.audit.all != on {
+            self.audit.all = on;
+            self.mark_all(None);
+        }
     }
 
     // ----- identities -----------------------------------------------------

@@ -14,12 +14,20 @@
 //! Identities whose last pod leaves stay registered until the commit's
 //! sweep, so a pod relabelled back and forth within one batch keeps its
 //! identity.
+//!
+//! Also what any identity number stands for ([`IdentityInfo`]): reserved,
+//! pod or CIDR region.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use palisade_common::{CIDR_IDENTITY_BASE, POD_IDENTITY_BASE};
+use ipnet::IpNet;
+use palisade_common::{
+    CIDR_IDENTITY_BASE, IDENTITY_ANY, IDENTITY_HOST, IDENTITY_WORLD, IdentityKind,
+    POD_IDENTITY_BASE, identity_kind,
+};
 
+use crate::cidr::Regions;
 use crate::ids::IdAlloc;
 use crate::idset::IdSet;
 use crate::model::NamedPorts;
@@ -156,3 +164,48 @@ impl Identities {
         })
     }
 }
+
+/// What an identity stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdentityInfo {
+    /// `IDENTITY_ANY`.
+    Any,
+    /// `IDENTITY_HOST`.
+    Host,
+    /// `IDENTITY_WORLD`.
+    World,
+    /// Pods of a namespace with a label set and named-port signature.
+    Pod {
+        /// Namespace.
+        namespace: String,
+        /// Labels.
+        labels: BTreeMap<String, String>,
+        /// Named ports: `(name, protocol class, port)`.
+        named_ports: BTreeSet<(String, u8, u16)>,
+    },
+    /// A CIDR region.
+    Cidr(IpNet),
+}
+
+/// What identity `id` stands for, given the registered pod identities and
+/// regions.
+pub(crate) fn describe(
+    id: u32,
+    identities: &Identities,
+    regions: &Regions,
+) -> Option<IdentityInfo> {
+    match identity_kind(id) {
+        IdentityKind::Any => Some(IdentityInfo::Any),
+        IdentityKind::Host => Some(IdentityInfo::Host),
+        IdentityKind::World => Some(IdentityInfo::World),
+        IdentityKind::Reserved => None,
+        IdentityKind::Pod => identities.by_id.get(&id).map(|i| IdentityInfo::Pod {
+            namespace: i.key.namespace.clone(),
+            labels: i.key.labels.as_ref().clone(),
+            named_ports: i.key.named_ports.as_ref().clone(),
+        }),
+        IdentityKind::Cidr => regions.net(id).map(IdentityInfo::Cidr),
+    }
+}
+
+const _: () = assert!(IDENTITY_ANY == 0 && IDENTITY_HOST == 1 && IDENTITY_WORLD == 2);

@@ -34,11 +34,12 @@ use palisade_common::{IDENTITY_ANY, direction};
 use crate::cidr::Regions;
 use crate::identity::{Identities, IdentityKey};
 use crate::idset::IdSet;
-use crate::model::{NamedPorts, Peers, PodObj, PolicyObj, Rule, resolve_named};
+use crate::model::{
+    NamedPorts, Peers, PodObj, PolicyObj, Rule, default_namespace_labels, resolve_named,
+};
 use crate::ports::{CLASSES, PortSet};
 use crate::selector::Labels;
 use crate::state::PodRef;
-use crate::validate::default_namespace_labels;
 
 /// What one rule of a policy currently matches.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
