@@ -10,13 +10,12 @@
 //!    differs become changes.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
-use palisade_common::{IDENTITY_HOST, IDENTITY_WORLD, IpcacheValue, PolicyKey};
+use palisade_common::PolicyKey;
 
 use crate::audit::ViewRow;
 use crate::diff::{Changes, build};
-use crate::engine::{Claim, Engine};
+use crate::engine::Engine;
 use crate::ports::{CLASSES, PortSet};
 use crate::portsets::Portsets;
 use crate::state::{DesiredState, Endpoint, MapOp, PodRef};
@@ -43,18 +42,6 @@ fn view_key(ep_id: u32, identity: u32, dir: u8, class: u8, view: u8) -> PolicyKe
     }
 }
 
-fn exact_value(e: &Engine, ip: &IpAddr) -> Option<IpcacheValue> {
-    let identity = match e.claims.get(ip)?.first()? {
-        Claim::Host => IDENTITY_HOST,
-        Claim::Pod(p) => e.pods.get(p)?.identity?,
-    };
-    let cidr_identity = e.regions.longest(*ip).map_or(IDENTITY_WORLD, |(_, id)| id);
-    Some(IpcacheValue {
-        identity,
-        cidr_identity,
-    })
-}
-
 fn endpoint_value(e: &Engine, pod: &PodRef) -> Option<Endpoint> {
     let ep = e.eps.get(pod)?;
     let state = e.pods.get(pod)?;
@@ -76,7 +63,7 @@ pub(crate) fn commit(e: &mut Engine, out: &mut Output) -> Vec<MapOp> {
     for (id, key) in e.identities.sweep() {
         e.on_identity_removed(id, &key);
     }
-    for (net, id) in e.regions.sweep() {
+    for (net, id) in e.ipcache.regions.sweep() {
         e.on_region_removed(net, id);
     }
     e.materialize_stale();
@@ -84,17 +71,14 @@ pub(crate) fn commit(e: &mut Engine, out: &mut Output) -> Vec<MapOp> {
     let mut dirty = std::mem::take(&mut e.dirty);
     let mut changes = Changes::default();
     for ip in dirty.ips {
-        let (old, new) = (out.state.exact(&ip), exact_value(e, &ip));
+        let (old, new) = (out.state.exact(&ip), e.ipcache.exact_value(&ip, &e.pods));
         if old != new {
             changes.exact.push((ip, old, new));
         }
     }
     for net in dirty.lpm {
         let old = out.state.lpm(&net);
-        let new = e.regions.id(&net).map(|id| IpcacheValue {
-            identity: id,
-            cidr_identity: id,
-        });
+        let new = e.ipcache.lpm_value(&net);
         if old != new {
             changes.lpm.push((net, old, new));
         }
@@ -178,7 +162,7 @@ pub(crate) fn commit(e: &mut Engine, out: &mut Output) -> Vec<MapOp> {
     }
     let ops = build(changes, &mut out.state, &mut out.portsets);
     e.identities.flush();
-    e.regions.flush();
+    e.ipcache.regions.flush();
     e.ep_ids.flush();
     ops
 }

@@ -178,7 +178,7 @@ impl Compiler {
 
     /// What identity `id` stands for (as of the engine's current model).
     pub fn identity(&self, id: u32) -> Option<IdentityInfo> {
-        identity::describe(id, &self.engine.identities, &self.engine.regions)
+        identity::describe(id, &self.engine.identities, &self.engine.ipcache.regions)
     }
 
     /// Whether every endpoint audits.

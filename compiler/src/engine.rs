@@ -18,54 +18,14 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use palisade_common::direction;
 
-use crate::cidr::Regions;
 use crate::error::Reason;
 use crate::identity::{Identities, IdentityKey};
 use crate::ids::IdAlloc;
+use crate::ipcache::Ipcache;
 use crate::model::{NamespaceObj, Peers, PodObj, PolicyObj, PolicyRef, default_namespace_labels};
 use crate::rules::{PodState, PolicyState, RowDirt, RuleState, SetKind, World, rule_ids};
 use crate::selector::{Labels, Selector};
 use crate::state::PodRef;
-
-/// Who claims an address in the exact ipcache. Ordered by precedence: the
-/// node's own addresses win, then the pod with the smallest
-/// namespace/name.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Claim {
-    Host,
-    Pod(PodRef),
-}
-
-/// The claims on one address, in precedence order: a sorted vector without
-/// duplicates. Nearly every address has a single claim, and a one-element
-/// `BTreeSet` would allocate a whole node (~0.5 KiB) per address.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Claims(Vec<Claim>);
-
-impl Claims {
-    pub(crate) fn insert(&mut self, c: Claim) {
-        if let Err(i) = self.0.binary_search(&c) {
-            // Exactly one more: a growing `Vec` would allocate room for four.
-            self.0.reserve_exact(1);
-            self.0.insert(i, c);
-        }
-    }
-
-    pub(crate) fn remove(&mut self, c: &Claim) {
-        if let Ok(i) = self.0.binary_search(c) {
-            self.0.remove(i);
-        }
-    }
-
-    /// The claim in force.
-    pub(crate) fn first(&self) -> Option<&Claim> {
-        self.0.first()
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
 
 /// A local endpoint.
 #[derive(Clone, Debug)]
@@ -142,10 +102,8 @@ pub(crate) struct Engine {
     /// Distinct namespaceSelectors → the rules `(policy, direction, rule)`
     /// using them, so a namespace relabel evaluates each selector once.
     pub(crate) ns_selectors: HashMap<Selector, BTreeSet<(PolicyRef, usize, usize)>>,
-    pub(crate) host: BTreeSet<IpAddr>,
-    pub(crate) claims: BTreeMap<IpAddr, Claims>,
     pub(crate) identities: Identities,
-    pub(crate) regions: Regions,
+    pub(crate) ipcache: Ipcache,
     pub(crate) eps: BTreeMap<PodRef, EpState>,
     pub(crate) ep_owner: HashMap<u32, PodRef>,
     pub(crate) ep_ids: IdAlloc,
@@ -167,10 +125,8 @@ impl Engine {
             named_blocks: BTreeSet::new(),
             stale: BTreeSet::new(),
             ns_selectors: HashMap::new(),
-            host: BTreeSet::new(),
-            claims: BTreeMap::new(),
             identities: Identities::default(),
-            regions: Regions::default(),
+            ipcache: Ipcache::default(),
             eps: BTreeMap::new(),
             ep_owner: HashMap::new(),
             ep_ids: IdAlloc::new(1, u32::MAX),
@@ -183,7 +139,7 @@ impl Engine {
         World {
             namespaces: &self.namespaces,
             identities: &self.identities,
-            regions: &self.regions,
+            regions: &self.ipcache.regions,
             pods: &self.pods,
         }
     }
@@ -451,8 +407,7 @@ impl Engine {
     // ----- regions --------------------------------------------------------
 
     fn mark_addresses_in(&mut self, net: IpNet) {
-        let range = self.claims.range(net.network()..=net.broadcast());
-        self.dirty.ips.extend(range.map(|(a, _)| *a));
+        self.dirty.ips.extend(self.ipcache.addresses_in(net));
         self.dirty.lpm.insert(net);
     }
 
@@ -486,21 +441,7 @@ impl Engine {
     // ----- host addresses -------------------------------------------------
 
     pub(crate) fn set_host_addresses(&mut self, addrs: BTreeSet<IpAddr>) {
-        let old = std::mem::take(&mut self.host);
-        for a in old.difference(&addrs) {
-            if let Some(c) = self.claims.get_mut(a) {
-                c.remove(&Claim::Host);
-                if c.is_empty() {
-                    self.claims.remove(a);
-                }
-            }
-            self.dirty.ips.insert(*a);
-        }
-        for a in addrs.difference(&old) {
-            self.claims.entry(*a).or_default().insert(Claim::Host);
-            self.dirty.ips.insert(*a);
-        }
-        self.host = addrs;
+        self.ipcache.set_host(addrs, &mut self.dirty.ips);
     }
 
     // ----- pods -----------------------------------------------------------
@@ -555,20 +496,8 @@ impl Engine {
         };
         let addresses_changed = old_id != new_id || old_ips != new_ips;
         if addresses_changed {
-            let claim = Claim::Pod(key.clone());
-            for ip in &old_ips {
-                if let Some(c) = self.claims.get_mut(ip) {
-                    c.remove(&claim);
-                    if c.is_empty() {
-                        self.claims.remove(ip);
-                    }
-                }
-                self.dirty.ips.insert(*ip);
-            }
-            for ip in &new_ips {
-                self.claims.entry(*ip).or_default().insert(claim.clone());
-                self.dirty.ips.insert(*ip);
-            }
+            self.ipcache
+                .move_pod(&key, &old_ips, &new_ips, &mut self.dirty.ips);
         }
         let old_obj = old.map(|s| s.obj);
         if let Some(mut obj) = new {
@@ -726,7 +655,7 @@ impl Engine {
         let new_prefixes = new.as_ref().map(|n| n.prefixes()).unwrap_or_default();
         let mut acquired = Vec::new();
         for net in &new_prefixes {
-            match self.regions.acquire(*net) {
+            match self.ipcache.regions.acquire(*net) {
                 Some((id, created)) => {
                     acquired.push(*net);
                     if created {
@@ -735,7 +664,7 @@ impl Engine {
                 }
                 None => {
                     for a in &acquired {
-                        self.regions.release(a);
+                        self.ipcache.regions.release(a);
                     }
                     return Err(Reason::IdentitiesExhausted);
                 }
@@ -749,7 +678,7 @@ impl Engine {
                 }
             }
             for net in old.obj.prefixes() {
-                self.regions.release(&net);
+                self.ipcache.regions.release(&net);
             }
             if let Some(s) = self.policies_by_ns.get_mut(&key.namespace) {
                 s.remove(&key);

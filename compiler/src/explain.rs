@@ -19,8 +19,9 @@ use std::net::IpAddr;
 
 use palisade_common::{direction, proto};
 
-use crate::engine::{Claim, Engine};
+use crate::engine::Engine;
 use crate::inspect::{self, PolicyName};
+use crate::ipcache::Claim;
 use crate::model::{Peers, PolicyObj, PolicyRef, Rule, resolve_named};
 use crate::ports::class_index;
 use crate::rules::World;
@@ -224,7 +225,7 @@ fn resolve(e: &Engine, side: &Side, want: Option<u8>) -> Result<End, ExplainErro
             })
         }
         Side::Addr(a) => {
-            let kind = match e.claims.get(a).and_then(|c| c.first()) {
+            let kind = match e.ipcache.claim(a) {
                 Some(Claim::Host) => PeerKind::Host,
                 Some(Claim::Pod(p)) if e.pods.get(p).is_some_and(|s| s.identity.is_some()) => {
                     PeerKind::Pod(p.clone())

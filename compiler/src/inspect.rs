@@ -7,7 +7,8 @@
 use std::net::IpAddr;
 
 use crate::audit::is_audited;
-use crate::engine::{Claim, Engine};
+use crate::engine::Engine;
+use crate::ipcache::Claim;
 use crate::model::PolicyRef;
 use crate::state::PodRef;
 
@@ -137,9 +138,9 @@ pub(crate) fn policy_summary(e: &Engine, name: &PolicyName) -> Option<PolicySumm
 
 /// Every address the ipcache gives to a live pod, with that pod.
 pub(crate) fn pod_addresses(e: &Engine) -> Vec<(IpAddr, PodRef)> {
-    e.claims
-        .iter()
-        .filter_map(|(a, c)| match c.first()? {
+    e.ipcache
+        .claimed()
+        .filter_map(|(a, c)| match c {
             Claim::Pod(p) if e.pods.get(p)?.identity.is_some() => Some((*a, p.clone())),
             _ => None,
         })
@@ -148,7 +149,7 @@ pub(crate) fn pod_addresses(e: &Engine) -> Vec<(IpAddr, PodRef)> {
 
 /// This node's addresses as last set.
 pub(crate) fn host_addresses(e: &Engine) -> Vec<IpAddr> {
-    e.host.iter().copied().collect()
+    e.ipcache.host().iter().copied().collect()
 }
 
 /// Every known pod (valid and applied), live or not.

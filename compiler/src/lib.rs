@@ -106,6 +106,7 @@ mod identity;
 mod ids;
 mod idset;
 mod inspect;
+mod ipcache;
 mod model;
 mod ports;
 mod portsets;
