@@ -101,8 +101,8 @@ pub(crate) fn commit(e: &mut Engine, out: &mut Output) -> Vec<MapOp> {
     }
     for (ep_id, dirt) in dirty.rows {
         let owner = e
-            .ep_owner
-            .get(&ep_id)
+            .eps
+            .owner(ep_id)
             .and_then(|p| Some((p, e.eps.get(p)?, e.pods.get(p)?)));
         let row: ViewRow = match owner {
             None => ViewRow::new(),
@@ -163,6 +163,6 @@ pub(crate) fn commit(e: &mut Engine, out: &mut Output) -> Vec<MapOp> {
     let ops = build(changes, &mut out.state, &mut out.portsets);
     e.identities.flush();
     e.ipcache.regions.flush();
-    e.ep_ids.flush();
+    e.eps.flush();
     ops
 }

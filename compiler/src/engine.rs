@@ -18,60 +18,15 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use palisade_common::direction;
 
+use crate::dirty::Dirty;
+use crate::endpoints::Endpoints;
 use crate::error::Reason;
 use crate::identity::{Identities, IdentityKey};
-use crate::ids::IdAlloc;
 use crate::ipcache::Ipcache;
 use crate::model::{NamespaceObj, Peers, PodObj, PolicyObj, PolicyRef, default_namespace_labels};
-use crate::rules::{PodState, PolicyState, RowDirt, RuleState, SetKind, World, rule_ids};
+use crate::rules::{PodState, PolicyState, RuleState, SetKind, World};
 use crate::selector::{Labels, Selector};
 use crate::state::PodRef;
-
-/// A local endpoint.
-#[derive(Clone, Debug)]
-pub(crate) struct EpState {
-    pub(crate) ep_id: u32,
-    pub(crate) uid: Option<String>,
-    /// Valid policies of the pod's namespace whose podSelector selects it.
-    pub(crate) selecting: BTreeSet<PolicyRef>,
-}
-
-/// What the next commit must recompute.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Dirty {
-    pub(crate) ips: BTreeSet<IpAddr>,
-    pub(crate) lpm: BTreeSet<IpNet>,
-    pub(crate) endpoints: BTreeSet<PodRef>,
-    pub(crate) rows: BTreeMap<u32, RowDirt>,
-}
-
-impl Dirty {
-    fn mark_cells(
-        &mut self,
-        eps: &BTreeMap<PodRef, EpState>,
-        selected: &BTreeSet<PodRef>,
-        dir: usize,
-        ids: &[u32],
-    ) {
-        if ids.is_empty() {
-            return;
-        }
-        for pod in selected {
-            if let Some(ep) = eps.get(pod) {
-                let row = self.rows.entry(ep.ep_id).or_default();
-                if !row.full {
-                    row.cells[dir].extend(ids.iter().copied());
-                }
-            }
-        }
-    }
-
-    fn mark_row(&mut self, ep_id: u32) {
-        let row = self.rows.entry(ep_id).or_default();
-        row.full = true;
-        row.cells = Default::default();
-    }
-}
 
 /// A change to one rule set of one policy.
 struct Update {
@@ -104,9 +59,7 @@ pub(crate) struct Engine {
     pub(crate) ns_selectors: HashMap<Selector, BTreeSet<(PolicyRef, usize, usize)>>,
     pub(crate) identities: Identities,
     pub(crate) ipcache: Ipcache,
-    pub(crate) eps: BTreeMap<PodRef, EpState>,
-    pub(crate) ep_owner: HashMap<u32, PodRef>,
-    pub(crate) ep_ids: IdAlloc,
+    pub(crate) eps: Endpoints,
     pub(crate) dirty: Dirty,
     /// Audit mode beyond single policies (see `audit.rs`).
     pub(crate) audit: crate::audit::AuditScope,
@@ -127,9 +80,7 @@ impl Engine {
             ns_selectors: HashMap::new(),
             identities: Identities::default(),
             ipcache: Ipcache::default(),
-            eps: BTreeMap::new(),
-            ep_owner: HashMap::new(),
-            ep_ids: IdAlloc::new(1, u32::MAX),
+            eps: Endpoints::default(),
             dirty: Dirty::default(),
             audit: Default::default(),
         }
@@ -265,20 +216,6 @@ impl Engine {
 
     // ----- audit ----------------------------------------------------------
 
-    /// Every endpoint of `ns` (all if `None`) must be recomputed: entries
-    /// and flags.
-    fn mark_all(&mut self, ns: Option<&str>) {
-        for (pod, ep) in &self.eps {
-            if ns.is_some_and(|n| pod.namespace != n) {
-                continue;
-            }
-            let row = self.dirty.rows.entry(ep.ep_id).or_default();
-            row.full = true;
-            row.cells = Default::default();
-            self.dirty.endpoints.insert(pod.clone());
-        }
-    }
-
     /// Sets whether namespace `ns` is annotated for audit.
     fn set_namespace_audit(&mut self, ns: &str, on: bool) {
         let changed = if on {
@@ -287,7 +224,7 @@ impl Engine {
             self.audit.namespaces.remove(ns)
         };
         if changed {
-            self.mark_all(Some(ns));
+            self.dirty.mark_all(&self.eps, Some(ns));
         }
     }
 
@@ -295,7 +232,7 @@ impl Engine {
     pub(crate) fn set_audit_all(&mut self, on: bool) {
         if self.audit.all != on {
             self.audit.all = on;
-            self.mark_all(None);
+            self.dirty.mark_all(&self.eps, None);
         }
     }
 
@@ -406,13 +343,8 @@ impl Engine {
 
     // ----- regions --------------------------------------------------------
 
-    fn mark_addresses_in(&mut self, net: IpNet) {
-        self.dirty.ips.extend(self.ipcache.addresses_in(net));
-        self.dirty.lpm.insert(net);
-    }
-
     fn region_updates(&mut self, net: IpNet, id: u32, insert: bool) {
-        self.mark_addresses_in(net);
+        self.dirty.mark_region(&self.ipcache, net);
         let mut updates = Vec::new();
         for (pref, pol) in self.live_policies(self.with_blocks.iter()) {
             for (dir, rules) in pol.obj.rules.iter().enumerate() {
@@ -541,7 +473,7 @@ impl Engine {
         if !should {
             return;
         }
-        if !self.eps.contains_key(key) {
+        if !self.eps.contains(key) {
             self.add_endpoint(key, uid);
             return;
         }
@@ -581,24 +513,17 @@ impl Engine {
     fn add_endpoint(&mut self, key: &PodRef, uid: Option<String>) {
         // No id left (never with 2^32 ids): no endpoint, so the agent has no
         // ENDPOINTS entry and the datapath fails closed.
-        let Some(ep_id) = self.ep_ids.alloc() else {
+        let selecting = self.selecting_policies(key);
+        let Some(ep_id) = self.eps.add(key, uid, selecting) else {
             return;
         };
-        let selecting = self.selecting_policies(key);
-        for r in &selecting {
-            if let Some(p) = self.policies.get_mut(r) {
-                p.selected.insert(key.clone());
+        if let Some(ep) = self.eps.get(key) {
+            for r in &ep.selecting {
+                if let Some(p) = self.policies.get_mut(r) {
+                    p.selected.insert(key.clone());
+                }
             }
         }
-        self.eps.insert(
-            key.clone(),
-            EpState {
-                ep_id,
-                uid,
-                selecting,
-            },
-        );
-        self.ep_owner.insert(ep_id, key.clone());
         self.dirty.mark_row(ep_id);
         self.dirty.endpoints.insert(key.clone());
     }
@@ -612,8 +537,6 @@ impl Engine {
                 p.selected.remove(key);
             }
         }
-        self.ep_owner.remove(&ep.ep_id);
-        self.ep_ids.release_later(ep.ep_id);
         self.dirty.mark_row(ep.ep_id);
         self.dirty.endpoints.insert(key.clone());
     }
@@ -671,7 +594,7 @@ impl Engine {
             }
         }
         if let Some(old) = self.policies.remove(&key) {
-            mark_policy(&mut self.dirty, &self.eps, &self.identities, &old);
+            self.dirty.mark_policy(&self.eps, &self.identities, &old);
             for pod in &old.selected {
                 if let Some(ep) = self.eps.get_mut(pod) {
                     ep.selecting.remove(&key);
@@ -695,7 +618,8 @@ impl Engine {
         let Some(obj) = new else { return Ok(()) };
         let selected: BTreeSet<PodRef> = self
             .eps
-            .keys()
+            .iter()
+            .map(|(p, _)| p)
             .filter(|p| p.namespace == key.namespace)
             .filter(|p| {
                 self.pods
@@ -782,32 +706,7 @@ impl Engine {
             };
             pol.rules = rules;
             pol.materialized = true;
-            mark_policy(&mut self.dirty, &self.eps, &self.identities, pol);
+            self.dirty.mark_policy(&self.eps, &self.identities, pol);
         }
     }
-}
-
-/// Marks every cell a (materialised) policy contributes to, for every
-/// endpoint it selects, and their flags.
-fn mark_policy(
-    dirty: &mut Dirty,
-    eps: &BTreeMap<PodRef, EpState>,
-    identities: &Identities,
-    pol: &PolicyState,
-) {
-    if pol.materialized {
-        let mut ids = Vec::new();
-        for (dir, rules) in pol.obj.rules.iter().enumerate() {
-            ids.clear();
-            for (ri, rule) in rules.iter().flatten().enumerate() {
-                if let Some(st) = pol.rules[dir].get(ri) {
-                    rule_ids(rule, st, dir, identities, &mut ids);
-                }
-            }
-            ids.sort_unstable();
-            ids.dedup();
-            dirty.mark_cells(eps, &pol.selected, dir, &ids);
-        }
-    }
-    dirty.endpoints.extend(pol.selected.iter().cloned());
 }

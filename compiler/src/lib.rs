@@ -99,6 +99,8 @@ mod cidr;
 mod commit;
 mod compiler;
 mod diff;
+mod dirty;
+mod endpoints;
 mod engine;
 mod error;
 mod explain;
