@@ -11,32 +11,23 @@
 //! many objects pays for each policy once. [`crate::commit`] turns the dirty
 //! sets into map operations.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use ipnet::IpNet;
-use palisade_common::direction;
 
 use crate::dirty::Dirty;
 use crate::endpoints::Endpoints;
 use crate::error::Reason;
 use crate::identity::{Identities, IdentityKey};
 use crate::ipcache::Ipcache;
-use crate::model::{NamespaceObj, Peers, PodObj, PolicyObj, PolicyRef, default_namespace_labels};
-use crate::rules::{PodState, PolicyState, RuleState, SetKind, World};
-use crate::selector::{Labels, Selector};
+use crate::membership::{self, Update};
+use crate::model::{NamespaceObj, PodObj, PolicyObj, PolicyRef, default_namespace_labels};
+use crate::policies::Policies;
+use crate::rules::{PodState, PolicyState, RuleState, World};
+use crate::selector::Labels;
 use crate::state::PodRef;
-
-/// A change to one rule set of one policy.
-struct Update {
-    policy: PolicyRef,
-    dir: usize,
-    rule: usize,
-    kind: Option<SetKind>,
-    id: u32,
-    insert: bool,
-}
 
 /// The cluster model and its derived registries.
 #[derive(Debug)]
@@ -44,19 +35,7 @@ pub(crate) struct Engine {
     pub(crate) node: String,
     pub(crate) namespaces: BTreeMap<String, Arc<Labels>>,
     pub(crate) pods: BTreeMap<PodRef, PodState>,
-    pub(crate) policies: BTreeMap<PolicyRef, PolicyState>,
-    pub(crate) policies_by_ns: BTreeMap<String, BTreeSet<PolicyRef>>,
-    /// Policies with rules that can match pods of other namespaces.
-    pub(crate) cross_ns: BTreeSet<PolicyRef>,
-    /// Policies with ipBlock peers.
-    pub(crate) with_blocks: BTreeSet<PolicyRef>,
-    /// Policies with egress rules combining ipBlocks and named ports.
-    pub(crate) named_blocks: BTreeSet<PolicyRef>,
-    /// Policies not materialised yet.
-    pub(crate) stale: BTreeSet<PolicyRef>,
-    /// Distinct namespaceSelectors → the rules `(policy, direction, rule)`
-    /// using them, so a namespace relabel evaluates each selector once.
-    pub(crate) ns_selectors: HashMap<Selector, BTreeSet<(PolicyRef, usize, usize)>>,
+    pub(crate) policies: Policies,
     pub(crate) identities: Identities,
     pub(crate) ipcache: Ipcache,
     pub(crate) eps: Endpoints,
@@ -71,13 +50,7 @@ impl Engine {
             node,
             namespaces: BTreeMap::new(),
             pods: BTreeMap::new(),
-            policies: BTreeMap::new(),
-            policies_by_ns: BTreeMap::new(),
-            cross_ns: BTreeSet::new(),
-            with_blocks: BTreeSet::new(),
-            named_blocks: BTreeSet::new(),
-            stale: BTreeSet::new(),
-            ns_selectors: HashMap::new(),
+            policies: Policies::default(),
             identities: Identities::default(),
             ipcache: Ipcache::default(),
             eps: Endpoints::default(),
@@ -96,50 +69,7 @@ impl Engine {
     }
 
     fn apply_updates(&mut self, updates: Vec<Update>) {
-        for u in updates {
-            let Some(pol) = self.policies.get_mut(&u.policy) else {
-                continue;
-            };
-            let changed = match u.kind {
-                None => true,
-                Some(kind) => {
-                    let Some(st) = pol.rules[u.dir].get_mut(u.rule) else {
-                        continue;
-                    };
-                    let set = st.set_mut(kind);
-                    if u.insert {
-                        set.insert(u.id)
-                    } else {
-                        set.remove(u.id)
-                    }
-                }
-            };
-            if changed {
-                self.dirty
-                    .mark_cells(&self.eps, &pol.selected, u.dir, &[u.id]);
-            }
-        }
-    }
-
-    /// Materialised policies among `refs`.
-    fn live_policies<'a>(
-        &'a self,
-        refs: impl Iterator<Item = &'a PolicyRef>,
-    ) -> impl Iterator<Item = (&'a PolicyRef, &'a PolicyState)> {
-        refs.filter_map(|r| {
-            self.policies
-                .get(r)
-                .filter(|p| p.materialized)
-                .map(|p| (r, p))
-        })
-    }
-
-    /// Policies whose rules can match pods of namespace `ns`: those of the
-    /// namespace and those with cross-namespace rules, each once.
-    fn candidates_for_namespace<'a>(&'a self, ns: &str) -> impl Iterator<Item = &'a PolicyRef> {
-        let own = self.policies_by_ns.get(ns).into_iter().flatten();
-        own.filter(|r| !self.cross_ns.contains(*r))
-            .chain(self.cross_ns.iter())
+        membership::apply(updates, &mut self.policies, &self.eps, &mut self.dirty);
     }
 
     // ----- namespaces -----------------------------------------------------
@@ -174,43 +104,8 @@ impl Engine {
             return;
         };
         let ids: Vec<u32> = ids.iter().collect();
-        // A rule listed under two changed selectors is visited twice; the
-        // second visit finds nothing left to change.
-        let affected: Vec<&(PolicyRef, usize, usize)> = self
-            .ns_selectors
-            .iter()
-            .filter(|(sel, _)| sel.matches(&old) != sel.matches(&new))
-            .flat_map(|(_, users)| users.iter())
-            .collect();
-        let world = self.world();
-        let mut updates = Vec::new();
-        for (pref, dir, ri) in affected {
-            let Some(pol) = self.policies.get(pref).filter(|p| p.materialized) else {
-                continue;
-            };
-            let (Some(rule), Some(st)) = (
-                pol.obj.rules[*dir].as_ref().and_then(|r| r.get(*ri)),
-                pol.rules[*dir].get(*ri),
-            ) else {
-                continue;
-            };
-            for &id in &ids {
-                let Some(ident) = self.identities.by_id.get(&id) else {
-                    continue;
-                };
-                let now = world.selector_matches(&pol.namespace, rule, &ident.key);
-                if now != st.pod_ids.contains(id) {
-                    updates.push(Update {
-                        policy: pref.clone(),
-                        dir: *dir,
-                        rule: *ri,
-                        kind: Some(SetKind::PodIds),
-                        id,
-                        insert: now,
-                    });
-                }
-            }
-        }
+        let updates =
+            membership::namespace_relabelled(&self.policies, &self.world(), &old, &new, &ids);
         self.apply_updates(updates);
     }
 
@@ -239,105 +134,20 @@ impl Engine {
     // ----- identities -----------------------------------------------------
 
     fn on_identity_created(&mut self, id: u32) {
-        let Some(ident) = self.identities.by_id.get(&id) else {
-            return;
-        };
-        let key = ident.key.clone();
-        let world = self.world();
-        let mut updates = Vec::new();
-        for (pref, pol) in self.live_policies(self.candidates_for_namespace(&key.namespace)) {
-            for (dir, rules) in pol.obj.rules.iter().enumerate() {
-                for (ri, rule) in rules.iter().flatten().enumerate() {
-                    let mk = |kind| Update {
-                        policy: pref.clone(),
-                        dir,
-                        rule: ri,
-                        kind,
-                        id,
-                        insert: true,
-                    };
-                    if world.selector_matches(&pol.namespace, rule, &key) {
-                        updates.push(mk(Some(SetKind::PodIds)));
-                    }
-                    if rule.is_named_block_rule(dir) && world.named_block_matches(rule, id) {
-                        updates.push(mk(Some(SetKind::NamedBlocks)));
-                    }
-                    if dir == direction::EGRESS as usize
-                        && rule.peers == Peers::All
-                        && self.identities.serves_any(id, &rule.ports.named)
-                    {
-                        updates.push(mk(None));
-                    }
-                }
-            }
-        }
+        let updates = membership::identity_created(&self.policies, &self.world(), id);
         self.apply_updates(updates);
     }
 
     /// Called by the commit for every identity its sweep removed.
     pub(crate) fn on_identity_removed(&mut self, id: u32, key: &IdentityKey) {
-        let mut updates = Vec::new();
-        for (pref, pol) in self.live_policies(self.candidates_for_namespace(&key.namespace)) {
-            for (dir, rules) in pol.obj.rules.iter().enumerate() {
-                for (ri, rule) in rules.iter().flatten().enumerate() {
-                    let Some(st) = pol.rules[dir].get(ri) else {
-                        continue;
-                    };
-                    let mk = |kind| Update {
-                        policy: pref.clone(),
-                        dir,
-                        rule: ri,
-                        kind,
-                        id,
-                        insert: false,
-                    };
-                    if st.pod_ids.contains(id) {
-                        updates.push(mk(Some(SetKind::PodIds)));
-                    }
-                    if st.named_block_ids.contains(id) {
-                        updates.push(mk(Some(SetKind::NamedBlocks)));
-                    }
-                    let serves = key
-                        .named_ports
-                        .iter()
-                        .any(|(n, c, _)| rule.ports.named.iter().any(|(m, d)| m == n && d == c));
-                    if dir == direction::EGRESS as usize && rule.peers == Peers::All && serves {
-                        updates.push(mk(None));
-                    }
-                }
-            }
-        }
+        let updates = membership::identity_removed(&self.policies, id, key);
         self.apply_updates(updates);
     }
 
     /// Re-checks the ipBlock + named-port membership of identity `id`
     /// after its pods or their addresses changed.
     fn reeval_named_blocks(&mut self, id: u32) {
-        let world = self.world();
-        let mut updates = Vec::new();
-        for (pref, pol) in self.live_policies(self.named_blocks.iter()) {
-            for (dir, rules) in pol.obj.rules.iter().enumerate() {
-                for (ri, rule) in rules.iter().flatten().enumerate() {
-                    if !rule.is_named_block_rule(dir) {
-                        continue;
-                    }
-                    let Some(st) = pol.rules[dir].get(ri) else {
-                        continue;
-                    };
-                    let now = world.named_block_matches(rule, id);
-                    if now != st.named_block_ids.contains(id) {
-                        updates.push(Update {
-                            policy: pref.clone(),
-                            dir,
-                            rule: ri,
-                            kind: Some(SetKind::NamedBlocks),
-                            id,
-                            insert: now,
-                        });
-                    }
-                }
-            }
-        }
+        let updates = membership::addresses_moved(&self.policies, &self.world(), id);
         self.apply_updates(updates);
     }
 
@@ -345,23 +155,7 @@ impl Engine {
 
     fn region_updates(&mut self, net: IpNet, id: u32, insert: bool) {
         self.dirty.mark_region(&self.ipcache, net);
-        let mut updates = Vec::new();
-        for (pref, pol) in self.live_policies(self.with_blocks.iter()) {
-            for (dir, rules) in pol.obj.rules.iter().enumerate() {
-                for (ri, rule) in rules.iter().flatten().enumerate() {
-                    if !insert || rule.blocks().any(|b| b.allows_region(&net)) {
-                        updates.push(Update {
-                            policy: pref.clone(),
-                            dir,
-                            rule: ri,
-                            kind: Some(SetKind::Regions),
-                            id,
-                            insert,
-                        });
-                    }
-                }
-            }
-        }
+        let updates = membership::region_changed(&self.policies, net, id, insert);
         self.apply_updates(updates);
     }
 
@@ -397,31 +191,9 @@ impl Engine {
             labels: o.labels.clone(),
             named_ports: o.named_ports.clone(),
         });
-        let mut created = None;
-        let new_id = match new_key {
-            None => None,
-            Some(k) => match old_id {
-                Some(oid) if self.identities.by_id.get(&oid).is_some_and(|i| i.key == k) => {
-                    Some(oid)
-                }
-                _ => match self.identities.join(k, &key) {
-                    Some((id, c)) => {
-                        if c {
-                            created = Some(id);
-                        }
-                        Some(id)
-                    }
-                    // Identity space exhausted: the pod is kept out of the
-                    // ipcache and gets no endpoint (fail closed).
-                    None => None,
-                },
-            },
-        };
-        if let Some(oid) = old_id
-            && new_id != Some(oid)
-        {
-            self.identities.leave(oid, &key);
-        }
+        // No identity left: the pod is kept out of the ipcache and gets no
+        // endpoint (fail closed).
+        let (new_id, created) = self.identities.switch(&key, old_id, new_key);
         let new_ips: Vec<IpAddr> = match (&new, new_id) {
             (Some(n), Some(_)) => n.ips.clone(),
             _ => Vec::new(),
@@ -450,7 +222,7 @@ impl Engine {
         if let Some(id) = created {
             self.on_identity_created(id);
         }
-        if addresses_changed && !self.named_blocks.is_empty() {
+        if addresses_changed && self.policies.has_named_blocks() {
             let ids: BTreeSet<u32> = [old_id, new_id].into_iter().flatten().collect();
             for id in ids {
                 self.reeval_named_blocks(id);
@@ -497,17 +269,7 @@ impl Engine {
         let Some(pod) = self.pods.get(key) else {
             return BTreeSet::new();
         };
-        self.policies_by_ns
-            .get(&key.namespace)
-            .into_iter()
-            .flatten()
-            .filter(|r| {
-                self.policies
-                    .get(*r)
-                    .is_some_and(|p| p.obj.pod_selector.matches(&pod.obj.labels))
-            })
-            .cloned()
-            .collect()
+        self.policies.selecting(&key.namespace, &pod.obj.labels)
     }
 
     fn add_endpoint(&mut self, key: &PodRef, uid: Option<String>) {
@@ -603,17 +365,6 @@ impl Engine {
             for net in old.obj.prefixes() {
                 self.ipcache.regions.release(&net);
             }
-            if let Some(s) = self.policies_by_ns.get_mut(&key.namespace) {
-                s.remove(&key);
-                if s.is_empty() {
-                    self.policies_by_ns.remove(&key.namespace);
-                }
-            }
-            self.index_ns_selectors(&key, &old.obj, false);
-            self.cross_ns.remove(&key);
-            self.with_blocks.remove(&key);
-            self.named_blocks.remove(&key);
-            self.stale.remove(&key);
         }
         let Some(obj) = new else { return Ok(()) };
         let selected: BTreeSet<PodRef> = self
@@ -634,21 +385,6 @@ impl Engine {
             }
         }
         self.dirty.endpoints.extend(selected.iter().cloned());
-        self.policies_by_ns
-            .entry(key.namespace.clone())
-            .or_default()
-            .insert(key.clone());
-        self.index_ns_selectors(&key, &obj, true);
-        if obj.cross_namespace() {
-            self.cross_ns.insert(key.clone());
-        }
-        if obj.has_blocks() {
-            self.with_blocks.insert(key.clone());
-        }
-        if obj.has_named_blocks() {
-            self.named_blocks.insert(key.clone());
-        }
-        self.stale.insert(key.clone());
         self.policies.insert(
             key.clone(),
             PolicyState {
@@ -662,34 +398,10 @@ impl Engine {
         Ok(())
     }
 
-    fn index_ns_selectors(&mut self, key: &PolicyRef, obj: &PolicyObj, add: bool) {
-        for (dir, rules) in obj.rules.iter().enumerate() {
-            for (ri, rule) in rules.iter().flatten().enumerate() {
-                let Peers::Listed { selectors, .. } = &rule.peers else {
-                    continue;
-                };
-                for sel in selectors.iter().filter_map(|s| s.namespaces.as_ref()) {
-                    let user = (key.clone(), dir, ri);
-                    if add {
-                        self.ns_selectors
-                            .entry(sel.clone())
-                            .or_default()
-                            .insert(user);
-                    } else if let Some(users) = self.ns_selectors.get_mut(sel) {
-                        users.remove(&user);
-                        if users.is_empty() {
-                            self.ns_selectors.remove(sel);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
     /// Materialises every stale policy (called by the commit after the
     /// sweeps) and marks the cells its rules contribute to.
     pub(crate) fn materialize_stale(&mut self) {
-        let stale = std::mem::take(&mut self.stale);
+        let stale = self.policies.take_stale();
         for key in stale {
             let Some(pol) = self.policies.get(&key) else {
                 continue;

@@ -77,7 +77,7 @@ impl Default for Identities {
 impl Identities {
     /// Adds `pod` to the identity of `key`. Returns the id and whether the
     /// identity is new; `None` if the identity space is exhausted.
-    pub(crate) fn join(&mut self, key: IdentityKey, pod: &PodRef) -> Option<(u32, bool)> {
+    fn join(&mut self, key: IdentityKey, pod: &PodRef) -> Option<(u32, bool)> {
         if let Some(&id) = self.by_key.get(&key) {
             if let Some(ident) = self.by_id.get_mut(&id) {
                 ident.members.insert(pod.clone());
@@ -106,8 +106,42 @@ impl Identities {
         Some((id, true))
     }
 
+    /// Moves `pod` from identity `old` to the identity of `new` (none if
+    /// `None`), joining before leaving so that an unchanged key keeps its
+    /// identity. Returns the pod's identity (`None` also if the identity
+    /// space is exhausted) and the identity created for it, if any.
+    pub(crate) fn switch(
+        &mut self,
+        pod: &PodRef,
+        old: Option<u32>,
+        new: Option<IdentityKey>,
+    ) -> (Option<u32>, Option<u32>) {
+        let mut created = None;
+        let new_id = match new {
+            None => None,
+            Some(k) => match old {
+                Some(oid) if self.by_id.get(&oid).is_some_and(|i| i.key == k) => Some(oid),
+                _ => match self.join(k, pod) {
+                    Some((id, c)) => {
+                        if c {
+                            created = Some(id);
+                        }
+                        Some(id)
+                    }
+                    None => None,
+                },
+            },
+        };
+        if let Some(oid) = old
+            && new_id != Some(oid)
+        {
+            self.leave(oid, pod);
+        }
+        (new_id, created)
+    }
+
     /// Removes `pod` from identity `id`.
-    pub(crate) fn leave(&mut self, id: u32, pod: &PodRef) {
+    fn leave(&mut self, id: u32, pod: &PodRef) {
         if let Some(ident) = self.by_id.get_mut(&id) {
             ident.members.remove(pod);
         }

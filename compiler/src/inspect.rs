@@ -69,7 +69,7 @@ pub(crate) fn selecting(e: &Engine, pod: &PodRef, dir: u8) -> (Vec<PolicyName>, 
     // other pods are matched against those of their namespace.
     let candidates = match e.eps.get(pod) {
         Some(ep) => Some(&ep.selecting),
-        None => e.policies_by_ns.get(&pod.namespace),
+        None => e.policies.of_namespace(&pod.namespace),
     };
     for r in candidates.into_iter().flatten() {
         let Some(p) = e.policies.get(r) else {
@@ -96,7 +96,7 @@ pub(crate) fn has_pod(e: &Engine, pod: &PodRef) -> bool {
 /// policy lives in it).
 pub(crate) fn has_namespace(e: &Engine, ns: &str) -> bool {
     e.namespaces.contains_key(ns)
-        || e.policies_by_ns.contains_key(ns)
+        || e.policies.of_namespace(ns).is_some()
         || e.pods.keys().any(|p| p.namespace == ns)
 }
 
@@ -104,22 +104,22 @@ pub(crate) fn has_namespace(e: &Engine, ns: &str) -> bool {
 pub(crate) fn policy_modes(e: &Engine) -> (usize, usize) {
     let audited = e
         .policies
-        .values()
-        .filter(|p| is_audited(p, &e.audit))
+        .iter()
+        .filter(|(_, p)| is_audited(p, &e.audit))
         .count();
     (e.policies.len() - audited, audited)
 }
 
 /// The namespaces that have valid policies.
 pub(crate) fn policy_namespaces(e: &Engine) -> impl Iterator<Item = &str> {
-    e.policies_by_ns.keys().map(String::as_str)
+    e.policies.namespaces().map(String::as_str)
 }
 
 /// Every valid policy, by name.
 pub(crate) fn policies(e: &Engine) -> Vec<PolicyName> {
     e.policies
-        .keys()
-        .map(|r| PolicyName::new(&r.namespace, &r.name))
+        .iter()
+        .map(|(r, _)| PolicyName::new(&r.namespace, &r.name))
         .collect()
 }
 
