@@ -1,15 +1,19 @@
-//! The incremental engine: the cluster model (namespaces, pods, policies,
-//! host addresses), the registries derived from it (identities, regions,
-//! endpoints, ipcache claims) and the record of what must be recomputed at
-//! the next commit (the dirty sets).
+//! The incremental engine: owns the cluster model (this node's name,
+//! namespaces, pods) and the registries derived from it — valid policies
+//! (`policies.rs`), pod identities (`identity.rs`), address claims and
+//! regions (`ipcache.rs`), local endpoints (`endpoints.rs`), the audit
+//! scope (`audit.rs`) — and the record of what the next commit must
+//! recompute (`dirty.rs`). Its setters (`set_namespace`, `set_pod`,
+//! `set_policy`, `set_host_addresses`, `set_audit_all`) are the only
+//! writers of the model; each updates the registries eagerly and marks the
+//! affected outputs dirty. Which local endpoints each policy selects is
+//! kept here, on both sides (`EpState::selecting`, `PolicyState::selected`).
 //!
-//! Every change updates the model and its indexes eagerly and marks the
-//! affected outputs dirty at the finest useful grain: single addresses,
-//! single prefixes, endpoints, and `(endpoint, direction, peer identity)`
-//! policy cells. Policies are materialised (their rules matched against
-//! every identity and region) lazily at commit, so a batch that applies
-//! many objects pays for each policy once. [`crate::commit`] turns the dirty
-//! sets into map operations.
+//! Rule sets follow created and swept identities and regions through
+//! `membership.rs`. Policies are materialised (their rules matched against
+//! every identity and region) lazily at commit ([`Engine::materialize_stale`]),
+//! so a batch that applies many objects pays for each policy once.
+//! [`crate::commit`] turns the dirty sets into map operations.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;

@@ -94,31 +94,53 @@
 //! after the entries that lift it, removals last).
 //! [`Diff::revision`] counts commits that produced operations.
 
-mod audit;
-mod cidr;
-mod commit;
-mod compiler;
-mod diff;
-mod dirty;
-mod endpoints;
-mod engine;
+// Modules, from the bottom up: each group depends only on earlier groups
+// (`tests/module_layers.rs` checks that the module graph has no cycle).
+// Every module's `//!` says what it owns.
+
+// Vocabulary: ids, ports, names, errors, selectors, objects, map contents.
 mod error;
-mod explain;
-mod identity;
 mod ids;
 mod idset;
-mod inspect;
-mod ipcache;
-mod membership;
-mod model;
-mod policies;
 mod ports;
-mod portsets;
-mod rules;
-mod selector;
-mod state;
 mod syntax;
+
+mod selector;
+
+mod model;
+mod portsets;
+mod state;
+
+// Reading objects; ordering a commit's writes.
+mod diff;
 mod validate;
+
+// Registries and compiled rules.
+mod cidr;
+
+mod identity;
+
+mod rules;
+
+mod audit;
+mod endpoints;
+mod ipcache;
+mod policies;
+
+mod dirty;
+
+mod membership;
+
+// The engine, its commit and its readers.
+mod engine;
+
+mod commit;
+mod inspect;
+
+mod explain;
+
+// The public operations.
+mod compiler;
 
 pub use compiler::Compiler;
 pub use diff::Diff;

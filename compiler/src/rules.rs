@@ -1,6 +1,8 @@
-//! Compiled rules: which identities each rule of a policy matches
-//! ([`RuleState`]), and the per-endpoint computation of policy entries from
-//! the rules of the policies selecting the endpoint ([`compute_row`]).
+//! Compiled rules: the engine's state of a pod ([`PodState`]) and of a
+//! policy ([`PolicyState`]), which identities each rule of a policy matches
+//! ([`RuleState`], computed from scratch through the read-only [`World`]),
+//! and the per-endpoint computation of policy entries from the rules of the
+//! policies selecting the endpoint ([`compute_row`]).
 //!
 //! Entry semantics, for a local endpoint `ep` and a rule of direction `d`:
 //!
