@@ -19,6 +19,11 @@
 //! keeps every policy enforced in the maps and sets `AUDIT_INGRESS` and
 //! `AUDIT_EGRESS` on every endpoint: the datapath then passes would-drops
 //! and reports them.
+//!
+//! This module owns the audit scope ([`AuditScope`]: annotated namespaces,
+//! `--audit`), which policies are audited, the endpoint flags and the
+//! entries of both views. `validate.rs` reads the annotation; the engine
+//! sets the scope.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -70,20 +70,20 @@ pub(crate) fn commit(e: &mut Engine, out: &mut Output) -> Vec<MapOp> {
 
     let mut dirty = std::mem::take(&mut e.dirty);
     let mut changes = Changes::default();
-    for ip in dirty.ips {
+    for ip in std::mem::take(&mut dirty.ips) {
         let (old, new) = (out.state.exact(&ip), e.ipcache.exact_value(&ip, &e.pods));
         if old != new {
             changes.exact.push((ip, old, new));
         }
     }
-    for net in dirty.lpm {
+    for net in std::mem::take(&mut dirty.lpm) {
         let old = out.state.lpm(&net);
         let new = e.ipcache.lpm_value(&net);
         if old != new {
             changes.lpm.push((net, old, new));
         }
     }
-    for pod in dirty.endpoints {
+    for pod in std::mem::take(&mut dirty.endpoints) {
         let old = out.state.endpoints.get(&pod).cloned();
         let new = endpoint_value(e, &pod);
         // The audit view appears or goes: every entry of the row may change.
@@ -91,9 +91,7 @@ pub(crate) fn commit(e: &mut Engine, out: &mut Output) -> Vec<MapOp> {
         if view(&old) != view(&new)
             && let Some(ep) = new.as_ref().or(old.as_ref())
         {
-            let row = dirty.rows.entry(ep.ep_id).or_default();
-            row.full = true;
-            row.cells = Default::default();
+            dirty.mark_row(ep.ep_id);
         }
         if old != new {
             changes.endpoints.push((pod, old, new));
