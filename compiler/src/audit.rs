@@ -15,17 +15,20 @@
 //! only add allows there, so there is nothing to report and no view.
 //!
 //! The same annotation on a Namespace puts every policy of the namespace in
-//! audit mode. [`Compiler::set_audit_all`] (the agent's `--audit`) instead
+//! audit mode. [`crate::Compiler::set_audit_all`] (the agent's `--audit`) instead
 //! keeps every policy enforced in the maps and sets `AUDIT_INGRESS` and
 //! `AUDIT_EGRESS` on every endpoint: the datapath then passes would-drops
 //! and reports them.
+//!
+//! This module owns the audit scope ([`AuditScope`]: annotated namespaces,
+//! `--audit`), which policies are audited, the endpoint flags and the
+//! entries of both views. `validate.rs` reads the annotation; the engine
+//! sets the scope.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use palisade_common::{direction, endpoint_flags};
 
-use crate::Compiler;
-use crate::engine::Engine;
 use crate::identity::Identities;
 use crate::model::PodObj;
 use crate::rules::{PolicyState, RowDirt, compute_row};
@@ -37,18 +40,6 @@ pub(crate) struct AuditScope {
     pub(crate) namespaces: BTreeSet<String>,
     /// Every endpoint audits (`AUDIT_*` flags).
     pub(crate) all: bool,
-}
-
-/// The annotation (on a NetworkPolicy) that selects its mode.
-pub const MODE_ANNOTATION: &str = "policy.palisade.dev/mode";
-/// The annotation's value for audit mode (`enforce`, or absent, enforces).
-pub const MODE_AUDIT: &str = "audit";
-
-/// Whether annotations ask for audit mode.
-pub(crate) fn mode_is_audit(annotations: Option<&BTreeMap<String, String>>) -> bool {
-    annotations
-        .and_then(|a| a.get(MODE_ANNOTATION))
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case(MODE_AUDIT))
 }
 
 /// Whether a policy is in audit mode (its own annotation or its
@@ -122,49 +113,4 @@ pub(crate) fn compute_rows(
         }
     }
     out
-}
-
-impl Engine {
-    /// Every endpoint of `ns` (all if `None`) must be recomputed: entries
-    /// and flags.
-    fn mark_all(&mut self, ns: Option<&str>) {
-        for (pod, ep) in &self.eps {
-            if ns.is_some_and(|n| pod.namespace != n) {
-                continue;
-            }
-            let row = self.dirty.rows.entry(ep.ep_id).or_default();
-            row.full = true;
-            row.cells = Default::default();
-            self.dirty.endpoints.insert(pod.clone());
-        }
-    }
-
-    /// Sets whether namespace `ns` is annotated for audit.
-    pub(crate) fn set_namespace_audit(&mut self, ns: &str, on: bool) {
-        let changed = if on {
-            self.audit.namespaces.insert(ns.to_string())
-        } else {
-            self.audit.namespaces.remove(ns)
-        };
-        if changed {
-            self.mark_all(Some(ns));
-        }
-    }
-}
-
-impl Compiler {
-    /// Audit every endpoint (the agent's `--audit`): all policies stay in
-    /// the maps and every endpoint gets `AUDIT_INGRESS | AUDIT_EGRESS`, so
-    /// would-drops pass and are reported. Takes effect at the next commit.
-    pub fn set_audit_all(&mut self, on: bool) {
-        if self.engine.audit.all != on {
-            self.engine.audit.all = on;
-            self.engine.mark_all(None);
-        }
-    }
-
-    /// Whether every endpoint audits.
-    pub fn audit_all(&self) -> bool {
-        self.engine.audit.all
-    }
 }

@@ -10,16 +10,15 @@
 //!    differs become changes.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
-use palisade_common::{IDENTITY_HOST, IDENTITY_WORLD, IpcacheValue, PolicyKey};
+use palisade_common::PolicyKey;
 
 use crate::audit::ViewRow;
-use crate::diff::{Changes, MapOp, build};
-use crate::engine::{Claim, Engine};
+use crate::diff::{Changes, build};
+use crate::engine::Engine;
 use crate::ports::{CLASSES, PortSet};
 use crate::portsets::Portsets;
-use crate::state::{DesiredState, Endpoint, PodRef};
+use crate::state::{DesiredState, Endpoint, MapOp, PodRef};
 
 /// The committed maps and the registry of their bitmaps.
 #[derive(Debug, Default)]
@@ -43,153 +42,125 @@ fn view_key(ep_id: u32, identity: u32, dir: u8, class: u8, view: u8) -> PolicyKe
     }
 }
 
-impl Engine {
-    fn exact_value(&self, ip: &IpAddr) -> Option<IpcacheValue> {
-        let identity = match self.claims.get(ip)?.first()? {
-            Claim::Host => IDENTITY_HOST,
-            Claim::Pod(p) => self.pods.get(p)?.identity?,
+fn endpoint_value(e: &Engine, pod: &PodRef) -> Option<Endpoint> {
+    let ep = e.eps.get(pod)?;
+    let state = e.pods.get(pod)?;
+    let flags = crate::audit::endpoint_flags(
+        ep.selecting.iter().filter_map(|r| e.policies.get(r)),
+        &e.audit,
+    );
+    Some(Endpoint {
+        ep_id: ep.ep_id,
+        identity: state.identity?,
+        flags,
+        ips: state.obj.ips.clone(),
+    })
+}
+
+/// Runs the pipeline; returns the ordered operations (already applied
+/// to `out`).
+pub(crate) fn commit(e: &mut Engine, out: &mut Output) -> Vec<MapOp> {
+    for (id, key) in e.identities.sweep() {
+        e.on_identity_removed(id, &key);
+    }
+    for (net, id) in e.ipcache.regions.sweep() {
+        e.on_region_removed(net, id);
+    }
+    e.materialize_stale();
+
+    let mut dirty = std::mem::take(&mut e.dirty);
+    let mut changes = Changes::default();
+    for ip in std::mem::take(&mut dirty.ips) {
+        let (old, new) = (out.state.exact(&ip), e.ipcache.exact_value(&ip, &e.pods));
+        if old != new {
+            changes.exact.push((ip, old, new));
+        }
+    }
+    for net in std::mem::take(&mut dirty.lpm) {
+        let old = out.state.lpm(&net);
+        let new = e.ipcache.lpm_value(&net);
+        if old != new {
+            changes.lpm.push((net, old, new));
+        }
+    }
+    for pod in std::mem::take(&mut dirty.endpoints) {
+        let old = out.state.endpoints.get(&pod).cloned();
+        let new = endpoint_value(e, &pod);
+        // The audit view appears or goes: every entry of the row may change.
+        let view = |e: &Option<Endpoint>| e.as_ref().map(|e| e.flags & crate::audit::VIEW_BITS);
+        if view(&old) != view(&new)
+            && let Some(ep) = new.as_ref().or(old.as_ref())
+        {
+            dirty.mark_row(ep.ep_id);
+        }
+        if old != new {
+            changes.endpoints.push((pod, old, new));
+        }
+    }
+    for (ep_id, dirt) in dirty.rows {
+        let owner = e
+            .eps
+            .owner(ep_id)
+            .and_then(|p| Some((p, e.eps.get(p)?, e.pods.get(p)?)));
+        let row: ViewRow = match owner {
+            None => ViewRow::new(),
+            Some((_, ep, pod)) => {
+                let pols: Vec<_> = ep
+                    .selecting
+                    .iter()
+                    .filter_map(|r| e.policies.get(r))
+                    .collect();
+                crate::audit::compute_rows(&pod.obj, &pols, &e.identities, Some(&dirt), &e.audit)
+            }
         };
-        let cidr_identity = self
-            .regions
-            .longest(*ip)
-            .map_or(IDENTITY_WORLD, |(_, id)| id);
-        Some(IpcacheValue {
-            identity,
-            cidr_identity,
-        })
-    }
-
-    fn endpoint_value(&self, pod: &PodRef) -> Option<Endpoint> {
-        let ep = self.eps.get(pod)?;
-        let state = self.pods.get(pod)?;
-        let flags = crate::audit::endpoint_flags(
-            ep.selecting.iter().filter_map(|r| self.policies.get(r)),
-            &self.audit,
-        );
-        Some(Endpoint {
-            ep_id: ep.ep_id,
-            identity: state.identity?,
-            flags,
-            ips: state.obj.ips.clone(),
-        })
-    }
-
-    /// Runs the pipeline; returns the ordered operations (already applied
-    /// to `out`).
-    pub(crate) fn commit(&mut self, out: &mut Output) -> Vec<MapOp> {
-        for (id, key) in self.identities.sweep() {
-            self.on_identity_removed(id, &key);
-        }
-        for (net, id) in self.regions.sweep() {
-            self.on_region_removed(net, id);
-        }
-        self.materialize_stale();
-
-        let mut dirty = std::mem::take(&mut self.dirty);
-        let mut changes = Changes::default();
-        for ip in dirty.ips {
-            let (old, new) = (out.state.exact(&ip), self.exact_value(&ip));
-            if old != new {
-                changes.exact.push((ip, old, new));
+        let full = dirt.full || owner.is_none();
+        let mut old: BTreeMap<PolicyKey, PortSet> = BTreeMap::new();
+        let mut note = |k: &PolicyKey, v| {
+            if let Some(ports) = out.state.value_ports(v) {
+                old.insert(*k, ports);
             }
-        }
-        for net in dirty.lpm {
-            let old = out.state.lpm(&net);
-            let new = self.regions.id(&net).map(|id| IpcacheValue {
-                identity: id,
-                cidr_identity: id,
-            });
-            if old != new {
-                changes.lpm.push((net, old, new));
-            }
-        }
-        for pod in dirty.endpoints {
-            let old = out.state.endpoints.get(&pod).cloned();
-            let new = self.endpoint_value(&pod);
-            // The audit view appears or goes: every entry of the row may change.
-            let view = |e: &Option<Endpoint>| e.as_ref().map(|e| e.flags & crate::audit::VIEW_BITS);
-            if view(&old) != view(&new)
-                && let Some(ep) = new.as_ref().or(old.as_ref())
-            {
-                let row = dirty.rows.entry(ep.ep_id).or_default();
-                row.full = true;
-                row.cells = Default::default();
-            }
-            if old != new {
-                changes.endpoints.push((pod, old, new));
-            }
-        }
-        for (ep_id, dirt) in dirty.rows {
-            let owner = self
-                .ep_owner
-                .get(&ep_id)
-                .and_then(|p| Some((p, self.eps.get(p)?, self.pods.get(p)?)));
-            let row: ViewRow = match owner {
-                None => ViewRow::new(),
-                Some((_, ep, pod)) => {
-                    let pols: Vec<_> = ep
-                        .selecting
-                        .iter()
-                        .filter_map(|r| self.policies.get(r))
-                        .collect();
-                    crate::audit::compute_rows(
-                        &pod.obj,
-                        &pols,
-                        &self.identities,
-                        Some(&dirt),
-                        &self.audit,
-                    )
-                }
+        };
+        if full {
+            let lo = key(ep_id, 0, 0, 0);
+            let hi = PolicyKey {
+                ep_id,
+                identity: u32::MAX,
+                direction: u8::MAX,
+                proto: u8::MAX,
+                view: u8::MAX,
+                _pad: u8::MAX,
             };
-            let full = dirt.full || owner.is_none();
-            let mut old: BTreeMap<PolicyKey, PortSet> = BTreeMap::new();
-            let mut note = |k: &PolicyKey, v| {
-                if let Some(ports) = out.state.value_ports(v) {
-                    old.insert(*k, ports);
-                }
-            };
-            if full {
-                let lo = key(ep_id, 0, 0, 0);
-                let hi = PolicyKey {
-                    ep_id,
-                    identity: u32::MAX,
-                    direction: u8::MAX,
-                    proto: u8::MAX,
-                    view: u8::MAX,
-                    _pad: u8::MAX,
-                };
-                for (k, v) in out.state.policy.range(lo..=hi) {
-                    note(k, v);
-                }
-            } else {
-                for (dir, ids) in dirt.cells.iter().enumerate() {
-                    for &id in ids {
-                        for class in CLASSES {
-                            for view in [0, 1] {
-                                let k = view_key(ep_id, id, dir as u8, class, view);
-                                if let Some(v) = out.state.policy.get(&k) {
-                                    note(&k, v);
-                                }
+            for (k, v) in out.state.policy.range(lo..=hi) {
+                note(k, v);
+            }
+        } else {
+            for (dir, ids) in dirt.cells.iter().enumerate() {
+                for &id in ids {
+                    for class in CLASSES {
+                        for view in [0, 1] {
+                            let k = view_key(ep_id, id, dir as u8, class, view);
+                            if let Some(v) = out.state.policy.get(&k) {
+                                note(&k, v);
                             }
                         }
                     }
                 }
             }
-            for ((id, dir, class, view), ports) in row {
-                let k = view_key(ep_id, id, dir, class, view);
-                match old.remove(&k) {
-                    Some(o) if o == ports => {}
-                    o => changes.policy.push((k, o, Some(ports))),
-                }
-            }
-            for (k, o) in old {
-                changes.policy.push((k, Some(o), None));
+        }
+        for ((id, dir, class, view), ports) in row {
+            let k = view_key(ep_id, id, dir, class, view);
+            match old.remove(&k) {
+                Some(o) if o == ports => {}
+                o => changes.policy.push((k, o, Some(ports))),
             }
         }
-        let ops = build(changes, &mut out.state, &mut out.portsets);
-        self.identities.flush();
-        self.regions.flush();
-        self.ep_ids.flush();
-        ops
+        for (k, o) in old {
+            changes.policy.push((k, Some(o), None));
+        }
     }
+    let ops = build(changes, &mut out.state, &mut out.portsets);
+    e.identities.flush();
+    e.ipcache.regions.flush();
+    e.eps.flush();
+    ops
 }

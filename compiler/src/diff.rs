@@ -1,7 +1,7 @@
-//! Map operations and their order: how a commit's changes become a
-//! sequence the agent can apply one by one while packets flow, such that no
-//! intermediate state allows a flow that neither the old nor the new state
-//! allows (make before break).
+//! The order of a commit's map operations ([`MapOp`], owned by `state.rs`):
+//! how its changes become a sequence the agent can apply one by one while
+//! packets flow, such that no intermediate state allows a flow that neither
+//! the old nor the new state allows (make before break).
 //!
 //! # The verdict and what can change it
 //!
@@ -58,75 +58,7 @@ use palisade_common::{IpcacheValue, PolicyKey, PolicyValue};
 
 use crate::ports::PortSet;
 use crate::portsets::Portsets;
-use crate::state::{DesiredState, Endpoint, PodRef};
-
-/// One write to one datapath map.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MapOp {
-    /// Write `ENDPOINTS[ifindex of pod]`.
-    EndpointUpsert {
-        /// The pod (the agent knows its interface).
-        pod: PodRef,
-        /// The entry.
-        endpoint: Endpoint,
-    },
-    /// Delete the endpoint entry of a pod that is no longer a local
-    /// endpoint.
-    EndpointRemove {
-        /// The pod.
-        pod: PodRef,
-        /// Its former endpoint id.
-        ep_id: u32,
-    },
-    /// Write `POLICY[key]`.
-    PolicyUpsert {
-        /// The key.
-        key: PolicyKey,
-        /// The value.
-        value: PolicyValue,
-    },
-    /// Delete `POLICY[key]`.
-    PolicyRemove {
-        /// The key.
-        key: PolicyKey,
-    },
-    /// Write `PORTSETS[id] = ports.to_bitmap()`.
-    PortsetUpsert {
-        /// The id (never 0).
-        id: u32,
-        /// The set.
-        ports: PortSet,
-    },
-    /// Delete `PORTSETS[id]`.
-    PortsetRemove {
-        /// The id.
-        id: u32,
-    },
-    /// Write `IPCACHE_EXACT4/6[addr]`.
-    IpcacheExactUpsert {
-        /// The address (its family selects the map).
-        addr: IpAddr,
-        /// The value.
-        value: IpcacheValue,
-    },
-    /// Delete `IPCACHE_EXACT4/6[addr]`.
-    IpcacheExactRemove {
-        /// The address.
-        addr: IpAddr,
-    },
-    /// Write `IPCACHE_V4/V6[prefix]`.
-    IpcacheLpmUpsert {
-        /// The prefix (its family selects the map).
-        prefix: IpNet,
-        /// The value (both fields are the region identity).
-        value: IpcacheValue,
-    },
-    /// Delete `IPCACHE_V4/V6[prefix]`.
-    IpcacheLpmRemove {
-        /// The prefix.
-        prefix: IpNet,
-    },
-}
+use crate::state::{DesiredState, Endpoint, MapOp, PodRef};
 
 /// The ordered operations of one commit.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -1,128 +1,37 @@
-//! The incremental engine: the cluster model (namespaces, pods, policies,
-//! host addresses), the registries derived from it (identities, regions,
-//! endpoints, ipcache claims) and the record of what must be recomputed at
-//! the next commit (the dirty sets).
+//! The incremental engine: owns the cluster model (this node's name,
+//! namespaces, pods) and the registries derived from it — valid policies
+//! (`policies.rs`), pod identities (`identity.rs`), address claims and
+//! regions (`ipcache.rs`), local endpoints (`endpoints.rs`), the audit
+//! scope (`audit.rs`) — and the record of what the next commit must
+//! recompute (`dirty.rs`). Its setters (`set_namespace`, `set_pod`,
+//! `set_policy`, `set_host_addresses`, `set_audit_all`) are the only
+//! writers of the model; each updates the registries eagerly and marks the
+//! affected outputs dirty. Which local endpoints each policy selects is
+//! kept here, on both sides (`EpState::selecting`, `PolicyState::selected`).
 //!
-//! Every change updates the model and its indexes eagerly and marks the
-//! affected outputs dirty at the finest useful grain: single addresses,
-//! single prefixes, endpoints, and `(endpoint, direction, peer identity)`
-//! policy cells. Policies are materialised (their rules matched against
-//! every identity and region) lazily at commit, so a batch that applies
-//! many objects pays for each policy once. [`crate::commit`] turns the dirty
-//! sets into map operations.
+//! Rule sets follow created and swept identities and regions through
+//! `membership.rs`. Policies are materialised (their rules matched against
+//! every identity and region) lazily at commit ([`Engine::materialize_stale`]),
+//! so a batch that applies many objects pays for each policy once.
+//! [`crate::commit`] turns the dirty sets into map operations.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use ipnet::IpNet;
-use palisade_common::direction;
 
-use crate::cidr::Regions;
+use crate::dirty::Dirty;
+use crate::endpoints::Endpoints;
 use crate::error::Reason;
 use crate::identity::{Identities, IdentityKey};
-use crate::ids::IdAlloc;
-use crate::model::{Peers, PodObj, PolicyObj, PolicyRef};
-use crate::rules::{PodState, PolicyState, RowDirt, RuleState, SetKind, World, rule_ids};
-use crate::selector::{Labels, Selector};
+use crate::ipcache::Ipcache;
+use crate::membership::{self, Update};
+use crate::model::{NamespaceObj, PodObj, PolicyObj, PolicyRef, default_namespace_labels};
+use crate::policies::Policies;
+use crate::rules::{PodState, PolicyState, RuleState, World};
+use crate::selector::Labels;
 use crate::state::PodRef;
-use crate::validate::default_namespace_labels;
-
-/// Who claims an address in the exact ipcache. Ordered by precedence: the
-/// node's own addresses win, then the pod with the smallest
-/// namespace/name.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Claim {
-    Host,
-    Pod(PodRef),
-}
-
-/// The claims on one address, in precedence order: a sorted vector without
-/// duplicates. Nearly every address has a single claim, and a one-element
-/// `BTreeSet` would allocate a whole node (~0.5 KiB) per address.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Claims(Vec<Claim>);
-
-impl Claims {
-    pub(crate) fn insert(&mut self, c: Claim) {
-        if let Err(i) = self.0.binary_search(&c) {
-            // Exactly one more: a growing `Vec` would allocate room for four.
-            self.0.reserve_exact(1);
-            self.0.insert(i, c);
-        }
-    }
-
-    pub(crate) fn remove(&mut self, c: &Claim) {
-        if let Ok(i) = self.0.binary_search(c) {
-            self.0.remove(i);
-        }
-    }
-
-    /// The claim in force.
-    pub(crate) fn first(&self) -> Option<&Claim> {
-        self.0.first()
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-/// A local endpoint.
-#[derive(Clone, Debug)]
-pub(crate) struct EpState {
-    pub(crate) ep_id: u32,
-    pub(crate) uid: Option<String>,
-    /// Valid policies of the pod's namespace whose podSelector selects it.
-    pub(crate) selecting: BTreeSet<PolicyRef>,
-}
-
-/// What the next commit must recompute.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Dirty {
-    pub(crate) ips: BTreeSet<IpAddr>,
-    pub(crate) lpm: BTreeSet<IpNet>,
-    pub(crate) endpoints: BTreeSet<PodRef>,
-    pub(crate) rows: BTreeMap<u32, RowDirt>,
-}
-
-impl Dirty {
-    fn mark_cells(
-        &mut self,
-        eps: &BTreeMap<PodRef, EpState>,
-        selected: &BTreeSet<PodRef>,
-        dir: usize,
-        ids: &[u32],
-    ) {
-        if ids.is_empty() {
-            return;
-        }
-        for pod in selected {
-            if let Some(ep) = eps.get(pod) {
-                let row = self.rows.entry(ep.ep_id).or_default();
-                if !row.full {
-                    row.cells[dir].extend(ids.iter().copied());
-                }
-            }
-        }
-    }
-
-    fn mark_row(&mut self, ep_id: u32) {
-        let row = self.rows.entry(ep_id).or_default();
-        row.full = true;
-        row.cells = Default::default();
-    }
-}
-
-/// A change to one rule set of one policy.
-struct Update {
-    policy: PolicyRef,
-    dir: usize,
-    rule: usize,
-    kind: Option<SetKind>,
-    id: u32,
-    insert: bool,
-}
 
 /// The cluster model and its derived registries.
 #[derive(Debug)]
@@ -130,26 +39,10 @@ pub(crate) struct Engine {
     pub(crate) node: String,
     pub(crate) namespaces: BTreeMap<String, Arc<Labels>>,
     pub(crate) pods: BTreeMap<PodRef, PodState>,
-    pub(crate) policies: BTreeMap<PolicyRef, PolicyState>,
-    pub(crate) policies_by_ns: BTreeMap<String, BTreeSet<PolicyRef>>,
-    /// Policies with rules that can match pods of other namespaces.
-    pub(crate) cross_ns: BTreeSet<PolicyRef>,
-    /// Policies with ipBlock peers.
-    pub(crate) with_blocks: BTreeSet<PolicyRef>,
-    /// Policies with egress rules combining ipBlocks and named ports.
-    pub(crate) named_blocks: BTreeSet<PolicyRef>,
-    /// Policies not materialised yet.
-    pub(crate) stale: BTreeSet<PolicyRef>,
-    /// Distinct namespaceSelectors → the rules `(policy, direction, rule)`
-    /// using them, so a namespace relabel evaluates each selector once.
-    pub(crate) ns_selectors: HashMap<Selector, BTreeSet<(PolicyRef, usize, usize)>>,
-    pub(crate) host: BTreeSet<IpAddr>,
-    pub(crate) claims: BTreeMap<IpAddr, Claims>,
+    pub(crate) policies: Policies,
     pub(crate) identities: Identities,
-    pub(crate) regions: Regions,
-    pub(crate) eps: BTreeMap<PodRef, EpState>,
-    pub(crate) ep_owner: HashMap<u32, PodRef>,
-    pub(crate) ep_ids: IdAlloc,
+    pub(crate) ipcache: Ipcache,
+    pub(crate) eps: Endpoints,
     pub(crate) dirty: Dirty,
     /// Audit mode beyond single policies (see `audit.rs`).
     pub(crate) audit: crate::audit::AuditScope,
@@ -161,20 +54,10 @@ impl Engine {
             node,
             namespaces: BTreeMap::new(),
             pods: BTreeMap::new(),
-            policies: BTreeMap::new(),
-            policies_by_ns: BTreeMap::new(),
-            cross_ns: BTreeSet::new(),
-            with_blocks: BTreeSet::new(),
-            named_blocks: BTreeSet::new(),
-            stale: BTreeSet::new(),
-            ns_selectors: HashMap::new(),
-            host: BTreeSet::new(),
-            claims: BTreeMap::new(),
+            policies: Policies::default(),
             identities: Identities::default(),
-            regions: Regions::default(),
-            eps: BTreeMap::new(),
-            ep_owner: HashMap::new(),
-            ep_ids: IdAlloc::new(1, u32::MAX),
+            ipcache: Ipcache::default(),
+            eps: Endpoints::default(),
             dirty: Dirty::default(),
             audit: Default::default(),
         }
@@ -184,62 +67,26 @@ impl Engine {
         World {
             namespaces: &self.namespaces,
             identities: &self.identities,
-            regions: &self.regions,
+            regions: &self.ipcache.regions,
             pods: &self.pods,
         }
     }
 
     fn apply_updates(&mut self, updates: Vec<Update>) {
-        for u in updates {
-            let Some(pol) = self.policies.get_mut(&u.policy) else {
-                continue;
-            };
-            let changed = match u.kind {
-                None => true,
-                Some(kind) => {
-                    let Some(st) = pol.rules[u.dir].get_mut(u.rule) else {
-                        continue;
-                    };
-                    let set = st.set_mut(kind);
-                    if u.insert {
-                        set.insert(u.id)
-                    } else {
-                        set.remove(u.id)
-                    }
-                }
-            };
-            if changed {
-                self.dirty
-                    .mark_cells(&self.eps, &pol.selected, u.dir, &[u.id]);
-            }
-        }
-    }
-
-    /// Materialised policies among `refs`.
-    fn live_policies<'a>(
-        &'a self,
-        refs: impl Iterator<Item = &'a PolicyRef>,
-    ) -> impl Iterator<Item = (&'a PolicyRef, &'a PolicyState)> {
-        refs.filter_map(|r| {
-            self.policies
-                .get(r)
-                .filter(|p| p.materialized)
-                .map(|p| (r, p))
-        })
-    }
-
-    /// Policies whose rules can match pods of namespace `ns`: those of the
-    /// namespace and those with cross-namespace rules, each once.
-    fn candidates_for_namespace<'a>(&'a self, ns: &str) -> impl Iterator<Item = &'a PolicyRef> {
-        let own = self.policies_by_ns.get(ns).into_iter().flatten();
-        own.filter(|r| !self.cross_ns.contains(*r))
-            .chain(self.cross_ns.iter())
+        membership::apply(updates, &mut self.policies, &self.eps, &mut self.dirty);
     }
 
     // ----- namespaces -----------------------------------------------------
 
-    /// Sets (or with `None` removes) a namespace's labels.
-    pub(crate) fn set_namespace(&mut self, name: &str, labels: Option<Labels>) {
+    /// Sets (or with `None` removes) a namespace: its labels, then its
+    /// audit mode.
+    pub(crate) fn set_namespace(&mut self, name: &str, ns: Option<NamespaceObj>) {
+        let audit = ns.as_ref().is_some_and(|n| n.audit);
+        self.set_namespace_labels(name, ns.map(|n| n.labels));
+        self.set_namespace_audit(name, audit);
+    }
+
+    fn set_namespace_labels(&mut self, name: &str, labels: Option<Labels>) {
         let old = self
             .namespaces
             .get(name)
@@ -261,178 +108,58 @@ impl Engine {
             return;
         };
         let ids: Vec<u32> = ids.iter().collect();
-        // A rule listed under two changed selectors is visited twice; the
-        // second visit finds nothing left to change.
-        let affected: Vec<&(PolicyRef, usize, usize)> = self
-            .ns_selectors
-            .iter()
-            .filter(|(sel, _)| sel.matches(&old) != sel.matches(&new))
-            .flat_map(|(_, users)| users.iter())
-            .collect();
-        let world = self.world();
-        let mut updates = Vec::new();
-        for (pref, dir, ri) in affected {
-            let Some(pol) = self.policies.get(pref).filter(|p| p.materialized) else {
-                continue;
-            };
-            let (Some(rule), Some(st)) = (
-                pol.obj.rules[*dir].as_ref().and_then(|r| r.get(*ri)),
-                pol.rules[*dir].get(*ri),
-            ) else {
-                continue;
-            };
-            for &id in &ids {
-                let Some(ident) = self.identities.by_id.get(&id) else {
-                    continue;
-                };
-                let now = world.selector_matches(&pol.namespace, rule, &ident.key);
-                if now != st.pod_ids.contains(id) {
-                    updates.push(Update {
-                        policy: pref.clone(),
-                        dir: *dir,
-                        rule: *ri,
-                        kind: Some(SetKind::PodIds),
-                        id,
-                        insert: now,
-                    });
-                }
-            }
-        }
+        let updates =
+            membership::namespace_relabelled(&self.policies, &self.world(), &old, &new, &ids);
         self.apply_updates(updates);
+    }
+
+    // ----- audit ----------------------------------------------------------
+
+    /// Sets whether namespace `ns` is annotated for audit.
+    fn set_namespace_audit(&mut self, ns: &str, on: bool) {
+        let changed = if on {
+            self.audit.namespaces.insert(ns.to_string())
+        } else {
+            self.audit.namespaces.remove(ns)
+        };
+        if changed {
+            self.dirty.mark_all(&self.eps, Some(ns));
+        }
+    }
+
+    /// Sets whether every endpoint audits.
+    pub(crate) fn set_audit_all(&mut self, on: bool) {
+        if self.audit.all != on {
+            self.audit.all = on;
+            self.dirty.mark_all(&self.eps, None);
+        }
     }
 
     // ----- identities -----------------------------------------------------
 
     fn on_identity_created(&mut self, id: u32) {
-        let Some(ident) = self.identities.by_id.get(&id) else {
-            return;
-        };
-        let key = ident.key.clone();
-        let world = self.world();
-        let mut updates = Vec::new();
-        for (pref, pol) in self.live_policies(self.candidates_for_namespace(&key.namespace)) {
-            for (dir, rules) in pol.obj.rules.iter().enumerate() {
-                for (ri, rule) in rules.iter().flatten().enumerate() {
-                    let mk = |kind| Update {
-                        policy: pref.clone(),
-                        dir,
-                        rule: ri,
-                        kind,
-                        id,
-                        insert: true,
-                    };
-                    if world.selector_matches(&pol.namespace, rule, &key) {
-                        updates.push(mk(Some(SetKind::PodIds)));
-                    }
-                    if rule.is_named_block_rule(dir) && world.named_block_matches(rule, id) {
-                        updates.push(mk(Some(SetKind::NamedBlocks)));
-                    }
-                    if dir == direction::EGRESS as usize
-                        && rule.peers == Peers::All
-                        && self.identities.serves_any(id, &rule.ports.named)
-                    {
-                        updates.push(mk(None));
-                    }
-                }
-            }
-        }
+        let updates = membership::identity_created(&self.policies, &self.world(), id);
         self.apply_updates(updates);
     }
 
     /// Called by the commit for every identity its sweep removed.
     pub(crate) fn on_identity_removed(&mut self, id: u32, key: &IdentityKey) {
-        let mut updates = Vec::new();
-        for (pref, pol) in self.live_policies(self.candidates_for_namespace(&key.namespace)) {
-            for (dir, rules) in pol.obj.rules.iter().enumerate() {
-                for (ri, rule) in rules.iter().flatten().enumerate() {
-                    let Some(st) = pol.rules[dir].get(ri) else {
-                        continue;
-                    };
-                    let mk = |kind| Update {
-                        policy: pref.clone(),
-                        dir,
-                        rule: ri,
-                        kind,
-                        id,
-                        insert: false,
-                    };
-                    if st.pod_ids.contains(id) {
-                        updates.push(mk(Some(SetKind::PodIds)));
-                    }
-                    if st.named_block_ids.contains(id) {
-                        updates.push(mk(Some(SetKind::NamedBlocks)));
-                    }
-                    let serves = key
-                        .named_ports
-                        .iter()
-                        .any(|(n, c, _)| rule.ports.named.iter().any(|(m, d)| m == n && d == c));
-                    if dir == direction::EGRESS as usize && rule.peers == Peers::All && serves {
-                        updates.push(mk(None));
-                    }
-                }
-            }
-        }
+        let updates = membership::identity_removed(&self.policies, id, key);
         self.apply_updates(updates);
     }
 
     /// Re-checks the ipBlock + named-port membership of identity `id`
     /// after its pods or their addresses changed.
     fn reeval_named_blocks(&mut self, id: u32) {
-        let world = self.world();
-        let mut updates = Vec::new();
-        for (pref, pol) in self.live_policies(self.named_blocks.iter()) {
-            for (dir, rules) in pol.obj.rules.iter().enumerate() {
-                for (ri, rule) in rules.iter().flatten().enumerate() {
-                    if !rule.is_named_block_rule(dir) {
-                        continue;
-                    }
-                    let Some(st) = pol.rules[dir].get(ri) else {
-                        continue;
-                    };
-                    let now = world.named_block_matches(rule, id);
-                    if now != st.named_block_ids.contains(id) {
-                        updates.push(Update {
-                            policy: pref.clone(),
-                            dir,
-                            rule: ri,
-                            kind: Some(SetKind::NamedBlocks),
-                            id,
-                            insert: now,
-                        });
-                    }
-                }
-            }
-        }
+        let updates = membership::addresses_moved(&self.policies, &self.world(), id);
         self.apply_updates(updates);
     }
 
     // ----- regions --------------------------------------------------------
 
-    fn mark_addresses_in(&mut self, net: IpNet) {
-        let range = self.claims.range(net.network()..=net.broadcast());
-        self.dirty.ips.extend(range.map(|(a, _)| *a));
-        self.dirty.lpm.insert(net);
-    }
-
     fn region_updates(&mut self, net: IpNet, id: u32, insert: bool) {
-        self.mark_addresses_in(net);
-        let mut updates = Vec::new();
-        for (pref, pol) in self.live_policies(self.with_blocks.iter()) {
-            for (dir, rules) in pol.obj.rules.iter().enumerate() {
-                for (ri, rule) in rules.iter().flatten().enumerate() {
-                    if !insert || rule.blocks().any(|b| b.allows_region(&net)) {
-                        updates.push(Update {
-                            policy: pref.clone(),
-                            dir,
-                            rule: ri,
-                            kind: Some(SetKind::Regions),
-                            id,
-                            insert,
-                        });
-                    }
-                }
-            }
-        }
+        self.dirty.mark_region(&self.ipcache, net);
+        let updates = membership::region_changed(&self.policies, net, id, insert);
         self.apply_updates(updates);
     }
 
@@ -444,21 +171,7 @@ impl Engine {
     // ----- host addresses -------------------------------------------------
 
     pub(crate) fn set_host_addresses(&mut self, addrs: BTreeSet<IpAddr>) {
-        let old = std::mem::take(&mut self.host);
-        for a in old.difference(&addrs) {
-            if let Some(c) = self.claims.get_mut(a) {
-                c.remove(&Claim::Host);
-                if c.is_empty() {
-                    self.claims.remove(a);
-                }
-            }
-            self.dirty.ips.insert(*a);
-        }
-        for a in addrs.difference(&old) {
-            self.claims.entry(*a).or_default().insert(Claim::Host);
-            self.dirty.ips.insert(*a);
-        }
-        self.host = addrs;
+        self.ipcache.set_host(addrs, &mut self.dirty.ips);
     }
 
     // ----- pods -----------------------------------------------------------
@@ -482,51 +195,17 @@ impl Engine {
             labels: o.labels.clone(),
             named_ports: o.named_ports.clone(),
         });
-        let mut created = None;
-        let new_id = match new_key {
-            None => None,
-            Some(k) => match old_id {
-                Some(oid) if self.identities.by_id.get(&oid).is_some_and(|i| i.key == k) => {
-                    Some(oid)
-                }
-                _ => match self.identities.join(k, &key) {
-                    Some((id, c)) => {
-                        if c {
-                            created = Some(id);
-                        }
-                        Some(id)
-                    }
-                    // Identity space exhausted: the pod is kept out of the
-                    // ipcache and gets no endpoint (fail closed).
-                    None => None,
-                },
-            },
-        };
-        if let Some(oid) = old_id
-            && new_id != Some(oid)
-        {
-            self.identities.leave(oid, &key);
-        }
+        // No identity left: the pod is kept out of the ipcache and gets no
+        // endpoint (fail closed).
+        let (new_id, created) = self.identities.switch(&key, old_id, new_key);
         let new_ips: Vec<IpAddr> = match (&new, new_id) {
             (Some(n), Some(_)) => n.ips.clone(),
             _ => Vec::new(),
         };
         let addresses_changed = old_id != new_id || old_ips != new_ips;
         if addresses_changed {
-            let claim = Claim::Pod(key.clone());
-            for ip in &old_ips {
-                if let Some(c) = self.claims.get_mut(ip) {
-                    c.remove(&claim);
-                    if c.is_empty() {
-                        self.claims.remove(ip);
-                    }
-                }
-                self.dirty.ips.insert(*ip);
-            }
-            for ip in &new_ips {
-                self.claims.entry(*ip).or_default().insert(claim.clone());
-                self.dirty.ips.insert(*ip);
-            }
+            self.ipcache
+                .move_pod(&key, &old_ips, &new_ips, &mut self.dirty.ips);
         }
         let old_obj = old.map(|s| s.obj);
         if let Some(mut obj) = new {
@@ -547,7 +226,7 @@ impl Engine {
         if let Some(id) = created {
             self.on_identity_created(id);
         }
-        if addresses_changed && !self.named_blocks.is_empty() {
+        if addresses_changed && self.policies.has_named_blocks() {
             let ids: BTreeSet<u32> = [old_id, new_id].into_iter().flatten().collect();
             for id in ids {
                 self.reeval_named_blocks(id);
@@ -570,7 +249,7 @@ impl Engine {
         if !should {
             return;
         }
-        if !self.eps.contains_key(key) {
+        if !self.eps.contains(key) {
             self.add_endpoint(key, uid);
             return;
         }
@@ -594,40 +273,23 @@ impl Engine {
         let Some(pod) = self.pods.get(key) else {
             return BTreeSet::new();
         };
-        self.policies_by_ns
-            .get(&key.namespace)
-            .into_iter()
-            .flatten()
-            .filter(|r| {
-                self.policies
-                    .get(*r)
-                    .is_some_and(|p| p.obj.pod_selector.matches(&pod.obj.labels))
-            })
-            .cloned()
-            .collect()
+        self.policies.selecting(&key.namespace, &pod.obj.labels)
     }
 
     fn add_endpoint(&mut self, key: &PodRef, uid: Option<String>) {
         // No id left (never with 2^32 ids): no endpoint, so the agent has no
         // ENDPOINTS entry and the datapath fails closed.
-        let Some(ep_id) = self.ep_ids.alloc() else {
+        let selecting = self.selecting_policies(key);
+        let Some(ep_id) = self.eps.add(key, uid, selecting) else {
             return;
         };
-        let selecting = self.selecting_policies(key);
-        for r in &selecting {
-            if let Some(p) = self.policies.get_mut(r) {
-                p.selected.insert(key.clone());
+        if let Some(ep) = self.eps.get(key) {
+            for r in &ep.selecting {
+                if let Some(p) = self.policies.get_mut(r) {
+                    p.selected.insert(key.clone());
+                }
             }
         }
-        self.eps.insert(
-            key.clone(),
-            EpState {
-                ep_id,
-                uid,
-                selecting,
-            },
-        );
-        self.ep_owner.insert(ep_id, key.clone());
         self.dirty.mark_row(ep_id);
         self.dirty.endpoints.insert(key.clone());
     }
@@ -641,8 +303,6 @@ impl Engine {
                 p.selected.remove(key);
             }
         }
-        self.ep_owner.remove(&ep.ep_id);
-        self.ep_ids.release_later(ep.ep_id);
         self.dirty.mark_row(ep.ep_id);
         self.dirty.endpoints.insert(key.clone());
     }
@@ -684,7 +344,7 @@ impl Engine {
         let new_prefixes = new.as_ref().map(|n| n.prefixes()).unwrap_or_default();
         let mut acquired = Vec::new();
         for net in &new_prefixes {
-            match self.regions.acquire(*net) {
+            match self.ipcache.regions.acquire(*net) {
                 Some((id, created)) => {
                     acquired.push(*net);
                     if created {
@@ -693,38 +353,28 @@ impl Engine {
                 }
                 None => {
                     for a in &acquired {
-                        self.regions.release(a);
+                        self.ipcache.regions.release(a);
                     }
                     return Err(Reason::IdentitiesExhausted);
                 }
             }
         }
         if let Some(old) = self.policies.remove(&key) {
-            mark_policy(&mut self.dirty, &self.eps, &self.identities, &old);
+            self.dirty.mark_policy(&self.eps, &self.identities, &old);
             for pod in &old.selected {
                 if let Some(ep) = self.eps.get_mut(pod) {
                     ep.selecting.remove(&key);
                 }
             }
             for net in old.obj.prefixes() {
-                self.regions.release(&net);
+                self.ipcache.regions.release(&net);
             }
-            if let Some(s) = self.policies_by_ns.get_mut(&key.namespace) {
-                s.remove(&key);
-                if s.is_empty() {
-                    self.policies_by_ns.remove(&key.namespace);
-                }
-            }
-            self.index_ns_selectors(&key, &old.obj, false);
-            self.cross_ns.remove(&key);
-            self.with_blocks.remove(&key);
-            self.named_blocks.remove(&key);
-            self.stale.remove(&key);
         }
         let Some(obj) = new else { return Ok(()) };
         let selected: BTreeSet<PodRef> = self
             .eps
-            .keys()
+            .iter()
+            .map(|(p, _)| p)
             .filter(|p| p.namespace == key.namespace)
             .filter(|p| {
                 self.pods
@@ -739,21 +389,6 @@ impl Engine {
             }
         }
         self.dirty.endpoints.extend(selected.iter().cloned());
-        self.policies_by_ns
-            .entry(key.namespace.clone())
-            .or_default()
-            .insert(key.clone());
-        self.index_ns_selectors(&key, &obj, true);
-        if obj.cross_namespace() {
-            self.cross_ns.insert(key.clone());
-        }
-        if obj.has_blocks() {
-            self.with_blocks.insert(key.clone());
-        }
-        if obj.has_named_blocks() {
-            self.named_blocks.insert(key.clone());
-        }
-        self.stale.insert(key.clone());
         self.policies.insert(
             key.clone(),
             PolicyState {
@@ -767,34 +402,10 @@ impl Engine {
         Ok(())
     }
 
-    fn index_ns_selectors(&mut self, key: &PolicyRef, obj: &PolicyObj, add: bool) {
-        for (dir, rules) in obj.rules.iter().enumerate() {
-            for (ri, rule) in rules.iter().flatten().enumerate() {
-                let Peers::Listed { selectors, .. } = &rule.peers else {
-                    continue;
-                };
-                for sel in selectors.iter().filter_map(|s| s.namespaces.as_ref()) {
-                    let user = (key.clone(), dir, ri);
-                    if add {
-                        self.ns_selectors
-                            .entry(sel.clone())
-                            .or_default()
-                            .insert(user);
-                    } else if let Some(users) = self.ns_selectors.get_mut(sel) {
-                        users.remove(&user);
-                        if users.is_empty() {
-                            self.ns_selectors.remove(sel);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
     /// Materialises every stale policy (called by the commit after the
     /// sweeps) and marks the cells its rules contribute to.
     pub(crate) fn materialize_stale(&mut self) {
-        let stale = std::mem::take(&mut self.stale);
+        let stale = self.policies.take_stale();
         for key in stale {
             let Some(pol) = self.policies.get(&key) else {
                 continue;
@@ -811,32 +422,7 @@ impl Engine {
             };
             pol.rules = rules;
             pol.materialized = true;
-            mark_policy(&mut self.dirty, &self.eps, &self.identities, pol);
+            self.dirty.mark_policy(&self.eps, &self.identities, pol);
         }
     }
-}
-
-/// Marks every cell a (materialised) policy contributes to, for every
-/// endpoint it selects, and their flags.
-fn mark_policy(
-    dirty: &mut Dirty,
-    eps: &BTreeMap<PodRef, EpState>,
-    identities: &Identities,
-    pol: &PolicyState,
-) {
-    if pol.materialized {
-        let mut ids = Vec::new();
-        for (dir, rules) in pol.obj.rules.iter().enumerate() {
-            ids.clear();
-            for (ri, rule) in rules.iter().flatten().enumerate() {
-                if let Some(st) = pol.rules[dir].get(ri) {
-                    rule_ids(rule, st, dir, identities, &mut ids);
-                }
-            }
-            ids.sort_unstable();
-            ids.dedup();
-            dirty.mark_cells(eps, &pol.selected, dir, &ids);
-        }
-    }
-    dirty.endpoints.extend(pol.selected.iter().cloned());
 }

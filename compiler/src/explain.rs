@@ -19,37 +19,13 @@ use std::net::IpAddr;
 
 use palisade_common::{direction, proto};
 
-use crate::Compiler;
-use crate::engine::{Claim, Engine};
-use crate::model::{Peers, PolicyObj, Rule, resolve_named};
+use crate::engine::Engine;
+use crate::inspect::{self, PolicyName};
+use crate::ipcache::Claim;
+use crate::model::{Peers, PolicyObj, PolicyRef, Rule, resolve_named};
 use crate::ports::class_index;
 use crate::rules::World;
 use crate::state::PodRef;
-
-/// A NetworkPolicy by namespace and name.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PolicyName {
-    /// `metadata.namespace`.
-    pub namespace: String,
-    /// `metadata.name`.
-    pub name: String,
-}
-
-impl PolicyName {
-    /// A policy name.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        PolicyName {
-            namespace: namespace.into(),
-            name: name.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for PolicyName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
 
 /// One end of a flow as asked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -222,359 +198,216 @@ fn family(a: &IpAddr) -> u8 {
     if a.is_ipv4() { 4 } else { 6 }
 }
 
-impl Engine {
-    fn resolve(&self, side: &Side, want: Option<u8>) -> Result<End, ExplainError> {
-        match side {
-            Side::Pod(p) => {
-                let st = self
-                    .pods
-                    .get(p)
-                    .ok_or_else(|| ExplainError::UnknownPod(p.clone()))?;
-                let fam = want.unwrap_or(4);
-                let addr = st
-                    .identity
-                    .and(st.obj.ips.iter().find(|a| family(a) == fam))
-                    .or_else(|| {
-                        // No preference given: any family will do.
-                        want.is_none()
-                            .then(|| st.identity.and(st.obj.ips.first()))
-                            .flatten()
-                    })
-                    .ok_or_else(|| ExplainError::NoAddress {
-                        pod: p.clone(),
-                        family: fam,
-                    })?;
-                Ok(End {
-                    addr: *addr,
-                    kind: PeerKind::Pod(p.clone()),
-                })
-            }
-            Side::Addr(a) => {
-                let kind = match self.claims.get(a).and_then(|c| c.first()) {
-                    Some(Claim::Host) => PeerKind::Host,
-                    Some(Claim::Pod(p))
-                        if self.pods.get(p).is_some_and(|s| s.identity.is_some()) =>
-                    {
-                        PeerKind::Pod(p.clone())
-                    }
-                    _ => PeerKind::Address,
-                };
-                Ok(End { addr: *a, kind })
-            }
-        }
-    }
-
-    /// Policies of `pod`'s namespace selecting it in `dir`, split into
-    /// (enforced, audited).
-    pub(crate) fn selecting_in(&self, pod: &PodRef, dir: u8) -> (Vec<PolicyName>, Vec<PolicyName>) {
-        let (mut enforced, mut audited) = (Vec::new(), Vec::new());
-        let Some(st) = self.pods.get(pod) else {
-            return (enforced, audited);
-        };
-        // A local endpoint keeps the policies whose podSelector selects it;
-        // other pods are matched against those of their namespace.
-        let candidates = match self.eps.get(pod) {
-            Some(ep) => Some(&ep.selecting),
-            None => self.policies_by_ns.get(&pod.namespace),
-        };
-        for r in candidates.into_iter().flatten() {
-            let Some(p) = self.policies.get(r) else {
-                continue;
-            };
-            if p.obj.rules[dir as usize].is_some() && p.obj.pod_selector.matches(&st.obj.labels) {
-                let name = PolicyName::new(&r.namespace, &r.name);
-                if crate::audit::is_audited(p, &self.audit) {
-                    audited.push(name);
-                } else {
-                    enforced.push(name);
-                }
-            }
-        }
-        (enforced, audited)
-    }
-
-    /// The rules of `pol` (in `policy_ns`) in `dir` that allow the flow
-    /// between the local `pod` and `peer`.
-    #[allow(clippy::too_many_arguments)]
-    fn matching_rules(
-        &self,
-        world: &World<'_>,
-        policy: &PolicyName,
-        pol: &PolicyObj,
-        dir: u8,
-        local: &PodRef,
-        peer: &End,
-        protocol: u8,
-        port: u16,
-    ) -> Vec<RuleMatch> {
-        let class = proto::policy_class(protocol);
-        let port = if proto::has_ports(protocol) { port } else { 0 };
-        let ingress = dir == direction::INGRESS;
-        let peer_pod = match &peer.kind {
-            PeerKind::Pod(p) => self.pods.get(p),
-            _ => None,
-        };
-        let peer_id = peer_pod.and_then(|s| s.identity);
-        let peer_key = peer_id
-            .and_then(|id| self.identities.by_id.get(&id))
-            .map(|i| &i.key);
-        // Named ports resolve on the destination.
-        let dest_named = if ingress {
-            self.pods.get(local).map(|s| s.obj.named_ports.as_ref())
-        } else {
-            peer_key.map(|k| k.named_ports.as_ref())
-        };
-        let mut out = Vec::new();
-        for (ri, rule) in pol.rules[dir as usize].iter().flatten().enumerate() {
-            let numeric = &rule.ports.numeric[class_index(class)];
-            let numeric_hit = numeric
-                .ranges()
-                .iter()
-                .find(|(lo, hi)| (*lo..=*hi).contains(&port))
-                .map(|&(lo, hi)| {
-                    if rule.ports.named.is_empty() && numeric.ranges() == [(0, u16::MAX)] {
-                        PortMatch::Any
-                    } else {
-                        PortMatch::Range(lo, hi)
-                    }
-                });
-            let named_hit = || -> Option<PortMatch> {
-                let on = dest_named?;
-                rule.ports.named.iter().find_map(|(name, c)| {
-                    (*c == class)
-                        .then(|| resolve_named(on, name, class).find(|p| *p == port))
+fn resolve(e: &Engine, side: &Side, want: Option<u8>) -> Result<End, ExplainError> {
+    match side {
+        Side::Pod(p) => {
+            let st = e
+                .pods
+                .get(p)
+                .ok_or_else(|| ExplainError::UnknownPod(p.clone()))?;
+            let fam = want.unwrap_or(4);
+            let addr = st
+                .identity
+                .and(st.obj.ips.iter().find(|a| family(a) == fam))
+                .or_else(|| {
+                    // No preference given: any family will do.
+                    want.is_none()
+                        .then(|| st.identity.and(st.obj.ips.first()))
                         .flatten()
-                        .map(|p| PortMatch::Named(name.clone(), p))
                 })
+                .ok_or_else(|| ExplainError::NoAddress {
+                    pod: p.clone(),
+                    family: fam,
+                })?;
+            Ok(End {
+                addr: *addr,
+                kind: PeerKind::Pod(p.clone()),
+            })
+        }
+        Side::Addr(a) => {
+            let kind = match e.ipcache.claim(a) {
+                Some(Claim::Host) => PeerKind::Host,
+                Some(Claim::Pod(p)) if e.pods.get(p).is_some_and(|s| s.identity.is_some()) => {
+                    PeerKind::Pod(p.clone())
+                }
+                _ => PeerKind::Address,
             };
-            let mut push = |peer: PeerMatch, port: PortMatch| {
-                out.push(RuleMatch {
-                    policy: policy.clone(),
-                    rule: ri,
-                    peer,
-                    port,
-                });
-            };
-            match &rule.peers {
-                Peers::All => {
-                    if let Some(p) = numeric_hit.clone() {
+            Ok(End { addr: *a, kind })
+        }
+    }
+}
+
+/// The rules of `pol` (in `policy_ns`) in `dir` that allow the flow
+/// between the local `pod` and `peer`.
+#[allow(clippy::too_many_arguments)]
+fn matching_rules(
+    e: &Engine,
+    world: &World<'_>,
+    policy: &PolicyName,
+    pol: &PolicyObj,
+    dir: u8,
+    local: &PodRef,
+    peer: &End,
+    protocol: u8,
+    port: u16,
+) -> Vec<RuleMatch> {
+    let class = proto::policy_class(protocol);
+    let port = if proto::has_ports(protocol) { port } else { 0 };
+    let ingress = dir == direction::INGRESS;
+    let peer_pod = match &peer.kind {
+        PeerKind::Pod(p) => e.pods.get(p),
+        _ => None,
+    };
+    let peer_id = peer_pod.and_then(|s| s.identity);
+    let peer_key = peer_id
+        .and_then(|id| e.identities.by_id.get(&id))
+        .map(|i| &i.key);
+    // Named ports resolve on the destination.
+    let dest_named = if ingress {
+        e.pods.get(local).map(|s| s.obj.named_ports.as_ref())
+    } else {
+        peer_key.map(|k| k.named_ports.as_ref())
+    };
+    let mut out = Vec::new();
+    for (ri, rule) in pol.rules[dir as usize].iter().flatten().enumerate() {
+        let numeric = &rule.ports.numeric[class_index(class)];
+        let numeric_hit = numeric
+            .ranges()
+            .iter()
+            .find(|(lo, hi)| (*lo..=*hi).contains(&port))
+            .map(|&(lo, hi)| {
+                if rule.ports.named.is_empty() && numeric.ranges() == [(0, u16::MAX)] {
+                    PortMatch::Any
+                } else {
+                    PortMatch::Range(lo, hi)
+                }
+            });
+        let named_hit = || -> Option<PortMatch> {
+            let on = dest_named?;
+            rule.ports.named.iter().find_map(|(name, c)| {
+                (*c == class)
+                    .then(|| resolve_named(on, name, class).find(|p| *p == port))
+                    .flatten()
+                    .map(|p| PortMatch::Named(name.clone(), p))
+            })
+        };
+        let mut push = |peer: PeerMatch, port: PortMatch| {
+            out.push(RuleMatch {
+                policy: policy.clone(),
+                rule: ri,
+                peer,
+                port,
+            });
+        };
+        match &rule.peers {
+            Peers::All => {
+                if let Some(p) = numeric_hit.clone() {
+                    push(PeerMatch::All, p);
+                } else if ingress || peer_id.is_some() {
+                    // Egress named ports only ever match pods.
+                    if let Some(p) = named_hit() {
                         push(PeerMatch::All, p);
-                    } else if ingress || peer_id.is_some() {
-                        // Egress named ports only ever match pods.
-                        if let Some(p) = named_hit() {
-                            push(PeerMatch::All, p);
+                    }
+                }
+            }
+            Peers::Listed { selectors, blocks } => {
+                if let Some(key) = peer_key {
+                    for (j, _) in selectors.iter().enumerate() {
+                        let one = Rule {
+                            peers: Peers::Listed {
+                                selectors: vec![selectors[j].clone()],
+                                blocks: Vec::new(),
+                            },
+                            ports: rule.ports.clone(),
+                        };
+                        if world.selector_matches(&policy.namespace, &one, key)
+                            && let Some(p) = numeric_hit.clone().or_else(named_hit)
+                        {
+                            push(PeerMatch::Selector(j), p);
                         }
                     }
                 }
-                Peers::Listed { selectors, blocks } => {
-                    if let Some(key) = peer_key {
-                        for (j, _) in selectors.iter().enumerate() {
-                            let one = Rule {
-                                peers: Peers::Listed {
-                                    selectors: vec![selectors[j].clone()],
-                                    blocks: Vec::new(),
-                                },
-                                ports: rule.ports.clone(),
-                            };
-                            if world.selector_matches(&policy.namespace, &one, key)
-                                && let Some(p) = numeric_hit.clone().or_else(named_hit)
-                            {
-                                push(PeerMatch::Selector(j), p);
-                            }
-                        }
+                for (k, b) in blocks.iter().enumerate() {
+                    if !b.contains_addr(&peer.addr) {
+                        continue;
                     }
-                    for (k, b) in blocks.iter().enumerate() {
-                        if !b.contains_addr(&peer.addr) {
-                            continue;
-                        }
-                        if let Some(p) = numeric_hit.clone() {
-                            push(PeerMatch::Block(k), p);
-                        } else if ingress {
-                            if let Some(p) = named_hit() {
-                                push(PeerMatch::Block(k), p);
-                            }
-                        } else if let Some(id) = peer_id
-                            && world.named_block_matches(rule, id)
-                            && let Some(p) = named_hit()
-                        {
+                    if let Some(p) = numeric_hit.clone() {
+                        push(PeerMatch::Block(k), p);
+                    } else if ingress {
+                        if let Some(p) = named_hit() {
                             push(PeerMatch::Block(k), p);
                         }
+                    } else if let Some(id) = peer_id
+                        && world.named_block_matches(rule, id)
+                        && let Some(p) = named_hit()
+                    {
+                        push(PeerMatch::Block(k), p);
                     }
                 }
             }
         }
-        out
     }
-
-    fn judge(&self, local: &PodRef, dir: u8, peer: &End, q: &Query) -> Judgement {
-        let (selecting, audited) = self.selecting_in(local, dir);
-        let world = self.world();
-        let rules_of = |names: &[PolicyName]| -> Vec<RuleMatch> {
-            names
-                .iter()
-                .flat_map(|n| {
-                    let key = crate::model::PolicyRef {
-                        namespace: n.namespace.clone(),
-                        name: n.name.clone(),
-                    };
-                    self.policies
-                        .get(&key)
-                        .map(|p| {
-                            self.matching_rules(
-                                &world, n, &p.obj, dir, local, peer, q.protocol, q.port,
-                            )
-                        })
-                        .unwrap_or_default()
-                })
-                .collect()
-        };
-        Judgement {
-            pod: local.clone(),
-            direction: dir,
-            allowed_by: rules_of(&selecting),
-            audit_allowed_by: rules_of(&audited),
-            selecting,
-            audited,
-            host_exempt: dir == direction::INGRESS
-                && peer.kind == PeerKind::Host
-                && !q.enforce_host,
-        }
-    }
+    out
 }
 
-impl Compiler {
-    /// Explains the verdict for a new flow `from → to` (see the module
-    /// docs). Uses the model as of the last applied objects; call after
-    /// [`Compiler::commit`] for an answer that matches the maps.
-    pub fn explain(&self, q: &Query) -> Result<Explanation, ExplainError> {
-        let e = &self.engine;
-        // Pick the family: an address side decides; pods follow.
-        let fam = match (&q.from, &q.to) {
-            (Side::Addr(a), _) | (_, Side::Addr(a)) => Some(family(a)),
-            _ => None,
-        };
-        let from = e.resolve(&q.from, fam)?;
-        let to = e.resolve(&q.to, Some(fam.unwrap_or(family(&from.addr))))?;
-        if family(&from.addr) != family(&to.addr) {
-            return Err(ExplainError::FamilyMismatch {
-                from: from.addr,
-                to: to.addr,
-            });
-        }
-        let egress = match &from.kind {
-            PeerKind::Pod(p) => Some(e.judge(p, direction::EGRESS, &to, q)),
-            _ => None,
-        };
-        let ingress = match &to.kind {
-            PeerKind::Pod(p) => Some(e.judge(p, direction::INGRESS, &from, q)),
-            _ => None,
-        };
-        Ok(Explanation {
-            from,
-            to,
-            egress,
-            ingress,
-        })
-    }
-
-    /// Policies selecting `pod` in `dir` (`palisade_common::direction`):
-    /// `(enforced, audited)`. Empty if the pod is unknown.
-    pub fn selecting(&self, pod: &PodRef, dir: u8) -> (Vec<PolicyName>, Vec<PolicyName>) {
-        self.engine.selecting_in(pod, dir)
-    }
-
-    /// Whether the compiler knows the pod (valid and applied).
-    pub fn has_pod(&self, pod: &PodRef) -> bool {
-        self.engine.pods.contains_key(pod)
-    }
-
-    /// Whether the compiler knows the namespace (an object was applied, or
-    /// some pod or policy lives in it).
-    pub fn has_namespace(&self, ns: &str) -> bool {
-        self.engine.namespaces.contains_key(ns)
-            || self.engine.policies_by_ns.contains_key(ns)
-            || self.engine.pods.keys().any(|p| p.namespace == ns)
-    }
-
-    /// The valid policies, counted by mode: (enforced, audited).
-    pub fn policy_modes(&self) -> (usize, usize) {
-        let audited = self
-            .engine
-            .policies
-            .values()
-            .filter(|p| crate::audit::is_audited(p, &self.engine.audit))
-            .count();
-        (self.engine.policies.len() - audited, audited)
-    }
-
-    /// The namespaces that have valid policies.
-    pub fn policy_namespaces(&self) -> impl Iterator<Item = &str> {
-        self.engine.policies_by_ns.keys().map(String::as_str)
-    }
-
-    /// Every valid policy, by name.
-    pub fn policies(&self) -> Vec<PolicyName> {
-        self.engine
-            .policies
-            .keys()
-            .map(|r| PolicyName::new(&r.namespace, &r.name))
-            .collect()
-    }
-
-    /// The policy's entries as compiled for this node: per local endpoint
-    /// it selects, the directions it isolates. `None` if unknown.
-    pub fn policy_summary(&self, name: &PolicyName) -> Option<PolicySummary> {
-        let key = crate::model::PolicyRef {
-            namespace: name.namespace.clone(),
-            name: name.name.clone(),
-        };
-        let p = self.engine.policies.get(&key)?;
-        Some(PolicySummary {
-            audited: crate::audit::is_audited(p, &self.engine.audit),
-            isolates: [
-                p.obj.rules[0].as_ref().map(Vec::len),
-                p.obj.rules[1].as_ref().map(Vec::len),
-            ],
-            selected_local: p.selected.iter().cloned().collect(),
-        })
-    }
-}
-
-/// What [`Compiler::policy_summary`] reports.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PolicySummary {
-    /// In audit mode.
-    pub audited: bool,
-    /// Per direction (ingress, egress): `Some(number of rules)` iff the
-    /// policy isolates the selected pods in that direction.
-    pub isolates: [Option<usize>; 2],
-    /// Local endpoints it selects.
-    pub selected_local: Vec<PodRef>,
-}
-
-impl Compiler {
-    /// Every address the ipcache gives to a live pod, with that pod (the
-    /// claim that wins, as in the maps). For tools naming flow ends.
-    pub fn pod_addresses(&self) -> Vec<(IpAddr, PodRef)> {
-        self.engine
-            .claims
+fn judge(e: &Engine, local: &PodRef, dir: u8, peer: &End, q: &Query) -> Judgement {
+    let (selecting, audited) = inspect::selecting(e, local, dir);
+    let world = e.world();
+    let rules_of = |names: &[PolicyName]| -> Vec<RuleMatch> {
+        names
             .iter()
-            .filter_map(|(a, c)| match c.first()? {
-                Claim::Pod(p) if self.engine.pods.get(p)?.identity.is_some() => {
-                    Some((*a, p.clone()))
-                }
-                _ => None,
+            .flat_map(|n| {
+                let key = PolicyRef {
+                    namespace: n.namespace.clone(),
+                    name: n.name.clone(),
+                };
+                e.policies
+                    .get(&key)
+                    .map(|p| {
+                        matching_rules(e, &world, n, &p.obj, dir, local, peer, q.protocol, q.port)
+                    })
+                    .unwrap_or_default()
             })
             .collect()
+    };
+    Judgement {
+        pod: local.clone(),
+        direction: dir,
+        allowed_by: rules_of(&selecting),
+        audit_allowed_by: rules_of(&audited),
+        selecting,
+        audited,
+        host_exempt: dir == direction::INGRESS && peer.kind == PeerKind::Host && !q.enforce_host,
     }
+}
 
-    /// This node's addresses as last set.
-    pub fn host_addresses(&self) -> Vec<IpAddr> {
-        self.engine.host.iter().copied().collect()
+/// Explains the verdict for a new flow `from → to` (see the module docs).
+pub(crate) fn explain(e: &Engine, q: &Query) -> Result<Explanation, ExplainError> {
+    // Pick the family: an address side decides; pods follow.
+    let fam = match (&q.from, &q.to) {
+        (Side::Addr(a), _) | (_, Side::Addr(a)) => Some(family(a)),
+        _ => None,
+    };
+    let from = resolve(e, &q.from, fam)?;
+    let to = resolve(e, &q.to, Some(fam.unwrap_or(family(&from.addr))))?;
+    if family(&from.addr) != family(&to.addr) {
+        return Err(ExplainError::FamilyMismatch {
+            from: from.addr,
+            to: to.addr,
+        });
     }
-
-    /// Every known pod (valid and applied), live or not.
-    pub fn pods(&self) -> Vec<PodRef> {
-        self.engine.pods.keys().cloned().collect()
-    }
+    let egress = match &from.kind {
+        PeerKind::Pod(p) => Some(judge(e, p, direction::EGRESS, &to, q)),
+        _ => None,
+    };
+    let ingress = match &to.kind {
+        PeerKind::Pod(p) => Some(judge(e, p, direction::INGRESS, &from, q)),
+        _ => None,
+    };
+    Ok(Explanation {
+        from,
+        to,
+        egress,
+        ingress,
+    })
 }

@@ -14,12 +14,20 @@
 //! Identities whose last pod leaves stay registered until the commit's
 //! sweep, so a pod relabelled back and forth within one batch keeps its
 //! identity.
+//!
+//! Also what any identity number stands for ([`IdentityInfo`]): reserved,
+//! pod or CIDR region.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use palisade_common::{CIDR_IDENTITY_BASE, POD_IDENTITY_BASE};
+use ipnet::IpNet;
+use palisade_common::{
+    CIDR_IDENTITY_BASE, IDENTITY_ANY, IDENTITY_HOST, IDENTITY_WORLD, IdentityKind,
+    POD_IDENTITY_BASE, identity_kind,
+};
 
+use crate::cidr::Regions;
 use crate::ids::IdAlloc;
 use crate::idset::IdSet;
 use crate::model::NamedPorts;
@@ -69,7 +77,7 @@ impl Default for Identities {
 impl Identities {
     /// Adds `pod` to the identity of `key`. Returns the id and whether the
     /// identity is new; `None` if the identity space is exhausted.
-    pub(crate) fn join(&mut self, key: IdentityKey, pod: &PodRef) -> Option<(u32, bool)> {
+    fn join(&mut self, key: IdentityKey, pod: &PodRef) -> Option<(u32, bool)> {
         if let Some(&id) = self.by_key.get(&key) {
             if let Some(ident) = self.by_id.get_mut(&id) {
                 ident.members.insert(pod.clone());
@@ -98,8 +106,42 @@ impl Identities {
         Some((id, true))
     }
 
+    /// Moves `pod` from identity `old` to the identity of `new` (none if
+    /// `None`), joining before leaving so that an unchanged key keeps its
+    /// identity. Returns the pod's identity (`None` also if the identity
+    /// space is exhausted) and the identity created for it, if any.
+    pub(crate) fn switch(
+        &mut self,
+        pod: &PodRef,
+        old: Option<u32>,
+        new: Option<IdentityKey>,
+    ) -> (Option<u32>, Option<u32>) {
+        let mut created = None;
+        let new_id = match new {
+            None => None,
+            Some(k) => match old {
+                Some(oid) if self.by_id.get(&oid).is_some_and(|i| i.key == k) => Some(oid),
+                _ => match self.join(k, pod) {
+                    Some((id, c)) => {
+                        if c {
+                            created = Some(id);
+                        }
+                        Some(id)
+                    }
+                    None => None,
+                },
+            },
+        };
+        if let Some(oid) = old
+            && new_id != Some(oid)
+        {
+            self.leave(oid, pod);
+        }
+        (new_id, created)
+    }
+
     /// Removes `pod` from identity `id`.
-    pub(crate) fn leave(&mut self, id: u32, pod: &PodRef) {
+    fn leave(&mut self, id: u32, pod: &PodRef) {
         if let Some(ident) = self.by_id.get_mut(&id) {
             ident.members.remove(pod);
         }
@@ -156,3 +198,48 @@ impl Identities {
         })
     }
 }
+
+/// What an identity stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdentityInfo {
+    /// `IDENTITY_ANY`.
+    Any,
+    /// `IDENTITY_HOST`.
+    Host,
+    /// `IDENTITY_WORLD`.
+    World,
+    /// Pods of a namespace with a label set and named-port signature.
+    Pod {
+        /// Namespace.
+        namespace: String,
+        /// Labels.
+        labels: BTreeMap<String, String>,
+        /// Named ports: `(name, protocol class, port)`.
+        named_ports: BTreeSet<(String, u8, u16)>,
+    },
+    /// A CIDR region.
+    Cidr(IpNet),
+}
+
+/// What identity `id` stands for, given the registered pod identities and
+/// regions.
+pub(crate) fn describe(
+    id: u32,
+    identities: &Identities,
+    regions: &Regions,
+) -> Option<IdentityInfo> {
+    match identity_kind(id) {
+        IdentityKind::Any => Some(IdentityInfo::Any),
+        IdentityKind::Host => Some(IdentityInfo::Host),
+        IdentityKind::World => Some(IdentityInfo::World),
+        IdentityKind::Reserved => None,
+        IdentityKind::Pod => identities.by_id.get(&id).map(|i| IdentityInfo::Pod {
+            namespace: i.key.namespace.clone(),
+            labels: i.key.labels.as_ref().clone(),
+            named_ports: i.key.named_ports.as_ref().clone(),
+        }),
+        IdentityKind::Cidr => regions.net(id).map(IdentityInfo::Cidr),
+    }
+}
+
+const _: () = assert!(IDENTITY_ANY == 0 && IDENTITY_HOST == 1 && IDENTITY_WORLD == 2);

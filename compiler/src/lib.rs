@@ -94,239 +94,64 @@
 //! after the entries that lift it, removals last).
 //! [`Diff::revision`] counts commits that produced operations.
 
-mod audit;
-mod cidr;
-mod commit;
-mod diff;
-mod engine;
+// Modules, from the bottom up: each group depends only on earlier groups
+// (`tests/module_layers.rs` checks that the module graph has no cycle).
+// Every module's `//!` says what it owns.
+
+// Vocabulary: ids, ports, names, errors, selectors, objects, map contents.
 mod error;
-mod explain;
-mod identity;
 mod ids;
 mod idset;
-mod model;
 mod ports;
-mod portsets;
-mod rules;
-mod selector;
-mod state;
 mod syntax;
+
+mod selector;
+
+mod model;
+mod portsets;
+mod state;
+
+// Reading objects; ordering a commit's writes.
+mod diff;
 mod validate;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+// Registries and compiled rules.
+mod cidr;
 
-use ipnet::IpNet;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use palisade_common::{IDENTITY_ANY, IDENTITY_HOST, IDENTITY_WORLD, IdentityKind, identity_kind};
+mod identity;
 
-pub use audit::{MODE_ANNOTATION, MODE_AUDIT};
-pub use diff::{Diff, MapOp};
+mod rules;
+
+mod audit;
+mod endpoints;
+mod ipcache;
+mod policies;
+
+mod dirty;
+
+mod membership;
+
+// The engine, its commit and its readers.
+mod engine;
+
+mod commit;
+mod inspect;
+
+mod explain;
+
+// The public operations.
+mod compiler;
+
+pub use compiler::Compiler;
+pub use diff::Diff;
 pub use error::{CompileError, ObjectKind, ObjectRef, Reason};
 pub use explain::{
-    End, ExplainError, Explanation, Judgement, PeerKind, PeerMatch, PolicyName, PolicySummary,
-    PortMatch, Query, RuleMatch, Side,
+    End, ExplainError, Explanation, Judgement, PeerKind, PeerMatch, PortMatch, Query, RuleMatch,
+    Side,
 };
+pub use identity::IdentityInfo;
+pub use inspect::{PolicyName, PolicySummary};
+pub use model::NAMESPACE_NAME_LABEL;
 pub use ports::PortSet;
-pub use state::{DesiredState, Endpoint, PodRef};
-pub use validate::NAMESPACE_NAME_LABEL;
-
-use commit::Output;
-use engine::Engine;
-use model::PolicyRef;
-
-/// What an identity stands for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum IdentityInfo {
-    /// `IDENTITY_ANY`.
-    Any,
-    /// `IDENTITY_HOST`.
-    Host,
-    /// `IDENTITY_WORLD`.
-    World,
-    /// Pods of a namespace with a label set and named-port signature.
-    Pod {
-        /// Namespace.
-        namespace: String,
-        /// Labels.
-        labels: BTreeMap<String, String>,
-        /// Named ports: `(name, protocol class, port)`.
-        named_ports: BTreeSet<(String, u8, u16)>,
-    },
-    /// A CIDR region.
-    Cidr(IpNet),
-}
-
-/// The compiler for one node. See the crate documentation.
-#[derive(Debug)]
-pub struct Compiler {
-    engine: Engine,
-    out: Output,
-    revision: u64,
-    rejections: BTreeMap<ObjectRef, CompileError>,
-}
-
-impl Compiler {
-    /// A compiler for the node named `node_name` (`spec.nodeName` of its
-    /// pods), with empty state.
-    pub fn new(node_name: impl Into<String>) -> Self {
-        Compiler {
-            engine: Engine::new(node_name.into()),
-            out: Output::default(),
-            revision: 0,
-            rejections: BTreeMap::new(),
-        }
-    }
-
-    /// The node this compiler compiles for.
-    pub fn node_name(&self) -> &str {
-        &self.engine.node
-    }
-
-    fn record<T>(&mut self, obj: ObjectRef, r: Result<T, CompileError>) -> Result<T, CompileError> {
-        match &r {
-            Ok(_) => {
-                self.rejections.remove(&obj);
-            }
-            Err(e) => {
-                self.rejections.insert(obj, e.clone());
-            }
-        }
-        r
-    }
-
-    fn meta_ref(
-        kind: ObjectKind,
-        meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    ) -> ObjectRef {
-        ObjectRef::new(
-            kind,
-            meta.namespace.clone().unwrap_or_default(),
-            meta.name.clone().unwrap_or_default(),
-        )
-    }
-
-    /// Creates or updates a namespace.
-    pub fn apply_namespace(&mut self, ns: &Namespace) -> Result<(), CompileError> {
-        let mut obj = Self::meta_ref(ObjectKind::Namespace, &ns.metadata);
-        obj.namespace.clear();
-        let (name, labels) = self.record(obj, validate::namespace(ns))?;
-        self.engine.set_namespace(&name, Some(labels));
-        self.engine.set_namespace_audit(
-            &name,
-            audit::mode_is_audit(ns.metadata.annotations.as_ref()),
-        );
-        Ok(())
-    }
-
-    /// Deletes a namespace (its pods and policies are deleted by their own
-    /// events).
-    pub fn delete_namespace(&mut self, name: &str) {
-        self.rejections
-            .remove(&ObjectRef::new(ObjectKind::Namespace, "", name));
-        self.engine.set_namespace(name, None);
-        self.engine.set_namespace_audit(name, false);
-    }
-
-    /// Creates or updates a pod.
-    pub fn apply_pod(&mut self, pod: &Pod) -> Result<(), CompileError> {
-        let obj = Self::meta_ref(ObjectKind::Pod, &pod.metadata);
-        let (key, p) = self.record(obj, validate::pod(pod))?;
-        self.engine.set_pod(key, Some(p));
-        Ok(())
-    }
-
-    /// Deletes a pod.
-    pub fn delete_pod(&mut self, namespace: &str, name: &str) {
-        self.rejections
-            .remove(&ObjectRef::new(ObjectKind::Pod, namespace, name));
-        self.engine.set_pod(PodRef::new(namespace, name), None);
-    }
-
-    /// Creates or updates a NetworkPolicy.
-    pub fn apply_policy(&mut self, policy: &NetworkPolicy) -> Result<(), CompileError> {
-        let obj = Self::meta_ref(ObjectKind::NetworkPolicy, &policy.metadata);
-        let (key, p) = self.record(obj.clone(), validate::policy(policy))?;
-        let applied = self
-            .engine
-            .set_policy(key, Some(p))
-            .map_err(|reason| CompileError {
-                object: obj.clone(),
-                field: "spec".into(),
-                reason: Box::new(reason),
-            });
-        self.record(obj, applied)
-    }
-
-    /// Deletes a NetworkPolicy.
-    pub fn delete_policy(&mut self, namespace: &str, name: &str) {
-        self.rejections
-            .remove(&ObjectRef::new(ObjectKind::NetworkPolicy, namespace, name));
-        // Removing never needs a new identity, so it cannot fail.
-        let _ = self.engine.set_policy(
-            PolicyRef {
-                namespace: namespace.to_string(),
-                name: name.to_string(),
-            },
-            None,
-        );
-    }
-
-    /// Sets this node's addresses (ipcache identity `IDENTITY_HOST`).
-    pub fn set_host_addresses(&mut self, addrs: Vec<IpAddr>) {
-        self.engine.set_host_addresses(addrs.into_iter().collect());
-    }
-
-    /// Computes the operations that bring the maps from the last committed
-    /// state to the current one, in a safe order, and commits them.
-    pub fn commit(&mut self) -> Diff {
-        let ops = self.engine.commit(&mut self.out);
-        if !ops.is_empty() {
-            self.revision += 1;
-        }
-        Diff {
-            revision: self.revision,
-            ops,
-        }
-    }
-
-    /// The state as of the last commit.
-    pub fn state(&self) -> &DesiredState {
-        &self.out.state
-    }
-
-    /// Number of commits that produced operations.
-    pub fn revision(&self) -> u64 {
-        self.revision
-    }
-
-    /// Objects currently rejected, with the reason. An object leaves the
-    /// list when a valid version is applied or it is deleted.
-    pub fn rejections(&self) -> &BTreeMap<ObjectRef, CompileError> {
-        &self.rejections
-    }
-
-    /// What identity `id` stands for (as of the engine's current model).
-    pub fn identity(&self, id: u32) -> Option<IdentityInfo> {
-        match identity_kind(id) {
-            IdentityKind::Any => Some(IdentityInfo::Any),
-            IdentityKind::Host => Some(IdentityInfo::Host),
-            IdentityKind::World => Some(IdentityInfo::World),
-            IdentityKind::Reserved => None,
-            IdentityKind::Pod => self
-                .engine
-                .identities
-                .by_id
-                .get(&id)
-                .map(|i| IdentityInfo::Pod {
-                    namespace: i.key.namespace.clone(),
-                    labels: i.key.labels.as_ref().clone(),
-                    named_ports: i.key.named_ports.as_ref().clone(),
-                }),
-            IdentityKind::Cidr => self.engine.regions.net(id).map(IdentityInfo::Cidr),
-        }
-    }
-}
-
-const _: () = assert!(IDENTITY_ANY == 0 && IDENTITY_HOST == 1 && IDENTITY_WORLD == 2);
+pub use state::{DesiredState, Endpoint, MapOp, PodRef};
+pub use validate::{MODE_ANNOTATION, MODE_AUDIT};

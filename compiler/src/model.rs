@@ -1,6 +1,7 @@
 //! The validated, normalised form of the objects the compiler consumes:
-//! what remains of a Pod or NetworkPolicy once defaults are applied and the
-//! fields that do not matter for enforcement are dropped.
+//! what remains of a Namespace, Pod or NetworkPolicy once defaults are
+//! applied and the fields that do not matter for enforcement are dropped,
+//! and the labels a namespace has when no object for it is known.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -11,6 +12,24 @@ use palisade_common::direction;
 
 use crate::ports::PortSet;
 use crate::selector::{Labels, Selector};
+
+/// The label the API server sets on every namespace to its name.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// The effective labels of a namespace the compiler has no object for: the
+/// ones the API server guarantees.
+pub(crate) fn default_namespace_labels(name: &str) -> Labels {
+    Labels::from([(NAMESPACE_NAME_LABEL.to_string(), name.to_string())])
+}
+
+/// A valid namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct NamespaceObj {
+    /// Effective labels (with [`NAMESPACE_NAME_LABEL`]).
+    pub(crate) labels: Labels,
+    /// Annotated for audit mode (every policy of the namespace audits).
+    pub(crate) audit: bool,
+}
 
 /// A pod's named container ports: `(name, protocol class, port)`.
 pub(crate) type NamedPorts = BTreeSet<(String, u8, u16)>;

@@ -1,6 +1,8 @@
-//! Compiled rules: which identities each rule of a policy matches
-//! ([`RuleState`]), and the per-endpoint computation of policy entries from
-//! the rules of the policies selecting the endpoint ([`compute_row`]).
+//! Compiled rules: the engine's state of a pod ([`PodState`]) and of a
+//! policy ([`PolicyState`]), which identities each rule of a policy matches
+//! ([`RuleState`], computed from scratch through the read-only [`World`]),
+//! and the per-endpoint computation of policy entries from the rules of the
+//! policies selecting the endpoint ([`compute_row`]).
 //!
 //! Entry semantics, for a local endpoint `ep` and a rule of direction `d`:
 //!
@@ -34,11 +36,12 @@ use palisade_common::{IDENTITY_ANY, direction};
 use crate::cidr::Regions;
 use crate::identity::{Identities, IdentityKey};
 use crate::idset::IdSet;
-use crate::model::{NamedPorts, Peers, PodObj, PolicyObj, Rule, resolve_named};
+use crate::model::{
+    NamedPorts, Peers, PodObj, PolicyObj, Rule, default_namespace_labels, resolve_named,
+};
 use crate::ports::{CLASSES, PortSet};
 use crate::selector::Labels;
 use crate::state::PodRef;
-use crate::validate::default_namespace_labels;
 
 /// What one rule of a policy currently matches.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -1,5 +1,6 @@
 //! The desired contents of the datapath maps for one node
-//! ([`DesiredState`]), and how a [`MapOp`] changes them.
+//! ([`DesiredState`]), the single writes to them ([`MapOp`]) and how a
+//! write changes them. The order of a commit's writes is `diff.rs`'s.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -8,7 +9,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use palisade_common::{IpcacheValue, PolicyKey, PolicyValue};
 
-use crate::diff::MapOp;
 use crate::ports::PortSet;
 
 /// A pod by namespace and name.
@@ -50,6 +50,74 @@ pub struct Endpoint {
     pub flags: u32,
     /// The pod's addresses.
     pub ips: Vec<IpAddr>,
+}
+
+/// One write to one datapath map.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MapOp {
+    /// Write `ENDPOINTS[ifindex of pod]`.
+    EndpointUpsert {
+        /// The pod (the agent knows its interface).
+        pod: PodRef,
+        /// The entry.
+        endpoint: Endpoint,
+    },
+    /// Delete the endpoint entry of a pod that is no longer a local
+    /// endpoint.
+    EndpointRemove {
+        /// The pod.
+        pod: PodRef,
+        /// Its former endpoint id.
+        ep_id: u32,
+    },
+    /// Write `POLICY[key]`.
+    PolicyUpsert {
+        /// The key.
+        key: PolicyKey,
+        /// The value.
+        value: PolicyValue,
+    },
+    /// Delete `POLICY[key]`.
+    PolicyRemove {
+        /// The key.
+        key: PolicyKey,
+    },
+    /// Write `PORTSETS[id] = ports.to_bitmap()`.
+    PortsetUpsert {
+        /// The id (never 0).
+        id: u32,
+        /// The set.
+        ports: PortSet,
+    },
+    /// Delete `PORTSETS[id]`.
+    PortsetRemove {
+        /// The id.
+        id: u32,
+    },
+    /// Write `IPCACHE_EXACT4/6[addr]`.
+    IpcacheExactUpsert {
+        /// The address (its family selects the map).
+        addr: IpAddr,
+        /// The value.
+        value: IpcacheValue,
+    },
+    /// Delete `IPCACHE_EXACT4/6[addr]`.
+    IpcacheExactRemove {
+        /// The address.
+        addr: IpAddr,
+    },
+    /// Write `IPCACHE_V4/V6[prefix]`.
+    IpcacheLpmUpsert {
+        /// The prefix (its family selects the map).
+        prefix: IpNet,
+        /// The value (both fields are the region identity).
+        value: IpcacheValue,
+    },
+    /// Delete `IPCACHE_V4/V6[prefix]`.
+    IpcacheLpmRemove {
+        /// The prefix.
+        prefix: IpNet,
+    },
 }
 
 /// The desired contents of every map the compiler owns, for one node.

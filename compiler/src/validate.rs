@@ -11,7 +11,7 @@
 //! `StrictIPCIDRValidation` store such values and every implementation
 //! masks them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -26,18 +26,29 @@ use palisade_common::{direction, proto};
 
 use crate::error::{CompileError, FieldError, ObjectKind, ObjectRef, Reason};
 use crate::model::{
-    IpBlock, NamedPorts, PeerSelector, Peers, PodObj, PolicyObj, PolicyRef, Rule, RulePorts,
+    IpBlock, NAMESPACE_NAME_LABEL, NamedPorts, NamespaceObj, PeerSelector, Peers, PodObj,
+    PolicyObj, PolicyRef, Rule, RulePorts,
 };
 use crate::ports::{PortSet, class_index};
-use crate::selector::{Labels, Selector, check_labels};
+use crate::selector::{Selector, check_labels};
 use crate::state::PodRef;
 
-/// The label the API server sets on every namespace to its name.
-pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+/// The annotation (on a NetworkPolicy or Namespace) that selects its mode.
+pub const MODE_ANNOTATION: &str = "policy.palisade.dev/mode";
+/// The annotation's value for audit mode (`enforce`, or absent, enforces).
+pub const MODE_AUDIT: &str = "audit";
 
-/// Validates a namespace; returns its name and its effective labels
-/// (including [`NAMESPACE_NAME_LABEL`] when the object lacks it).
-pub(crate) fn namespace(ns: &Namespace) -> Result<(String, Labels), CompileError> {
+/// Whether annotations ask for audit mode.
+fn mode_is_audit(annotations: Option<&BTreeMap<String, String>>) -> bool {
+    annotations
+        .and_then(|a| a.get(MODE_ANNOTATION))
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(MODE_AUDIT))
+}
+
+/// Validates a namespace; returns its name, its effective labels
+/// (including [`NAMESPACE_NAME_LABEL`] when the object lacks it) and its
+/// mode.
+pub(crate) fn namespace(ns: &Namespace) -> Result<(String, NamespaceObj), CompileError> {
     let name = ns.metadata.name.clone().unwrap_or_default();
     let obj = ObjectRef::new(ObjectKind::Namespace, "", name.clone());
     if name.is_empty() {
@@ -48,13 +59,8 @@ pub(crate) fn namespace(ns: &Namespace) -> Result<(String, Labels), CompileError
     labels
         .entry(NAMESPACE_NAME_LABEL.to_string())
         .or_insert_with(|| name.clone());
-    Ok((name, labels))
-}
-
-/// The effective labels of a namespace the compiler has no object for: the
-/// ones the API server guarantees.
-pub(crate) fn default_namespace_labels(name: &str) -> Labels {
-    Labels::from([(NAMESPACE_NAME_LABEL.to_string(), name.to_string())])
+    let audit = mode_is_audit(ns.metadata.annotations.as_ref());
+    Ok((name, NamespaceObj { labels, audit }))
 }
 
 fn names(
@@ -261,7 +267,7 @@ fn policy_spec(np: &NetworkPolicy) -> Result<PolicyObj, FieldError> {
     Ok(PolicyObj {
         pod_selector,
         rules,
-        audit: crate::audit::mode_is_audit(np.metadata.annotations.as_ref()),
+        audit: mode_is_audit(np.metadata.annotations.as_ref()),
     })
 }
 
