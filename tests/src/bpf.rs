@@ -86,6 +86,28 @@ impl TestDatapath {
         }
     }
 
+    /// Runs the program for `dir` once on `frame`; `None` when the kernel
+    /// refuses the frame itself (too short for BPF_PROG_TEST_RUN to build
+    /// an skb from), which no interface would deliver either.
+    pub fn try_run(&self, dir: u8, frame: &[u8]) -> Option<Action> {
+        let name = if dir == direction::INGRESS {
+            program_names::TO_POD
+        } else {
+            program_names::FROM_POD
+        };
+        let prog = self.dp.program(name).unwrap_or_else(|e| panic!("{e}"));
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat: 1,
+            ..Default::default()
+        };
+        match prog.test_run(opts).ok()?.return_value {
+            u32::MAX => Some(Action::Pass),
+            2 => Some(Action::Drop),
+            other => panic!("unexpected TC action {other}"),
+        }
+    }
+
     /// Runs the program `repeat` times; returns (return value, ns per run).
     pub fn run_n(&self, dir: u8, frame: &[u8], repeat: u32) -> (u32, f64) {
         let name = if dir == direction::INGRESS {
@@ -241,18 +263,30 @@ impl TestDatapath {
 
     /// Empties connection tracking and fragment state.
     pub fn clear_ct(&mut self) {
-        let keys: Vec<_> = self.dp.maps.ct_v4.keys().filter_map(Result::ok).collect();
-        for k in keys {
-            let _ = self.dp.maps.ct_v4.remove(&k);
-        }
-        let keys: Vec<_> = self.dp.maps.ct_v6.keys().filter_map(Result::ok).collect();
-        for k in keys {
-            let _ = self.dp.maps.ct_v6.remove(&k);
-        }
+        self.remove_ct_and_frags();
         self.dp.maps.clear_flow_cache().unwrap();
-        let keys: Vec<_> = self.dp.maps.frags.keys().filter_map(Result::ok).collect();
-        for k in keys {
-            let _ = self.dp.maps.frags.remove(&k);
+    }
+
+    /// Forgets every flow cheaply, for runs of millions of first packets:
+    /// removes connection-tracking and fragment entries (few) and moves the
+    /// policy epoch on, which makes every flow-cache slot stale without
+    /// rewriting the cache.
+    pub fn forget_flows(&mut self) {
+        self.remove_ct_and_frags();
+        self.config.policy_epoch = self.config.policy_epoch.wrapping_add(1);
+        self.dp.maps.set_config(&self.config).unwrap();
+    }
+
+    fn remove_ct_and_frags(&mut self) {
+        let maps = &mut self.dp.maps;
+        for k in maps.ct_v4.keys().filter_map(Result::ok).collect::<Vec<_>>() {
+            let _ = maps.ct_v4.remove(&k);
+        }
+        for k in maps.ct_v6.keys().filter_map(Result::ok).collect::<Vec<_>>() {
+            let _ = maps.ct_v6.remove(&k);
+        }
+        for k in maps.frags.keys().filter_map(Result::ok).collect::<Vec<_>>() {
+            let _ = maps.frags.remove(&k);
         }
     }
 

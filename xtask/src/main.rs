@@ -1,10 +1,11 @@
-//! Project tasks: `cargo xtask <setup|test|bench|lab|demo|conformance>`. Each subcommand lives in
+//! Project tasks: `cargo xtask <setup|test|bench|lab|demo|conformance|fuzz>`. Each subcommand lives in
 //! its own module; errors carry the command that failed.
 
 mod bench;
 mod cmd;
 mod conformance;
 mod demo;
+mod fuzz;
 mod lab;
 mod setup;
 mod test;
@@ -57,6 +58,13 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Random frames through both programs against the reference
+    /// classifier and the policy model, optimised build (needs root).
+    Fuzz {
+        /// How many frames.
+        #[arg(long, default_value_t = 10_000_000)]
+        frames: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -67,6 +75,7 @@ fn main() -> anyhow::Result<()> {
         Command::Lab { command } => lab::run(command),
         Command::Demo(args) => demo::run(&args),
         Command::Conformance { args } => conformance::run(&args),
+        Command::Fuzz { frames } => fuzz::run(frames),
     }
 }
 
