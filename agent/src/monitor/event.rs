@@ -357,6 +357,19 @@ pub fn enrich(raw: &DropEvent, dir: &Directory) -> Option<MonitorEvent> {
         Some(DropReason::Internal) => {
             "the datapath could not reach its per-CPU scratch memory (fail closed)".into()
         }
+        Some(DropReason::InvalidSource) => match saddr {
+            Some(a) => {
+                let owner = match dir.pod_at(&a) {
+                    Some(p) => format!("that address belongs to {p}"),
+                    None if dir.host.contains(&a) => "that address is this node's".into(),
+                    None => "that address belongs to no known pod".into(),
+                };
+                format!("{local_name} sent from {a}, which is not its address; {owner}")
+            }
+            None => format!(
+                "{local_name} sent from an address that is not its own (headers not parsed)"
+            ),
+        },
         None => format!("unknown reason {}", raw.reason),
     };
     Some(MonitorEvent {
