@@ -22,6 +22,7 @@ use tracing::{debug, error};
 
 use super::Agent;
 use super::endpoints::Io;
+use crate::datapath::DatapathError;
 use crate::maps::{DpOp, MapWriteError};
 
 /// The entries of a pod with addresses `ips` and its namespace's `extra`
@@ -55,16 +56,34 @@ pub fn add(
 }
 
 /// Brings the maps to exactly `want`: every missing entry first, then the
-/// stale ones removed.
-pub fn sync(io: &mut Io<'_>, want: &BTreeSet<(u32, IpNet)>) -> Result<(), MapWriteError> {
+/// stale ones removed. After a removal the established-flow cache is
+/// emptied: a slot filled while the source was allowed must not keep
+/// passing it (the fast path does not look at `SOURCES`, see
+/// `ebpf/src/source.rs`). A packet judged while the removal lands can
+/// still fill a slot, for at most about a second.
+pub fn sync(io: &mut Io<'_>, want: &BTreeSet<(u32, IpNet)>) -> Result<(), SourceSyncError> {
     for &(ifindex, prefix) in want.difference(&io.mirror.sources.clone()) {
         io.write(DpOp::SourceUpsert { ifindex, prefix })?;
     }
     let stale: Vec<(u32, IpNet)> = io.mirror.sources.difference(want).copied().collect();
-    for (ifindex, prefix) in stale {
+    for &(ifindex, prefix) in &stale {
         io.write(DpOp::SourceRemove { ifindex, prefix })?;
     }
+    if !stale.is_empty() {
+        io.dp.maps.clear_flow_cache()?;
+    }
     Ok(())
+}
+
+/// Syncing the source entries failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceSyncError {
+    /// A map write failed.
+    #[error(transparent)]
+    Write(#[from] MapWriteError),
+    /// Emptying the flow cache after a removal failed.
+    #[error("emptying the flow cache after removing source entries: {0}")]
+    FlowCache(#[from] DatapathError),
 }
 
 impl Agent {
