@@ -569,6 +569,31 @@ mod tests {
     }
 
     #[test]
+    fn invalid_source_names_the_owner_of_the_borrowed_address() {
+        let d = directory();
+        // x/b (endpoint 7) sends from y/a's address, then from nobody's.
+        let mut r = raw(direction::EGRESS, [10, 0, 0, 1], [10, 0, 0, 9], 300, 0);
+        r.reason = DropReason::InvalidSource as u8;
+        let ev = enrich(&r, &d).unwrap();
+        assert_eq!(ev.reason, "invalid-source");
+        assert_eq!(
+            ev.to_string(),
+            "xx drop (invalid-source) egress x/b -> world TCP 10.0.0.1:4242 -> 10.0.0.9:80: \
+             x/b sent from 10.0.0.1, which is not its address; that address belongs to y/a"
+        );
+        r.saddr = v4([198, 18, 9, 9]);
+        r.kind = event_kind::AUDIT;
+        assert!(enrich(&r, &d).unwrap().to_string().ends_with(
+            "x/b sent from 198.18.9.9, which is not its address; that address belongs to no known pod"
+        ));
+        let f = MonitorFilter {
+            reason: Some("invalid-source".into()),
+            ..Default::default()
+        };
+        assert!(f.check().is_ok());
+    }
+
+    #[test]
     fn filter_checks_reason_names() {
         let f = MonitorFilter {
             reason: Some("policy-denied".into()),
