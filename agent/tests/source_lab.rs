@@ -238,8 +238,7 @@ fn a_pod_cannot_borrow_another_pods_address() {
         let audits_before = metric(lab.node("n1"), "palisade_datapath_audits_total", &invalid);
         let mut sent_spoofed = 0;
         let lines = monitored(&agent, &["--type", "all", "-n", "prod"], || {
-            for i in 0..2 {
-                let to = both(client)[i];
+            for (i, to) in both(client).into_iter().enumerate() {
                 let own = packets(both(web)[i], to, &format!("{mode}-own"));
                 let got = delivered(web, client, &own);
                 assert_eq!(got.len(), own.len(), "{}: {got:?}", step("own raw"));

@@ -19,7 +19,9 @@
 //!   the link. The same messages from any other source are checked like
 //!   any packet (a pod's solicitation from its own address passes). Any
 //!   other packet from a link-local or unspecified source is checked, and
-//!   so dropped unless the namespace's prefixes include `fe80::/10`;
+//!   so dropped unless the namespace's prefixes include `fe80::/10`. IPv4
+//!   has no such exemption: `0.0.0.0` (DHCP) and `169.254.0.0/16` are
+//!   checked like any source;
 //! * IP frames too short to hold their IP header: the kernel drops those
 //!   itself (`ip_rcv_core`, `ipv6_rcv`), nothing routes them.
 //!
