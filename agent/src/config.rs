@@ -15,6 +15,31 @@ pub enum SourceConfig {
     Kubernetes,
 }
 
+/// What the datapath does with a packet a pod sends from an address that
+/// is not its own (`--source-verification`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SourceVerification {
+    /// Drop it (`invalid-source`).
+    #[default]
+    Enforce,
+    /// Pass it, report it as an audit event and count it.
+    Audit,
+    /// Do not look at sources.
+    Off,
+}
+
+impl SourceVerification {
+    /// The `CONFIG` flag bits of the mode (none: enforce).
+    pub fn config_flags(self) -> u32 {
+        use palisade_common::config_flags::{SOURCE_VERIFY_AUDIT, SOURCE_VERIFY_OFF};
+        match self {
+            SourceVerification::Enforce => 0,
+            SourceVerification::Audit => SOURCE_VERIFY_AUDIT,
+            SourceVerification::Off => SOURCE_VERIFY_OFF,
+        }
+    }
+}
+
 /// The resolved configuration of one agent.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
@@ -36,6 +61,8 @@ pub struct AgentConfig {
     pub enforce_host: bool,
     /// Revalidate established connections after every policy change.
     pub ct_revalidate: bool,
+    /// Source verification on the pods' egress.
+    pub source_verification: SourceVerification,
     /// How long a `cni_add` for a pod the sources do not know yet waits for
     /// it before attaching the interface as policy-pending.
     pub cni_wait: Duration,
@@ -66,6 +93,8 @@ pub struct ConfigInput {
     pub enforce_host: bool,
     /// `--ct-revalidate`.
     pub ct_revalidate: bool,
+    /// `--source-verification`.
+    pub source_verification: SourceVerification,
     /// `--cni-wait-ms`.
     pub cni_wait_ms: Option<u64>,
     /// `--audit`.
@@ -241,6 +270,7 @@ impl AgentConfig {
             default_deny_until_synced: input.default_deny_until_synced,
             enforce_host: input.enforce_host,
             ct_revalidate: input.ct_revalidate,
+            source_verification: input.source_verification,
             cni_wait: input
                 .cni_wait_ms
                 .map_or(DEFAULT_CNI_WAIT, Duration::from_millis),

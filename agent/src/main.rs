@@ -63,6 +63,12 @@ struct AgentArgs {
     /// Re-judge established connections after every policy change.
     #[arg(long)]
     ct_revalidate: bool,
+    /// What happens to a packet a pod sends from an address that is not
+    /// its own (nor in its namespace's
+    /// policy.palisade.dev/allowed-source-prefixes): dropped
+    /// (invalid-source), passed and reported (audit), or not checked.
+    #[arg(long, value_enum, default_value_t = SourceVerificationArg::Enforce)]
+    source_verification: SourceVerificationArg,
     /// How long a CNI ADD waits for the sources to report its pod before
     /// the interface is attached as pending.
     #[arg(long, default_value_t = 5000)]
@@ -79,6 +85,24 @@ struct AgentArgs {
     /// /metrics; off by default to bound cardinality.
     #[arg(long)]
     metrics_pod_labels: bool,
+}
+
+/// `--source-verification`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum SourceVerificationArg {
+    Enforce,
+    Audit,
+    Off,
+}
+
+impl From<SourceVerificationArg> for config::SourceVerification {
+    fn from(a: SourceVerificationArg) -> Self {
+        match a {
+            SourceVerificationArg::Enforce => config::SourceVerification::Enforce,
+            SourceVerificationArg::Audit => config::SourceVerification::Audit,
+            SourceVerificationArg::Off => config::SourceVerification::Off,
+        }
+    }
 }
 
 /// `-o` of the inspection commands.
@@ -291,6 +315,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 default_deny_until_synced: a.default_deny_until_synced,
                 enforce_host: a.enforce_host,
                 ct_revalidate: a.ct_revalidate,
+                source_verification: a.source_verification.into(),
                 cni_wait_ms: Some(a.cni_wait_ms),
                 audit: a.audit,
                 metrics_pod_labels: a.metrics_pod_labels,

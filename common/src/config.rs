@@ -52,6 +52,14 @@ pub mod config_flags {
     /// Pass packets on an interface with Palisade's program but no endpoint
     /// entry (off: drop them, fail closed).
     pub const UNKNOWN_ENDPOINT_PASS: u32 = 1 << 2;
+    /// Source verification on the pods' egress reports a packet from an
+    /// address that is not the pod's (`invalid-source`) as an audit event
+    /// and passes it. Neither this nor [`SOURCE_VERIFY_OFF`]: such packets
+    /// are dropped (the default, so a zero configuration enforces).
+    pub const SOURCE_VERIFY_AUDIT: u32 = 1 << 3;
+    /// Source verification is skipped altogether (wins over
+    /// [`SOURCE_VERIFY_AUDIT`]).
+    pub const SOURCE_VERIFY_OFF: u32 = 1 << 4;
 }
 
 /// Built-in defaults used when a [`Config`] field is zero.

@@ -13,6 +13,7 @@
 //! ```text
 //!  ENDPOINTS[ifindex] ──► which pod, its identity, isolation per direction
 //!  parse ──► tuple (family, saddr, daddr, proto, sport, dport)
+//!  egress: SOURCES_V4|V6[ifindex, saddr] (LPM) miss ──► invalid-source
 //!  FLOW_CACHE[per CPU, tuple hash] live ──► established: pass
 //!  CT_V4|V6[ordered tuple, ifindex, dir of lo→hi] hit
 //!        ──► established (opener's way) or reply: pass
@@ -135,6 +136,11 @@ pub mod map_names {
     pub const IPCACHE_V4: &str = "IPCACHE_V4";
     /// `LpmTrie<[u8; 16], IpcacheValue>`: IPv6 CIDR regions.
     pub const IPCACHE_V6: &str = "IPCACHE_V6";
+    /// `LpmTrie<SourceKey4, u8>`: the IPv4 addresses and prefixes each
+    /// local pod may send from, by host interface.
+    pub const SOURCES_V4: &str = "SOURCES_V4";
+    /// `LpmTrie<SourceKey6, u8>`: the same for IPv6.
+    pub const SOURCES_V6: &str = "SOURCES_V6";
     /// `LruHashMap<CtKey4, CtValue>`: IPv4 connection tracking (`_V2`: keys
     /// with ordered ends; version 1 keyed by the opener's tuple).
     pub const CT_V4: &str = "CT_V4_V2";
@@ -189,6 +195,8 @@ mod pod_impls {
         PolicyValue,
         PortBitmap,
         IpcacheValue,
+        SourceKey4,
+        SourceKey6,
         CtKey4,
         CtKey6,
         CtValue,

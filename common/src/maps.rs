@@ -60,6 +60,9 @@ pub mod capacity {
     /// Flow-cache slots per CPU for each (family, direction): see
     /// [`crate::FlowCacheEntry`]. A power of two.
     pub const FLOW_CACHE_SLOTS: u32 = 64;
+    /// Source entries per family (each local pod's own addresses plus its
+    /// namespace's allowed prefixes).
+    pub const SOURCES: u32 = 16_384;
     /// Resolved-address slots per CPU (both families): see
     /// [`crate::IpcacheCacheEntry`]. A power of two.
     pub const IPCACHE_CACHE_SLOTS: u32 = 256;
@@ -244,6 +247,40 @@ pub struct IpcacheValue {
     /// Region identity of the address (equal to `identity` for regions).
     pub cidr_identity: u32,
 }
+
+/// `SOURCES_V4` key data: the host interface of a local pod and an IPv4
+/// address the pod may send from. In the LPM trie (aya's `Key<SourceKey4>`)
+/// the prefix length is `32 + n`: the whole interface index, then the
+/// first `n` bits of the address, so each entry is one pod's own address
+/// (`n = 32`) or a prefix its namespace may send from
+/// (`policy.palisade.dev/allowed-source-prefixes`), and a lookup with
+/// prefix length 64 matches only entries of that very interface. The
+/// interface index is stored native-endian: every lookup compares all of
+/// its 32 bits, so the order of its bytes does not matter. The value is
+/// [`SOURCE_ALLOWED`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceKey4 {
+    /// The pod's host-side interface.
+    pub ifindex: u32,
+    /// Network-order address bytes.
+    pub addr: [u8; 4],
+}
+
+/// `SOURCES_V6` key data: as [`SourceKey4`] with prefix length `32 + n`,
+/// `n <= 128`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceKey6 {
+    /// The pod's host-side interface.
+    pub ifindex: u32,
+    /// Network-order address bytes.
+    pub addr: [u8; 16],
+}
+
+/// The value of every `SOURCES_V4`/`SOURCES_V6` entry (its presence is
+/// what counts).
+pub const SOURCE_ALLOWED: u8 = 1;
 
 /// `CT_V4` key. One entry per connection per endpoint interface, found
 /// with one hash lookup from a packet in either direction: the two ends of
@@ -494,6 +531,8 @@ const _: () = {
     assert!(size_of::<PolicyValue>() == 8);
     assert!(size_of::<PortBitmap>() == 8192);
     assert!(size_of::<IpcacheValue>() == 8);
+    assert!(size_of::<SourceKey4>() == 8 && align_of::<SourceKey4>() == 4);
+    assert!(size_of::<SourceKey6>() == 20 && align_of::<SourceKey6>() == 4);
     assert!(size_of::<CtKey4>() == 20 && align_of::<CtKey4>() == 4);
     assert!(size_of::<CtKey6>() == 44 && align_of::<CtKey6>() == 4);
     assert!(size_of::<CtValue>() == 24 && align_of::<CtValue>() == 8);

@@ -32,6 +32,11 @@ pub enum DropReason {
     /// cannot happen (a fixed index of a fixed-size array); dropping is the
     /// fail-closed answer to a packet that was not judged.
     Internal = 10,
+    /// An IP packet from a pod whose source address is not one of the
+    /// pod's own (nor inside a prefix its namespace may send from):
+    /// spoofed, or sent from an address the agent does not know the pod
+    /// has (see `ebpf/src/source.rs`).
+    InvalidSource = 11,
 }
 
 /// Number of slots reserved per direction for reasons (array dimension).
@@ -39,7 +44,7 @@ pub const REASON_SLOTS: usize = 16;
 
 impl DropReason {
     /// Every reason, in value order.
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::PolicyDenied,
         DropReason::Truncated,
         DropReason::Malformed,
@@ -50,6 +55,7 @@ impl DropReason {
         DropReason::ExtensionHeaderLimit,
         DropReason::PolicyPending,
         DropReason::Internal,
+        DropReason::InvalidSource,
     ];
 
     /// Stable, lowercase, dash-separated name used in `monitor` output and
@@ -66,6 +72,7 @@ impl DropReason {
             DropReason::ExtensionHeaderLimit => "ipv6-extension-header-limit",
             DropReason::PolicyPending => "policy-pending",
             DropReason::Internal => "internal",
+            DropReason::InvalidSource => "invalid-source",
         }
     }
 
@@ -82,6 +89,7 @@ impl DropReason {
             8 => Some(DropReason::ExtensionHeaderLimit),
             9 => Some(DropReason::PolicyPending),
             10 => Some(DropReason::Internal),
+            11 => Some(DropReason::InvalidSource),
             _ => None,
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! plain TCP/UDP of a cached flow? (fastpath) ─► pass
-//! parse ─► control frames pass ─► FLOW_CACHE hit? ─► later fragment? FRAGS
+//! parse ─► ARP passes ─► egress: source verified? (source)
+//!       ─► neighbour discovery passes ─► FLOW_CACHE hit? ─► later fragment? FRAGS
 //!       ─► CT (established / reply) ─► related ICMP error?
 //!       ─► ENDPOINTS ─► ipcache ─► isolation ─► POLICY ─► CT create
 //! ```
@@ -18,7 +19,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use palisade_common::{
-    Config, DropReason, EndpointInfo, ForwardReason, IDENTITY_HOST, config_flags, ct_flags,
+    Addr, Config, DropReason, EndpointInfo, ForwardReason, IDENTITY_HOST, config_flags, ct_flags,
     defaults, direction, endpoint_flags, event_kind, proto, verdict,
 };
 
@@ -27,6 +28,7 @@ use crate::{
     packet::{Fragment, Packet, opposite},
     parse::{self, Frame},
     policy,
+    source::{self, FrameSource},
     wire::tcp_flags::RST as TCP_RST,
 };
 
@@ -47,6 +49,10 @@ struct Facts {
     audit: Option<DropReason>,
     /// `bpf_ktime_get_coarse_ns()` if the pipeline read it (0: not read).
     now: u64,
+    /// The packet's source failed verification and passes only because
+    /// verification is in audit mode: it must not fill the flow cache (see
+    /// `source` on why the fast path needs no check of its own).
+    unverified: bool,
 }
 
 const NO_ENDPOINT: EndpointInfo = EndpointInfo {
@@ -97,6 +103,7 @@ pub fn handle(ctx: &TcContext, dir: u8) -> i32 {
         peer_identity: 0,
         audit: None,
         now: 0,
+        unverified: false,
     };
     // Reasons pass the verifier barrier so that counting and reporting are
     // verified once, not once per reason and path that led here.
@@ -183,13 +190,79 @@ fn unjudgeable(
             if ep.flags & endpoint_flags::isolated(dir) == 0 {
                 Verdict::Forward(otherwise)
             } else if ep.flags & endpoint_flags::audit(dir) != 0 {
-                facts.audit = Some(reason);
+                // An unverified source, already reported, says more.
+                if facts.audit.is_none() {
+                    facts.audit = Some(reason);
+                }
                 Verdict::Forward(ForwardReason::Audited)
             } else {
                 Verdict::Drop(reason)
             }
         }
     }
+}
+
+/// Whether source verification applies: the pod's egress, unless it is
+/// switched off.
+#[inline(always)]
+fn verifies_source(dir: u8, cfg: &Config) -> bool {
+    dir == direction::EGRESS && cfg.flags & config_flags::SOURCE_VERIFY_OFF == 0
+}
+
+/// The verdict of source verification when the source is not one the pod
+/// may send from (`found` false), else `None` (go on). An interface with
+/// no endpoint entry gets what such interfaces always get (fail closed
+/// unless configured to pass): the check has no addresses to hold it to.
+#[inline(always)]
+fn source_verdict(found: bool, ifindex: u32, cfg: &Config, facts: &mut Facts) -> Option<Verdict> {
+    if found {
+        return None;
+    }
+    let ep = match endpoint(ifindex, cfg) {
+        Err(r) => return Some(Verdict::Drop(r)),
+        Ok(None) => return None,
+        Ok(Some(ep)) => ep,
+    };
+    facts.ep = ep;
+    if cfg.flags & config_flags::SOURCE_VERIFY_AUDIT != 0 {
+        facts.audit = Some(DropReason::InvalidSource);
+        facts.unverified = true;
+        return None;
+    }
+    // Fail closed: a pod whose addresses the agent does not know yet (or
+    // no longer) sends from none it may use.
+    Some(Verdict::Drop(DropReason::InvalidSource))
+}
+
+/// Source verification of a frame whose headers did not parse.
+#[inline(always)]
+fn verify_frame_source(
+    ctx: &TcContext,
+    ifindex: u32,
+    cfg: &Config,
+    facts: &mut Facts,
+) -> Option<Verdict> {
+    match source::of_frame(ctx) {
+        FrameSource::None => None,
+        // Fail closed: an IP header we cannot read cannot be verified.
+        FrameSource::Unreadable => source_verdict(false, ifindex, cfg, facts),
+        FrameSource::Ip(v4, saddr) => {
+            source_verdict(source::allowed(v4, &saddr, ifindex), ifindex, cfg, facts)
+        }
+    }
+}
+
+/// Neighbour discovery and MLD pass; on egress only from a link-scoped
+/// source or a source the pod may use (see `source`).
+#[inline(always)]
+fn neighbour(dir: u8, saddr: &Addr, ifindex: u32, cfg: &Config, facts: &mut Facts) -> Verdict {
+    if verifies_source(dir, cfg)
+        && !source::link_scoped(saddr)
+        && let Some(v) = source_verdict(source::allowed(false, saddr, ifindex), ifindex, cfg, facts)
+    {
+        return v;
+    }
+    Verdict::Forward(ForwardReason::AlwaysAllowed)
 }
 
 #[inline(always)]
@@ -213,6 +286,7 @@ fn judge(
             None => return Verdict::Drop(DropReason::Internal),
         },
         Ok(Frame::Control) => return Verdict::Forward(ForwardReason::AlwaysAllowed),
+        Ok(Frame::Neighbour(saddr)) => return neighbour(dir, &saddr, ifindex, cfg, facts),
         Ok(Frame::OtherL3) => {
             return unjudgeable(
                 ifindex,
@@ -224,12 +298,30 @@ fn judge(
             );
         }
         Err(reason) => {
+            if verifies_source(dir, cfg)
+                && let Some(v) = verify_frame_source(ctx, ifindex, cfg, facts)
+            {
+                return v;
+            }
             return unjudgeable(ifindex, dir, cfg, facts, reason, ForwardReason::NotIsolated);
         }
     };
     let pkt: &Packet = &parsed.pkt;
     let now = now_ns();
     facts.now = now;
+    facts.pkt = Some(pkt);
+    // Before the flow cache, fragments, conntrack and policy: a packet
+    // from an address its pod may not use matches none of their state.
+    if verifies_source(dir, cfg)
+        && let Some(v) = source_verdict(
+            source::allowed(pkt.is_v4(), &pkt.saddr, ifindex),
+            ifindex,
+            cfg,
+            facts,
+        )
+    {
+        return v;
+    }
     // A packet of a cached established flow that leaves its conntrack
     // entry unchanged (plain packets already asked in the fast path).
     if fast == fastpath::Outcome::NotPlain
@@ -238,7 +330,6 @@ fn judge(
     {
         return Verdict::Forward(ForwardReason::Established);
     }
-    facts.pkt = Some(pkt);
 
     if pkt.fragment == Fragment::Later {
         if frags::lookup(pkt, ifindex, dir, now).is_some() {
@@ -262,7 +353,7 @@ fn judge(
         conntrack::update(entry, pkt, hit.reply, now, cfg);
         if pkt.fragment == Fragment::First {
             remember_fragment(pkt, ifindex, dir, now, cfg);
-        } else {
+        } else if !facts.unverified {
             flowcache::remember(pkt, ifindex, dir, entry, now, cfg);
         }
         return Verdict::Forward(ForwardReason::Established);
@@ -302,7 +393,9 @@ fn judge(
         } else if policy::allows(ep.ep_id, dir, 0, &peer, pkt.proto, pkt.policy_port()) {
             ForwardReason::PolicyAllowed
         } else if ep.flags & endpoint_flags::audit(dir) != 0 {
-            facts.audit = Some(DropReason::PolicyDenied);
+            if facts.audit.is_none() {
+                facts.audit = Some(DropReason::PolicyDenied);
+            }
             ct_extra = ct_flags::AUDITED;
             ForwardReason::Audited
         } else {
@@ -313,6 +406,7 @@ fn judge(
         if ep.flags & endpoint_flags::view_isolated(dir) != 0
             && !host_exempt
             && !policy::allows(ep.ep_id, dir, 1, &peer, pkt.proto, pkt.policy_port())
+            && facts.audit.is_none()
         {
             facts.audit = Some(DropReason::PolicyDenied);
         }
@@ -326,7 +420,9 @@ fn judge(
     };
     if pkt.fragment == Fragment::First {
         remember_fragment(pkt, ifindex, dir, now, cfg);
-    } else if let Some(entry) = created {
+    } else if let Some(entry) = created
+        && !facts.unverified
+    {
         // The flow's next packets this way (a handshake's ACK, a UDP
         // flow's next datagram) take the fast path.
         flowcache::remember(pkt, ifindex, dir, &entry, now, cfg);

@@ -9,6 +9,9 @@
 //! for this shape) and the flow cache holds a live entry for it, i.e. the
 //! full path would find an established conntrack entry that this packet
 //! leaves unchanged and pass it too.
+//!
+//! No source verification here, and none needed: a slot holds a tuple the
+//! full path verified on that interface (the argument is in `source`).
 
 use aya_ebpf::programs::TcContext;
 use palisade_common::{family, proto};

@@ -21,6 +21,7 @@ mod ipcache;
 mod packet;
 mod parse;
 mod policy;
+mod source;
 mod wire;
 
 use aya_ebpf::{
@@ -32,7 +33,8 @@ use aya_ebpf::{
 use palisade_common::{
     Config, Counter, CtKey4, CtKey6, CtValue, EndpointDropKey, EndpointInfo, EventStats,
     FlowCacheEntry, FragKey, FragValue, IpcacheCacheEntry, IpcacheValue, METRICS_ENTRIES,
-    PolicyKey, PolicyValue, PortBitmap, RateLimitState, capacity, direction,
+    PolicyKey, PolicyValue, PortBitmap, RateLimitState, SourceKey4, SourceKey6, capacity,
+    direction,
 };
 
 /// Local endpoints by host-side interface index.
@@ -67,6 +69,16 @@ static IPCACHE_V4: LpmTrie<[u8; 4], IpcacheValue> =
 #[map(name = "IPCACHE_V6")]
 static IPCACHE_V6: LpmTrie<[u8; 16], IpcacheValue> =
     LpmTrie::with_max_entries(capacity::IPCACHE_LPM, BPF_F_NO_PREALLOC);
+
+/// (interface, IPv4 address or prefix) each local pod may send from.
+#[map(name = "SOURCES_V4")]
+static SOURCES_V4: LpmTrie<SourceKey4, u8> =
+    LpmTrie::with_max_entries(capacity::SOURCES, BPF_F_NO_PREALLOC);
+
+/// (interface, IPv6 address or prefix) each local pod may send from.
+#[map(name = "SOURCES_V6")]
+static SOURCES_V6: LpmTrie<SourceKey6, u8> =
+    LpmTrie::with_max_entries(capacity::SOURCES, BPF_F_NO_PREALLOC);
 
 /// IPv4 connection tracking.
 #[map(name = "CT_V4_V2")]

@@ -11,7 +11,7 @@
 use core::mem::size_of;
 
 use aya_ebpf::programs::TcContext;
-use palisade_common::{DropReason, family, proto};
+use palisade_common::{Addr, DropReason, family, proto};
 
 use crate::{
     packet::{Fragment, Packet},
@@ -20,8 +20,11 @@ use crate::{
 
 /// What kind of frame this is.
 pub enum Frame {
-    /// ARP, IPv6 neighbour discovery or MLD: link control that always passes.
+    /// ARP: link control that always passes.
     Control,
+    /// IPv6 neighbour discovery or MLD (link control) from this source
+    /// address: passes, after source verification on a pod's egress.
+    Neighbour(Addr),
     /// Neither IPv4, IPv6 nor ARP.
     OtherL3,
     /// An IP packet.
@@ -330,7 +333,7 @@ fn parse_v6(ctx: &TcContext) -> Result<Frame, DropReason> {
         // Neighbour discovery (133-137) and multicast listener discovery
         // (130-132, 143) keep the link working; they never leave the link.
         if matches!(ty, 130..=137 | 143) {
-            return Ok(Frame::Control);
+            return Ok(Frame::Neighbour(saddr));
         }
     }
     parse_l4(ctx, &mut pkt, off, ip_end)?;

@@ -25,16 +25,25 @@
 //!   addresses in 10.0.0.0/8 (where the prefixes are), once each, so every
 //!   one misses that cache and resolves through the exact map and the LPM
 //!   trie: the trie walk's growth with the number of prefixes.
+//!
+//! Then the pod's egress, where source verification applies, with the
+//! check enforced and switched off (`CONFIG` flags) in the same run: an
+//! established ACK from the pod (fast path, no check), established ACKs
+//! with a cold flow cache and new allowed SYNs (both verified on the full
+//! path). `--egress-only` prints only this table.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net};
 use palisade_common::{
-    CIDR_IDENTITY_BASE, EndpointInfo, IDENTITY_WORLD, IpcacheValue, PolicyKey, PolicyValue,
-    direction::INGRESS, endpoint_flags as ef, program_names, proto,
+    CIDR_IDENTITY_BASE, Config, EndpointInfo, IDENTITY_ANY, IDENTITY_WORLD, IpcacheValue,
+    PolicyKey, PolicyValue,
+    config_flags::SOURCE_VERIFY_OFF,
+    direction::{EGRESS, INGRESS},
+    endpoint_flags as ef, program_names, proto,
 };
 use palisade_tests::{
-    bpf::TestDatapath,
+    bpf::{TEST_IFINDEX, TestDatapath},
     packet::{PacketSpec, tcp},
 };
 
@@ -200,6 +209,98 @@ fn distinct(t: &mut TestDatapath, src: IpAddr, flows: u16) -> (f64, f64) {
     (ours / flows as f64, noop / flows as f64)
 }
 
+/// The pod isolated for egress, allowed TCP/80 to anyone, its own
+/// addresses as its sources; source verification per `flags`.
+fn egress_setup(flags: u32) -> TestDatapath {
+    let mut t = TestDatapath::new();
+    t.set_endpoint(EndpointInfo {
+        ep_id: EP,
+        identity: POD,
+        flags: ef::ISOLATED_EGRESS,
+        _pad: 0,
+    });
+    for (addr, identity) in [(pod(), POD), (peer(), PEER), (pod6(), POD), (peer6(), PEER)] {
+        t.ipcache_exact(
+            addr,
+            IpcacheValue {
+                identity,
+                cidr_identity: IDENTITY_WORLD,
+            },
+        );
+    }
+    for a in [pod(), pod6()] {
+        t.allow_source(TEST_IFINDEX, a.into());
+    }
+    t.allow(
+        PolicyKey {
+            ep_id: EP,
+            identity: IDENTITY_ANY,
+            direction: EGRESS,
+            proto: proto::TCP,
+            view: 0,
+            _pad: 0,
+        },
+        PolicyValue::range(80, 80),
+    );
+    t.set_config(Config {
+        flags,
+        ..Default::default()
+    });
+    t
+}
+
+/// ns per run from the pod: (palisade, noop) over `frames`, once each.
+fn once_each_from_pod(t: &TestDatapath, frames: &[Vec<u8>]) -> (f64, f64) {
+    let (mut ours, mut noop) = (0.0, 0.0);
+    for f in frames {
+        let (rv, d) = t.run_program(program_names::FROM_POD, f, 1);
+        assert_eq!(rv, u32::MAX, "the pod's own flow must pass");
+        ours += d;
+        noop += t.run_program(program_names::NOOP, f, 1).1;
+    }
+    (ours / frames.len() as f64, noop / frames.len() as f64)
+}
+
+/// The egress table: source verification enforced, then off.
+fn egress_table(repeat: u32, flows: u16) {
+    println!();
+    println!(
+        "egress (from the pod), repeat={repeat}, distinct flows={flows}; ns/packet (palisade / empty program = ratio)"
+    );
+    println!(
+        "{:>20} | {:>24} | {:>24} | {:>24}",
+        "source verification", "established ACK", "established, cache cold", "new allowed SYN"
+    );
+    let cell = |(a, b): (f64, f64)| format!("{a:7.1} / {b:5.1} = {:4.2}x", a / b);
+    for (name, flags) in [("enforce", 0), ("off", SOURCE_VERIFY_OFF)] {
+        let mut t = egress_setup(flags);
+        let out = |sport, flags| PacketSpec::tcp(pod(), peer(), sport, 80, flags).frame();
+        assert_eq!(
+            t.run_program(program_names::FROM_POD, &out(40_000, tcp::SYN), 1)
+                .0,
+            u32::MAX
+        );
+        let ack = out(40_000, tcp::ACK);
+        let (_, ours) = t.run_program(program_names::FROM_POD, &ack, repeat);
+        let (_, noop) = t.run_program(program_names::NOOP, &ack, repeat);
+        let est = (ours, noop);
+        t.clear_ct();
+        let syns: Vec<Vec<u8>> = (0..flows).map(|i| out(10_000 + i, tcp::SYN)).collect();
+        let new = once_each_from_pod(&t, &syns);
+        // Tracked now; the flow cache emptied: every ACK takes the
+        // conntrack lookup.
+        t.dp.maps.clear_flow_cache().unwrap();
+        let acks: Vec<Vec<u8>> = (0..flows).map(|i| out(10_000 + i, tcp::ACK)).collect();
+        let cold = once_each_from_pod(&t, &acks);
+        println!(
+            "{name:>20} | {:>24} | {:>24} | {:>24}",
+            cell(est),
+            cell(cold),
+            cell(new)
+        );
+    }
+}
+
 fn main() {
     let repeat: u32 = std::env::args()
         .find_map(|a| {
@@ -210,6 +311,10 @@ fn main() {
     // Below the test datapath's conntrack capacity (16 384): more would
     // measure LRU evictions instead.
     let flows: u16 = 10_000;
+    if std::env::args().any(|a| a == "--egress-only") {
+        egress_table(repeat, flows);
+        return;
+    }
     println!(
         "BPF_PROG_TEST_RUN, repeat={repeat}, distinct new flows={flows}; ns/packet (palisade / empty program = ratio)"
     );
@@ -290,4 +395,5 @@ fn main() {
             cell(cidr_distinct)
         );
     }
+    egress_table(repeat, flows);
 }

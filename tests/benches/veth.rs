@@ -274,6 +274,9 @@ fn main() {
             0,
         )
         .unwrap();
+    // Each pod may send from its own address (source verification).
+    t.allow_source(cif, IpAddr::V4(client.ipv4()).into());
+    t.allow_source(sif, IpAddr::V4(server.ipv4()).into());
     t.ipcache_exact(
         IpAddr::V4(client.ipv4()),
         IpcacheValue {

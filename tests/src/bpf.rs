@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use palisade::datapath::{Datapath, LoadOptions};
 use palisade_common::{
     Config, Counter, DropEvent, EndpointInfo, IpcacheValue, PolicyKey, PolicyValue, PortBitmap,
-    direction, metrics_index, program_names,
+    SOURCE_ALLOWED, SourceKey4, SourceKey6, direction, metrics_index, program_names,
 };
 
 /// The ifindex BPF_PROG_TEST_RUN reports (loopback).
@@ -233,6 +233,67 @@ impl TestDatapath {
                 .unwrap(),
         }
         self.publish_ipcache();
+    }
+
+    /// Lets the pod on `ifindex` send from `net` (`SOURCES_V4/V6`), as the
+    /// agent does for a pod's own addresses and its namespace's prefixes.
+    pub fn allow_source(&mut self, ifindex: u32, net: IpNet) {
+        let len = 32 + u32::from(net.prefix_len());
+        match net.trunc() {
+            IpNet::V4(n) => self
+                .dp
+                .maps
+                .sources_v4
+                .insert(
+                    &Key::new(
+                        len,
+                        SourceKey4 {
+                            ifindex,
+                            addr: n.network().octets(),
+                        },
+                    ),
+                    SOURCE_ALLOWED,
+                    0,
+                )
+                .unwrap(),
+            IpNet::V6(n) => self
+                .dp
+                .maps
+                .sources_v6
+                .insert(
+                    &Key::new(
+                        len,
+                        SourceKey6 {
+                            ifindex,
+                            addr: n.network().octets(),
+                        },
+                    ),
+                    SOURCE_ALLOWED,
+                    0,
+                )
+                .unwrap(),
+        }
+    }
+
+    /// Takes `net` away from the pod on `ifindex`.
+    pub fn forget_source(&mut self, ifindex: u32, net: IpNet) {
+        let len = 32 + u32::from(net.prefix_len());
+        let _ = match net.trunc() {
+            IpNet::V4(n) => self.dp.maps.sources_v4.remove(&Key::new(
+                len,
+                SourceKey4 {
+                    ifindex,
+                    addr: n.network().octets(),
+                },
+            )),
+            IpNet::V6(n) => self.dp.maps.sources_v6.remove(&Key::new(
+                len,
+                SourceKey6 {
+                    ifindex,
+                    addr: n.network().octets(),
+                },
+            )),
+        };
     }
 
     /// Removes a single address from the ipcache.

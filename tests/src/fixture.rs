@@ -1,12 +1,13 @@
 //! The test world most datapath tests start from: one pod and one peer (a
 //! documented test address of each family), and the pod's endpoint
-//! isolated in both directions with both addresses in the ipcache.
+//! isolated in both directions with both addresses in the ipcache and the
+//! pod's own addresses as the sources it may send from.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use palisade_common::{EndpointInfo, IDENTITY_WORLD, IpcacheValue, endpoint_flags as ef};
 
-use crate::bpf::TestDatapath;
+use crate::bpf::{TEST_IFINDEX, TestDatapath};
 
 /// The pod's address (198.18.0.0/15, RFC 2544 benchmarking range).
 pub fn pod4() -> IpAddr {
@@ -57,6 +58,9 @@ pub fn isolated(ep_id: u32, pod_id: u32, peer_id: u32) -> TestDatapath {
                 cidr_identity: IDENTITY_WORLD,
             },
         );
+    }
+    for a in [pod4(), pod6()] {
+        t.allow_source(TEST_IFINDEX, a.into());
     }
     t
 }

@@ -12,7 +12,7 @@ use palisade_common::{
     PolicyKey, PolicyValue, PortBitmap, config_flags, endpoint_flags as ef, event_kind, proto,
 };
 use palisade_tests::{
-    bpf::{Action, TestDatapath},
+    bpf::{Action, TEST_IFINDEX, TestDatapath},
     model::{Contents, Expect},
     packet::{L4, PacketSpec, tcp},
 };
@@ -112,14 +112,20 @@ fn arb_contents() -> impl Strategy<Value = Contents> {
                 },
             )
         });
+    // What the pod may send from: a few pool addresses and prefixes.
+    let source = prop_oneof![
+        (0u8..12, any::<bool>()).prop_map(|(a, six)| IpNet::from(if six { v6(a) } else { v4(a) })),
+        (0usize..9).prop_map(|i| prefixes()[i]),
+    ];
     (
         any::<u8>(),
         prop::collection::vec(entry, 0..16),
         prop::collection::vec(exact, 0..10),
         prop::collection::vec((0usize..9, 0u32..4), 0..7),
-        0u32..8,
+        (0u32..8, 0u32..3),
+        prop::collection::vec(source, 0..6),
     )
-        .prop_map(|(flags, entries, exact, prefs, cfg)| {
+        .prop_map(|(flags, entries, exact, prefs, (cfg, sv), sources)| {
             let all = prefixes();
             let mut c = Contents {
                 endpoint: Some(EndpointInfo {
@@ -128,7 +134,13 @@ fn arb_contents() -> impl Strategy<Value = Contents> {
                     flags: u32::from(flags) & 0x3f,
                     _pad: 0,
                 }),
-                config_flags: cfg & (config_flags::ENFORCE_HOST),
+                config_flags: cfg & (config_flags::ENFORCE_HOST)
+                    | [
+                        0,
+                        config_flags::SOURCE_VERIFY_AUDIT,
+                        config_flags::SOURCE_VERIFY_OFF,
+                    ][sv as usize],
+                sources,
                 ..Default::default()
             };
             c.policy = entries.into_iter().collect();
@@ -204,6 +216,9 @@ fn load(t: &mut TestDatapath, c: &Contents) {
     for (n, id) in &c.prefixes {
         t.ipcache_prefix(*n, *id);
     }
+    for n in &c.sources {
+        t.allow_source(TEST_IFINDEX, *n);
+    }
 }
 
 fn unload(t: &mut TestDatapath, c: &Contents) {
@@ -215,6 +230,9 @@ fn unload(t: &mut TestDatapath, c: &Contents) {
     }
     for (n, _) in &c.prefixes {
         t.forget_prefix(*n);
+    }
+    for n in &c.sources {
+        t.forget_source(TEST_IFINDEX, *n);
     }
     t.clear_ct();
     let _ = t.events();
@@ -322,6 +340,44 @@ fn a_broken_entry_is_caught() {
     let d = disagreement(&mut t, &c, &packets);
     assert!(
         d.as_deref().is_some_and(|s| s.contains("dport: 81")),
+        "mismatch not caught: {d:?}"
+    );
+}
+
+#[test]
+fn a_source_entry_the_model_does_not_know_is_caught() {
+    let mut t = TestDatapath::new();
+    t.set_config(palisade_common::Config {
+        events_per_sec: 1_000_000,
+        events_burst: 1_000_000,
+        ..Default::default()
+    });
+    let c = Contents {
+        endpoint: Some(EndpointInfo {
+            ep_id: EP,
+            identity: POD,
+            flags: 0,
+            _pad: 0,
+        }),
+        sources: vec![IpNet::from(v4(1))],
+        ..Default::default()
+    };
+    load(&mut t, &c);
+    let packets: Vec<(u8, PacketSpec)> = [v4(1), v4(2)]
+        .iter()
+        .map(|s| (1, PacketSpec::udp(*s, v4(3), 1000, 53)))
+        .collect();
+    assert_eq!(
+        disagreement(&mut t, &c, &packets),
+        None,
+        "agrees before sabotage"
+    );
+    // Sabotage: let the pod send from a second address behind the model's
+    // back.
+    t.allow_source(TEST_IFINDEX, IpNet::from(v4(2)));
+    let d = disagreement(&mut t, &c, &packets);
+    assert!(
+        d.as_deref().is_some_and(|s| s.contains("InvalidSource")),
         "mismatch not caught: {d:?}"
     );
 }

@@ -99,6 +99,11 @@ fn real_traffic_is_allowed_and_denied_by_map_content() {
             0,
         )
         .unwrap();
+    // Each pod may send from its own addresses (source verification).
+    for (ifi, p) in [(client_if, client), (server_if, server)] {
+        t.allow_source(ifi, IpAddr::V4(p.ipv4()).into());
+        t.allow_source(ifi, IpAddr::V6(p.ipv6()).into());
+    }
     for (addr, id) in [
         (IpAddr::V4(client.ipv4()), CLIENT_ID),
         (IpAddr::V6(client.ipv6()), CLIENT_ID),

@@ -115,6 +115,7 @@ impl Agent {
                 mirror: &mut self.mirror,
                 net: &self.net,
                 records: self.feed.records(),
+                allowed: &self.allowed_sources,
             },
         );
         let written = translated
@@ -173,6 +174,7 @@ impl Agent {
             mirror: &mut self.mirror,
             net: &self.net,
             records: self.feed.records(),
+            allowed: &self.allowed_sources,
         };
         let written = ops.into_iter().try_for_each(|op| {
             if let DpOp::EndpointRemove { ifindex } = &op {

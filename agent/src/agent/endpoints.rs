@@ -15,7 +15,9 @@ use palisade_common::{EndpointInfo, endpoint_flags};
 use palisade_compiler::PodRef;
 use tracing::{info, instrument, warn};
 
+use super::allowed_sources::AllowedSources;
 use super::cni_records::Records;
+use super::sources;
 use crate::control::EndpointStatus;
 use crate::datapath::{
     AttachMode, Attachment, Datapath, DatapathError, attach_endpoint, detach_endpoint,
@@ -34,6 +36,8 @@ pub struct Io<'a> {
     pub net: &'a NetSnapshot,
     /// What CNI reported (host interface names).
     pub records: &'a Records,
+    /// The prefixes each namespace's pods may send from.
+    pub allowed: &'a AllowedSources,
 }
 
 impl Io<'_> {
@@ -51,6 +55,8 @@ struct Placed {
     name: String,
     info: EndpointInfo,
     attached: Option<Attachment>,
+    /// The addresses it was placed with (a pending pod's are CNI's).
+    ips: Vec<IpAddr>,
 }
 
 /// The local endpoints.
@@ -169,6 +175,7 @@ impl Endpoints {
                 if let Some(p) = self.placed.get_mut(pod)
                     && p.ifindex == ifindex
                 {
+                    p.ips = ips.clone();
                     if p.info != info {
                         io.write(DpOp::EndpointUpsert { ifindex, info })?;
                         p.info = info;
@@ -186,6 +193,8 @@ impl Endpoints {
                     warn!(%pod, other = %other, iface = %name, "interface already carries another pod's endpoint");
                     return Ok(());
                 }
+                // Its sources before anything on the interface judges it.
+                sources::add(io, ifindex, &pod.namespace, &ips)?;
                 if let Some(old) = self.placed.remove(pod) {
                     let old_if = old.ifindex;
                     warn!(%pod, iface = %old.name, ifindex = old_if, reason = %format!("the pod moved to {name}"),
@@ -210,6 +219,7 @@ impl Endpoints {
                         name: name.clone(),
                         info,
                         attached,
+                        ips: ips.clone(),
                     },
                 );
                 if self.placed[pod].attached.is_none() {
@@ -288,6 +298,15 @@ impl Endpoints {
         self.pending.contains_key(pod)
     }
 
+    /// Every interface carrying a placed or pending pod, with the pod and
+    /// its addresses.
+    pub fn interfaces(&self) -> impl Iterator<Item = (u32, &PodRef, Vec<IpAddr>)> {
+        self.placed
+            .iter()
+            .chain(self.pending.iter())
+            .map(|(pod, p)| (p.ifindex, pod, p.ips.clone()))
+    }
+
     /// Pending pods by interface index (for naming them in events).
     pub fn pending_by_ifindex(&self) -> impl Iterator<Item = (u32, &PodRef)> {
         self.pending.iter().map(|(pod, p)| (p.ifindex, pod))
@@ -318,6 +337,7 @@ impl Endpoints {
         if let Some(other) = self.owner_of(ifindex) {
             return Err(format!("pod {pod}: interface {name} carries pod {other}"));
         }
+        sources::add(io, ifindex, &pod.namespace, ips).map_err(|e| e.to_string())?;
         let info = EndpointInfo {
             ep_id: 0,
             identity: 0,
@@ -338,6 +358,7 @@ impl Endpoints {
                 name: name.clone(),
                 info,
                 attached: Some(attached),
+                ips: ips.to_vec(),
             },
         );
         info!(%pod, iface = %name, deny, "pending endpoint attached (policy not known yet)");

@@ -364,6 +364,29 @@ impl Feed {
         self.objects.get(key)
     }
 
+    /// Every namespace with the value of an annotation (`None`: not set).
+    pub fn namespace_annotations<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> impl Iterator<Item = (&'a str, Option<&'a str>)> + 'a {
+        self.objects.values().filter_map(move |o| match o {
+            Object::Namespace(ns) => Some((
+                ns.metadata.name.as_deref().unwrap_or_default(),
+                ns.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(key))
+                    .map(String::as_str),
+            )),
+            _ => None,
+        })
+    }
+
+    /// Every namespace with its allowed source prefixes annotation.
+    pub fn namespaces(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.namespace_annotations(super::ALLOWED_SOURCES_ANNOTATION)
+    }
+
     /// The pod's `metadata.uid` (empty if none).
     pub fn uid(&self, pod: &PodRef) -> String {
         match self.objects.get(&pod_key(pod)) {

@@ -4,6 +4,7 @@
 //! source is in sync, reconciles the maps by diff (never a flush), and then
 //! applies every later commit's ordered diff.
 
+mod allowed_sources;
 mod bpffs;
 mod cni;
 mod cni_records;
@@ -12,6 +13,7 @@ mod endpoints;
 mod error;
 mod feed;
 mod observe;
+mod sources;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -23,6 +25,7 @@ use palisade_compiler::Compiler;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
+pub use allowed_sources::ALLOWED_SOURCES_ANNOTATION;
 pub use bpffs::is_bpffs;
 pub use error::AgentError;
 
@@ -33,6 +36,7 @@ use crate::idmap::IdMap;
 use crate::maps::{DpState, read_state};
 use crate::net::{self, NetSnapshot};
 use crate::source::{self, SourceHandle, SourceProblem, SourceUpdate};
+use allowed_sources::AllowedSources;
 use cni_records::Records;
 use endpoints::{Endpoints, Io};
 use feed::Feed;
@@ -46,6 +50,8 @@ pub struct Agent {
     /// What the maps hold (read at startup, then kept by every write).
     mirror: DpState,
     feed: Feed,
+    /// The namespaces' allowed source prefixes, as of this round.
+    allowed_sources: AllowedSources,
     endpoints: Endpoints,
     net: NetSnapshot,
     nl: rtnetlink::Handle,
@@ -122,6 +128,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     if cfg.ct_revalidate {
         config.flags |= config_flags::CT_REVALIDATE;
     }
+    config.flags |= cfg.source_verification.config_flags();
     dp.maps.set_config(&config)?;
 
     let (nl, mut net_rx) = net::monitor()?;
@@ -167,6 +174,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         idmap,
         mirror,
         feed: Feed::new(records),
+        allowed_sources: AllowedSources::default(),
         host: snap.addresses.clone(),
         net: snap,
         nl,
@@ -231,6 +239,7 @@ impl Agent {
                 mirror: &mut self.mirror,
                 net: &self.net,
                 records: self.feed.records(),
+                allowed: &self.allowed_sources,
             },
         )
     }
@@ -336,6 +345,7 @@ impl Agent {
     async fn step(&mut self) {
         self.refresh_net().await;
         self.expire_cni_records();
+        self.allowed_sources.update(self.feed.namespaces());
         let mut committed = None;
         if self.synced {
             let (t, before) = (std::time::Instant::now(), self.idmap.revision);
@@ -356,6 +366,7 @@ impl Agent {
             }
         }
         self.cni_progress();
+        self.sync_sources();
         self.observe_round(committed);
         self.answer_syncs();
         for (tx, r) in self.replies.drain(..) {

@@ -259,6 +259,20 @@ impl Agent {
             (MapLabel::IpcacheExact6, mir.exact6.len()),
             (MapLabel::IpcacheV4, mir.lpm4.len()),
             (MapLabel::IpcacheV6, mir.lpm6.len()),
+            (
+                MapLabel::SourcesV4,
+                mir.sources
+                    .iter()
+                    .filter(|(_, n)| n.addr().is_ipv4())
+                    .count(),
+            ),
+            (
+                MapLabel::SourcesV6,
+                mir.sources
+                    .iter()
+                    .filter(|(_, n)| n.addr().is_ipv6())
+                    .count(),
+            ),
         ] {
             m.map_entries
                 .get_or_create(&MapLabels { map })

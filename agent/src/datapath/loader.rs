@@ -10,7 +10,7 @@ use palisade_common::{map_names, program_names};
 use super::{DatapathError, Maps, OBJECT};
 
 /// Every map in the object, for pinning.
-const ALL_MAPS: [&str; 16] = [
+const ALL_MAPS: [&str; 18] = [
     map_names::ENDPOINTS,
     map_names::POLICY,
     map_names::PORTSETS,
@@ -18,6 +18,8 @@ const ALL_MAPS: [&str; 16] = [
     map_names::IPCACHE_EXACT6,
     map_names::IPCACHE_V4,
     map_names::IPCACHE_V6,
+    map_names::SOURCES_V4,
+    map_names::SOURCES_V6,
     map_names::CT_V4,
     map_names::CT_V6,
     map_names::FRAGS,

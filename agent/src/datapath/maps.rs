@@ -10,7 +10,7 @@ use aya::{
 use palisade_common::{
     Config, Counter, CtKey4, CtKey6, CtValue, EndpointDropKey, EndpointInfo, EventStats,
     FlowCacheEntry, FragKey, FragValue, IpcacheValue, PolicyKey, PolicyValue, PortBitmap,
-    map_names,
+    SourceKey4, SourceKey6, map_names,
 };
 
 use super::DatapathError;
@@ -31,6 +31,10 @@ pub struct Maps {
     pub ipcache_v4: LpmTrie<MapData, [u8; 4], IpcacheValue>,
     /// `IPCACHE_V6`.
     pub ipcache_v6: LpmTrie<MapData, [u8; 16], IpcacheValue>,
+    /// `SOURCES_V4`: (interface, address or prefix) a pod may send from.
+    pub sources_v4: LpmTrie<MapData, SourceKey4, u8>,
+    /// `SOURCES_V6`.
+    pub sources_v6: LpmTrie<MapData, SourceKey6, u8>,
     /// `CT_V4`.
     pub ct_v4: HashMap<MapData, CtKey4, CtValue>,
     /// `CT_V6`.
@@ -77,6 +81,8 @@ impl Maps {
             ipcache_exact6: typed!(ebpf, map_names::IPCACHE_EXACT6),
             ipcache_v4: typed!(ebpf, map_names::IPCACHE_V4),
             ipcache_v6: typed!(ebpf, map_names::IPCACHE_V6),
+            sources_v4: typed!(ebpf, map_names::SOURCES_V4),
+            sources_v6: typed!(ebpf, map_names::SOURCES_V6),
             ct_v4: typed!(ebpf, map_names::CT_V4),
             ct_v6: typed!(ebpf, map_names::CT_V6),
             flow_cache: typed!(ebpf, map_names::FLOW_CACHE),

@@ -2,7 +2,7 @@
 //! ([`DpOp`]). Unlike the compiler's `DesiredState`, endpoints are keyed by
 //! ifindex: this is what the `ENDPOINTS` map holds.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -74,6 +74,21 @@ pub enum DpOp {
         /// Prefix.
         prefix: IpNet,
     },
+    /// `SOURCES_V4/V6[ifindex, prefix] = SOURCE_ALLOWED`: the pod on
+    /// `ifindex` may send from `prefix`.
+    SourceUpsert {
+        /// Host-side interface.
+        ifindex: u32,
+        /// An own address (/32, /128) or a namespace's allowed prefix.
+        prefix: IpNet,
+    },
+    /// Delete `SOURCES_V4/V6[ifindex, prefix]`.
+    SourceRemove {
+        /// Host-side interface.
+        ifindex: u32,
+        /// Prefix.
+        prefix: IpNet,
+    },
 }
 
 /// The contents of the maps the agent writes, in datapath numbering.
@@ -93,6 +108,9 @@ pub struct DpState {
     pub lpm4: BTreeMap<Ipv4Net, IpcacheValue>,
     /// `IPCACHE_V6`.
     pub lpm6: BTreeMap<Ipv6Net, IpcacheValue>,
+    /// `SOURCES_V4` and `SOURCES_V6`: (interface, prefix). Not part of the
+    /// compiled state: `agent::sources` derives and writes them.
+    pub sources: BTreeSet<(u32, IpNet)>,
 }
 
 /// The set of ports of a bitmap.
@@ -174,6 +192,12 @@ impl DpState {
                     self.lpm6.remove(n);
                 }
             },
+            DpOp::SourceUpsert { ifindex, prefix } => {
+                self.sources.insert((*ifindex, prefix.trunc()));
+            }
+            DpOp::SourceRemove { ifindex, prefix } => {
+                self.sources.remove(&(*ifindex, prefix.trunc()));
+            }
         }
     }
 

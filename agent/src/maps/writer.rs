@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use aya::maps::MapError;
 use aya::maps::lpm_trie::Key;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use palisade_common::map_names;
+use palisade_common::{SOURCE_ALLOWED, SourceKey4, SourceKey6, map_names};
 
 use super::{DpOp, DpState, bitmap_ports};
 use crate::datapath::Maps;
@@ -47,6 +47,18 @@ fn v4_key(n: &Ipv4Net) -> Key<[u8; 4]> {
 
 fn v6_key(n: &Ipv6Net) -> Key<[u8; 16]> {
     Key::new(u32::from(n.prefix_len()), n.network().octets())
+}
+
+/// The `SOURCES_V4` key: the whole interface index, then the prefix.
+fn source4_key(ifindex: u32, n: &Ipv4Net) -> Key<SourceKey4> {
+    let addr = n.network().octets();
+    Key::new(32 + u32::from(n.prefix_len()), SourceKey4 { ifindex, addr })
+}
+
+/// The `SOURCES_V6` key.
+fn source6_key(ifindex: u32, n: &Ipv6Net) -> Key<SourceKey6> {
+    let addr = n.network().octets();
+    Key::new(32 + u32::from(n.prefix_len()), SourceKey6 { ifindex, addr })
 }
 
 /// Applies one write to the maps.
@@ -104,6 +116,36 @@ pub fn apply(maps: &mut Maps, op: &DpOp) -> Result<(), MapWriteError> {
             IpNet::V6(n) => removed(maps.ipcache_v6.remove(&v6_key(n)))
                 .map_err(err(map_names::IPCACHE_V6, format!("remove {n}"))),
         },
+        DpOp::SourceUpsert { ifindex, prefix } => match prefix {
+            IpNet::V4(n) => maps
+                .sources_v4
+                .insert(&source4_key(*ifindex, n), SOURCE_ALLOWED, 0)
+                .map_err(err(
+                    map_names::SOURCES_V4,
+                    format!("insert ifindex {ifindex} {n}"),
+                )),
+            IpNet::V6(n) => maps
+                .sources_v6
+                .insert(&source6_key(*ifindex, n), SOURCE_ALLOWED, 0)
+                .map_err(err(
+                    map_names::SOURCES_V6,
+                    format!("insert ifindex {ifindex} {n}"),
+                )),
+        },
+        DpOp::SourceRemove { ifindex, prefix } => match prefix {
+            IpNet::V4(n) => {
+                removed(maps.sources_v4.remove(&source4_key(*ifindex, n))).map_err(err(
+                    map_names::SOURCES_V4,
+                    format!("remove ifindex {ifindex} {n}"),
+                ))
+            }
+            IpNet::V6(n) => {
+                removed(maps.sources_v6.remove(&source6_key(*ifindex, n))).map_err(err(
+                    map_names::SOURCES_V6,
+                    format!("remove ifindex {ifindex} {n}"),
+                ))
+            }
+        },
     }
 }
 
@@ -149,6 +191,22 @@ pub fn read_state(maps: &Maps) -> Result<DpState, MapWriteError> {
         let len = k.prefix_len().min(128) as u8;
         if let Ok(n) = Ipv6Net::new(k.data().into(), len) {
             s.lpm6.insert(n.trunc(), v);
+        }
+    }
+    for r in maps.sources_v4.iter() {
+        let (k, _) = r.map_err(err(map_names::SOURCES_V4))?;
+        let len = k.prefix_len().saturating_sub(32).min(32) as u8;
+        let d = k.data();
+        if let Ok(n) = Ipv4Net::new(d.addr.into(), len) {
+            s.sources.insert((d.ifindex, IpNet::V4(n.trunc())));
+        }
+    }
+    for r in maps.sources_v6.iter() {
+        let (k, _) = r.map_err(err(map_names::SOURCES_V6))?;
+        let len = k.prefix_len().saturating_sub(32).min(128) as u8;
+        let d = k.data();
+        if let Ok(n) = Ipv6Net::new(d.addr.into(), len) {
+            s.sources.insert((d.ifindex, IpNet::V6(n.trunc())));
         }
     }
     Ok(s)

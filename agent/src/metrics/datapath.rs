@@ -74,6 +74,8 @@ fn pin_name(m: MapLabel) -> &'static str {
         MapLabel::IpcacheExact6 => map_names::IPCACHE_EXACT6,
         MapLabel::IpcacheV4 => map_names::IPCACHE_V4,
         MapLabel::IpcacheV6 => map_names::IPCACHE_V6,
+        MapLabel::SourcesV4 => map_names::SOURCES_V4,
+        MapLabel::SourcesV6 => map_names::SOURCES_V6,
         MapLabel::CtV4 => map_names::CT_V4,
         MapLabel::CtV6 => map_names::CT_V6,
         MapLabel::Frags => map_names::FRAGS,

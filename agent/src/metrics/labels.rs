@@ -91,7 +91,9 @@ label_enum!(
         IpcacheExact4 => "IPCACHE_EXACT4", /// IPCACHE_EXACT6.
         IpcacheExact6 => "IPCACHE_EXACT6", /// IPCACHE_V4.
         IpcacheV4 => "IPCACHE_V4", /// IPCACHE_V6.
-        IpcacheV6 => "IPCACHE_V6", /// CT_V4.
+        IpcacheV6 => "IPCACHE_V6", /// SOURCES_V4.
+        SourcesV4 => "SOURCES_V4", /// SOURCES_V6.
+        SourcesV6 => "SOURCES_V6", /// CT_V4.
         CtV4 => "CT_V4", /// CT_V6.
         CtV6 => "CT_V6", /// FRAGS.
         Frags => "FRAGS", /// EP_DROPS.
@@ -100,7 +102,7 @@ label_enum!(
 
 impl MapLabel {
     /// Every map with a capacity worth watching.
-    pub const ALL: [MapLabel; 11] = [
+    pub const ALL: [MapLabel; 13] = [
         MapLabel::Endpoints,
         MapLabel::Policy,
         MapLabel::Portsets,
@@ -108,6 +110,8 @@ impl MapLabel {
         MapLabel::IpcacheExact6,
         MapLabel::IpcacheV4,
         MapLabel::IpcacheV6,
+        MapLabel::SourcesV4,
+        MapLabel::SourcesV6,
         MapLabel::CtV4,
         MapLabel::CtV6,
         MapLabel::Frags,

@@ -353,6 +353,19 @@ pub fn enrich(raw: &DropEvent, dir: &Directory) -> Option<MonitorEvent> {
         Some(DropReason::Internal) => {
             "the datapath could not reach its per-CPU scratch memory (fail closed)".into()
         }
+        Some(DropReason::InvalidSource) => match saddr {
+            Some(a) => {
+                let owner = match dir.pod_at(&a) {
+                    Some(p) => format!("that address belongs to {p}"),
+                    None if dir.host.contains(&a) => "that address is this node's".into(),
+                    None => "that address belongs to no known pod".into(),
+                };
+                format!("{local_name} sent from {a}, which is not its address; {owner}")
+            }
+            None => format!(
+                "{local_name} sent from an address that is not its own (headers not parsed)"
+            ),
+        },
         None => format!("unknown reason {}", raw.reason),
     };
     Some(MonitorEvent {
@@ -575,6 +588,31 @@ mod tests {
         let ev = enrich(&r, &d).unwrap();
         assert_eq!(ev.src.name, "prod/web");
         assert!(d.check_filter(Some("prod"), Some("web")).is_ok());
+    }
+
+    #[test]
+    fn invalid_source_names_the_owner_of_the_borrowed_address() {
+        let d = directory();
+        // x/b (endpoint 7) sends from y/a's address, then from nobody's.
+        let mut r = raw(direction::EGRESS, [10, 0, 0, 1], [10, 0, 0, 9], 300, 0);
+        r.reason = DropReason::InvalidSource as u8;
+        let ev = enrich(&r, &d).unwrap();
+        assert_eq!(ev.reason, "invalid-source");
+        assert_eq!(
+            ev.to_string(),
+            "xx drop (invalid-source) egress x/b -> world TCP 10.0.0.1:4242 -> 10.0.0.9:80: \
+             x/b sent from 10.0.0.1, which is not its address; that address belongs to y/a"
+        );
+        r.saddr = v4([198, 18, 9, 9]);
+        r.kind = event_kind::AUDIT;
+        assert!(enrich(&r, &d).unwrap().to_string().ends_with(
+            "x/b sent from 198.18.9.9, which is not its address; that address belongs to no known pod"
+        ));
+        let f = MonitorFilter {
+            reason: Some("invalid-source".into()),
+            ..Default::default()
+        };
+        assert!(f.check().is_ok());
     }
 
     #[test]

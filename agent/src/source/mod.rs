@@ -73,13 +73,16 @@ pub enum Object {
 }
 
 /// Drops from an object's metadata what the agent never reads: managed
-/// fields, and the annotations other than the audit-mode one (which can
-/// be large: `kubectl.kubernetes.io/last-applied-configuration` repeats
-/// the whole object).
+/// fields, and the annotations other than the audit-mode one and the
+/// allowed source prefixes (others can be large:
+/// `kubectl.kubernetes.io/last-applied-configuration` repeats the whole
+/// object).
 fn slim_meta(m: &mut ObjectMeta) {
     m.managed_fields = None;
     if let Some(a) = &mut m.annotations {
-        a.retain(|k, _| k == palisade_compiler::MODE_ANNOTATION);
+        a.retain(|k, _| {
+            k == palisade_compiler::MODE_ANNOTATION || k == crate::agent::ALLOWED_SOURCES_ANNOTATION
+        });
         if a.is_empty() {
             m.annotations = None;
         }
@@ -87,8 +90,8 @@ fn slim_meta(m: &mut ObjectMeta) {
 }
 
 impl Object {
-    /// A Namespace: its metadata slimmed (labels and the audit-mode
-    /// annotation stay).
+    /// A Namespace: its metadata slimmed (labels, the audit-mode and the
+    /// allowed-source-prefixes annotations stay).
     pub fn namespace(mut ns: Namespace) -> Object {
         slim_meta(&mut ns.metadata);
         Object::Namespace(Arc::new(ns))
