@@ -12,8 +12,8 @@
 //! unknown number, and the paths meet in one state. Measured on the
 //! conntrack change that ordered the key's ends: without these barriers
 //! the programs went over the kernel's limit of a million processed
-//! instructions; with them they took about 0.54 and 0.65 million (0.41 and
-//! 0.46 million at present, `tests/tests/verifier_budget.rs`).
+//! instructions; with them they took about 0.54 and 0.65 million (0.45 and
+//! 0.50 million at present, `tests/tests/verifier_budget.rs`).
 //!
 //! The cost is a store and a load of a hot per-CPU slot on the full path
 //! only. TC programs do not nest on one CPU (they run with bottom halves
