@@ -34,7 +34,7 @@ pub struct AgentConfig {
     pub default_deny_until_synced: bool,
     /// Judge node-to-pod traffic by policy too.
     pub enforce_host: bool,
-    /// Revalidate established connections after every policy change.
+    /// Judge tracked connections again after every policy change.
     pub ct_revalidate: bool,
     /// How long a `cni_add` for a pod the sources do not know yet waits for
     /// it before attaching the interface as policy-pending.
@@ -64,8 +64,8 @@ pub struct ConfigInput {
     pub default_deny_until_synced: bool,
     /// `--enforce-host`.
     pub enforce_host: bool,
-    /// `--ct-revalidate`.
-    pub ct_revalidate: bool,
+    /// `--ct-revalidate` (default: on).
+    pub ct_revalidate: Option<bool>,
     /// `--cni-wait-ms`.
     pub cni_wait_ms: Option<u64>,
     /// `--audit`.
@@ -80,6 +80,10 @@ pub const DEFAULT_HEALTH_ADDR: &str = "127.0.0.1:9890";
 pub const DEFAULT_STATE_ROOT: &str = "/run/palisade";
 /// Default root of the per-node bpffs directories.
 pub const DEFAULT_BPFFS_ROOT: &str = "/sys/fs/bpf/palisade";
+/// Whether tracked connections are judged again after a policy change by
+/// default: yes, so that a policy change, once enforced, applies to every
+/// flow (fail closed: revoked access stops, also for open connections).
+pub const DEFAULT_CT_REVALIDATE: bool = true;
 /// Default `cni_add` wait for an unknown pod.
 pub const DEFAULT_CNI_WAIT: Duration = Duration::from_secs(5);
 
@@ -240,7 +244,7 @@ impl AgentConfig {
             health_addr,
             default_deny_until_synced: input.default_deny_until_synced,
             enforce_host: input.enforce_host,
-            ct_revalidate: input.ct_revalidate,
+            ct_revalidate: input.ct_revalidate.unwrap_or(DEFAULT_CT_REVALIDATE),
             cni_wait: input
                 .cni_wait_ms
                 .map_or(DEFAULT_CNI_WAIT, Duration::from_millis),
@@ -278,6 +282,9 @@ mod tests {
         assert_eq!(c.bpffs_dir, PathBuf::from("/sys/fs/bpf/palisade/n1"));
         assert_eq!(c.socket, PathBuf::from("/run/palisade/n1/agent.sock"));
         assert_eq!(c.health_addr, Some(DEFAULT_HEALTH_ADDR.parse().unwrap()));
+        // Health and /metrics answer on loopback only unless asked.
+        assert!(c.health_addr.unwrap().ip().is_loopback());
+        assert!(c.ct_revalidate, "revalidation is the default");
         assert_eq!(c.source, SourceConfig::Kubernetes);
     }
 
