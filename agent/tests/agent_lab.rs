@@ -789,9 +789,8 @@ fn the_agents_own_surfaces_are_private() {
     let (on_loopback, on_node_address) = node
         .run(|| {
             let timeout = Duration::from_secs(2);
-            let connect = |a: std::net::SocketAddr| {
-                std::net::TcpStream::connect_timeout(&a, timeout).is_ok()
-            };
+            let connect =
+                |a: std::net::SocketAddr| std::net::TcpStream::connect_timeout(&a, timeout).is_ok();
             (
                 connect(([127, 0, 0, 1], 9890).into()),
                 connect((node.ipv4(), 9890).into()),
@@ -799,5 +798,9 @@ fn the_agents_own_surfaces_are_private() {
         })
         .unwrap();
     assert!(on_loopback, "health and /metrics on 127.0.0.1:9890");
-    assert!(!on_node_address, "not on the node's address {}", node.ipv4());
+    assert!(
+        !on_node_address,
+        "not on the node's address {}",
+        node.ipv4()
+    );
 }

@@ -152,7 +152,10 @@ fn world_writable_directories_are_refused() {
     let (ok, err) = run_args(args(&open.join("agent.sock")));
     assert!(!ok);
     assert!(
-        err.starts_with(&format!("palisade: --socket {}: world-writable", open.display())),
+        err.starts_with(&format!(
+            "palisade: --socket {}: world-writable",
+            open.display()
+        )),
         "{err}"
     );
     // With private directories it gets past them (to the next check: the
@@ -160,6 +163,10 @@ fn world_writable_directories_are_refused() {
     let (ok, err) = run_args(args(&sock));
     assert!(!ok);
     assert!(err.contains("not on a bpf filesystem"), "{err}");
-    let mode = std::fs::metadata(sock.parent().unwrap()).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(sock.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o700);
 }
