@@ -59,7 +59,7 @@ pub struct AgentConfig {
     pub default_deny_until_synced: bool,
     /// Judge node-to-pod traffic by policy too.
     pub enforce_host: bool,
-    /// Revalidate established connections after every policy change.
+    /// Judge tracked connections again after every policy change.
     pub ct_revalidate: bool,
     /// Source verification on the pods' egress.
     pub source_verification: SourceVerification,
@@ -91,8 +91,8 @@ pub struct ConfigInput {
     pub default_deny_until_synced: bool,
     /// `--enforce-host`.
     pub enforce_host: bool,
-    /// `--ct-revalidate`.
-    pub ct_revalidate: bool,
+    /// `--ct-revalidate` (default: on).
+    pub ct_revalidate: Option<bool>,
     /// `--source-verification`.
     pub source_verification: SourceVerification,
     /// `--cni-wait-ms`.
@@ -109,6 +109,10 @@ pub const DEFAULT_HEALTH_ADDR: &str = "127.0.0.1:9890";
 pub const DEFAULT_STATE_ROOT: &str = "/run/palisade";
 /// Default root of the per-node bpffs directories.
 pub const DEFAULT_BPFFS_ROOT: &str = "/sys/fs/bpf/palisade";
+/// Whether tracked connections are judged again after a policy change by
+/// default: yes, so that a policy change, once enforced, applies to every
+/// flow (fail closed: revoked access stops, also for open connections).
+pub const DEFAULT_CT_REVALIDATE: bool = true;
 /// Default `cni_add` wait for an unknown pod.
 pub const DEFAULT_CNI_WAIT: Duration = Duration::from_secs(5);
 
@@ -269,7 +273,7 @@ impl AgentConfig {
             health_addr,
             default_deny_until_synced: input.default_deny_until_synced,
             enforce_host: input.enforce_host,
-            ct_revalidate: input.ct_revalidate,
+            ct_revalidate: input.ct_revalidate.unwrap_or(DEFAULT_CT_REVALIDATE),
             source_verification: input.source_verification,
             cni_wait: input
                 .cni_wait_ms
@@ -308,6 +312,9 @@ mod tests {
         assert_eq!(c.bpffs_dir, PathBuf::from("/sys/fs/bpf/palisade/n1"));
         assert_eq!(c.socket, PathBuf::from("/run/palisade/n1/agent.sock"));
         assert_eq!(c.health_addr, Some(DEFAULT_HEALTH_ADDR.parse().unwrap()));
+        // Health and /metrics answer on loopback only unless asked.
+        assert!(c.health_addr.unwrap().ip().is_loopback());
+        assert!(c.ct_revalidate, "revalidation is the default");
         assert_eq!(c.source, SourceConfig::Kubernetes);
     }
 

@@ -232,7 +232,10 @@ pub fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Response
     })
 }
 
-/// Binds the socket (replacing a stale one, refusing a live one).
+/// Binds the socket (replacing a stale one, refusing a live one) in its
+/// directory, which the caller has made private (`crate::dirs`), and makes
+/// it root-only (0600): whoever can connect can tell a CNI plugin that a
+/// pod is enforced.
 pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     let io = |what| {
         move |source| ControlError::Io {
@@ -246,9 +249,6 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
             return Err(ControlError::InUse(path.to_path_buf()));
         }
         std::fs::remove_file(path).map_err(io("remove stale socket"))?;
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io("create directory"))?;
     }
     let l = UnixListener::bind(path).map_err(io("bind"))?;
     use std::os::unix::fs::PermissionsExt as _;

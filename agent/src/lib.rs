@@ -7,6 +7,7 @@ pub mod cni;
 pub mod config;
 pub mod control;
 pub mod datapath;
+pub mod dirs;
 pub mod explain;
 pub mod health;
 pub mod idmap;

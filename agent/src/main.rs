@@ -60,8 +60,17 @@ struct AgentArgs {
     /// allowed, so kubelet probes work under default deny).
     #[arg(long)]
     enforce_host: bool,
-    /// Re-judge established connections after every policy change.
-    #[arg(long)]
+    /// Re-judge existing connections by the new policy after every policy
+    /// change (the default); `--ct-revalidate=false` lets connections the
+    /// other end has answered live on under the policy that opened them.
+    #[arg(
+        long,
+        default_value_t = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
     ct_revalidate: bool,
     /// What happens to a packet a pod sends from an address that is not
     /// its own (nor in its namespace's
@@ -314,7 +323,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 health_addr: Some(a.health_addr),
                 default_deny_until_synced: a.default_deny_until_synced,
                 enforce_host: a.enforce_host,
-                ct_revalidate: a.ct_revalidate,
+                ct_revalidate: Some(a.ct_revalidate),
                 source_verification: a.source_verification.into(),
                 cni_wait_ms: Some(a.cni_wait_ms),
                 audit: a.audit,

@@ -738,3 +738,65 @@ fn cni_add_attaches_pending_then_compiled() {
     }
     expect("deleted", &[&agent], &cases);
 }
+
+/// The node's own surfaces: the control socket is root-only (0600) in a
+/// directory the agent created 0700, its state directory and files are
+/// private, and health and `/metrics` answer on loopback only by default
+/// (not on the node's own address).
+#[test]
+fn the_agents_own_surfaces_are_private() {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    let lab = LabSpec::new(&lab_prefix("pas"))
+        .node("n1")
+        .pod("web", "prod", "n1")
+        .up()
+        .expect("lab up");
+    let bpffs = Bpffs::mount();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = NodeDirs::new(tmp.path(), &bpffs, "n1");
+    // Directories the agent must create itself.
+    d.socket = tmp.path().join("run/palisade/agent.sock");
+    d.state = tmp.path().join("var/state");
+    let web = lab.pod("web");
+    d.write(
+        "00-base.yaml",
+        &[
+            namespace("prod", json!({})),
+            pod(web, "prod", "web", "uid-w", json!({"app": "web"})),
+        ],
+    );
+    let agent = Agent::start(lab.node("n1"), &d, &[]);
+    agent.sync_ok();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let meta = std::fs::metadata(&d.socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(mode(&d.socket), 0o600, "control socket");
+    assert_eq!(mode(d.socket.parent().unwrap()), 0o700, "socket directory");
+    assert_eq!(mode(&d.state), 0o700, "state directory");
+    let files: Vec<_> = std::fs::read_dir(&d.state)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!files.is_empty(), "the agent wrote its state");
+    for f in files {
+        assert_eq!(mode(&f) & 0o077, 0, "{} is private", f.display());
+    }
+    let node = lab.node("n1");
+    let (on_loopback, on_node_address) = node
+        .run(|| {
+            let timeout = Duration::from_secs(2);
+            let connect =
+                |a: std::net::SocketAddr| std::net::TcpStream::connect_timeout(&a, timeout).is_ok();
+            (
+                connect(([127, 0, 0, 1], 9890).into()),
+                connect((node.ipv4(), 9890).into()),
+            )
+        })
+        .unwrap();
+    assert!(on_loopback, "health and /metrics on 127.0.0.1:9890");
+    assert!(
+        !on_node_address,
+        "not on the node's address {}",
+        node.ipv4()
+    );
+}

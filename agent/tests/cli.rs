@@ -92,3 +92,81 @@ fn sync_without_agent_fails_clearly() {
     );
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+/// As root, the agent refuses world-writable state and manifests
+/// directories before it loads or binds anything, naming the directory and
+/// the fix. (Not root: the check does not apply and the test says so.)
+#[test]
+fn world_writable_directories_are_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: the agent does not check directories; skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("manifests");
+    let state = dir.path().join("state");
+    for d in [&manifests, &state] {
+        std::fs::create_dir(d).unwrap();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let args = |socket: &std::path::Path| {
+        vec![
+            "agent".to_string(),
+            "--node-name".into(),
+            "n1".into(),
+            "--manifests".into(),
+            manifests.display().to_string(),
+            "--state-dir".into(),
+            state.display().to_string(),
+            "--socket".into(),
+            socket.display().to_string(),
+            "--health-addr".into(),
+            "none".into(),
+            "--bpffs-dir".into(),
+            dir.path().join("pins").display().to_string(),
+        ]
+    };
+    let run_args = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        run(&a)
+    };
+    let sock = dir.path().join("run/agent.sock");
+    for (d, flag) in [(&manifests, "--manifests"), (&state, "--state-dir")] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let (ok, err) = run_args(args(&sock));
+        assert!(!ok, "{flag}");
+        assert!(
+            err.starts_with(&format!("palisade: {flag} {}: world-writable", d.display())),
+            "{err}"
+        );
+        assert!(err.contains(&format!("chmod o-w {}", d.display())), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    // A world-writable socket directory too.
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let (ok, err) = run_args(args(&open.join("agent.sock")));
+    assert!(!ok);
+    assert!(
+        err.starts_with(&format!(
+            "palisade: --socket {}: world-writable",
+            open.display()
+        )),
+        "{err}"
+    );
+    // With private directories it gets past them (to the next check: the
+    // pins are not on bpffs here), and creates the socket's directory 0700.
+    let (ok, err) = run_args(args(&sock));
+    assert!(!ok);
+    assert!(err.contains("not on a bpf filesystem"), "{err}");
+    let mode = std::fs::metadata(sock.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700);
+}

@@ -12,9 +12,9 @@
 //! unknown number, and the paths meet in one state. Measured on the
 //! conntrack change that ordered the key's ends: without these barriers
 //! the programs went over the kernel's limit of a million processed
-//! instructions; with them they took about 0.54 and 0.65 million (0.46 and
-//! 0.46 million at present, source verification included,
-//! `tests/tests/verifier_budget.rs`).
+//! instructions; with them they took about 0.54 and 0.65 million (figures
+//! at present, source verification and the half-open rule included, in
+//! `tests/tests/verifier_budget.rs`' output and the README).
 //!
 //! The cost is a store and a load of a hot per-CPU slot on the full path
 //! only. TC programs do not nest on one CPU (they run with bottom halves

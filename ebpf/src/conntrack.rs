@@ -13,10 +13,26 @@
 //!
 //! TCP: a SYN opens a half-open entry (short timeout); any reply makes it
 //! established (long timeout); FIN from both sides or a RST moves it to the
-//! closing timeout; a new SYN on a closed entry is judged as a new flow.
-//! Mid-stream packets with no entry are judged by policy like a new flow and,
-//! if allowed, picked up as established (so an evicted entry never breaks a
-//! connection that policy allows).
+//! closing timeout. Mid-stream packets with no entry are judged by policy
+//! like a new flow and, if allowed, picked up (so an evicted entry never
+//! breaks a connection that policy allows).
+//!
+//! What an entry exempts from policy (fail closed: state only ever stands
+//! for what the other end has confirmed). [`lookup`] finds no entry for:
+//!
+//! * a TCP SYN without ACK, whatever the entry's state: it opens a
+//!   connection (a reused client port, a retransmitted or a reply-direction
+//!   SYN), so policy judges it and, if it is allowed, it replaces the entry;
+//! * a packet travelling the opener's way on an entry that has never seen
+//!   a reply (a half-open TCP connection, a UDP/SCTP/ICMP flow nobody has
+//!   answered, a picked-up flow): until the other end answers, each attempt
+//!   is judged by the policy in force, and one it denies does not refresh
+//!   the entry.
+//!
+//! Replies always match. An entry is written only for a packet policy
+//! allowed in its own direction (`create`), never for a RST or an ICMP
+//! error (the datapath's choice), so spoofed reply-shaped packets cannot
+//! open anything policy would not open for them as first packets.
 
 use aya_ebpf::maps::LruHashMap;
 use palisade_common::{Config, CtKey4, CtKey6, CtValue, ct_flags, defaults, direction, proto};
@@ -70,18 +86,10 @@ pub fn lifetime(cfg: &Config, ip_proto: u8, flags: u16) -> u64 {
     }
 }
 
-/// Whether an entry is dead for this packet: expired, or a closed TCP
-/// connection that a fresh SYN reopens.
+/// Whether `pkt` opens a TCP connection (SYN without ACK).
 #[inline(always)]
-fn dead(v: &CtValue, pkt: &Packet, now: u64) -> bool {
-    if v.expires_ns < now {
-        return true;
-    }
-    pkt.proto == proto::TCP
-        && pkt.l4_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
-        && (v.flags & ct_flags::RST != 0
-            || v.flags & (ct_flags::FIN_ORIGINAL | ct_flags::FIN_REPLY)
-                == (ct_flags::FIN_ORIGINAL | ct_flags::FIN_REPLY))
+pub fn is_tcp_open(pkt: &Packet) -> bool {
+    pkt.proto == proto::TCP && pkt.l4_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
 }
 
 /// A packet's conntrack key and which way it travels along it.
@@ -220,19 +228,28 @@ fn lookup_in<T: Table>(pkt: &Packet, ifindex: u32, dir: u8, now: u64) -> Option<
     let k = T::key(pkt, ifindex, dir);
     let v = T::map().get_ptr_mut(&k.key)?;
     let entry = unsafe { &*v };
-    if dead(entry, pkt, now) {
+    if entry.expires_ns < now {
         return None;
     }
     let opened_swap = (entry.flags & ct_flags::OPENED_HI_TO_LO) as u64 >> OPENED_SHIFT;
-    Some(Hit {
-        value: v,
-        reply: k.swap != opened_swap,
-    })
+    let reply = k.swap != opened_swap;
+    // Fail closed: the opener's own packets ride on the entry only once the
+    // other end has answered; before that each is judged by policy.
+    if !reply && entry.flags & ct_flags::REPLY_SEEN == 0 {
+        return None;
+    }
+    Some(Hit { value: v, reply })
 }
 
-/// Finds the live entry `pkt` belongs to on `ifindex` in `dir`.
+/// Finds the live entry that exempts `pkt` from policy on `ifindex` in
+/// `dir` (see the module's documentation for what does not match).
 #[inline(always)]
 pub fn lookup(pkt: &Packet, ifindex: u32, dir: u8, now: u64) -> Option<Hit> {
+    // Fail closed: a SYN opens a connection, so policy judges it even where
+    // an entry exists.
+    if is_tcp_open(pkt) {
+        return None;
+    }
     if pkt.is_v4() {
         lookup_in::<V4>(pkt, ifindex, dir, now)
     } else {
@@ -297,8 +314,9 @@ pub fn update(v: &mut CtValue, pkt: &Packet, reply: bool, now: u64, cfg: &Config
     }
 }
 
-/// Opens an entry for a flow that policy just allowed and returns what it
-/// wrote (`None`: nothing was written). A RST never opens one.
+/// Opens (or replaces) the entry for a flow that policy just allowed, as
+/// unanswered, and returns what it wrote (`None`: nothing was written). A
+/// RST never opens one.
 #[inline(always)]
 pub fn create(
     pkt: &Packet,
@@ -314,11 +332,10 @@ pub fn create(
         if pkt.l4_flags & TCP_RST != 0 {
             return None;
         }
-        if pkt.l4_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+        // A mid-stream pickup starts unanswered like a SYN: the other end's
+        // next packet confirms the connection.
+        if is_tcp_open(pkt) {
             flags |= ct_flags::SYN_SEEN;
-        } else {
-            // Mid-stream pickup: the connection already exists.
-            flags |= ct_flags::REPLY_SEEN;
         }
         if pkt.l4_flags & TCP_FIN != 0 {
             flags |= ct_flags::FIN_ORIGINAL;

@@ -413,18 +413,21 @@ fn judge(
         ForwardReason::NotIsolated
     };
 
-    let created = if pkt.proto == proto::TCP && pkt.l4_flags & TCP_RST != 0 {
-        None
-    } else {
-        conntrack::create(pkt, ifindex, dir, now, cfg, peer.identity, ct_extra)
-    };
+    // Neither a RST nor an ICMP error opens a flow: one passed by policy
+    // leaves no state (a spoofed one cannot open a way back in).
+    let created =
+        if (pkt.proto == proto::TCP && pkt.l4_flags & TCP_RST != 0) || parse::is_icmp_error(pkt) {
+            None
+        } else {
+            conntrack::create(pkt, ifindex, dir, now, cfg, peer.identity, ct_extra)
+        };
     if pkt.fragment == Fragment::First {
         remember_fragment(pkt, ifindex, dir, now, cfg);
     } else if let Some(entry) = created
         && !facts.unverified
     {
-        // The flow's next packets this way (a handshake's ACK, a UDP
-        // flow's next datagram) take the fast path.
+        // Clears the slot: a new entry is unanswered, so the flow's next
+        // packets this way are judged by policy until the other end answers.
         flowcache::remember(pkt, ifindex, dir, &entry, now, cfg);
     }
     Verdict::Forward(reason)
@@ -443,7 +446,8 @@ fn remember_fragment(pkt: &Packet, ifindex: u32, dir: u8, now: u64, cfg: &Config
 /// Re-judges a tracked connection when policy changed since it was judged
 /// (only with `CT_REVALIDATE`) or when it was let through by audit mode
 /// that has since ended. A connection policy no longer allows is removed
-/// and its packet dropped.
+/// and its packet dropped, unless the endpoint audits that direction (then
+/// it passes, reported as a would-be revocation).
 #[inline(always)]
 fn revalidate(
     entry: &mut palisade_common::CtValue,
@@ -496,6 +500,14 @@ fn revalidate(
     if allowed {
         entry.epoch = cfg.policy_epoch;
         entry.flags &= !ct_flags::AUDITED;
+        return Ok(());
+    }
+    if ep.flags & endpoint_flags::audit(orig_dir) != 0 {
+        // Audit mode never drops: report the revocation it would make and
+        // judge the flow again once audit mode ends.
+        entry.epoch = cfg.policy_epoch;
+        entry.flags |= ct_flags::AUDITED;
+        facts.audit = Some(DropReason::PolicyRevoked);
         return Ok(());
     }
     conntrack::remove(pkt, ifindex, dir);

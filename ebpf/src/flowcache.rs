@@ -91,8 +91,9 @@ pub fn hit(pkt: &Packet, ifindex: u32, dir: u8, epoch: u32) -> bool {
 
 /// Fills (or clears) the packet's slot after the full path matched it to
 /// `entry` and updated the entry, or created `entry` for it. Only a flow
-/// that later plain packets like this one leave untouched is cached: not
-/// audited (revalidated when audit ends) and not closing. The packet
+/// that later plain packets like this one leave untouched is cached:
+/// answered (the opener's packets on an unanswered entry are judged by
+/// policy), not audited (revalidated when audit ends) and not closing. The packet
 /// itself may be a SYN, SYN-ACK or FIN: the entry already holds what it
 /// changed, and packets that could change it again (SYN, FIN, RST) are
 /// never answered from the cache.
@@ -105,7 +106,9 @@ pub fn remember(pkt: &Packet, ifindex: u32, dir: u8, entry: &CtValue, now: u64, 
     let closing = entry.flags & ct_flags::RST != 0
         || entry.flags & (ct_flags::FIN_ORIGINAL | ct_flags::FIN_REPLY)
             == (ct_flags::FIN_ORIGINAL | ct_flags::FIN_REPLY);
-    if closing || entry.flags & ct_flags::AUDITED != 0 {
+    // Unanswered: the opener's packets are judged by policy (conntrack).
+    let unanswered = entry.flags & ct_flags::REPLY_SEEN == 0;
+    if closing || unanswered || entry.flags & ct_flags::AUDITED != 0 {
         // Whatever the slot held, a stale copy of this flow must not answer.
         e.valid = 0;
         return;

@@ -402,19 +402,24 @@ fn parse_l4(
     Ok(())
 }
 
-/// For an ICMP/ICMPv6 error, the tuple of the packet it quotes (as that
-/// packet travelled), so it can be matched against connection tracking.
+/// Whether `pkt` is an ICMP/ICMPv6 error (it quotes another packet).
 #[inline(always)]
-pub fn icmp_error_inner(ctx: &TcContext, pkt: &Packet) -> Option<Packet> {
-    let is_error = match pkt.proto {
+pub fn is_icmp_error(pkt: &Packet) -> bool {
+    match pkt.proto {
         proto::ICMP => matches!(
             pkt.l4_flags,
             ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETERPROB
         ),
         proto::ICMPV6 => matches!(pkt.l4_flags, 1..=4),
         _ => false,
-    };
-    if !is_error || pkt.fragment != Fragment::None {
+    }
+}
+
+/// For an ICMP/ICMPv6 error, the tuple of the packet it quotes (as that
+/// packet travelled), so it can be matched against connection tracking.
+#[inline(always)]
+pub fn icmp_error_inner(ctx: &TcContext, pkt: &Packet) -> Option<Packet> {
+    if !is_icmp_error(pkt) || pkt.fragment != Fragment::None {
         return None;
     }
     let off = pkt.l4_offset as usize + size_of::<IcmpHdr>();

@@ -89,6 +89,8 @@ pub enum ProbeKind {
     Udp {
         /// Destination port.
         port: u16,
+        /// Source port (0: the kernel picks one).
+        sport: u16,
     },
     /// ICMP / ICMPv6 echo request.
     Icmp,
@@ -128,9 +130,14 @@ impl ProbeSpec {
     pub fn tcp(from: &impl Endpoint, dst: impl Into<IpAddr>, port: u16) -> Self {
         Self::new(from, dst.into(), ProbeKind::Tcp { port })
     }
-    /// UDP echo probe.
+    /// UDP echo probe (from a port the kernel picks).
     pub fn udp(from: &impl Endpoint, dst: impl Into<IpAddr>, port: u16) -> Self {
-        Self::new(from, dst.into(), ProbeKind::Udp { port })
+        Self::new(from, dst.into(), ProbeKind::Udp { port, sport: 0 })
+    }
+    /// UDP echo probe from source port `sport` (which concurrent probes to
+    /// other peers may share).
+    pub fn udp_from(from: &impl Endpoint, sport: u16, dst: impl Into<IpAddr>, port: u16) -> Self {
+        Self::new(from, dst.into(), ProbeKind::Udp { port, sport })
     }
     /// ICMP echo probe.
     pub fn icmp(from: &impl Endpoint, dst: impl Into<IpAddr>) -> Self {
@@ -233,7 +240,7 @@ fn probe_here(spec: &ProbeSpec) -> ProbeResult {
     let deadline = Instant::now() + spec.timeout;
     let outcome = match spec.kind {
         ProbeKind::Tcp { port } => tcp_here(spec.dst, port, deadline),
-        ProbeKind::Udp { port } => udp_here(spec.dst, port, deadline),
+        ProbeKind::Udp { port, sport } => udp_here(spec.dst, sport, port, deadline),
         ProbeKind::Icmp => icmp_here(spec.dst, deadline),
         ProbeKind::Sctp { sport, dport } => sctp_here(spec.dst, sport, dport, deadline),
     };
@@ -277,12 +284,23 @@ fn tcp_here(dst: IpAddr, port: u16, deadline: Instant) -> io::Result<ProbeResult
     })
 }
 
-fn udp_here(dst: IpAddr, port: u16, deadline: Instant) -> io::Result<ProbeResult> {
+fn udp_here(dst: IpAddr, sport: u16, port: u16, deadline: Instant) -> io::Result<ProbeResult> {
     let local: SocketAddr = match dst {
-        IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, sport).into(),
+        IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, sport).into(),
     };
-    let sock = UdpSocket::bind(local)?;
+    // A chosen port may be in use by a concurrent probe to another peer:
+    // both sockets are connected, so each gets its own peer's answers.
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(local),
+        socket2::Type::DGRAM,
+        None,
+    )?;
+    if sport != 0 {
+        sock.set_reuse_address(true)?;
+    }
+    sock.bind(&local.into())?;
+    let sock = UdpSocket::from(sock);
     sock.connect(SocketAddr::new(dst, port))?;
     let nonce = format!("nonce-{:08x}", random_u32());
     sock.send(nonce.as_bytes())?;

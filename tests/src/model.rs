@@ -2,7 +2,8 @@
 //! written from the map contract in `palisade-common` and deliberately not
 //! from the eBPF code: longest-prefix match by scanning every prefix, port
 //! sets as plain ranges and bitmaps, and every candidate identity tried.
-//! The differential test holds the real programs to it.
+//! The differential test holds the real programs to it. [`conntrack`]
+//! models which later packets of a flow pass without policy.
 //!
 //! Source verification, from the rule as the issue states it: a packet the
 //! pod sends (egress) whose source address lies in none of the prefixes
@@ -20,6 +21,8 @@ use palisade_common::{
 };
 
 use crate::packet::{L4, PacketSpec};
+
+pub mod conntrack;
 
 /// What the model expects for a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

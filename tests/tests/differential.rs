@@ -381,3 +381,414 @@ fn a_source_entry_the_model_does_not_know_is_caught() {
         "mismatch not caught: {d:?}"
     );
 }
+
+// ---------------------------------------------------------------------
+// Flows: sequences of packets, policy changes and policy epochs, held to
+// the model's connection tracking (`palisade_tests::model::conntrack`).
+
+/// A flow between the pod and one of its peers, by its opener.
+#[derive(Clone, Copy, Debug)]
+struct SeqFlow {
+    v6: bool,
+    /// 0 or 1: which peer.
+    peer: u8,
+    /// 0 TCP, 1 UDP, 2 SCTP, 3 ICMP echo.
+    kind: u8,
+    opened_by_pod: bool,
+    port: u16,
+    /// The opener's port (an echo's identifier), never 0.
+    opener_port: u16,
+}
+
+/// What a step sends for a flow.
+#[derive(Clone, Copy, Debug)]
+enum Send {
+    /// A packet from the opener (`reply == false`) or the replier; TCP
+    /// flags for TCP flows.
+    Packet { reply: bool, flags: u8 },
+    /// An ICMP error from one end quoting the other end's packet of the
+    /// flow, or (`forged`) of a flow that does not exist.
+    IcmpError { from_replier: bool, forged: bool },
+}
+
+#[derive(Clone, Debug)]
+enum SeqStep {
+    Send {
+        flow: usize,
+        send: Send,
+    },
+    /// Add or remove one allow entry.
+    Policy {
+        key: PolicyKey,
+        allow: bool,
+    },
+    /// A new policy epoch, revalidating or not.
+    Epoch {
+        revalidate: bool,
+    },
+}
+
+const SEQ_PEER_IDS: [u32; 2] = [301, 302];
+const SEQ_FLAGS: [u8; 8] = [
+    tcp::SYN,
+    tcp::SYN,
+    tcp::SYN | tcp::ACK,
+    tcp::ACK,
+    tcp::ACK | tcp::PSH,
+    tcp::FIN | tcp::ACK,
+    tcp::RST,
+    tcp::RST | tcp::ACK,
+];
+
+fn seq_pod(six: bool) -> IpAddr {
+    if six { v6(200) } else { v4(200) }
+}
+fn seq_peer(six: bool, i: u8) -> IpAddr {
+    if six { v6(201 + i) } else { v4(201 + i) }
+}
+
+fn arb_seq_flow() -> impl Strategy<Value = SeqFlow> {
+    (
+        any::<bool>(),
+        0u8..2,
+        0u8..4,
+        any::<bool>(),
+        prop::sample::select(vec![80u16, 81, 443]),
+        1u16..4,
+    )
+        .prop_map(|(v6, peer, kind, by_pod, port, p)| SeqFlow {
+            v6,
+            peer,
+            kind,
+            opened_by_pod: by_pod,
+            port,
+            opener_port: 40_000 + p,
+        })
+}
+
+fn arb_seq_step(flows: usize) -> impl Strategy<Value = SeqStep> {
+    let send = prop_oneof![
+        6 => (any::<bool>(), prop::sample::select(SEQ_FLAGS.to_vec()))
+            .prop_map(|(reply, flags)| Send::Packet { reply, flags }),
+        1 => (any::<bool>(), any::<bool>())
+            .prop_map(|(from_replier, forged)| Send::IcmpError { from_replier, forged }),
+    ];
+    let key = (
+        prop::sample::select(vec![SEQ_PEER_IDS[0], SEQ_PEER_IDS[1], IDENTITY_ANY]),
+        0u8..2,
+        prop::sample::select(vec![proto::TCP, proto::UDP, proto::SCTP, proto::OTHER]),
+    )
+        .prop_map(|(identity, direction, proto)| PolicyKey {
+            ep_id: EP,
+            identity,
+            direction,
+            proto,
+            view: 0,
+            _pad: 0,
+        });
+    prop_oneof![
+        8 => (0..flows, send).prop_map(|(flow, send)| SeqStep::Send { flow, send }),
+        2 => (key, any::<bool>()).prop_map(|(key, allow)| SeqStep::Policy { key, allow }),
+        1 => any::<bool>().prop_map(|revalidate| SeqStep::Epoch { revalidate }),
+    ]
+}
+
+/// The packet of `f` from its opener or replier, and the direction it
+/// crosses the pod's interface.
+fn seq_packet(f: &SeqFlow, reply: bool, flags: u8) -> (u8, PacketSpec) {
+    let (pod, peer) = (seq_pod(f.v6), seq_peer(f.v6, f.peer));
+    let (opener, replier) = if f.opened_by_pod {
+        (pod, peer)
+    } else {
+        (peer, pod)
+    };
+    let (src, dst) = if reply {
+        (replier, opener)
+    } else {
+        (opener, replier)
+    };
+    let (sport, dport) = if reply {
+        (f.port, f.opener_port)
+    } else {
+        (f.opener_port, f.port)
+    };
+    let l4 = match f.kind {
+        0 => L4::Tcp {
+            sport,
+            dport,
+            flags,
+        },
+        1 => L4::Udp { sport, dport },
+        2 => L4::Sctp { sport, dport },
+        _ => L4::Icmp {
+            ty: match (f.v6, reply) {
+                (false, false) => 8,
+                (false, true) => 0,
+                (true, false) => 128,
+                (true, true) => 129,
+            },
+            code: 0,
+            id: f.opener_port,
+            quote: vec![],
+        },
+    };
+    let dir = if src == pod {
+        palisade_common::direction::EGRESS
+    } else {
+        palisade_common::direction::INGRESS
+    };
+    (dir, PacketSpec::new(src, dst, l4))
+}
+
+/// An ICMP error (port unreachable) from one end of `f` quoting the other
+/// end's packet (or, forged, a packet of another port).
+fn seq_icmp_error(f: &SeqFlow, from_replier: bool, forged: bool) -> (u8, PacketSpec) {
+    let mut quoted_flow = *f;
+    if forged {
+        quoted_flow.opener_port += 100;
+    }
+    // The replier complains about the opener's packet, and vice versa.
+    let (_, q) = seq_packet(&quoted_flow, !from_replier, tcp::SYN);
+    let (ty, code) = if f.v6 { (1, 4) } else { (3, 3) };
+    let err = PacketSpec::new(
+        q.dst,
+        q.src,
+        L4::Icmp {
+            ty,
+            code,
+            id: 0,
+            quote: q.ip_bytes(),
+        },
+    );
+    let dir = if err.src == seq_pod(f.v6) {
+        palisade_common::direction::EGRESS
+    } else {
+        palisade_common::direction::INGRESS
+    };
+    (dir, err)
+}
+
+fn seq_contents(flags: u32) -> Contents {
+    let mut c = Contents {
+        endpoint: Some(EndpointInfo {
+            ep_id: EP,
+            identity: POD,
+            flags,
+            _pad: 0,
+        }),
+        ..Default::default()
+    };
+    for v6 in [false, true] {
+        c.exact.insert(
+            seq_pod(v6),
+            IpcacheValue {
+                identity: POD,
+                cidr_identity: palisade_common::IDENTITY_WORLD,
+            },
+        );
+        for (i, id) in SEQ_PEER_IDS.iter().enumerate() {
+            c.exact.insert(
+                seq_peer(v6, i as u8),
+                IpcacheValue {
+                    identity: *id,
+                    cidr_identity: palisade_common::IDENTITY_WORLD,
+                },
+            );
+        }
+    }
+    c
+}
+
+/// Runs the steps on the datapath and the model; the first disagreement.
+fn seq_disagreement(
+    t: &mut TestDatapath,
+    c: &mut Contents,
+    flows: &[SeqFlow],
+    steps: &[SeqStep],
+) -> Option<String> {
+    let mut model = palisade_tests::model::conntrack::Tracker::default();
+    let mut cfg = palisade_common::Config {
+        events_per_sec: 1_000_000,
+        events_burst: 1_000_000,
+        ..Default::default()
+    };
+    t.set_config(cfg);
+    for (i, step) in steps.iter().enumerate() {
+        match step {
+            SeqStep::Send { flow, send } => {
+                let f = &flows[*flow % flows.len()];
+                let (dir, p) = match send {
+                    Send::Packet { reply, flags } => seq_packet(f, *reply, *flags),
+                    Send::IcmpError {
+                        from_replier,
+                        forged,
+                    } => seq_icmp_error(f, *from_replier, *forged),
+                };
+                let _ = t.events();
+                let want = model.packet(c, dir, &p);
+                let got = match (t.run(dir, &p.frame()), t.events().last()) {
+                    (Action::Drop, Some(e)) => Expect::Drop(DropReason::from_u8(e.reason).unwrap()),
+                    (Action::Drop, None) => {
+                        return Some(format!("step {i}: dropped without event"));
+                    }
+                    (Action::Pass, Some(e)) if e.kind == event_kind::AUDIT => {
+                        Expect::Audited(DropReason::from_u8(e.reason).unwrap())
+                    }
+                    (Action::Pass, _) => Expect::Pass,
+                };
+                if got != want {
+                    return Some(format!(
+                        "step {i} {step:?} on {f:?} (dir {dir}): datapath {got:?}, model {want:?}"
+                    ));
+                }
+            }
+            SeqStep::Policy { key, allow } => {
+                if *allow {
+                    let v = if key.proto == proto::OTHER {
+                        PolicyValue::ALL_PORTS
+                    } else {
+                        PolicyValue::range(80, 81)
+                    };
+                    t.allow(*key, v);
+                    c.policy.insert(*key, v);
+                } else if c.policy.remove(key).is_some() {
+                    t.disallow(key);
+                }
+            }
+            SeqStep::Epoch { revalidate } => {
+                cfg.policy_epoch += 1;
+                cfg.flags = if *revalidate {
+                    config_flags::CT_REVALIDATE
+                } else {
+                    0
+                };
+                t.set_config(cfg);
+                model.epoch = cfg.policy_epoch;
+                model.revalidate = *revalidate;
+            }
+        }
+    }
+    None
+}
+
+fn seq_reset(t: &mut TestDatapath, c: &Contents) {
+    for k in c.policy.keys() {
+        t.disallow(k);
+    }
+    t.clear_ct();
+    let _ = t.events();
+}
+
+fn seq_datapath(c: &Contents) -> TestDatapath {
+    let mut t = TestDatapath::new();
+    t.set_endpoint(c.endpoint.unwrap());
+    for (a, v) in &c.exact {
+        t.ipcache_exact(*a, *v);
+    }
+    t
+}
+
+#[test]
+fn flows_agree_with_the_models_connection_tracking() {
+    use proptest::test_runner::{TestCaseError, TestRunner};
+    let t = std::cell::RefCell::new(seq_datapath(&seq_contents(0)));
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 256,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let isolation = prop::sample::select(vec![
+        ef::ISOLATED_INGRESS | ef::ISOLATED_EGRESS,
+        ef::ISOLATED_INGRESS | ef::ISOLATED_EGRESS,
+        ef::ISOLATED_INGRESS,
+        ef::ISOLATED_EGRESS,
+    ]);
+    let scenarios = (
+        isolation,
+        prop::collection::vec(arb_seq_flow(), 1..5),
+        prop::collection::vec(arb_seq_step(4), 1..80),
+    );
+    let result = runner.run(&scenarios, |(flags, flows, steps)| {
+        let t = &mut *t.borrow_mut();
+        let mut c = seq_contents(flags);
+        t.set_endpoint(c.endpoint.unwrap());
+        let d = seq_disagreement(t, &mut c, &flows, &steps);
+        seq_reset(t, &c);
+        match d {
+            None => Ok(()),
+            Some(d) => Err(TestCaseError::fail(d)),
+        }
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+/// The issue this model rule came from: a SYN that finds the half-open
+/// entry of an earlier attempt on the same tuple (a reused client port) is
+/// judged by the policy now in force, and a denied one does not keep the
+/// entry alive. Both the datapath and the model must say so.
+#[test]
+fn a_syn_on_a_half_open_entry_is_judged_by_current_policy() {
+    for v6 in [false, true] {
+        let mut c = seq_contents(ef::ISOLATED_INGRESS | ef::ISOLATED_EGRESS);
+        let mut t = seq_datapath(&c);
+        let f = SeqFlow {
+            v6,
+            peer: 0,
+            kind: 0,
+            opened_by_pod: true,
+            port: 81,
+            opener_port: 40_001,
+        };
+        let allow = PolicyKey {
+            ep_id: EP,
+            identity: SEQ_PEER_IDS[0],
+            direction: palisade_common::direction::EGRESS,
+            proto: proto::TCP,
+            view: 0,
+            _pad: 0,
+        };
+        let syn = SeqStep::Send {
+            flow: 0,
+            send: Send::Packet {
+                reply: false,
+                flags: tcp::SYN,
+            },
+        };
+        let steps = [
+            SeqStep::Policy {
+                key: allow,
+                allow: true,
+            },
+            syn.clone(),
+            SeqStep::Policy {
+                key: allow,
+                allow: false,
+            },
+            SeqStep::Epoch { revalidate: false },
+        ];
+        assert_eq!(
+            seq_disagreement(&mut t, &mut c, &[f], &steps),
+            None,
+            "v6={v6}"
+        );
+        let _ = t.events();
+        let (dir, p) = seq_packet(&f, false, tcp::SYN);
+        assert_eq!(
+            t.run(dir, &p.frame()),
+            Action::Drop,
+            "the retried SYN, v6={v6}"
+        );
+        assert_eq!(
+            t.events().last().map(|e| e.reason),
+            Some(DropReason::PolicyDenied as u8)
+        );
+        // The opener's other packets before any answer are judged too.
+        let (dir, ack) = seq_packet(&f, false, tcp::ACK);
+        assert_eq!(t.run(dir, &ack.frame()), Action::Drop, "v6={v6}");
+        // The peer may still answer the attempt policy allowed.
+        let (dir, synack) = seq_packet(&f, true, tcp::SYN | tcp::ACK);
+        assert_eq!(t.run(dir, &synack.frame()), Action::Pass, "v6={v6}");
+    }
+}

@@ -316,3 +316,46 @@ fn a_new_epoch_with_revalidation_revokes_a_cached_flow() {
         Some(DropReason::PolicyRevoked as u8)
     );
 }
+
+/// The cache only holds answered flows: the opener's plain packets on a
+/// flow nobody has answered (a UDP datagram, a TCP segment after an
+/// unanswered SYN) are judged by the policy in force, so they stop as soon
+/// as the allow goes, cache or not; once the peer answers, they are cached.
+#[test]
+fn unanswered_flows_are_never_answered_from_the_cache() {
+    for v6 in [false, true] {
+        for udp in [false, true] {
+            let case = format!("v6={v6} udp={udp}");
+            let mut t = datapath(events_unlimited());
+            let p = if udp { proto::UDP } else { proto::TCP };
+            t.allow(key(EGRESS, p), PolicyValue::range(80, 80));
+            let f = Flow {
+                v6,
+                udp,
+                opened_by_pod: true,
+                port: 80,
+            };
+            let (dir, open) = packet(&f, false, tcp::SYN, 41_000);
+            let (_, next) = packet(&f, false, tcp::ACK, 41_000);
+            assert_eq!(t.run(dir, &open), Action::Pass, "{case}");
+            assert_eq!(t.run(dir, &next), Action::Pass, "{case}: allowed");
+            assert_eq!(t.run(dir, &next), Action::Pass, "{case}: allowed");
+            t.disallow(&key(EGRESS, p));
+            let _ = t.events();
+            assert_eq!(t.run(dir, &next), Action::Drop, "{case}: unanswered");
+            assert_eq!(
+                t.events().last().map(|e| e.reason),
+                Some(DropReason::PolicyDenied as u8),
+                "{case}"
+            );
+            // Answered while allowed: the flow's packets ride on it (and
+            // are cached) once the allow goes.
+            t.allow(key(EGRESS, p), PolicyValue::range(80, 80));
+            assert_eq!(t.run(dir, &next), Action::Pass, "{case}");
+            let (back_dir, answer) = packet(&f, true, tcp::SYN | tcp::ACK, 41_000);
+            assert_eq!(t.run(back_dir, &answer), Action::Pass, "{case}: answer");
+            t.disallow(&key(EGRESS, p));
+            assert_eq!(t.run_n(dir, &next, 100).0, u32::MAX, "{case}: answered");
+        }
+    }
+}

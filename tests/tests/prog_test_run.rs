@@ -1078,7 +1078,17 @@ fn audit_mode_reports_would_drops_and_passes_them() {
     });
     let f = inbound(false, syn(2000, 3306)).frame();
     assert_eq!(t.run(INGRESS, &f), Action::Pass);
-    // Later packets of the audited flow are not reported again.
+    let synack = outbound(
+        false,
+        L4::Tcp {
+            sport: 3306,
+            dport: 2000,
+            flags: tcp::SYN | tcp::ACK,
+        },
+    );
+    assert_eq!(t.run(EGRESS, &synack.frame()), Action::Pass);
+    // Later packets of the audited (and answered) flow are not reported
+    // again.
     assert_eq!(
         t.run(
             INGRESS,
@@ -1135,6 +1145,71 @@ fn audit_mode_reports_would_drops_and_passes_them() {
     assert_eq!(t.events()[0].reason, DropReason::PolicyRevoked as u8);
 }
 
+/// Revalidation in audit mode reports the revocation it would make and
+/// passes the packet; once audit mode ends, the flow is revoked.
+#[test]
+fn revalidation_in_audit_mode_reports_and_passes() {
+    let mut t = isolated();
+    let audit = |t: &mut TestDatapath, on: bool| {
+        t.set_endpoint(EndpointInfo {
+            ep_id: EP,
+            identity: POD_ID,
+            flags: ef::ISOLATED_INGRESS | if on { ef::AUDIT_INGRESS } else { 0 },
+            _pad: 0,
+        })
+    };
+    audit(&mut t, true);
+    t.allow(
+        key(PEER_ID, INGRESS, proto::TCP),
+        PolicyValue::range(3306, 3306),
+    );
+    let seg = |flags| {
+        inbound(
+            false,
+            L4::Tcp {
+                sport: 2001,
+                dport: 3306,
+                flags,
+            },
+        )
+        .frame()
+    };
+    let synack = outbound(
+        false,
+        L4::Tcp {
+            sport: 3306,
+            dport: 2001,
+            flags: tcp::SYN | tcp::ACK,
+        },
+    );
+    assert_eq!(t.run(INGRESS, &seg(tcp::SYN)), Action::Pass);
+    assert_eq!(t.run(EGRESS, &synack.frame()), Action::Pass);
+    assert!(t.events().is_empty(), "allowed: nothing to report");
+    t.disallow(&key(PEER_ID, INGRESS, proto::TCP));
+    t.set_config(Config {
+        policy_epoch: 1,
+        flags: config_flags::CT_REVALIDATE,
+        ..Default::default()
+    });
+    assert_eq!(
+        t.run(INGRESS, &seg(tcp::ACK)),
+        Action::Pass,
+        "audit never drops"
+    );
+    let ev = t.events();
+    assert_eq!(
+        ev.iter().map(|e| (e.kind, e.reason)).collect::<Vec<_>>(),
+        vec![(event_kind::AUDIT, DropReason::PolicyRevoked as u8)]
+    );
+    assert_eq!(t.ct_len(), 1, "kept while audited");
+    audit(&mut t, false);
+    assert_eq!(t.run(INGRESS, &seg(tcp::ACK)), Action::Drop);
+    assert_eq!(
+        t.events().last().map(|e| e.reason),
+        Some(DropReason::PolicyRevoked as u8)
+    );
+}
+
 #[test]
 fn audited_policies_report_what_they_would_drop() {
     let mut t = isolated();
@@ -1176,7 +1251,24 @@ fn counters_count_bytes_and_packets_per_verdict() {
     );
     let f = inbound(false, syn(3000, 80)).frame();
     assert_eq!(t.run(INGRESS, &f), Action::Pass);
-    assert_eq!(t.run(INGRESS, &f), Action::Pass);
+    let synack = outbound(
+        false,
+        L4::Tcp {
+            sport: 80,
+            dport: 3000,
+            flags: tcp::SYN | tcp::ACK,
+        },
+    );
+    assert_eq!(t.run(EGRESS, &synack.frame()), Action::Pass);
+    let ack = inbound(
+        false,
+        L4::Tcp {
+            sport: 3000,
+            dport: 80,
+            flags: tcp::ACK,
+        },
+    );
+    assert_eq!(t.run(INGRESS, &ack.frame()), Action::Pass);
     let new = t.counter(
         INGRESS,
         verdict::FORWARDED,
@@ -1189,4 +1281,314 @@ fn counters_count_bytes_and_packets_per_verdict() {
     );
     assert_eq!((new.packets, new.bytes), (1, f.len() as u64));
     assert_eq!(est.packets, 1);
+}
+
+/// What a spoofed reply-shaped packet looks like on the wire: from port
+/// 80 of `from` to port 5555 of `to`, as if `from` answered a connection
+/// `to` opened.
+fn reply_shaped(v6: bool, from_pod: bool, shape: usize) -> (u8, PacketSpec) {
+    let l4 = match shape {
+        0 => L4::Tcp {
+            sport: 80,
+            dport: 5555,
+            flags: tcp::SYN | tcp::ACK,
+        },
+        1 => L4::Tcp {
+            sport: 80,
+            dport: 5555,
+            flags: tcp::ACK,
+        },
+        2 => L4::Tcp {
+            sport: 80,
+            dport: 5555,
+            flags: tcp::FIN | tcp::ACK,
+        },
+        3 => L4::Tcp {
+            sport: 80,
+            dport: 5555,
+            flags: tcp::RST | tcp::ACK,
+        },
+        4 => L4::Udp {
+            sport: 80,
+            dport: 5555,
+        },
+        _ => L4::Sctp {
+            sport: 80,
+            dport: 5555,
+        },
+    };
+    if from_pod {
+        (EGRESS, outbound(v6, l4))
+    } else {
+        (INGRESS, inbound(v6, l4))
+    }
+}
+
+/// The packets a poisoned table would let through: the other end opening
+/// to the spoofer's port 80 from another port, and from port 5555 (the
+/// spoofed tuple reversed: for TCP always, as a SYN opens a connection;
+/// for UDP and SCTP only if policy denied the spoof, since otherwise they
+/// are the replies of a flow policy allowed), and the spoofer opening to
+/// the other end's port 80.
+fn denied_afterwards(
+    v6: bool,
+    from_pod: bool,
+    proto: u8,
+    allow_spoof: bool,
+) -> Vec<(u8, PacketSpec)> {
+    let l4 = |sport, dport, flags| match proto {
+        proto::TCP => L4::Tcp {
+            sport,
+            dport,
+            flags,
+        },
+        proto::UDP => L4::Udp { sport, dport },
+        _ => L4::Sctp { sport, dport },
+    };
+    // (from the spoofer?, sport, dport, flags)
+    let mut cases = vec![
+        (false, 5556, 80, tcp::SYN),
+        (true, 5555, 80, tcp::SYN),
+        (true, 5556, 80, tcp::SYN),
+    ];
+    if proto == proto::TCP || !allow_spoof {
+        cases.push((false, 5555, 80, tcp::SYN));
+    }
+    cases
+        .into_iter()
+        .map(|(by_spoofer, sport, dport, flags)| {
+            if by_spoofer == from_pod {
+                (EGRESS, outbound(v6, l4(sport, dport, flags)))
+            } else {
+                (INGRESS, inbound(v6, l4(sport, dport, flags)))
+            }
+        })
+        .collect()
+}
+
+/// Conntrack poisoning, in the spirit of the AWS network policy agent's
+/// regression test: reply-shaped packets (SYN-ACK, ACK, FIN, RST, UDP and
+/// SCTP "replies") sent by the pod, or towards it, never leave state that
+/// lets a flow policy denies pass in either direction — whether policy
+/// denies the spoof itself (nothing is written) or allows it (the only
+/// state is that of the flow policy allowed: its exact reverse tuple, and
+/// for TCP not even a SYN on it). Every verdict is also the model's
+/// (`model::conntrack`).
+#[test]
+fn reply_shaped_packets_never_open_a_denied_flow() {
+    use palisade_tests::model::{Contents, Expect, conntrack::Tracker};
+    // One datapath for every case (loading is the slow part), emptied of
+    // connections and of the case's allow after each.
+    let mut t = isolated();
+    t.set_config(Config {
+        events_per_sec: 1_000_000,
+        events_burst: 1_000_000,
+        ..Default::default()
+    });
+    for v6 in [false, true] {
+        for from_pod in [true, false] {
+            for shape in 0..6 {
+                for allow_spoof in [false, true] {
+                    let case = format!(
+                        "v6={v6} from_pod={from_pod} shape={shape} allow_spoof={allow_spoof}"
+                    );
+                    t.clear_ct();
+                    let _ = t.events();
+                    let mut c = Contents {
+                        endpoint: Some(EndpointInfo {
+                            ep_id: EP,
+                            identity: POD_ID,
+                            flags: ef::ISOLATED_INGRESS | ef::ISOLATED_EGRESS,
+                            _pad: 0,
+                        }),
+                        ..Default::default()
+                    };
+                    for (a, id) in [
+                        (pod4(), POD_ID),
+                        (peer4(), PEER_ID),
+                        (pod6(), POD_ID),
+                        (peer6(), PEER_ID),
+                    ] {
+                        c.exact.insert(
+                            a,
+                            IpcacheValue {
+                                identity: id,
+                                cidr_identity: IDENTITY_WORLD,
+                            },
+                        );
+                    }
+                    let (dir, spoof) = reply_shaped(v6, from_pod, shape);
+                    let p = spoof.l4.proto(v6);
+                    if allow_spoof {
+                        // The spoofer's direction allows its peer on the
+                        // spoof's destination port.
+                        let k = key(PEER_ID, dir, p);
+                        t.allow(k, PolicyValue::range(5555, 5555));
+                        c.policy.insert(k, PolicyValue::range(5555, 5555));
+                    }
+                    let mut m = Tracker::default();
+                    let run = |t: &mut TestDatapath, m: &mut Tracker, dir: u8, s: &PacketSpec| {
+                        let _ = t.events();
+                        let want = m.packet(&c, dir, s);
+                        let got = match (t.run(dir, &s.frame()), t.events().last()) {
+                            (Action::Drop, Some(e)) => {
+                                Expect::Drop(DropReason::from_u8(e.reason).unwrap())
+                            }
+                            (Action::Drop, None) => panic!("drop without event"),
+                            (Action::Pass, _) => Expect::Pass,
+                        };
+                        assert_eq!(got, want, "{case}: {s:?}, datapath vs model");
+                        got
+                    };
+                    let first = run(&mut t, &mut m, dir, &spoof);
+                    assert_eq!(first == Expect::Pass, allow_spoof, "{case}: the spoof");
+                    // A RST never writes state; otherwise only an allowed
+                    // spoof does.
+                    let wrote = allow_spoof && shape != 3;
+                    assert_eq!(t.ct_len(), usize::from(wrote), "{case}: entries");
+                    // Repeating it changes nothing either.
+                    run(&mut t, &mut m, dir, &spoof);
+                    for (d, s) in denied_afterwards(v6, from_pod, p, allow_spoof) {
+                        assert_eq!(
+                            run(&mut t, &mut m, d, &s),
+                            Expect::Drop(DropReason::PolicyDenied),
+                            "{case}: still denied: {s:?}"
+                        );
+                    }
+                    assert_eq!(t.ct_len(), usize::from(wrote), "{case}: entries after");
+                    if allow_spoof {
+                        t.disallow(&key(PEER_ID, dir, p));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A packet policy denies never refreshes the entry it finds: the opener's
+/// retried SYN (or next UDP datagram) on an unanswered entry, after the
+/// allow is gone, leaves the entry's deadline as it was.
+#[test]
+fn denied_packets_never_refresh_an_entry() {
+    for v6 in [false, true] {
+        for udp in [false, true] {
+            let mut t = isolated();
+            let p = if udp { proto::UDP } else { proto::TCP };
+            t.allow(key(PEER_ID, EGRESS, p), PolicyValue::range(81, 81));
+            let first = if udp {
+                outbound(
+                    v6,
+                    L4::Udp {
+                        sport: 40_000,
+                        dport: 81,
+                    },
+                )
+            } else {
+                outbound(v6, syn(40_000, 81))
+            };
+            assert_eq!(t.run(EGRESS, &first.frame()), Action::Pass);
+            let deadline = |t: &TestDatapath| -> Vec<u64> {
+                let mut d: Vec<u64> =
+                    t.dp.maps
+                        .ct_v4
+                        .iter()
+                        .filter_map(Result::ok)
+                        .map(|(_, v)| v.expires_ns)
+                        .collect();
+                d.extend(
+                    t.dp.maps
+                        .ct_v6
+                        .iter()
+                        .filter_map(Result::ok)
+                        .map(|(_, v)| v.expires_ns),
+                );
+                d
+            };
+            let before = deadline(&t);
+            assert_eq!(before.len(), 1);
+            t.disallow(&key(PEER_ID, EGRESS, p));
+            // Let the clock move past the refresh slack (one second).
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+            assert_eq!(
+                t.run(EGRESS, &first.frame()),
+                Action::Drop,
+                "v6={v6} udp={udp}"
+            );
+            assert_eq!(deadline(&t), before, "not refreshed, v6={v6} udp={udp}");
+        }
+    }
+}
+
+/// ICMP errors quoting forged tuples: one about a flow that does not
+/// exist passes only if policy allows ICMP to pass anyway, and whatever it
+/// quotes, an ICMP error never opens an entry, so it cannot open a way in
+/// for the flow it names, nor for ICMP.
+#[test]
+fn icmp_errors_quoting_forged_tuples_open_nothing() {
+    for v6 in [false, true] {
+        for icmp_allowed in [false, true] {
+            let mut t = isolated();
+            if icmp_allowed {
+                t.allow(key(PEER_ID, INGRESS, proto::OTHER), PolicyValue::ALL_PORTS);
+                t.allow(key(PEER_ID, EGRESS, proto::OTHER), PolicyValue::ALL_PORTS);
+            }
+            let (ty, code) = if v6 { (1, 4) } else { (3, 3) };
+            // Errors from the peer quoting pod → peer packets that were never
+            // sent (TCP, UDP, an echo request), and from the pod quoting
+            // peer → pod packets.
+            let quotes_out = [
+                outbound(v6, syn(40_000, 22)),
+                outbound(
+                    v6,
+                    L4::Udp {
+                        sport: 40_000,
+                        dport: 53,
+                    },
+                ),
+                PacketSpec::ping(fixture::pod(v6), fixture::peer(v6), 9),
+            ];
+            for q in &quotes_out {
+                let err = inbound(
+                    v6,
+                    L4::Icmp {
+                        ty,
+                        code,
+                        id: 0,
+                        quote: q.ip_bytes(),
+                    },
+                );
+                let a = t.run(INGRESS, &err.frame());
+                assert_eq!(a == Action::Pass, icmp_allowed, "v6={v6} {q:?}");
+                let back = outbound(
+                    v6,
+                    L4::Icmp {
+                        ty,
+                        code,
+                        id: 0,
+                        quote: inbound(v6, syn(40_001, 22)).ip_bytes(),
+                    },
+                );
+                let a = t.run(EGRESS, &back.frame());
+                assert_eq!(a == Action::Pass, icmp_allowed, "v6={v6}");
+                assert_eq!(t.ct_len(), 0, "an ICMP error opens nothing, v6={v6}");
+            }
+            // The flows they named are still denied both ways.
+            for (d, s) in [
+                (INGRESS, inbound(v6, syn(22, 40_000))),
+                (EGRESS, outbound(v6, syn(40_000, 22))),
+                (
+                    INGRESS,
+                    inbound(
+                        v6,
+                        L4::Udp {
+                            sport: 53,
+                            dport: 40_000,
+                        },
+                    ),
+                ),
+            ] {
+                assert_eq!(t.run(d, &s.frame()), Action::Drop, "v6={v6} {s:?}");
+            }
+        }
+    }
 }

@@ -346,3 +346,246 @@ fn header_stubs_are_dropped_as_truncated_when_isolated() {
     assert_eq!(passed(&t) - before, 2);
     assert_eq!(truncated(&t), 2, "no more drops");
 }
+
+/// Whether a TCP connection from `pod`'s `src_port` to `dst:port` is
+/// answered within `timeout` (an exact source port, so a test can aim at
+/// the tuple a spoofed packet named).
+fn tcp_from(pod: &palisade_lab::Pod, src_port: u16, dst: IpAddr, port: u16) -> bool {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let src = if dst.is_ipv4() {
+        IpAddr::V4(pod.ipv4())
+    } else {
+        IpAddr::V6(pod.ipv6())
+    };
+    pod.run(|| {
+        let s = Socket::new(Domain::for_address((dst, port).into()), Type::STREAM, None).unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.bind(&SockAddr::from(std::net::SocketAddr::from((src, src_port))))
+            .unwrap();
+        s.connect_timeout(
+            &std::net::SocketAddr::from((dst, port)).into(),
+            DEFAULT_TIMEOUT,
+        )
+        .is_ok()
+    })
+    .unwrap()
+}
+
+/// Whether a UDP datagram from `pod`'s `src_port` to `dst:port` is answered
+/// within the default timeout.
+fn udp_from(pod: &palisade_lab::Pod, src_port: u16, dst: IpAddr, port: u16) -> bool {
+    let src = if dst.is_ipv4() {
+        IpAddr::V4(pod.ipv4())
+    } else {
+        IpAddr::V6(pod.ipv6())
+    };
+    pod.run(|| {
+        let s = std::net::UdpSocket::bind((src, src_port)).unwrap();
+        s.set_read_timeout(Some(DEFAULT_TIMEOUT)).unwrap();
+        s.send_to(b"probe", (dst, port)).unwrap();
+        let mut buf = [0u8; 512];
+        s.recv_from(&mut buf).is_ok()
+    })
+    .unwrap()
+}
+
+/// Conntrack poisoning over real veths, in the spirit of the AWS network
+/// policy agent's regression test: an attacker pod on the victim's node,
+/// free to send anything (not isolated), sends reply-shaped packets (TCP
+/// SYN-ACK, ACK, FIN-ACK, UDP "replies") to the victim, and the victim,
+/// isolated both ways with nothing allowed, sends some of its own. Then
+/// connections on exactly the tuples those packets named, and others, are
+/// still denied both ways, and the victim's interface holds no connection
+/// state at all. The attacker's own entries (its egress was open) stay on
+/// its interface.
+#[test]
+fn spoofed_replies_over_veths_open_nothing() {
+    use palisade_lab::inject_ip;
+    use palisade_tests::packet::{L4, PacketSpec, tcp};
+    let tag = format!("pp{}", std::process::id() % 100_000);
+    let lab = LabSpec::new(&tag)
+        .node("n1")
+        .pod("attacker", "dev", "n1")
+        .pod("victim", "prod", "n1")
+        .up()
+        .expect("lab up");
+    let (attacker, victim) = (lab.pod("attacker"), lab.pod("victim"));
+    let _servers = (
+        serve(victim, &Services::new().tcp(80).udp(53)).expect("victim servers"),
+        serve(attacker, &Services::new().tcp(80).udp(53)).expect("attacker servers"),
+    );
+    const ATTACKER_EP: u32 = 5;
+    const VICTIM_EP: u32 = 6;
+    let mut t = TestDatapath::new();
+    let (attacker_if, victim_if) = lab
+        .node("n1")
+        .run(|| (ifindex(attacker.host_veth()), ifindex(victim.host_veth())))
+        .unwrap();
+    for (ifi, ep_id, identity, flags) in [
+        (attacker_if, ATTACKER_EP, CLIENT_ID, 0),
+        (
+            victim_if,
+            VICTIM_EP,
+            SERVER_ID,
+            ef::ISOLATED_INGRESS | ef::ISOLATED_EGRESS,
+        ),
+    ] {
+        t.dp.maps
+            .endpoints
+            .insert(
+                ifi,
+                EndpointInfo {
+                    ep_id,
+                    identity,
+                    flags,
+                    _pad: 0,
+                },
+                0,
+            )
+            .unwrap();
+    }
+    for (addr, id) in [
+        (IpAddr::V4(attacker.ipv4()), CLIENT_ID),
+        (IpAddr::V6(attacker.ipv6()), CLIENT_ID),
+        (IpAddr::V4(victim.ipv4()), SERVER_ID),
+        (IpAddr::V6(victim.ipv6()), SERVER_ID),
+    ] {
+        t.ipcache_exact(
+            addr,
+            IpcacheValue {
+                identity: id,
+                cidr_identity: IDENTITY_WORLD,
+            },
+        );
+    }
+    let mode = AttachMode::detect();
+    let _attachments = lab
+        .node("n1")
+        .run(|| {
+            (
+                attach_endpoint(&mut t.dp, attacker.host_veth(), mode, None).expect("attach"),
+                attach_endpoint(&mut t.dp, victim.host_veth(), mode, None).expect("attach"),
+            )
+        })
+        .unwrap();
+    let victim_entries = |t: &TestDatapath| {
+        t.dp.maps
+            .ct_v4
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.ifindex == victim_if)
+            .count()
+            + t.dp
+                .maps
+                .ct_v6
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| k.ifindex == victim_if)
+                .count()
+    };
+    for (a, v) in [
+        (IpAddr::V4(attacker.ipv4()), IpAddr::V4(victim.ipv4())),
+        (IpAddr::V6(attacker.ipv6()), IpAddr::V6(victim.ipv6())),
+    ] {
+        // From the attacker: "replies" from its port 80/53 to the victim's
+        // port 5555, as if the victim had connected to it.
+        for flags in [tcp::SYN | tcp::ACK, tcp::ACK, tcp::FIN | tcp::ACK] {
+            let p = PacketSpec::new(
+                a,
+                v,
+                L4::Tcp {
+                    sport: 80,
+                    dport: 5555,
+                    flags,
+                },
+            );
+            inject_ip(attacker, &p.ip_bytes()).expect("inject");
+        }
+        let p = PacketSpec::new(
+            a,
+            v,
+            L4::Udp {
+                sport: 53,
+                dport: 5555,
+            },
+        );
+        inject_ip(attacker, &p.ip_bytes()).expect("inject");
+        // From the victim: "replies" from its port 80/53 to the attacker's
+        // port 6666, as if the attacker had connected to it.
+        for l4 in [
+            L4::Tcp {
+                sport: 80,
+                dport: 6666,
+                flags: tcp::SYN | tcp::ACK,
+            },
+            L4::Tcp {
+                sport: 80,
+                dport: 6666,
+                flags: tcp::ACK,
+            },
+            L4::Udp {
+                sport: 53,
+                dport: 6666,
+            },
+        ] {
+            inject_ip(victim, &PacketSpec::new(v, a, l4).ip_bytes()).expect("inject");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            victim_entries(&t),
+            0,
+            "{v}: no state on the victim's interface"
+        );
+        let ev = t.events();
+        let victim_drops = ev
+            .iter()
+            .filter(|e| e.ep_id == VICTIM_EP && e.reason == DropReason::PolicyDenied as u8)
+            .count();
+        assert!(
+            victim_drops >= 7,
+            "{v}: every spoof dropped by the victim's policy: {ev:?}"
+        );
+
+        // The tuples they named, and others, are still denied both ways.
+        assert!(
+            !tcp_from(attacker, 5555, v, 80),
+            "{v}: attacker:5555 -> victim:80"
+        );
+        assert!(
+            !udp_from(attacker, 5555, v, 53),
+            "{v}: attacker:5555 -> victim:53 udp"
+        );
+        assert!(
+            !tcp_from(attacker, 6666, v, 80),
+            "{v}: attacker:6666 -> victim:80"
+        );
+        assert!(
+            !udp_from(attacker, 6666, v, 53),
+            "{v}: attacker:6666 -> victim:53 udp"
+        );
+        assert!(
+            !tcp_from(victim, 5555, a, 80),
+            "{v}: victim:5555 -> attacker:80"
+        );
+        assert!(
+            !udp_from(victim, 5555, a, 53),
+            "{v}: victim:5555 -> attacker:53 udp"
+        );
+        assert!(
+            !tcp_from(victim, 6666, a, 80),
+            "{v}: victim:6666 -> attacker:80"
+        );
+        assert_eq!(victim_entries(&t), 0, "{v}: still no state on the victim");
+    }
+    // The check can fail: allowing the victim's ingress on TCP/80 lets the
+    // same connection through.
+    t.allow(
+        key(VICTIM_EP, CLIENT_ID, INGRESS, proto::TCP),
+        PolicyValue::range(80, 80),
+    );
+    assert!(
+        tcp_from(attacker, 5557, IpAddr::V4(victim.ipv4()), 80),
+        "allowed now"
+    );
+    assert!(victim_entries(&t) > 0);
+}

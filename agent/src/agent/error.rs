@@ -19,6 +19,9 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// A directory the agent trusts is writable by others.
+    #[error(transparent)]
+    UntrustedDir(#[from] crate::dirs::DirError),
     /// Loading the datapath failed.
     #[error("loading the datapath: {0}")]
     Datapath(#[from] crate::datapath::DatapathError),

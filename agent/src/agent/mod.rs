@@ -32,6 +32,7 @@ pub use error::AgentError;
 use crate::config::{AgentConfig, SourceConfig};
 use crate::control::{self, Call, Request, Response};
 use crate::datapath::{AttachMode, Datapath, LoadOptions};
+use crate::dirs;
 use crate::idmap::IdMap;
 use crate::maps::{DpState, read_state};
 use crate::net::{self, NetSnapshot};
@@ -86,10 +87,19 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         let path = path.to_path_buf();
         move |source| AgentError::Dir { path, source }
     };
+    // Fail closed: nothing is read from, or bound in, a directory others
+    // could write (`crate::dirs`).
+    let as_root = dirs::running_as_root();
+    if let SourceConfig::Manifests(dir) = &cfg.source {
+        dirs::check("--manifests", dir, as_root)?;
+    }
+    dirs::ensure_private("--state-dir", &cfg.state_dir, as_root)?;
+    if let Some(dir) = cfg.socket.parent() {
+        dirs::ensure_private("--socket", dir, as_root)?;
+    }
     if !is_bpffs(&cfg.bpffs_dir) {
         return Err(AgentError::NotBpffs(cfg.bpffs_dir.clone()));
     }
-    std::fs::create_dir_all(&cfg.state_dir).map_err(dir_err(&cfg.state_dir))?;
     let listener = control::bind(&cfg.socket)?;
     let health = match cfg.health_addr {
         Some(addr) => Some(

@@ -21,6 +21,11 @@ pub enum AgentCmdError {
 /// Runs the agent.
 pub fn run(input: ConfigInput) -> Result<(), AgentCmdError> {
     let cfg = AgentConfig::resolve(input)?;
+    // Whatever the agent creates (state files, the control socket before
+    // its chmod, directories) is private to it from the first instant. Set
+    // before the runtime's threads exist: the mask is per process.
+    // SAFETY: umask has no preconditions.
+    unsafe { libc::umask(0o077) };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

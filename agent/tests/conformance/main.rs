@@ -4,9 +4,13 @@
 //! x, y, z (labelled `ns: <name>`) with pods a, b, c (labelled
 //! `pod: <name>`), each serving ports 80 and 81 on TCP, UDP and SCTP under
 //! the named ports `serve-<port>-<proto>`. The pods are lab pods spread over
-//! two lab nodes, each node running the `palisade` binary with `--manifests`
-//! (and `--ct-revalidate`, so a flow allowed before a policy change is
-//! judged again, as a fresh connection would be).
+//! two lab nodes, each node running the `palisade` binary with `--manifests`.
+//! The suite runs twice, the agents restarted in between (see [`CT_MODES`]):
+//! in the default mode, where tracked connections are judged again after
+//! each policy change, and with `--ct-revalidate=false`, where a flow the
+//! other end has answered lives on, so every probe's new connection must
+//! still be judged by the policy in force whatever an earlier probe left
+//! in connection tracking (a reused client port, a half-open attempt).
 //!
 //! The cases: `cases.yaml` holds upstream's e2e tests (each names the test
 //! it reproduces, with upstream's truth tables) and a few cases of our own;
@@ -27,7 +31,8 @@
 //!
 //! Prints one line per case and `conformance: N passed, M failed`; fails
 //! on any mismatch. `PALISADE_CONFORMANCE_FILTER=<substring>` runs only the
-//! matching cases. Needs root.
+//! matching cases; `PALISADE_CONFORMANCE_CT=revalidate|keep` only one
+//! mode. Needs root.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -42,8 +47,8 @@ use std::time::Instant;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use palisade_lab::description::PodDescription;
 use palisade_lab::{
-    ANSWER_TIMEOUT, AppLab, DEFAULT_TIMEOUT, LabDescription, PortSpec, ProbeResult, ProbeSpec,
-    Protocol, probe_all,
+    ANSWER_TIMEOUT, AppLab, DEFAULT_TIMEOUT, LabDescription, PortSpec, ProbeKind, ProbeResult,
+    ProbeSpec, Protocol, probe_all,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -54,6 +59,9 @@ const PODS: [&str; 3] = ["a", "b", "c"];
 const PORTS: [u16; 2] = [80, 81];
 const PROTOCOLS: [Protocol; 3] = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
 const NODES: [&str; 2] = ["n1", "n2"];
+/// The agents' connection-tracking modes the suite runs in, in order:
+/// (name, extra agent arguments).
+const CT_MODES: [(&str, &[&str]); 2] = [("revalidate", &[]), ("keep", &["--ct-revalidate=false"])];
 
 /// Pods a step can create (`create_pods`), with their node: real lab pods,
 /// built and serving from the start like the others, but absent from
@@ -284,6 +292,9 @@ struct Env {
     pods: std::collections::BTreeSet<String>,
     /// The namespaces that exist for Kubernetes.
     namespaces: std::collections::BTreeSet<String>,
+    /// The last source port a UDP or SCTP probe used, by (from, to,
+    /// protocol, port).
+    source_ports: std::cell::RefCell<BTreeMap<(String, IpAddr, Protocol, u16), u16>>,
 }
 
 impl Env {
@@ -630,16 +641,44 @@ fn run_check(env: &Env, check: Option<&Check>, pps: &[Pp], fams: &[Fam], out: &m
             }
         }
     }
-    let specs: Vec<ProbeSpec> = probes
+    // Connectionless probes each get a source port no earlier probe of the
+    // same pair, protocol and port used: a datagram on the tuple of a flow
+    // an earlier probe left answered belongs to that flow (and with
+    // `--ct-revalidate=false` passes as it), so it would not be a new flow.
+    // A TCP SYN is judged as new whatever its port.
+    let mut source_ports = env.source_ports.borrow_mut();
+    let sports: Vec<u16> = probes
         .iter()
         .map(|p| {
+            let dst = env.addr(&p.to, p.fam);
+            let next = source_ports
+                .entry((p.from.clone(), dst, p.pp.proto, p.pp.port))
+                .or_insert(0);
+            *next += 1;
+            // 28 000 probes of one tuple before a port comes back: more
+            // than a run makes.
+            32_768 + *next % 28_000
+        })
+        .collect();
+    drop(source_ports);
+    let specs: Vec<ProbeSpec> = probes
+        .iter()
+        .zip(&sports)
+        .map(|(p, &sport)| {
             let (n, name) = p.from.split_once('/').unwrap();
             let src = env.app.pod(n, name);
             let dst = env.addr(&p.to, p.fam);
             let s = match p.pp.proto {
                 Protocol::Tcp => ProbeSpec::tcp(src, dst, p.pp.port),
-                Protocol::Udp => ProbeSpec::udp(src, dst, p.pp.port),
-                Protocol::Sctp => ProbeSpec::sctp(src, dst, p.pp.port),
+                Protocol::Udp => ProbeSpec::udp_from(src, sport, dst, p.pp.port),
+                Protocol::Sctp => ProbeSpec::new(
+                    src,
+                    dst,
+                    ProbeKind::Sctp {
+                        sport,
+                        dport: p.pp.port,
+                    },
+                ),
             };
             s.timeout(if p.want {
                 ANSWER_TIMEOUT
@@ -759,16 +798,12 @@ fn conformance() {
         policies: BTreeMap::new(),
         pods: Default::default(),
         namespaces: Default::default(),
+        source_ports: Default::default(),
     };
     env.reset();
     for d in &env.dirs {
         d.write("00-lab.yaml", &env.manifests());
     }
-    env.agents = NODES
-        .iter()
-        .zip(&env.dirs)
-        .map(|(n, d)| Agent::start(env.app.lab().node(n), d, &["--ct-revalidate"]))
-        .collect();
     println!(
         "conformance: lab up with {} pods ({} of them created by steps) on {} nodes in {:.1} s",
         env.app.pods().len(),
@@ -776,9 +811,61 @@ fn conformance() {
         NODES.len(),
         started.elapsed().as_secs_f64()
     );
+    let only = std::env::var("PALISADE_CONFORMANCE_CT").unwrap_or_default();
+    let modes: Vec<_> = CT_MODES
+        .iter()
+        .filter(|(name, _)| only.is_empty() || only == *name)
+        .collect();
+    assert!(
+        !modes.is_empty(),
+        "PALISADE_CONFORMANCE_CT={only:?}: no such mode"
+    );
     let (mut passed, mut failed) = (0, 0);
     let mut failures = Vec::new();
-    for case in cases.iter().filter(|c| c.name.contains(&filter)) {
+    for (mode, args) in modes {
+        let t = Instant::now();
+        // Stop the previous mode's agents first: one agent per node.
+        env.agents.clear();
+        env.agents = NODES
+            .iter()
+            .zip(&env.dirs)
+            .map(|(n, d)| Agent::start(env.app.lab().node(n), d, args))
+            .collect();
+        println!("conformance: mode {mode} (agent arguments {args:?})");
+        run_cases(
+            &mut env,
+            &cases,
+            &filter,
+            mode,
+            &mut passed,
+            &mut failed,
+            &mut failures,
+        );
+        println!(
+            "conformance: mode {mode}: {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    println!(
+        "conformance: total {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    println!("conformance: {passed} passed, {failed} failed");
+    assert!(passed + failed > 0, "no case matched {filter:?}");
+    assert!(failures.is_empty(), "failed cases: {failures:?}");
+}
+
+/// Runs the cases matching `filter` against the running agents.
+fn run_cases(
+    env: &mut Env,
+    cases: &[Case],
+    filter: &str,
+    mode: &str,
+    passed: &mut usize,
+    failed: &mut usize,
+    failures: &mut Vec<String>,
+) {
+    for case in cases.iter().filter(|c| c.name.contains(filter)) {
         // Cases whose policies name pod addresses run once per family;
         // the others probe both families in one run.
         let text = serde_json::to_string(
@@ -796,7 +883,7 @@ fn conformance() {
         };
         for fams in runs {
             let t = Instant::now();
-            let out = run_case(&mut env, case, &fams);
+            let out = run_case(env, case, &fams);
             let fam_label: Vec<&str> = fams.iter().map(|f| f.name()).collect();
             let ok = out.problems.is_empty();
             println!(
@@ -809,24 +896,17 @@ fn conformance() {
                 case.source
             );
             if ok {
-                passed += 1;
+                *passed += 1;
             } else {
-                failed += 1;
+                *failed += 1;
                 for p in out.problems.iter().take(12) {
                     println!("       {p}");
                 }
                 if out.problems.len() > 12 {
                     println!("       … {} more", out.problems.len() - 12);
                 }
-                failures.push(format!("{} [{}]", case.name, fam_label.join("+")));
+                failures.push(format!("{} [{}] ({mode})", case.name, fam_label.join("+")));
             }
         }
     }
-    println!(
-        "conformance: total {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    println!("conformance: {passed} passed, {failed} failed");
-    assert!(passed + failed > 0, "no case matched {filter:?}");
-    assert!(failures.is_empty(), "failed cases: {failures:?}");
 }

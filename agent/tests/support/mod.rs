@@ -43,6 +43,12 @@ impl std::ops::Deref for NodeDirs {
     }
 }
 
+impl std::ops::DerefMut for NodeDirs {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
 impl NodeDirs {
     pub fn new(root: &Path, bpffs: &Bpffs, node: &str) -> NodeDirs {
         NodeDirs(palisade_lab::agent_process::NodeDirs::new(root, &bpffs.0, node).unwrap())
