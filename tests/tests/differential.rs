@@ -576,6 +576,8 @@ fn seq_contents(flags: u32) -> Contents {
             flags,
             _pad: 0,
         }),
+        // The pod sends from its own addresses (source verification on).
+        sources: vec![IpNet::from(seq_pod(false)), IpNet::from(seq_pod(true))],
         ..Default::default()
     };
     for v6 in [false, true] {
@@ -684,6 +686,9 @@ fn seq_datapath(c: &Contents) -> TestDatapath {
     t.set_endpoint(c.endpoint.unwrap());
     for (a, v) in &c.exact {
         t.ipcache_exact(*a, *v);
+    }
+    for n in &c.sources {
+        t.allow_source(TEST_IFINDEX, *n);
     }
     t
 }

@@ -1401,6 +1401,9 @@ fn reply_shaped_packets_never_open_a_denied_flow() {
                             flags: ef::ISOLATED_INGRESS | ef::ISOLATED_EGRESS,
                             _pad: 0,
                         }),
+                        // As the fixture: the pod sends from its own
+                        // addresses.
+                        sources: vec![pod4().into(), pod6().into()],
                         ..Default::default()
                     };
                     for (a, id) in [
