@@ -444,6 +444,12 @@ fn spoofed_replies_over_veths_open_nothing() {
             )
             .unwrap();
     }
+    // Both pods send from their own addresses (source verification is on):
+    // the spoofs are reply-shaped, not from a borrowed address.
+    for (ifi, p) in [(attacker_if, attacker), (victim_if, victim)] {
+        t.allow_source(ifi, IpAddr::V4(p.ipv4()).into());
+        t.allow_source(ifi, IpAddr::V6(p.ipv6()).into());
+    }
     for (addr, id) in [
         (IpAddr::V4(attacker.ipv4()), CLIENT_ID),
         (IpAddr::V6(attacker.ipv6()), CLIENT_ID),
