@@ -5,5 +5,6 @@
 
 pub mod bpf;
 pub mod fixture;
+pub mod load;
 pub mod model;
 pub mod packet;

@@ -13,6 +13,7 @@ use palisade_common::{
 };
 use palisade_tests::{
     bpf::{Action, TEST_IFINDEX, TestDatapath},
+    load::{erase_contents, write_contents},
     model::{Contents, Expect},
     packet::{L4, PacketSpec, tcp},
 };
@@ -199,43 +200,11 @@ fn arb_packet() -> impl Strategy<Value = (u8, PacketSpec)> {
 }
 
 fn load(t: &mut TestDatapath, c: &Contents) {
-    t.set_endpoint(c.endpoint.unwrap());
     t.set_config(palisade_common::Config {
         flags: c.config_flags,
         ..Default::default()
     });
-    for (k, v) in &c.policy {
-        t.allow(*k, *v);
-    }
-    for (id, b) in &c.portsets {
-        t.portset(*id, b);
-    }
-    for (a, v) in &c.exact {
-        t.ipcache_exact(*a, *v);
-    }
-    for (n, id) in &c.prefixes {
-        t.ipcache_prefix(*n, *id);
-    }
-    for n in &c.sources {
-        t.allow_source(TEST_IFINDEX, *n);
-    }
-}
-
-fn unload(t: &mut TestDatapath, c: &Contents) {
-    for k in c.policy.keys() {
-        t.disallow(k);
-    }
-    for a in c.exact.keys() {
-        t.forget_exact(*a);
-    }
-    for (n, _) in &c.prefixes {
-        t.forget_prefix(*n);
-    }
-    for n in &c.sources {
-        t.forget_source(TEST_IFINDEX, *n);
-    }
-    t.clear_ct();
-    let _ = t.events();
+    write_contents(t, c);
 }
 
 /// Runs every packet as a new flow; returns the first disagreement.
@@ -275,7 +244,7 @@ proptest! {
         load(&mut t, &c);
         t.set_config(palisade_common::Config { events_per_sec: 1_000_000, events_burst: 1_000_000, flags: c.config_flags, ..Default::default() });
         let d = disagreement(&mut t, &c, &packets);
-        unload(&mut t, &c);
+        erase_contents(&mut t, &c);
         prop_assert!(d.is_none(), "{}", d.unwrap());
     }
 }

@@ -28,6 +28,7 @@ use palisade_common::{
 };
 use palisade_tests::{
     bpf::{Action, TestDatapath},
+    load::{erase_contents, write_contents},
     model::{Contents, Expect},
     packet::{Ext, L4, PacketSpec},
 };
@@ -527,39 +528,13 @@ fn arb_frame() -> impl Strategy<Value = (u8, Vec<u8>)> {
 // The run.
 
 fn load(t: &mut TestDatapath, c: &Contents) {
-    t.set_endpoint(c.endpoint.unwrap());
     t.set_config(Config {
         flags: c.config_flags | config_flags::SOURCE_VERIFY_OFF,
         events_per_sec: 100_000_000,
         events_burst: 100_000_000,
         ..Default::default()
     });
-    for (k, v) in &c.policy {
-        t.allow(*k, *v);
-    }
-    for (id, b) in &c.portsets {
-        t.portset(*id, b);
-    }
-    for (a, v) in &c.exact {
-        t.ipcache_exact(*a, *v);
-    }
-    for (n, id) in &c.prefixes {
-        t.ipcache_prefix(*n, *id);
-    }
-}
-
-fn unload(t: &mut TestDatapath, c: &Contents) {
-    for k in c.policy.keys() {
-        t.disallow(k);
-    }
-    for a in c.exact.keys() {
-        t.forget_exact(*a);
-    }
-    for (n, _) in &c.prefixes {
-        t.forget_prefix(*n);
-    }
-    t.clear_ct();
-    let _ = t.events();
+    write_contents(t, c);
 }
 
 #[derive(Default)]
@@ -668,7 +643,7 @@ fn random_frames_never_pass_where_the_reference_drops() {
             let (dir, f) = frames.new_tree(&mut runner).unwrap().current();
             run_frame(&mut t, &c, dir, &f, &mut tally);
         }
-        unload(&mut t, &c);
+        erase_contents(&mut t, &c);
         if !tally.mismatches.is_empty() {
             break;
         }
@@ -736,5 +711,5 @@ fn the_reference_catches_a_datapath_that_passes_what_it_should_drop() {
     run_frame(&mut t, &c, direction::INGRESS, &f, &mut tally);
     assert_eq!(tally.wrongly_allowed, 1, "{:?}", tally.mismatches);
     c.endpoint = None;
-    unload(&mut t, &c);
+    erase_contents(&mut t, &c);
 }
