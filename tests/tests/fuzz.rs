@@ -12,9 +12,10 @@
 //!
 //! Two counts are reported: verdict mismatches, and frames the datapath
 //! passed that the reference would not have (allowed by mistake). Both
-//! must be zero. Source verification is off here (`SOURCE_VERIFY_OFF`):
-//! its rule is held to the model by the differential test, which draws
-//! sources and the three modes. `PALISADE_FUZZ_FRAMES` sets how many frames run (default
+//! must be zero. Source verification is drawn with the map contents (off,
+//! enforced or audited, and the prefixes the pod may send from), so the
+//! rule is fuzzed on unparsable frames, fragments and neighbour discovery
+//! as well as on judgeable packets. `PALISADE_FUZZ_FRAMES` sets how many frames run (default
 //! 20,000 in `cargo xtask test`; `cargo xtask fuzz` runs millions). Needs
 //! root.
 
@@ -32,6 +33,7 @@ use palisade_tests::{
     model::{Contents, Expect},
     packet::{Ext, L4, PacketSpec},
 };
+use ipnet::IpNet;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree as _;
 use proptest::test_runner::{Config as RunnerConfig, TestRunner};
@@ -42,8 +44,12 @@ const EP: u32 = 5;
 const POD: u32 = 300;
 const IDS: [u32; 4] = [IDENTITY_ANY, IDENTITY_HOST, 301, 302];
 
+/// Eight addresses per family; the last IPv6 one is link-local, the
+/// source neighbour discovery uses.
 fn pool(i: u8, six: bool) -> IpAddr {
-    if six {
+    if six && i == 7 {
+        IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 7))
+    } else if six {
         IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(i)))
     } else {
         IpAddr::V4(Ipv4Addr::new(10, 0, 0, i))
@@ -56,8 +62,10 @@ fn pool(i: u8, six: bool) -> IpAddr {
 /// What a frame is, by the header formats.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Class {
-    /// ARP, or ICMPv6 neighbour discovery / MLD.
+    /// ARP.
     Control,
+    /// ICMPv6 neighbour discovery or MLD, from this source.
+    Neighbour(IpAddr),
     /// Not IPv4, IPv6 or ARP.
     OtherL3,
     /// Cannot be judged: a header cut short, an impossible field, or a
@@ -189,7 +197,7 @@ fn v6(f: &[u8]) -> Result<Class, DropReason> {
     if next == 58 {
         fits(f, ip_end, off, 4)?;
         if matches!(f[off], 130..=137 | 143) {
-            return Ok(Class::Control);
+            return Ok(Class::Neighbour(src));
         }
     }
     transport(f, ip_end, off, next, src, dst)
@@ -264,12 +272,71 @@ fn unjudgeable(c: &Contents, dir: u8, reason: DropReason) -> Expect {
     }
 }
 
-fn expect(c: &Contents, dir: u8, class: &Class) -> Expect {
+/// The source address of an IP frame, read from the frame as the
+/// documented contract says (for frames whose headers do not parse):
+/// by ethertype, when the frame is long enough to hold the IP header.
+fn frame_source(f: &[u8]) -> Option<IpAddr> {
+    match be16(f, 12) {
+        0x0800 if f.len() >= 14 + 20 => {
+            Some(IpAddr::V4(Ipv4Addr::new(f[26], f[27], f[28], f[29])))
+        }
+        0x86dd if f.len() >= 14 + 40 => {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&f[22..38]);
+            Some(IpAddr::V6(Ipv6Addr::from(b)))
+        }
+        _ => None,
+    }
+}
+
+fn link_scoped(a: &IpAddr) -> bool {
+    match a {
+        IpAddr::V6(v) => v.is_unspecified() || (v.segments()[0] & 0xffc0) == 0xfe80,
+        IpAddr::V4(_) => false,
+    }
+}
+
+/// Source verification in front of `then` (the verdict without it): a
+/// pod's egress from a source none of its prefixes holds is
+/// `invalid-source`, dropped, or in audit mode reported while whatever
+/// else drops it still does.
+fn source_rule(c: &Contents, dir: u8, src: Option<IpAddr>, then: Expect) -> Expect {
+    let Some(src) = src else { return then };
+    if dir != direction::EGRESS
+        || c.config_flags & config_flags::SOURCE_VERIFY_OFF != 0
+        || c.sources.iter().any(|n| n.contains(&src))
+    {
+        return then;
+    }
+    if c.endpoint.is_none() {
+        return if c.config_flags & config_flags::UNKNOWN_ENDPOINT_PASS != 0 {
+            then
+        } else {
+            Expect::Drop(DropReason::UnknownEndpoint)
+        };
+    }
+    if c.config_flags & config_flags::SOURCE_VERIFY_AUDIT == 0 {
+        return Expect::Drop(DropReason::InvalidSource);
+    }
+    match then {
+        Expect::Drop(r) => Expect::Drop(r),
+        _ => Expect::Audited(DropReason::InvalidSource),
+    }
+}
+
+fn expect(c: &Contents, dir: u8, class: &Class, f: &[u8]) -> Expect {
     match class {
         Class::Control => Expect::Pass,
+        Class::Neighbour(src) if link_scoped(src) => Expect::Pass,
+        Class::Neighbour(src) => source_rule(c, dir, Some(*src), Expect::Pass),
         Class::OtherL3 => unjudgeable(c, dir, DropReason::UnsupportedL3),
-        Class::Bad(r) => unjudgeable(c, dir, *r),
-        Class::LaterFragment => unjudgeable(c, dir, DropReason::FragmentNoState),
+        Class::Bad(r) => source_rule(c, dir, frame_source(f), unjudgeable(c, dir, *r)),
+        Class::LaterFragment => source_rule(
+            c,
+            dir,
+            frame_source(f),
+            unjudgeable(c, dir, DropReason::FragmentNoState),
+        ),
         Class::Ip {
             src,
             dst,
@@ -351,6 +418,20 @@ fn arb_contents() -> impl Strategy<Value = Contents> {
         value,
     );
     let exact = (0u8..8, any::<bool>(), 0usize..IDS.len(), 0u32..3);
+    let source_mode = prop::sample::select(vec![
+        config_flags::SOURCE_VERIFY_OFF,
+        0,
+        0,
+        config_flags::SOURCE_VERIFY_AUDIT,
+    ]);
+    // What the pod may send from: single pool addresses, a few pool
+    // prefixes, and sometimes all of link-local.
+    let source = prop_oneof![
+        4 => (0u8..8, any::<bool>()).prop_map(|(a, six)| IpNet::from(pool(a, six))),
+        1 => Just("10.0.0.4/30".parse::<IpNet>().unwrap()),
+        1 => Just("2001:db8::/126".parse::<IpNet>().unwrap()),
+        1 => Just("fe80::/10".parse::<IpNet>().unwrap()),
+    ];
     (
         prop::sample::select(vec![
             0u32,
@@ -364,8 +445,10 @@ fn arb_contents() -> impl Strategy<Value = Contents> {
         prop::collection::vec(entry, 0..12),
         prop::collection::vec(exact, 0..8),
         any::<bool>(),
+        source_mode,
+        prop::collection::vec(source, 0..5),
     )
-        .prop_map(|(flags, entries, exact, enforce_host)| {
+        .prop_map(|(flags, entries, exact, enforce_host, source_mode, sources)| {
             let mut c = Contents {
                 endpoint: Some(EndpointInfo {
                     ep_id: EP,
@@ -373,7 +456,8 @@ fn arb_contents() -> impl Strategy<Value = Contents> {
                     flags,
                     _pad: 0,
                 }),
-                config_flags: config_flags::SOURCE_VERIFY_OFF
+                sources,
+                config_flags: source_mode
                     | if enforce_host {
                         config_flags::ENFORCE_HOST
                     } else {
@@ -529,7 +613,7 @@ fn arb_frame() -> impl Strategy<Value = (u8, Vec<u8>)> {
 
 fn load(t: &mut TestDatapath, c: &Contents) {
     t.set_config(Config {
-        flags: c.config_flags | config_flags::SOURCE_VERIFY_OFF,
+        flags: c.config_flags,
         events_per_sec: 100_000_000,
         events_burst: 100_000_000,
         ..Default::default()
@@ -546,6 +630,8 @@ struct Tally {
     etherparse_checked: u64,
     /// Frames the kernel would not build an skb from.
     refused: u64,
+    /// Frames the reference judged `invalid-source` (dropped or audited).
+    invalid_source: u64,
 }
 
 fn run_frame(t: &mut TestDatapath, c: &Contents, dir: u8, f: &[u8], tally: &mut Tally) {
@@ -555,6 +641,7 @@ fn run_frame(t: &mut TestDatapath, c: &Contents, dir: u8, f: &[u8], tally: &mut 
         .classes
         .entry(match class {
             Class::Control => "control",
+            Class::Neighbour(_) => "neighbour",
             Class::OtherL3 => "other-l3",
             Class::Bad(DropReason::Truncated) => "truncated",
             Class::Bad(DropReason::Malformed) => "malformed",
@@ -582,7 +669,13 @@ fn run_frame(t: &mut TestDatapath, c: &Contents, dir: u8, f: &[u8], tally: &mut 
             ));
         }
     }
-    let want = expect(c, dir, &class);
+    let want = expect(c, dir, &class, f);
+    if matches!(
+        want,
+        Expect::Drop(DropReason::InvalidSource) | Expect::Audited(DropReason::InvalidSource)
+    ) {
+        tally.invalid_source += 1;
+    }
     let Some(action) = t.try_run(dir, f) else {
         // BPF_PROG_TEST_RUN builds no skb from an IP frame whose IP header
         // is cut short; real veths are held to those in the lab tests.
@@ -650,13 +743,15 @@ fn random_frames_never_pass_where_the_reference_drops() {
     }
     eprintln!(
         "fuzz: {} frames in {:.1} s, {} verdict mismatches, {} allowed by mistake; \
-         {} cross-checked with etherparse, {} refused by the kernel; by class: {:?}",
+         {} cross-checked with etherparse, {} refused by the kernel, {} judged invalid-source; \
+         by class: {:?}",
         tally.frames,
         started.elapsed().as_secs_f64(),
         tally.mismatches.len(),
         tally.wrongly_allowed,
         tally.etherparse_checked,
         tally.refused,
+        tally.invalid_source,
         tally.classes
     );
     assert!(tally.refused * 5 < tally.frames, "most frames must run");
@@ -668,8 +763,10 @@ fn random_frames_never_pass_where_the_reference_drops() {
         tally.mismatches.join("\n")
     );
     // Every class was reached: the generators exercise what they claim.
+    assert!(tally.invalid_source > 0, "no frame exercised source verification");
     for class in [
         "control",
+        "neighbour",
         "other-l3",
         "truncated",
         "malformed",
