@@ -468,7 +468,7 @@ impl IdMap {
     /// the order of the diff).
     pub fn translate(&mut self, cx: &Context<'_>, op: &MapOp) -> Result<Translated, IdMapError> {
         Ok(match op {
-            MapOp::EndpointUpsert { pod, endpoint } => Translated::Endpoint {
+            MapOp::EndpointUpsert { at: pod, endpoint } => Translated::Endpoint {
                 pod: pod.clone(),
                 info: EndpointInfo {
                     ep_id: self.endpoint(cx, endpoint.ep_id)?,
@@ -478,7 +478,7 @@ impl IdMap {
                 },
                 ips: endpoint.ips.clone(),
             },
-            MapOp::EndpointRemove { pod, .. } => Translated::EndpointRemove { pod: pod.clone() },
+            MapOp::EndpointRemove { at: pod } => Translated::EndpointRemove { pod: pod.clone() },
             MapOp::PolicyUpsert { key, value } => {
                 let mut k = *key;
                 k.ep_id = self.endpoint(cx, key.ep_id)?;
@@ -500,19 +500,21 @@ impl IdMap {
             MapOp::PortsetRemove { id } => Translated::Map(DpOp::PortsetRemove {
                 id: self.portset(cx, *id)?,
             }),
-            MapOp::IpcacheExactUpsert { addr, value } => Translated::Map(DpOp::ExactUpsert {
-                addr: *addr,
-                value: self.value(cx, *value)?,
-            }),
-            MapOp::IpcacheExactRemove { addr } => {
-                Translated::Map(DpOp::ExactRemove { addr: *addr })
+            MapOp::IpcacheExactUpsert { addr, value } => {
+                Translated::Map(DpOp::IpcacheExactUpsert {
+                    addr: *addr,
+                    value: self.value(cx, *value)?,
+                })
             }
-            MapOp::IpcacheLpmUpsert { prefix, value } => Translated::Map(DpOp::LpmUpsert {
+            MapOp::IpcacheExactRemove { addr } => {
+                Translated::Map(DpOp::IpcacheExactRemove { addr: *addr })
+            }
+            MapOp::IpcacheLpmUpsert { prefix, value } => Translated::Map(DpOp::IpcacheLpmUpsert {
                 prefix: *prefix,
                 value: self.value(cx, *value)?,
             }),
             MapOp::IpcacheLpmRemove { prefix } => {
-                Translated::Map(DpOp::LpmRemove { prefix: *prefix })
+                Translated::Map(DpOp::IpcacheLpmRemove { prefix: *prefix })
             }
         })
     }

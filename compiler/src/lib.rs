@@ -111,9 +111,11 @@ mod model;
 mod portsets;
 mod state;
 
-// Reading objects; ordering a commit's writes.
-mod diff;
+// Reading objects; ordering writes (make before break), a commit's diff.
+mod order;
 mod validate;
+
+mod diff;
 
 // Registries and compiled rules.
 mod cidr;
@@ -152,6 +154,7 @@ pub use explain::{
 pub use identity::IdentityInfo;
 pub use inspect::{PolicyName, PolicySummary};
 pub use model::NAMESPACE_NAME_LABEL;
+pub use order::{Changes, PolicyChange, order, reconcile};
 pub use ports::PortSet;
-pub use state::{DesiredState, Endpoint, MapOp, PodRef};
+pub use state::{DesiredState, Endpoint, EndpointEntry, MapOp, PodRef, Tables, Write};
 pub use validate::{MODE_ANNOTATION, MODE_AUDIT};

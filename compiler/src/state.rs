@@ -1,13 +1,15 @@
-//! The desired contents of the datapath maps for one node
-//! ([`DesiredState`]), the single writes to them ([`MapOp`]) and how a
-//! write changes them. The order of a commit's writes is `diff.rs`'s.
+//! The contents of the datapath maps ([`Tables`]), the single writes to
+//! them ([`Write`]) and how a write changes them, for whoever keys the
+//! endpoint entries: the compiler by pod ([`DesiredState`], [`MapOp`]),
+//! the agent by host interface (what the `ENDPOINTS` map holds). The
+//! order of writes between two contents is `order.rs`'s.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use palisade_common::{IpcacheValue, PolicyKey, PolicyValue};
+use palisade_common::{EndpointInfo, IpcacheValue, PolicyKey, PolicyValue};
 
 use crate::ports::PortSet;
 
@@ -52,23 +54,47 @@ pub struct Endpoint {
     pub ips: Vec<IpAddr>,
 }
 
-/// One write to one datapath map.
+/// What the ordering of writes needs to know of an endpoint entry.
+pub trait EndpointEntry {
+    /// The endpoint id its policy rows are keyed by.
+    fn ep_id(&self) -> u32;
+    /// Its [`palisade_common::endpoint_flags`].
+    fn flags(&self) -> u32;
+}
+
+impl EndpointEntry for Endpoint {
+    fn ep_id(&self) -> u32 {
+        self.ep_id
+    }
+    fn flags(&self) -> u32 {
+        self.flags
+    }
+}
+
+impl EndpointEntry for EndpointInfo {
+    fn ep_id(&self) -> u32 {
+        self.ep_id
+    }
+    fn flags(&self) -> u32 {
+        self.flags
+    }
+}
+
+/// One write to one datapath map; endpoint entries sit at a `K` (a pod
+/// for the compiler, a host interface for the agent).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MapOp {
-    /// Write `ENDPOINTS[ifindex of pod]`.
+pub enum Write<K, E> {
+    /// Write the endpoint entry at `at`.
     EndpointUpsert {
-        /// The pod (the agent knows its interface).
-        pod: PodRef,
+        /// Where (the compiler's pod; the agent knows its interface).
+        at: K,
         /// The entry.
-        endpoint: Endpoint,
+        endpoint: E,
     },
-    /// Delete the endpoint entry of a pod that is no longer a local
-    /// endpoint.
+    /// Delete the endpoint entry at `at`.
     EndpointRemove {
-        /// The pod.
-        pod: PodRef,
-        /// Its former endpoint id.
-        ep_id: u32,
+        /// Where.
+        at: K,
     },
     /// Write `POLICY[key]`.
     PolicyUpsert {
@@ -120,11 +146,18 @@ pub enum MapOp {
     },
 }
 
+/// A compiler write: endpoint entries by pod.
+pub type MapOp = Write<PodRef, Endpoint>;
+
 /// The desired contents of every map the compiler owns, for one node.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DesiredState {
+pub type DesiredState = Tables<PodRef, Endpoint>;
+
+/// The contents of the maps the compiler owns (`ENDPOINTS`, `POLICY`,
+/// `PORTSETS`, the ipcache), endpoint entries at `K`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tables<K, E> {
     /// Local endpoints.
-    pub endpoints: BTreeMap<PodRef, Endpoint>,
+    pub endpoints: BTreeMap<K, E>,
     /// `POLICY`: one entry per key, the union of every allowed port.
     pub policy: BTreeMap<PolicyKey, PolicyValue>,
     /// `PORTSETS`: id → set (write [`PortSet::to_bitmap`]).
@@ -139,29 +172,43 @@ pub struct DesiredState {
     pub ipcache_lpm6: BTreeMap<Ipv6Net, IpcacheValue>,
 }
 
-impl DesiredState {
-    /// Applies one operation (what the agent does to the real maps).
-    pub fn apply(&mut self, op: &MapOp) {
+impl<K, E> Default for Tables<K, E> {
+    fn default() -> Self {
+        Tables {
+            endpoints: BTreeMap::new(),
+            policy: BTreeMap::new(),
+            portsets: BTreeMap::new(),
+            ipcache_exact4: BTreeMap::new(),
+            ipcache_exact6: BTreeMap::new(),
+            ipcache_lpm4: BTreeMap::new(),
+            ipcache_lpm6: BTreeMap::new(),
+        }
+    }
+}
+
+impl<K: Ord + Clone, E: Clone> Tables<K, E> {
+    /// Applies one write (what the agent does to the real maps).
+    pub fn apply(&mut self, op: &Write<K, E>) {
         match op {
-            MapOp::EndpointUpsert { pod, endpoint } => {
-                self.endpoints.insert(pod.clone(), endpoint.clone());
+            Write::EndpointUpsert { at, endpoint } => {
+                self.endpoints.insert(at.clone(), endpoint.clone());
             }
-            MapOp::EndpointRemove { pod, .. } => {
-                self.endpoints.remove(pod);
+            Write::EndpointRemove { at } => {
+                self.endpoints.remove(at);
             }
-            MapOp::PolicyUpsert { key, value } => {
+            Write::PolicyUpsert { key, value } => {
                 self.policy.insert(*key, *value);
             }
-            MapOp::PolicyRemove { key } => {
+            Write::PolicyRemove { key } => {
                 self.policy.remove(key);
             }
-            MapOp::PortsetUpsert { id, ports } => {
+            Write::PortsetUpsert { id, ports } => {
                 self.portsets.insert(*id, ports.clone());
             }
-            MapOp::PortsetRemove { id } => {
+            Write::PortsetRemove { id } => {
                 self.portsets.remove(id);
             }
-            MapOp::IpcacheExactUpsert { addr, value } => match addr {
+            Write::IpcacheExactUpsert { addr, value } => match addr {
                 IpAddr::V4(a) => {
                     self.ipcache_exact4.insert(*a, *value);
                 }
@@ -169,7 +216,7 @@ impl DesiredState {
                     self.ipcache_exact6.insert(*a, *value);
                 }
             },
-            MapOp::IpcacheExactRemove { addr } => match addr {
+            Write::IpcacheExactRemove { addr } => match addr {
                 IpAddr::V4(a) => {
                     self.ipcache_exact4.remove(a);
                 }
@@ -177,7 +224,7 @@ impl DesiredState {
                     self.ipcache_exact6.remove(a);
                 }
             },
-            MapOp::IpcacheLpmUpsert { prefix, value } => match prefix {
+            Write::IpcacheLpmUpsert { prefix, value } => match prefix {
                 IpNet::V4(n) => {
                     self.ipcache_lpm4.insert(*n, *value);
                 }
@@ -185,7 +232,7 @@ impl DesiredState {
                     self.ipcache_lpm6.insert(*n, *value);
                 }
             },
-            MapOp::IpcacheLpmRemove { prefix } => match prefix {
+            Write::IpcacheLpmRemove { prefix } => match prefix {
                 IpNet::V4(n) => {
                     self.ipcache_lpm4.remove(n);
                 }
@@ -222,18 +269,59 @@ impl DesiredState {
         }
     }
 
-    /// Every operation that builds this state from empty maps, in a safe
+    /// Every exact entry, both families.
+    pub fn exact_entries(&self) -> impl Iterator<Item = (IpAddr, IpcacheValue)> + '_ {
+        self.ipcache_exact4
+            .iter()
+            .map(|(a, v)| (IpAddr::V4(*a), *v))
+            .chain(
+                self.ipcache_exact6
+                    .iter()
+                    .map(|(a, v)| (IpAddr::V6(*a), *v)),
+            )
+    }
+
+    /// Every LPM entry, both families.
+    pub fn lpm_entries(&self) -> impl Iterator<Item = (IpNet, IpcacheValue)> + '_ {
+        self.ipcache_lpm4
+            .iter()
+            .map(|(n, v)| (IpNet::V4(*n), *v))
+            .chain(self.ipcache_lpm6.iter().map(|(n, v)| (IpNet::V6(*n), *v)))
+    }
+
+    /// The same contents with the endpoint entries moved to other keys
+    /// (`place` returns where an entry goes; `None` leaves it out).
+    pub fn rekeyed<K2: Ord, E2>(
+        &self,
+        mut place: impl FnMut(&K, &E) -> Option<(K2, E2)>,
+    ) -> Tables<K2, E2> {
+        Tables {
+            endpoints: self
+                .endpoints
+                .iter()
+                .filter_map(|(k, e)| place(k, e))
+                .collect(),
+            policy: self.policy.clone(),
+            portsets: self.portsets.clone(),
+            ipcache_exact4: self.ipcache_exact4.clone(),
+            ipcache_exact6: self.ipcache_exact6.clone(),
+            ipcache_lpm4: self.ipcache_lpm4.clone(),
+            ipcache_lpm6: self.ipcache_lpm6.clone(),
+        }
+    }
+
+    /// Every write that builds these contents from empty maps, in a safe
     /// order (portsets, ipcache and policy entries before endpoints).
-    pub fn full_sync_ops(&self) -> Vec<MapOp> {
+    pub fn full_sync_ops(&self) -> Vec<Write<K, E>> {
         let mut ops = Vec::new();
         for (id, ports) in &self.portsets {
-            ops.push(MapOp::PortsetUpsert {
+            ops.push(Write::PortsetUpsert {
                 id: *id,
                 ports: ports.clone(),
             });
         }
         for (k, v) in &self.policy {
-            ops.push(MapOp::PolicyUpsert { key: *k, value: *v });
+            ops.push(Write::PolicyUpsert { key: *k, value: *v });
         }
         let mut lpm: Vec<(IpNet, IpcacheValue)> = self
             .ipcache_lpm4
@@ -243,23 +331,23 @@ impl DesiredState {
             .collect();
         lpm.sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
         for (prefix, value) in lpm {
-            ops.push(MapOp::IpcacheLpmUpsert { prefix, value });
+            ops.push(Write::IpcacheLpmUpsert { prefix, value });
         }
         for (a, v) in &self.ipcache_exact4 {
-            ops.push(MapOp::IpcacheExactUpsert {
+            ops.push(Write::IpcacheExactUpsert {
                 addr: IpAddr::V4(*a),
                 value: *v,
             });
         }
         for (a, v) in &self.ipcache_exact6 {
-            ops.push(MapOp::IpcacheExactUpsert {
+            ops.push(Write::IpcacheExactUpsert {
                 addr: IpAddr::V6(*a),
                 value: *v,
             });
         }
-        for (pod, endpoint) in &self.endpoints {
-            ops.push(MapOp::EndpointUpsert {
-                pod: pod.clone(),
+        for (at, endpoint) in &self.endpoints {
+            ops.push(Write::EndpointUpsert {
+                at: at.clone(),
                 endpoint: endpoint.clone(),
             });
         }

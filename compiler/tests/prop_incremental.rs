@@ -143,7 +143,7 @@ fn check_only_changed_entries(old: &DesiredState, new: &DesiredState, ops: &[Map
                 let v = |s: &DesiredState| s.policy.get(key).and_then(|v| s.value_ports(v));
                 v(old) != v(new)
             }
-            MapOp::EndpointUpsert { pod, .. } | MapOp::EndpointRemove { pod, .. } => {
+            MapOp::EndpointUpsert { at: pod, .. } | MapOp::EndpointRemove { at: pod } => {
                 old.endpoints.get(pod) != new.endpoints.get(pod)
             }
             MapOp::IpcacheExactUpsert { addr, .. } | MapOp::IpcacheExactRemove { addr } => {

@@ -22,6 +22,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use ipnet::IpNet;
 use palisade_common::{
     CIDR_IDENTITY_BASE, Config, DropReason, EndpointInfo, IDENTITY_ANY, IDENTITY_HOST,
     IpcacheValue, PolicyKey, PolicyValue, PortBitmap, config_flags, direction,
@@ -33,7 +34,6 @@ use palisade_tests::{
     model::{Contents, Expect},
     packet::{Ext, L4, PacketSpec},
 };
-use ipnet::IpNet;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree as _;
 use proptest::test_runner::{Config as RunnerConfig, TestRunner};
@@ -277,9 +277,7 @@ fn unjudgeable(c: &Contents, dir: u8, reason: DropReason) -> Expect {
 /// by ethertype, when the frame is long enough to hold the IP header.
 fn frame_source(f: &[u8]) -> Option<IpAddr> {
     match be16(f, 12) {
-        0x0800 if f.len() >= 14 + 20 => {
-            Some(IpAddr::V4(Ipv4Addr::new(f[26], f[27], f[28], f[29])))
-        }
+        0x0800 if f.len() >= 14 + 20 => Some(IpAddr::V4(Ipv4Addr::new(f[26], f[27], f[28], f[29]))),
         0x86dd if f.len() >= 14 + 40 => {
             let mut b = [0u8; 16];
             b.copy_from_slice(&f[22..38]);
@@ -448,59 +446,61 @@ fn arb_contents() -> impl Strategy<Value = Contents> {
         source_mode,
         prop::collection::vec(source, 0..5),
     )
-        .prop_map(|(flags, entries, exact, enforce_host, source_mode, sources)| {
-            let mut c = Contents {
-                endpoint: Some(EndpointInfo {
-                    ep_id: EP,
-                    identity: POD,
-                    flags,
-                    _pad: 0,
-                }),
-                sources,
-                config_flags: source_mode
-                    | if enforce_host {
-                        config_flags::ENFORCE_HOST
+        .prop_map(
+            |(flags, entries, exact, enforce_host, source_mode, sources)| {
+                let mut c = Contents {
+                    endpoint: Some(EndpointInfo {
+                        ep_id: EP,
+                        identity: POD,
+                        flags,
+                        _pad: 0,
+                    }),
+                    sources,
+                    config_flags: source_mode
+                        | if enforce_host {
+                            config_flags::ENFORCE_HOST
+                        } else {
+                            0
+                        },
+                    ..Default::default()
+                };
+                for (i, dir, proto, view, v) in entries {
+                    let key = PolicyKey {
+                        ep_id: EP,
+                        identity: IDS[i],
+                        direction: dir,
+                        proto,
+                        view,
+                        _pad: 0,
+                    };
+                    c.policy.insert(key, v);
+                }
+                for (a, six, i, cidr) in exact {
+                    let cidr_identity = if cidr == 0 {
+                        palisade_common::IDENTITY_WORLD
                     } else {
-                        0
-                    },
-                ..Default::default()
-            };
-            for (i, dir, proto, view, v) in entries {
-                let key = PolicyKey {
-                    ep_id: EP,
-                    identity: IDS[i],
-                    direction: dir,
-                    proto,
-                    view,
-                    _pad: 0,
-                };
-                c.policy.insert(key, v);
-            }
-            for (a, six, i, cidr) in exact {
-                let cidr_identity = if cidr == 0 {
-                    palisade_common::IDENTITY_WORLD
-                } else {
-                    CIDR_IDENTITY_BASE + cidr
-                };
-                c.exact.insert(
-                    pool(a, six),
-                    IpcacheValue {
-                        identity: IDS[i].max(1),
-                        cidr_identity,
-                    },
-                );
-            }
-            c.prefixes = vec![
-                ("10.0.0.0/29".parse().unwrap(), CIDR_IDENTITY_BASE + 1),
-                ("2001:db8::/125".parse().unwrap(), CIDR_IDENTITY_BASE + 2),
-            ];
-            let mut b = PortBitmap::EMPTY;
-            b.insert_range(0, 0);
-            b.insert_range(53, 80);
-            b.insert_range(65535, 65535);
-            c.portsets.insert(1, b);
-            c
-        })
+                        CIDR_IDENTITY_BASE + cidr
+                    };
+                    c.exact.insert(
+                        pool(a, six),
+                        IpcacheValue {
+                            identity: IDS[i].max(1),
+                            cidr_identity,
+                        },
+                    );
+                }
+                c.prefixes = vec![
+                    ("10.0.0.0/29".parse().unwrap(), CIDR_IDENTITY_BASE + 1),
+                    ("2001:db8::/125".parse().unwrap(), CIDR_IDENTITY_BASE + 2),
+                ];
+                let mut b = PortBitmap::EMPTY;
+                b.insert_range(0, 0);
+                b.insert_range(53, 80);
+                b.insert_range(65535, 65535);
+                c.portsets.insert(1, b);
+                c
+            },
+        )
 }
 
 #[derive(Clone, Debug)]
@@ -763,7 +763,10 @@ fn random_frames_never_pass_where_the_reference_drops() {
         tally.mismatches.join("\n")
     );
     // Every class was reached: the generators exercise what they claim.
-    assert!(tally.invalid_source > 0, "no frame exercised source verification");
+    assert!(
+        tally.invalid_source > 0,
+        "no frame exercised source verification"
+    );
     for class in [
         "control",
         "neighbour",

@@ -20,7 +20,6 @@ use crate::datapath::remove_link_pins;
 use crate::datapath::{Datapath, DatapathError};
 use crate::idmap::Meaning;
 use crate::idmap::{Context, IdMapError, Translated};
-use crate::maps::transition::transition;
 use crate::maps::{DpOp, DpState, MapWriteError};
 
 /// Applying a commit failed.
@@ -165,7 +164,7 @@ impl Agent {
         target.endpoints = self.endpoints.plan(&self.net, self.feed.records(), desired);
         self.idmap.touch();
         self.idmap.save(&state_path(&self.cfg))?;
-        let ops = transition(&self.mirror, &target);
+        let ops = palisade_compiler::reconcile(&self.mirror.tables, &target);
         let n = ops.len();
         let pods_by_ep = self.endpoint_pods();
         let links_dir = self.cfg.links_dir();
@@ -177,9 +176,10 @@ impl Agent {
             allowed: &self.allowed_sources,
         };
         let written = ops.into_iter().try_for_each(|op| {
-            if let DpOp::EndpointRemove { ifindex } = &op {
+            if let DpOp::EndpointRemove { at: ifindex } = &op {
                 let pod = io
                     .mirror
+                    .tables
                     .endpoints
                     .get(ifindex)
                     .and_then(|e| pods_by_ep.get(&e.ep_id));

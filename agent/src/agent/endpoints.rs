@@ -23,7 +23,7 @@ use crate::datapath::{
     AttachMode, Attachment, Datapath, DatapathError, attach_endpoint, detach_endpoint,
     pinned_interfaces, remove_link_pins,
 };
-use crate::maps::{DpOp, DpState, MapWriteError, apply};
+use crate::maps::{DpOp, MapWriteError, Mirror, SourceOp, apply, apply_source};
 use crate::net::{NetSnapshot, Resolution};
 
 /// What the endpoint code works on.
@@ -31,7 +31,7 @@ pub struct Io<'a> {
     /// The loaded datapath.
     pub dp: &'a mut Datapath,
     /// What the maps hold.
-    pub mirror: &'a mut DpState,
+    pub mirror: &'a mut Mirror,
     /// The current links and routes.
     pub net: &'a NetSnapshot,
     /// What CNI reported (host interface names).
@@ -44,7 +44,14 @@ impl Io<'_> {
     /// Writes one entry to the maps and the mirror.
     pub fn write(&mut self, op: DpOp) -> Result<(), MapWriteError> {
         apply(&mut self.dp.maps, &op)?;
-        self.mirror.apply(&op);
+        self.mirror.tables.apply(&op);
+        Ok(())
+    }
+
+    /// Writes one source entry to the maps and the mirror.
+    pub fn write_source(&mut self, op: SourceOp) -> Result<(), MapWriteError> {
+        apply_source(&mut self.dp.maps, &op)?;
+        self.mirror.apply_source(&op);
         Ok(())
     }
 }
@@ -160,7 +167,7 @@ impl Endpoints {
             let ifindex = p.ifindex;
             warn!(%pod, iface = %p.name, ifindex, reason = why, "enforcement removed from the interface");
             self.detach(io.dp, p);
-            io.write(DpOp::EndpointRemove { ifindex })?;
+            io.write(DpOp::EndpointRemove { at: ifindex })?;
         }
         Ok(())
     }
@@ -177,7 +184,10 @@ impl Endpoints {
                 {
                     p.ips = ips.clone();
                     if p.info != info {
-                        io.write(DpOp::EndpointUpsert { ifindex, info })?;
+                        io.write(DpOp::EndpointUpsert {
+                            at: ifindex,
+                            endpoint: info,
+                        })?;
                         p.info = info;
                     }
                     if p.attached.is_none() {
@@ -200,9 +210,12 @@ impl Endpoints {
                     warn!(%pod, iface = %old.name, ifindex = old_if, reason = %format!("the pod moved to {name}"),
                           "enforcement removed from the interface");
                     self.detach(io.dp, old);
-                    io.write(DpOp::EndpointRemove { ifindex: old_if })?;
+                    io.write(DpOp::EndpointRemove { at: old_if })?;
                 }
-                io.write(DpOp::EndpointUpsert { ifindex, info })?;
+                io.write(DpOp::EndpointUpsert {
+                    at: ifindex,
+                    endpoint: info,
+                })?;
                 let attached = match self.pending.remove(pod) {
                     Some(p) if p.ifindex == ifindex && p.attached.is_some() => p.attached,
                     other => {
@@ -237,7 +250,7 @@ impl Endpoints {
                     let p = self.placed.remove(pod).expect("checked");
                     info!(%pod, iface = %p.name, ifindex = p.ifindex, "interface deleted; its endpoint entry goes");
                     remove_link_pins(&self.links_dir, &p.name);
-                    io.write(DpOp::EndpointRemove { ifindex: p.ifindex })?;
+                    io.write(DpOp::EndpointRemove { at: p.ifindex })?;
                 }
                 if !self.placed.contains_key(pod) && self.waiting.insert(pod.clone()) {
                     warn!(%pod, ?ips, "no host interface routes to the pod yet; waiting for link and route events");
@@ -348,8 +361,11 @@ impl Endpoints {
             },
             _pad: 0,
         };
-        io.write(DpOp::EndpointUpsert { ifindex, info })
-            .map_err(|e| e.to_string())?;
+        io.write(DpOp::EndpointUpsert {
+            at: ifindex,
+            endpoint: info,
+        })
+        .map_err(|e| e.to_string())?;
         let attached = self.attach(io.dp, &name).map_err(|e| e.to_string())?;
         self.pending.insert(
             pod.clone(),
@@ -376,8 +392,8 @@ impl Endpoints {
             let ifindex = p.ifindex;
             warn!(%pod, iface = %p.name, ifindex, reason = why, "enforcement removed from the interface (pending pod)");
             self.detach(io.dp, p);
-            if io.mirror.endpoints.contains_key(&ifindex) {
-                io.write(DpOp::EndpointRemove { ifindex })?;
+            if io.mirror.tables.endpoints.contains_key(&ifindex) {
+                io.write(DpOp::EndpointRemove { at: ifindex })?;
             }
         }
         Ok(())

@@ -34,7 +34,7 @@ use crate::control::{self, Call, Request, Response};
 use crate::datapath::{AttachMode, Datapath, LoadOptions};
 use crate::dirs;
 use crate::idmap::IdMap;
-use crate::maps::{DpState, read_state};
+use crate::maps::{Mirror, read_state};
 use crate::net::{self, NetSnapshot};
 use crate::source::{self, SourceHandle, SourceProblem, SourceUpdate};
 use allowed_sources::AllowedSources;
@@ -49,7 +49,7 @@ pub struct Agent {
     compiler: Compiler,
     idmap: IdMap,
     /// What the maps hold (read at startup, then kept by every write).
-    mirror: DpState,
+    mirror: Mirror,
     feed: Feed,
     /// The namespaces' allowed source prefixes, as of this round.
     allowed_sources: AllowedSources,
@@ -118,13 +118,13 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     std::fs::create_dir_all(&links_dir).map_err(dir_err(&links_dir))?;
     let mirror = read_state(&dp.maps)?;
     let mut idmap = IdMap::load(&state_path(&cfg))?;
-    idmap.reserve_observed(&mirror);
+    idmap.reserve_observed(&mirror.tables);
     let records = Records::load(&Records::path(&cfg.state_dir))?;
     info!(
         node = %cfg.node_name,
         pins = %cfg.bpffs_dir.display(),
-        endpoints = mirror.endpoints.len(),
-        policy_entries = mirror.policy.len(),
+        endpoints = mirror.tables.endpoints.len(),
+        policy_entries = mirror.tables.policy.len(),
         known_numbers = idmap.len(),
         revision = idmap.revision,
         cni_sandboxes = records.iter().count(),

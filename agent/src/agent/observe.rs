@@ -142,7 +142,7 @@ impl Agent {
                 _ => {}
             }
         }
-        for info in self.mirror.endpoints.values() {
+        for info in self.mirror.tables.endpoints.values() {
             let Some(pod) = ep_pods.get(&info.ep_id) else {
                 continue;
             };
@@ -163,7 +163,12 @@ impl Agent {
                 ifindex,
                 LocalPod {
                     pod: pod.clone(),
-                    flags: self.mirror.endpoints.get(&ifindex).map_or(0, |e| e.flags),
+                    flags: self
+                        .mirror
+                        .tables
+                        .endpoints
+                        .get(&ifindex)
+                        .map_or(0, |e| e.flags),
                     selecting: [Vec::new(), Vec::new()],
                     audited: [Vec::new(), Vec::new()],
                 },
@@ -252,13 +257,13 @@ impl Agent {
         }
         let mir = &self.mirror;
         for (map, n) in [
-            (MapLabel::Endpoints, mir.endpoints.len()),
-            (MapLabel::Policy, mir.policy.len()),
-            (MapLabel::Portsets, mir.portsets.len()),
-            (MapLabel::IpcacheExact4, mir.exact4.len()),
-            (MapLabel::IpcacheExact6, mir.exact6.len()),
-            (MapLabel::IpcacheV4, mir.lpm4.len()),
-            (MapLabel::IpcacheV6, mir.lpm6.len()),
+            (MapLabel::Endpoints, mir.tables.endpoints.len()),
+            (MapLabel::Policy, mir.tables.policy.len()),
+            (MapLabel::Portsets, mir.tables.portsets.len()),
+            (MapLabel::IpcacheExact4, mir.tables.ipcache_exact4.len()),
+            (MapLabel::IpcacheExact6, mir.tables.ipcache_exact6.len()),
+            (MapLabel::IpcacheV4, mir.tables.ipcache_lpm4.len()),
+            (MapLabel::IpcacheV6, mir.tables.ipcache_lpm6.len()),
             (
                 MapLabel::SourcesV4,
                 mir.sources
@@ -376,7 +381,7 @@ impl Agent {
             .into_iter()
             .map(|e| {
                 let ifindex = e.interface.as_deref().and_then(|n| by_name.get(n).copied());
-                let info = ifindex.and_then(|i| self.mirror.endpoints.get(&i));
+                let info = ifindex.and_then(|i| self.mirror.tables.endpoints.get(&i));
                 let flags = info.map_or(0, |i| i.flags);
                 let pod = e
                     .pod

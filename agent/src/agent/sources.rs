@@ -23,7 +23,7 @@ use tracing::{debug, error};
 use super::Agent;
 use super::endpoints::Io;
 use crate::datapath::DatapathError;
-use crate::maps::{DpOp, MapWriteError};
+use crate::maps::{MapWriteError, SourceOp};
 
 /// The entries of a pod with addresses `ips` and its namespace's `extra`
 /// prefixes, on `ifindex`.
@@ -49,7 +49,7 @@ pub fn add(
     let extra = io.allowed.get(namespace).to_vec();
     for (ifindex, prefix) in entries(ifindex, ips, &extra) {
         if !io.mirror.sources.contains(&(ifindex, prefix)) {
-            io.write(DpOp::SourceUpsert { ifindex, prefix })?;
+            io.write_source(SourceOp::Upsert { ifindex, prefix })?;
         }
     }
     Ok(())
@@ -63,11 +63,11 @@ pub fn add(
 /// still fill a slot, for at most about a second.
 pub fn sync(io: &mut Io<'_>, want: &BTreeSet<(u32, IpNet)>) -> Result<(), SourceSyncError> {
     for &(ifindex, prefix) in want.difference(&io.mirror.sources.clone()) {
-        io.write(DpOp::SourceUpsert { ifindex, prefix })?;
+        io.write_source(SourceOp::Upsert { ifindex, prefix })?;
     }
     let stale: Vec<(u32, IpNet)> = io.mirror.sources.difference(want).copied().collect();
     for &(ifindex, prefix) in &stale {
-        io.write(DpOp::SourceRemove { ifindex, prefix })?;
+        io.write_source(SourceOp::Remove { ifindex, prefix })?;
     }
     if !stale.is_empty() {
         io.dp.maps.clear_flow_cache()?;

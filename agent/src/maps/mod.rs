@@ -1,11 +1,11 @@
-//! The BPF maps as the agent manages them: [`DpState`], the contents in
-//! datapath numbering; [`DpOp`], one write; [`writer`], the sole writer of
-//! the maps; [`transition`], the safe order of writes from whatever the
-//! pinned maps hold to a new desired state (used after a restart).
+//! The BPF maps as the agent manages them: [`Mirror`], what they hold
+//! (the compiler's tables with endpoint entries by host interface, and the
+//! source entries); [`writer`], the sole writer of the maps. The order of
+//! writes between two contents is the compiler's (`palisade_compiler::
+//! order`, `reconcile` after a restart).
 
 mod state;
-pub mod transition;
 pub mod writer;
 
-pub use state::{DpOp, DpState, bitmap_ports};
-pub use writer::{MapWriteError, apply, read_state};
+pub use state::{DpOp, DpState, Mirror, SourceOp, bitmap_ports};
+pub use writer::{MapWriteError, apply, apply_source, read_state};

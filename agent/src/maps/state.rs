@@ -1,89 +1,34 @@
-//! Map contents in datapath numbering ([`DpState`]) and single writes
-//! ([`DpOp`]). Unlike the compiler's `DesiredState`, endpoints are keyed by
-//! ifindex: this is what the `ENDPOINTS` map holds.
+//! What the maps the agent writes hold ([`Mirror`]): the compiler's
+//! tables with endpoint entries by host interface (what `ENDPOINTS` holds,
+//! [`DpState`]; one write: [`DpOp`]; both the compiler's generic types),
+//! and the `SOURCES_V4/V6` entries, which are the agent's own
+//! (`agent::sources` derives them; one write: [`SourceOp`]).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::collections::BTreeSet;
 
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use palisade_common::{
-    EndpointInfo, IpcacheValue, PORT_BITMAP_WORDS, PolicyKey, PolicyValue, PortBitmap,
-};
-use palisade_compiler::PortSet;
+use ipnet::IpNet;
+use palisade_common::{EndpointInfo, PORT_BITMAP_WORDS, PortBitmap};
+use palisade_compiler::{PortSet, Tables, Write};
 
-/// One write to one map.
+/// The compiled maps' contents, endpoint entries by host interface.
+pub type DpState = Tables<u32, EndpointInfo>;
+
+/// One write to a compiled map, endpoint entries by host interface.
+pub type DpOp = Write<u32, EndpointInfo>;
+
+/// One write to `SOURCES_V4/V6`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DpOp {
-    /// `ENDPOINTS[ifindex] = info`.
-    EndpointUpsert {
-        /// Host-side interface.
-        ifindex: u32,
-        /// The entry.
-        info: EndpointInfo,
-    },
-    /// Delete `ENDPOINTS[ifindex]`.
-    EndpointRemove {
-        /// Host-side interface.
-        ifindex: u32,
-    },
-    /// `POLICY[key] = value`.
-    PolicyUpsert {
-        /// Key.
-        key: PolicyKey,
-        /// Value.
-        value: PolicyValue,
-    },
-    /// Delete `POLICY[key]`.
-    PolicyRemove {
-        /// Key.
-        key: PolicyKey,
-    },
-    /// `PORTSETS[id] = ports.to_bitmap()`.
-    PortsetUpsert {
-        /// Id.
-        id: u32,
-        /// Ports.
-        ports: PortSet,
-    },
-    /// Delete `PORTSETS[id]`.
-    PortsetRemove {
-        /// Id.
-        id: u32,
-    },
-    /// `IPCACHE_EXACT4/6[addr] = value`.
-    ExactUpsert {
-        /// Address.
-        addr: IpAddr,
-        /// Value.
-        value: IpcacheValue,
-    },
-    /// Delete `IPCACHE_EXACT4/6[addr]`.
-    ExactRemove {
-        /// Address.
-        addr: IpAddr,
-    },
-    /// `IPCACHE_V4/V6[prefix] = value`.
-    LpmUpsert {
-        /// Prefix.
-        prefix: IpNet,
-        /// Value.
-        value: IpcacheValue,
-    },
-    /// Delete `IPCACHE_V4/V6[prefix]`.
-    LpmRemove {
-        /// Prefix.
-        prefix: IpNet,
-    },
+pub enum SourceOp {
     /// `SOURCES_V4/V6[ifindex, prefix] = SOURCE_ALLOWED`: the pod on
     /// `ifindex` may send from `prefix`.
-    SourceUpsert {
+    Upsert {
         /// Host-side interface.
         ifindex: u32,
         /// An own address (/32, /128) or a namespace's allowed prefix.
         prefix: IpNet,
     },
     /// Delete `SOURCES_V4/V6[ifindex, prefix]`.
-    SourceRemove {
+    Remove {
         /// Host-side interface.
         ifindex: u32,
         /// Prefix.
@@ -91,26 +36,27 @@ pub enum DpOp {
     },
 }
 
-/// The contents of the maps the agent writes, in datapath numbering.
+/// The contents of every map the agent writes, as last written or read.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DpState {
-    /// `ENDPOINTS`.
-    pub endpoints: BTreeMap<u32, EndpointInfo>,
-    /// `POLICY`.
-    pub policy: BTreeMap<PolicyKey, PolicyValue>,
-    /// `PORTSETS`.
-    pub portsets: BTreeMap<u32, PortSet>,
-    /// `IPCACHE_EXACT4`.
-    pub exact4: BTreeMap<Ipv4Addr, IpcacheValue>,
-    /// `IPCACHE_EXACT6`.
-    pub exact6: BTreeMap<Ipv6Addr, IpcacheValue>,
-    /// `IPCACHE_V4`.
-    pub lpm4: BTreeMap<Ipv4Net, IpcacheValue>,
-    /// `IPCACHE_V6`.
-    pub lpm6: BTreeMap<Ipv6Net, IpcacheValue>,
-    /// `SOURCES_V4` and `SOURCES_V6`: (interface, prefix). Not part of the
-    /// compiled state: `agent::sources` derives and writes them.
+pub struct Mirror {
+    /// The compiled maps.
+    pub tables: DpState,
+    /// `SOURCES_V4` and `SOURCES_V6`: (interface, prefix).
     pub sources: BTreeSet<(u32, IpNet)>,
+}
+
+impl Mirror {
+    /// Applies one write to `SOURCES_V4/V6`.
+    pub fn apply_source(&mut self, op: &SourceOp) {
+        match op {
+            SourceOp::Upsert { ifindex, prefix } => {
+                self.sources.insert((*ifindex, prefix.trunc()));
+            }
+            SourceOp::Remove { ifindex, prefix } => {
+                self.sources.remove(&(*ifindex, prefix.trunc()));
+            }
+        }
+    }
 }
 
 /// The set of ports of a bitmap.
@@ -136,111 +82,6 @@ pub fn bitmap_ports(b: &PortBitmap) -> PortSet {
         ranges.push((s as u16, u16::MAX));
     }
     PortSet::from_ranges(ranges)
-}
-
-impl DpState {
-    /// Applies one write.
-    pub fn apply(&mut self, op: &DpOp) {
-        match op {
-            DpOp::EndpointUpsert { ifindex, info } => {
-                self.endpoints.insert(*ifindex, *info);
-            }
-            DpOp::EndpointRemove { ifindex } => {
-                self.endpoints.remove(ifindex);
-            }
-            DpOp::PolicyUpsert { key, value } => {
-                self.policy.insert(*key, *value);
-            }
-            DpOp::PolicyRemove { key } => {
-                self.policy.remove(key);
-            }
-            DpOp::PortsetUpsert { id, ports } => {
-                self.portsets.insert(*id, ports.clone());
-            }
-            DpOp::PortsetRemove { id } => {
-                self.portsets.remove(id);
-            }
-            DpOp::ExactUpsert { addr, value } => match addr {
-                IpAddr::V4(a) => {
-                    self.exact4.insert(*a, *value);
-                }
-                IpAddr::V6(a) => {
-                    self.exact6.insert(*a, *value);
-                }
-            },
-            DpOp::ExactRemove { addr } => match addr {
-                IpAddr::V4(a) => {
-                    self.exact4.remove(a);
-                }
-                IpAddr::V6(a) => {
-                    self.exact6.remove(a);
-                }
-            },
-            DpOp::LpmUpsert { prefix, value } => match prefix {
-                IpNet::V4(n) => {
-                    self.lpm4.insert(*n, *value);
-                }
-                IpNet::V6(n) => {
-                    self.lpm6.insert(*n, *value);
-                }
-            },
-            DpOp::LpmRemove { prefix } => match prefix {
-                IpNet::V4(n) => {
-                    self.lpm4.remove(n);
-                }
-                IpNet::V6(n) => {
-                    self.lpm6.remove(n);
-                }
-            },
-            DpOp::SourceUpsert { ifindex, prefix } => {
-                self.sources.insert((*ifindex, prefix.trunc()));
-            }
-            DpOp::SourceRemove { ifindex, prefix } => {
-                self.sources.remove(&(*ifindex, prefix.trunc()));
-            }
-        }
-    }
-
-    /// The exact ipcache entry of `addr`.
-    pub fn exact(&self, addr: &IpAddr) -> Option<IpcacheValue> {
-        match addr {
-            IpAddr::V4(a) => self.exact4.get(a).copied(),
-            IpAddr::V6(a) => self.exact6.get(a).copied(),
-        }
-    }
-
-    /// The LPM entry of exactly `net`.
-    pub fn lpm(&self, net: &IpNet) -> Option<IpcacheValue> {
-        match net {
-            IpNet::V4(n) => self.lpm4.get(n).copied(),
-            IpNet::V6(n) => self.lpm6.get(n).copied(),
-        }
-    }
-
-    /// Every exact entry, both families.
-    pub fn exact_entries(&self) -> impl Iterator<Item = (IpAddr, IpcacheValue)> + '_ {
-        self.exact4
-            .iter()
-            .map(|(a, v)| (IpAddr::V4(*a), *v))
-            .chain(self.exact6.iter().map(|(a, v)| (IpAddr::V6(*a), *v)))
-    }
-
-    /// Every LPM entry, both families.
-    pub fn lpm_entries(&self) -> impl Iterator<Item = (IpNet, IpcacheValue)> + '_ {
-        self.lpm4
-            .iter()
-            .map(|(n, v)| (IpNet::V4(*n), *v))
-            .chain(self.lpm6.iter().map(|(n, v)| (IpNet::V6(*n), *v)))
-    }
-
-    /// The ports a policy value allows (`None`: it names a missing portset).
-    pub fn value_ports(&self, v: &PolicyValue) -> Option<PortSet> {
-        if v.portset == 0 {
-            Some(PortSet::range(v.port_lo, v.port_hi))
-        } else {
-            self.portsets.get(&v.portset).cloned()
-        }
-    }
 }
 
 #[cfg(test)]

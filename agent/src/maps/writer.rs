@@ -1,5 +1,6 @@
-//! The sole writer of the BPF maps: applies [`DpOp`]s one by one (each a
-//! single atomic map update), and reads the maps back into a [`DpState`]
+//! The sole writer of the BPF maps: applies [`DpOp`]s and [`SourceOp`]s
+//! one by one (each a single atomic map update), and reads the maps back
+//! into a [`Mirror`]
 //! (after a restart, to reconcile against what the previous agent left).
 //! Removing an absent entry is not an error, so replays are idempotent.
 
@@ -10,7 +11,7 @@ use aya::maps::lpm_trie::Key;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use palisade_common::{SOURCE_ALLOWED, SourceKey4, SourceKey6, map_names};
 
-use super::{DpOp, DpState, bitmap_ports};
+use super::{DpOp, Mirror, SourceOp, bitmap_ports};
 use crate::datapath::Maps;
 
 /// A map write or read failed.
@@ -65,13 +66,16 @@ fn source6_key(ifindex: u32, n: &Ipv6Net) -> Key<SourceKey6> {
 pub fn apply(maps: &mut Maps, op: &DpOp) -> Result<(), MapWriteError> {
     let err = |map: &'static str, what: String| move |source| MapWriteError { map, what, source };
     match op {
-        DpOp::EndpointUpsert { ifindex, info } => maps.endpoints.insert(ifindex, info, 0).map_err(
-            err(map_names::ENDPOINTS, format!("insert ifindex {ifindex}")),
-        ),
-        DpOp::EndpointRemove { ifindex } => removed(maps.endpoints.remove(ifindex)).map_err(err(
+        DpOp::EndpointUpsert {
+            at: ifindex,
+            endpoint: info,
+        } => maps.endpoints.insert(ifindex, info, 0).map_err(err(
             map_names::ENDPOINTS,
-            format!("remove ifindex {ifindex}"),
+            format!("insert ifindex {ifindex}"),
         )),
+        DpOp::EndpointRemove { at: ifindex } => removed(maps.endpoints.remove(ifindex)).map_err(
+            err(map_names::ENDPOINTS, format!("remove ifindex {ifindex}")),
+        ),
         DpOp::PolicyUpsert { key, value } => maps
             .policy
             .insert(key, value, 0)
@@ -84,7 +88,7 @@ pub fn apply(maps: &mut Maps, op: &DpOp) -> Result<(), MapWriteError> {
             .map_err(err(map_names::PORTSETS, format!("insert {id}"))),
         DpOp::PortsetRemove { id } => removed(maps.portsets.remove(id))
             .map_err(err(map_names::PORTSETS, format!("remove {id}"))),
-        DpOp::ExactUpsert { addr, value } => match addr {
+        DpOp::IpcacheExactUpsert { addr, value } => match addr {
             IpAddr::V4(a) => maps
                 .ipcache_exact4
                 .insert(a.octets(), value, 0)
@@ -94,13 +98,13 @@ pub fn apply(maps: &mut Maps, op: &DpOp) -> Result<(), MapWriteError> {
                 .insert(a.octets(), value, 0)
                 .map_err(err(map_names::IPCACHE_EXACT6, format!("insert {a}"))),
         },
-        DpOp::ExactRemove { addr } => match addr {
+        DpOp::IpcacheExactRemove { addr } => match addr {
             IpAddr::V4(a) => removed(maps.ipcache_exact4.remove(&a.octets()))
                 .map_err(err(map_names::IPCACHE_EXACT4, format!("remove {a}"))),
             IpAddr::V6(a) => removed(maps.ipcache_exact6.remove(&a.octets()))
                 .map_err(err(map_names::IPCACHE_EXACT6, format!("remove {a}"))),
         },
-        DpOp::LpmUpsert { prefix, value } => match prefix {
+        DpOp::IpcacheLpmUpsert { prefix, value } => match prefix {
             IpNet::V4(n) => maps
                 .ipcache_v4
                 .insert(&v4_key(n), value, 0)
@@ -110,13 +114,20 @@ pub fn apply(maps: &mut Maps, op: &DpOp) -> Result<(), MapWriteError> {
                 .insert(&v6_key(n), value, 0)
                 .map_err(err(map_names::IPCACHE_V6, format!("insert {n}"))),
         },
-        DpOp::LpmRemove { prefix } => match prefix {
+        DpOp::IpcacheLpmRemove { prefix } => match prefix {
             IpNet::V4(n) => removed(maps.ipcache_v4.remove(&v4_key(n)))
                 .map_err(err(map_names::IPCACHE_V4, format!("remove {n}"))),
             IpNet::V6(n) => removed(maps.ipcache_v6.remove(&v6_key(n)))
                 .map_err(err(map_names::IPCACHE_V6, format!("remove {n}"))),
         },
-        DpOp::SourceUpsert { ifindex, prefix } => match prefix {
+    }
+}
+
+/// Applies one write to `SOURCES_V4/V6`.
+pub fn apply_source(maps: &mut Maps, op: &SourceOp) -> Result<(), MapWriteError> {
+    let err = |map: &'static str, what: String| move |source| MapWriteError { map, what, source };
+    match op {
+        SourceOp::Upsert { ifindex, prefix } => match prefix {
             IpNet::V4(n) => maps
                 .sources_v4
                 .insert(&source4_key(*ifindex, n), SOURCE_ALLOWED, 0)
@@ -132,7 +143,7 @@ pub fn apply(maps: &mut Maps, op: &DpOp) -> Result<(), MapWriteError> {
                     format!("insert ifindex {ifindex} {n}"),
                 )),
         },
-        DpOp::SourceRemove { ifindex, prefix } => match prefix {
+        SourceOp::Remove { ifindex, prefix } => match prefix {
             IpNet::V4(n) => {
                 removed(maps.sources_v4.remove(&source4_key(*ifindex, n))).map_err(err(
                     map_names::SOURCES_V4,
@@ -150,7 +161,7 @@ pub fn apply(maps: &mut Maps, op: &DpOp) -> Result<(), MapWriteError> {
 }
 
 /// Reads every map the agent writes.
-pub fn read_state(maps: &Maps) -> Result<DpState, MapWriteError> {
+pub fn read_state(maps: &Maps) -> Result<Mirror, MapWriteError> {
     let err = |map: &'static str| {
         move |source| MapWriteError {
             map,
@@ -158,7 +169,8 @@ pub fn read_state(maps: &Maps) -> Result<DpState, MapWriteError> {
             source,
         }
     };
-    let mut s = DpState::default();
+    let mut m = Mirror::default();
+    let s = &mut m.tables;
     for r in maps.endpoints.iter() {
         let (k, v) = r.map_err(err(map_names::ENDPOINTS))?;
         s.endpoints.insert(k, v);
@@ -173,24 +185,24 @@ pub fn read_state(maps: &Maps) -> Result<DpState, MapWriteError> {
     }
     for r in maps.ipcache_exact4.iter() {
         let (k, v) = r.map_err(err(map_names::IPCACHE_EXACT4))?;
-        s.exact4.insert(k.into(), v);
+        s.ipcache_exact4.insert(k.into(), v);
     }
     for r in maps.ipcache_exact6.iter() {
         let (k, v) = r.map_err(err(map_names::IPCACHE_EXACT6))?;
-        s.exact6.insert(k.into(), v);
+        s.ipcache_exact6.insert(k.into(), v);
     }
     for r in maps.ipcache_v4.iter() {
         let (k, v) = r.map_err(err(map_names::IPCACHE_V4))?;
         let len = k.prefix_len().min(32) as u8;
         if let Ok(n) = Ipv4Net::new(k.data().into(), len) {
-            s.lpm4.insert(n.trunc(), v);
+            s.ipcache_lpm4.insert(n.trunc(), v);
         }
     }
     for r in maps.ipcache_v6.iter() {
         let (k, v) = r.map_err(err(map_names::IPCACHE_V6))?;
         let len = k.prefix_len().min(128) as u8;
         if let Ok(n) = Ipv6Net::new(k.data().into(), len) {
-            s.lpm6.insert(n.trunc(), v);
+            s.ipcache_lpm6.insert(n.trunc(), v);
         }
     }
     for r in maps.sources_v4.iter() {
@@ -198,7 +210,7 @@ pub fn read_state(maps: &Maps) -> Result<DpState, MapWriteError> {
         let len = k.prefix_len().saturating_sub(32).min(32) as u8;
         let d = k.data();
         if let Ok(n) = Ipv4Net::new(d.addr.into(), len) {
-            s.sources.insert((d.ifindex, IpNet::V4(n.trunc())));
+            m.sources.insert((d.ifindex, IpNet::V4(n.trunc())));
         }
     }
     for r in maps.sources_v6.iter() {
@@ -206,8 +218,8 @@ pub fn read_state(maps: &Maps) -> Result<DpState, MapWriteError> {
         let len = k.prefix_len().saturating_sub(32).min(128) as u8;
         let d = k.data();
         if let Ok(n) = Ipv6Net::new(d.addr.into(), len) {
-            s.sources.insert((d.ifindex, IpNet::V6(n.trunc())));
+            m.sources.insert((d.ifindex, IpNet::V6(n.trunc())));
         }
     }
-    Ok(s)
+    Ok(m)
 }

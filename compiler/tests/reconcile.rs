@@ -1,7 +1,9 @@
-//! The transition against a direct evaluation of the datapath's verdict:
-//! for random pairs of states (agreeing on what numbers mean, as the
-//! allocation table guarantees), no prefix of the writes allows a flow
-//! that neither state allows, and all of them reach the new state.
+//! The reconcile (the writes from whatever pinned maps hold to a compiled
+//! state, endpoint entries by host interface) against a direct evaluation
+//! of the datapath's verdict: for random pairs of contents (agreeing on
+//! what numbers mean, as one numbering guarantees), no prefix of the
+//! writes allows a flow that neither allows, and all of them reach the new
+//! contents.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -10,11 +12,11 @@ use palisade_common::{
     CIDR_IDENTITY_BASE, EndpointInfo, IDENTITY_ANY, IDENTITY_WORLD, IpcacheValue, PolicyKey,
     PolicyValue, endpoint_flags, proto,
 };
-use palisade_compiler::PortSet;
+use palisade_compiler::{PortSet, Tables, Write, reconcile as transition};
 use proptest::prelude::*;
 
-use super::transition;
-use crate::maps::{DpOp, DpState};
+type DpState = Tables<u32, EndpointInfo>;
+type DpOp = Write<u32, EndpointInfo>;
 
 const C0: u32 = CIDR_IDENTITY_BASE;
 const C1: u32 = CIDR_IDENTITY_BASE + 1;
@@ -44,10 +46,10 @@ fn portset(id: u32) -> PortSet {
 }
 
 fn lookup(s: &DpState, a: Ipv4Addr) -> IpcacheValue {
-    if let Some(v) = s.exact4.get(&a) {
+    if let Some(v) = s.ipcache_exact4.get(&a) {
         return *v;
     }
-    s.lpm4
+    s.ipcache_lpm4
         .iter()
         .filter(|(n, _)| n.contains(&a))
         .max_by_key(|(n, _)| n.prefix_len())
@@ -112,7 +114,7 @@ fn state() -> impl Strategy<Value = DpState> {
         }
         for ((net, id), on) in prefixes().into_iter().zip(lpm) {
             if on {
-                s.lpm4.insert(
+                s.ipcache_lpm4.insert(
                     net,
                     IpcacheValue {
                         identity: id,
@@ -124,7 +126,7 @@ fn state() -> impl Strategy<Value = DpState> {
         for (addr, id) in peers().into_iter().zip(exact) {
             if let Some(id) = id {
                 let cidr = lookup(&s, addr).cidr_identity;
-                s.exact4.insert(
+                s.ipcache_exact4.insert(
                     addr,
                     IpcacheValue {
                         identity: id,
@@ -198,14 +200,14 @@ proptest! {
 #[test]
 fn equal_states_need_no_writes() {
     let mut s = DpState::default();
-    s.apply(&DpOp::LpmUpsert {
+    s.apply(&DpOp::IpcacheLpmUpsert {
         prefix: IpNet::V4("10.0.0.0/8".parse().unwrap()),
         value: IpcacheValue {
             identity: C0,
             cidr_identity: C0,
         },
     });
-    s.apply(&DpOp::ExactUpsert {
+    s.apply(&DpOp::IpcacheExactUpsert {
         addr: IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1)),
         value: IpcacheValue {
             identity: 256,
