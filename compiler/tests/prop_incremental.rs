@@ -20,7 +20,7 @@ use common::generate::*;
 use common::*;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use palisade_compiler::{Compiler, DesiredState, MapOp, ObjectKind, ObjectRef};
+use palisade_compiler::{Compiler, DesiredState, MapOp, ObjectKind, ObjectRef, reconcile};
 use proptest::prelude::*;
 use proptest::sample::select;
 use serde_json::json;
@@ -162,7 +162,10 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 160, ..ProptestConfig::default() })]
 
     #[test]
-    fn incremental_equals_scratch_and_diffs_are_safe((initial, batches) in arb_case()) {
+    fn incremental_equals_scratch_and_diffs_are_safe(
+        (initial, batches) in arb_case(),
+        crash in any::<prop::sample::Index>(),
+    ) {
         let slots: Vec<String> = {
             // slot namespaces are implied by the pods the strategy builds
             let mut s = vec![String::new(); POD_SLOTS];
@@ -201,6 +204,18 @@ proptest! {
             let probes = probes(&old, &new, &extra, &ports);
             let replayed = replay_checked(&old, &new, &diff.ops, &probes);
             prop_assert_eq!(&replayed, &new);
+            // A crash part way through the diff pins what its first `k`
+            // writes made; a restarted agent reconciles from there to the
+            // new state. Every step stays within what the pinned or the new
+            // state allows (and the pinned state within old or new).
+            let k = crash.index(diff.ops.len() + 1);
+            let mut pinned = old.clone();
+            for op in &diff.ops[..k] {
+                pinned.apply(op);
+            }
+            let writes = reconcile(&pinned, &new);
+            let reconciled = replay_checked(&pinned, &new, &writes, &probes);
+            prop_assert_eq!(&reconciled, &new);
             prop_assert!(c.commit().ops.is_empty(), "a second commit has nothing to do");
         }
         prop_assert_eq!(canon(&c), canon(&model.compile()));

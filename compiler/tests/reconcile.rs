@@ -5,12 +5,14 @@
 //! writes allows a flow that neither allows, and all of them reach the new
 //! contents.
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr};
 
+use common::{lookup, sim};
 use ipnet::{IpNet, Ipv4Net};
 use palisade_common::{
-    CIDR_IDENTITY_BASE, EndpointInfo, IDENTITY_ANY, IDENTITY_WORLD, IpcacheValue, PolicyKey,
-    PolicyValue, endpoint_flags, proto,
+    CIDR_IDENTITY_BASE, EndpointInfo, IDENTITY_ANY, IpcacheValue, PolicyKey, PolicyValue, proto,
 };
 use palisade_compiler::{PortSet, Tables, Write, reconcile as transition};
 use proptest::prelude::*;
@@ -45,45 +47,8 @@ fn portset(id: u32) -> PortSet {
     }
 }
 
-fn lookup(s: &DpState, a: Ipv4Addr) -> IpcacheValue {
-    if let Some(v) = s.ipcache_exact4.get(&a) {
-        return *v;
-    }
-    s.ipcache_lpm4
-        .iter()
-        .filter(|(n, _)| n.contains(&a))
-        .max_by_key(|(n, _)| n.prefix_len())
-        .map(|(_, v)| *v)
-        .unwrap_or(IpcacheValue {
-            identity: IDENTITY_WORLD,
-            cidr_identity: IDENTITY_WORLD,
-        })
-}
-
 fn allowed(s: &DpState, ifindex: u32, dir: u8, peer: Ipv4Addr, port: u16) -> bool {
-    let Some(ep) = s.endpoints.get(&ifindex) else {
-        return false; // fail closed
-    };
-    if ep.flags & endpoint_flags::isolated(dir) == 0 {
-        return true;
-    }
-    let v = lookup(s, peer);
-    [v.identity, v.cidr_identity, IDENTITY_ANY]
-        .iter()
-        .any(|&id| {
-            let key = PolicyKey {
-                ep_id: ep.ep_id,
-                identity: id,
-                direction: dir,
-                proto: proto::TCP,
-                view: 0,
-                _pad: 0,
-            };
-            s.policy
-                .get(&key)
-                .and_then(|v| s.value_ports(v))
-                .is_some_and(|p| p.contains(port))
-        })
+    sim(s, &ifindex, dir, IpAddr::V4(peer), proto::TCP, port).unwrap()
 }
 
 /// A random state: each interface's endpoint id is drawn from its own pool
@@ -125,7 +90,7 @@ fn state() -> impl Strategy<Value = DpState> {
         }
         for (addr, id) in peers().into_iter().zip(exact) {
             if let Some(id) = id {
-                let cidr = lookup(&s, addr).cidr_identity;
+                let cidr = lookup(&s, IpAddr::V4(addr)).cidr_identity;
                 s.ipcache_exact4.insert(
                     addr,
                     IpcacheValue {

@@ -17,7 +17,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use palisade_common::{
     IDENTITY_ANY, IDENTITY_WORLD, IpcacheValue, PolicyKey, direction, endpoint_flags, proto,
 };
-use palisade_compiler::{Compiler, DesiredState, IdentityInfo, MapOp, PodRef};
+use palisade_compiler::{
+    Compiler, DesiredState, EndpointEntry, IdentityInfo, MapOp, PodRef, Tables,
+};
 use serde_json::{Value, json};
 
 pub mod generate;
@@ -73,7 +75,7 @@ pub fn ip(s: &str) -> IpAddr {
 // ----- datapath simulator ------------------------------------------------
 
 /// The ipcache lookup: exact, then longest LPM prefix, then WORLD.
-pub fn lookup(state: &DesiredState, addr: IpAddr) -> IpcacheValue {
+pub fn lookup<K: Ord + Clone, E: Clone>(state: &Tables<K, E>, addr: IpAddr) -> IpcacheValue {
     if let Some(v) = state.exact(&addr) {
         return v;
     }
@@ -101,12 +103,14 @@ pub fn lookup(state: &DesiredState, addr: IpAddr) -> IpcacheValue {
     }
 }
 
-/// The verdict of the datapath for a new flow of local pod `pod` in
-/// `dir` with peer address `peer`. A missing endpoint drops (fail closed).
-/// Errors if a policy value names a missing portset.
-pub fn sim(
-    state: &DesiredState,
-    pod: &PodRef,
+/// The verdict of the datapath for a new flow of the endpoint entry at
+/// `pod` (a pod, or a host interface) in `dir` with peer address `peer`.
+/// A missing endpoint drops (fail closed). Errors if a policy value names
+/// a missing portset. The one simulator of verdicts the ordering tests
+/// (commit diffs and reconciles) are held to.
+pub fn sim<K: Ord + Clone, E: EndpointEntry + Clone>(
+    state: &Tables<K, E>,
+    pod: &K,
     dir: u8,
     peer: IpAddr,
     ip_proto: u8,
@@ -115,7 +119,7 @@ pub fn sim(
     let Some(ep) = state.endpoints.get(pod) else {
         return Ok(false);
     };
-    if ep.flags & endpoint_flags::isolated(dir) == 0 {
+    if ep.flags() & endpoint_flags::isolated(dir) == 0 {
         return Ok(true);
     }
     let v = lookup(state, peer);
@@ -128,7 +132,7 @@ pub fn sim(
     ids.push(IDENTITY_ANY);
     for id in ids {
         let key = PolicyKey {
-            ep_id: ep.ep_id,
+            ep_id: ep.ep_id(),
             identity: id,
             direction: dir,
             proto: class,
