@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use palisade_common::CIDR_IDENTITY_BASE;
 
-use crate::ids::IdAlloc;
+use crate::ids::Numbers;
 
 #[derive(Clone, Debug)]
 struct Region {
@@ -30,7 +30,7 @@ pub(crate) struct Regions {
     by_id: HashMap<u32, IpNet>,
     /// Per family (0 = v4, 1 = v6): prefix length → number of regions.
     lens: [BTreeMap<u8, u32>; 2],
-    alloc: IdAlloc,
+    pub(crate) alloc: Numbers<IpNet>,
 }
 
 fn family(net: &IpNet) -> usize {
@@ -50,7 +50,7 @@ impl Default for Regions {
             by_net: BTreeMap::new(),
             by_id: HashMap::new(),
             lens: [BTreeMap::new(), BTreeMap::new()],
-            alloc: IdAlloc::new(CIDR_IDENTITY_BASE, u32::MAX),
+            alloc: Numbers::new(CIDR_IDENTITY_BASE, u32::MAX),
         }
     }
 }
@@ -63,7 +63,7 @@ impl Regions {
             r.refs += 1;
             return Some((r.id, false));
         }
-        let id = self.alloc.alloc()?;
+        let id = self.alloc.number_for(&net)?;
         self.by_net.insert(net, Region { id, refs: 1 });
         self.by_id.insert(id, net);
         *self.lens[family(&net)].entry(net.prefix_len()).or_default() += 1;
@@ -109,6 +109,11 @@ impl Regions {
     /// The id of the region `net`, if registered.
     pub(crate) fn id(&self, net: &IpNet) -> Option<u32> {
         self.by_net.get(net).map(|r| r.id)
+    }
+
+    /// Every region: (id, prefix).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, IpNet)> + '_ {
+        self.by_id.iter().map(|(id, net)| (*id, *net))
     }
 
     /// The prefix of region `id`.

@@ -19,7 +19,8 @@ use crate::explain::{self, ExplainError, Explanation, Query};
 use crate::identity::{self, IdentityInfo};
 use crate::inspect::{self, PolicyName, PolicySummary};
 use crate::model::PolicyRef;
-use crate::state::{DesiredState, PodRef};
+use crate::numbering::{self, Meaning};
+use crate::state::{DesiredState, EndpointEntry, PodRef, Tables};
 use crate::validate;
 
 /// The compiler for one node. See the crate documentation.
@@ -156,6 +157,33 @@ impl Compiler {
             revision: self.revision,
             ops,
         }
+    }
+
+    // ----- numbering ------------------------------------------------------
+
+    /// Every number in use (as of the last commit) or remembered and not
+    /// claimed yet, with its meaning: what to record before a commit's
+    /// writes reach the maps (see `ids.rs`, `numbering.rs`).
+    pub fn numbering(&self) -> Vec<(Meaning, u32)> {
+        numbering::numbering(&self.engine, &self.out)
+    }
+
+    /// Gives back numbers recorded by a previous process: each is handed
+    /// out only to its meaning. Call before applying any object.
+    pub fn remember_numbering(&mut self, entries: impl IntoIterator<Item = (Meaning, u32)>) {
+        numbering::remember(&mut self.engine, &mut self.out, entries);
+    }
+
+    /// Keeps every number `tables` (what the maps hold) uses and nothing
+    /// here does from being handed out, until [`Compiler::settle_numbering`].
+    pub fn reserve_numbers<K, E: EndpointEntry>(&mut self, tables: &Tables<K, E>) {
+        numbering::reserve(&mut self.engine, &mut self.out, tables);
+    }
+
+    /// The maps hold exactly the last commit: forgets unclaimed remembered
+    /// numbers and ends every reservation.
+    pub fn settle_numbering(&mut self) {
+        numbering::settle(&mut self.engine, &mut self.out);
     }
 
     /// The state as of the last commit.

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::ids::IdAlloc;
+use crate::ids::Numbers;
 use crate::model::PolicyRef;
 use crate::state::PodRef;
 
@@ -24,7 +24,8 @@ pub(crate) struct EpState {
 pub(crate) struct Endpoints {
     by_pod: BTreeMap<PodRef, EpState>,
     owner: HashMap<u32, PodRef>,
-    ids: IdAlloc,
+    /// Keyed by the pod's life: its name and UID.
+    pub(crate) ids: Numbers<(PodRef, Option<String>)>,
 }
 
 impl Default for Endpoints {
@@ -32,7 +33,7 @@ impl Default for Endpoints {
         Endpoints {
             by_pod: BTreeMap::new(),
             owner: HashMap::new(),
-            ids: IdAlloc::new(1, u32::MAX),
+            ids: Numbers::new(1, u32::MAX),
         }
     }
 }
@@ -69,7 +70,7 @@ impl Endpoints {
         uid: Option<String>,
         selecting: BTreeSet<PolicyRef>,
     ) -> Option<u32> {
-        let ep_id = self.ids.alloc()?;
+        let ep_id = self.ids.number_for(&(pod.clone(), uid.clone()))?;
         self.by_pod.insert(
             pod.clone(),
             EpState {

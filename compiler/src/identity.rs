@@ -28,7 +28,7 @@ use palisade_common::{
 };
 
 use crate::cidr::Regions;
-use crate::ids::IdAlloc;
+use crate::ids::Numbers;
 use crate::idset::IdSet;
 use crate::model::NamedPorts;
 use crate::selector::Labels;
@@ -59,7 +59,7 @@ pub(crate) struct Identities {
     pub(crate) by_ns: BTreeMap<String, IdSet>,
     /// `(port name, protocol class)` → identities serving it.
     pub(crate) by_named_port: BTreeMap<(String, u8), IdSet>,
-    alloc: IdAlloc,
+    pub(crate) alloc: Numbers<IdentityKey>,
 }
 
 impl Default for Identities {
@@ -69,7 +69,7 @@ impl Default for Identities {
             by_id: BTreeMap::new(),
             by_ns: BTreeMap::new(),
             by_named_port: BTreeMap::new(),
-            alloc: IdAlloc::new(POD_IDENTITY_BASE, CIDR_IDENTITY_BASE),
+            alloc: Numbers::new(POD_IDENTITY_BASE, CIDR_IDENTITY_BASE),
         }
     }
 }
@@ -84,7 +84,7 @@ impl Identities {
             }
             return Some((id, false));
         }
-        let id = self.alloc.alloc()?;
+        let id = self.alloc.number_for(&key)?;
         self.by_ns
             .entry(key.namespace.clone())
             .or_default()

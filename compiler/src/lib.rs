@@ -138,6 +138,7 @@ mod engine;
 
 mod commit;
 mod inspect;
+mod numbering;
 
 mod explain;
 
@@ -154,6 +155,7 @@ pub use explain::{
 pub use identity::IdentityInfo;
 pub use inspect::{PolicyName, PolicySummary};
 pub use model::NAMESPACE_NAME_LABEL;
+pub use numbering::Meaning;
 pub use order::{Changes, PolicyChange, order, reconcile};
 pub use ports::PortSet;
 pub use state::{DesiredState, Endpoint, EndpointEntry, MapOp, PodRef, Tables, Write};

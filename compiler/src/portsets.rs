@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use palisade_common::PolicyValue;
 
-use crate::ids::IdAlloc;
+use crate::ids::Numbers;
 use crate::ports::PortSet;
 
 /// Registry of port sets stored as bitmaps.
@@ -16,7 +16,7 @@ pub(crate) struct Portsets {
     by_set: HashMap<PortSet, u32>,
     by_id: BTreeMap<u32, (PortSet, u32)>,
     created: BTreeSet<u32>,
-    alloc: IdAlloc,
+    pub(crate) alloc: Numbers<PortSet>,
 }
 
 impl Default for Portsets {
@@ -25,7 +25,7 @@ impl Default for Portsets {
             by_set: HashMap::new(),
             by_id: BTreeMap::new(),
             created: BTreeSet::new(),
-            alloc: IdAlloc::new(1, u32::MAX),
+            alloc: Numbers::new(1, u32::MAX),
         }
     }
 }
@@ -41,7 +41,7 @@ impl Portsets {
         let id = match self.by_set.get(set) {
             Some(&id) => id,
             None => {
-                let id = self.alloc.alloc()?;
+                let id = self.alloc.number_for(set)?;
                 self.by_set.insert(set.clone(), id);
                 self.by_id.insert(id, (set.clone(), 0));
                 self.created.insert(id);

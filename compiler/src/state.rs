@@ -60,6 +60,8 @@ pub trait EndpointEntry {
     fn ep_id(&self) -> u32;
     /// Its [`palisade_common::endpoint_flags`].
     fn flags(&self) -> u32;
+    /// The identity of the endpoint's pod.
+    fn identity(&self) -> u32;
 }
 
 impl EndpointEntry for Endpoint {
@@ -69,6 +71,9 @@ impl EndpointEntry for Endpoint {
     fn flags(&self) -> u32 {
         self.flags
     }
+    fn identity(&self) -> u32 {
+        self.identity
+    }
 }
 
 impl EndpointEntry for EndpointInfo {
@@ -77,6 +82,9 @@ impl EndpointEntry for EndpointInfo {
     }
     fn flags(&self) -> u32 {
         self.flags
+    }
+    fn identity(&self) -> u32 {
+        self.identity
     }
 }
 

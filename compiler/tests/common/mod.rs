@@ -195,7 +195,14 @@ impl Cluster {
     /// Compiles the cluster from scratch (everything applied, one commit).
     /// Panics if an object is rejected.
     pub fn compile(&self) -> Compiler {
+        self.compile_after(|_| {})
+    }
+
+    /// [`Cluster::compile`] on a compiler `prepare` set up first (a
+    /// restarted agent gives back its numbering before any object).
+    pub fn compile_after(&self, prepare: impl FnOnce(&mut Compiler)) -> Compiler {
         let mut c = Compiler::new(NODE);
+        prepare(&mut c);
         for n in self.namespaces.values() {
             c.apply_namespace(n).unwrap();
         }
