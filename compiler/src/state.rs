@@ -154,6 +154,28 @@ pub enum Write<K, E> {
     },
 }
 
+impl<K, E> Write<K, E> {
+    /// The write itself when it is not to an endpoint entry (with any
+    /// endpoint key type), else `(where, the new entry or None)`: endpoint
+    /// entries are where the writer decides (the agent: the pod's
+    /// interface).
+    #[allow(clippy::type_complexity)]
+    pub fn split_endpoint<K2, E2>(self) -> Result<Write<K2, E2>, (K, Option<E>)> {
+        Ok(match self {
+            Write::EndpointUpsert { at, endpoint } => return Err((at, Some(endpoint))),
+            Write::EndpointRemove { at } => return Err((at, None)),
+            Write::PolicyUpsert { key, value } => Write::PolicyUpsert { key, value },
+            Write::PolicyRemove { key } => Write::PolicyRemove { key },
+            Write::PortsetUpsert { id, ports } => Write::PortsetUpsert { id, ports },
+            Write::PortsetRemove { id } => Write::PortsetRemove { id },
+            Write::IpcacheExactUpsert { addr, value } => Write::IpcacheExactUpsert { addr, value },
+            Write::IpcacheExactRemove { addr } => Write::IpcacheExactRemove { addr },
+            Write::IpcacheLpmUpsert { prefix, value } => Write::IpcacheLpmUpsert { prefix, value },
+            Write::IpcacheLpmRemove { prefix } => Write::IpcacheLpmRemove { prefix },
+        })
+    }
+}
+
 /// A compiler write: endpoint entries by pod.
 pub type MapOp = Write<PodRef, Endpoint>;
 

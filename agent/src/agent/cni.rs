@@ -94,7 +94,7 @@ impl Agent {
             reply,
             Response {
                 ok: true,
-                revision: Some(self.idmap.revision),
+                revision: Some(self.numbers.revision),
                 ..Default::default()
             },
         ));
@@ -125,7 +125,7 @@ impl Agent {
             Ok(pod) => match self.endpoints.enforced(&pod) {
                 Some((ifindex, policy)) => Response {
                     ok: true,
-                    revision: Some(self.idmap.revision),
+                    revision: Some(self.numbers.revision),
                     policy: Some(policy.into()),
                     ifindex: Some(ifindex),
                     ..Default::default()
@@ -146,7 +146,7 @@ impl Agent {
             if compiled && let Some((ifindex, "enforced")) = self.endpoints.enforced(&w.pod) {
                 let _ = w.reply.send(Response {
                     ok: true,
-                    revision: Some(self.idmap.revision),
+                    revision: Some(self.numbers.revision),
                     policy: Some("enforced".into()),
                     ifindex: Some(ifindex),
                     ..Default::default()
@@ -169,7 +169,7 @@ impl Agent {
                 match self.attach_pending(&w.pod, &ips) {
                     Ok(ifindex) => Response {
                         ok: true,
-                        revision: Some(self.idmap.revision),
+                        revision: Some(self.numbers.revision),
                         policy: Some("pending".into()),
                         ifindex: Some(ifindex),
                         ..Default::default()

@@ -1,33 +1,32 @@
 //! Map sync: commits the compiler and writes the result to the maps. In
-//! steady state each commit's ordered operations are translated to
-//! datapath numbering and applied one by one, in the compiler's order
-//! (`PortsetUpsert` writes `ports.to_bitmap()`; endpoint entries go where
-//! the pod's interface is, or wait for it). The first commit after a start
-//! (and any commit after a failed write) instead reconciles the whole
-//! state against what the maps hold, by a safely ordered diff: pinned maps
-//! are never flushed.
+//! steady state each commit's ordered writes are applied one by one, in
+//! the compiler's order and numbering (`PortsetUpsert` writes
+//! `ports.to_bitmap()`; endpoint entries go where the pod's interface is,
+//! or wait for it). The first commit after a start (and any commit after a
+//! failed write) instead reconciles the whole state against what the maps
+//! hold (`palisade_compiler::reconcile`): pinned maps are never flushed.
+//! Before any write the numbering is recorded (`numbering.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use palisade_common::{Config, EndpointInfo};
-use palisade_compiler::PodRef;
+use palisade_compiler::{Endpoint, Meaning, PodRef, reconcile};
 use tracing::{debug, info, instrument, warn};
 
 use super::endpoints::Io;
 use super::{Agent, state_path};
 use crate::datapath::remove_link_pins;
 use crate::datapath::{Datapath, DatapathError};
-use crate::idmap::Meaning;
-use crate::idmap::{Context, IdMapError, Translated};
 use crate::maps::{DpOp, DpState, MapWriteError};
+use crate::numbering::NumberingError;
 
 /// Applying a commit failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
-    /// Translating to datapath numbering failed.
-    #[error("translating the commit: {0}")]
-    Translate(#[from] IdMapError),
+    /// Recording the numbering failed (nothing was written).
+    #[error("recording the numbering: {0}")]
+    Numbering(#[from] NumberingError),
     /// A map write failed.
     #[error(transparent)]
     Write(#[from] MapWriteError),
@@ -36,16 +35,27 @@ pub enum CommitError {
     Config(#[from] DatapathError),
 }
 
+/// The `ENDPOINTS` value of a compiled endpoint.
+fn endpoint_info(e: &Endpoint) -> EndpointInfo {
+    EndpointInfo {
+        ep_id: e.ep_id,
+        identity: e.identity,
+        flags: e.flags,
+        _pad: 0,
+    }
+}
+
 impl Agent {
-    /// Datapath endpoint id → pod, from the allocation table (names the
-    /// pods of pinned entries, also those the sources no longer report).
+    /// Endpoint id → pod, from the numbering (names the pods of pinned
+    /// entries, also those the sources no longer report).
     fn endpoint_pods(&self) -> HashMap<u32, PodRef> {
-        self.idmap
-            .entries()
+        self.compiler
+            .numbering()
+            .into_iter()
             .filter_map(|(m, id)| match m {
                 Meaning::Endpoint {
                     namespace, name, ..
-                } => Some((id, PodRef::new(namespace.clone(), name.clone()))),
+                } => Some((id, PodRef::new(namespace, name))),
                 _ => None,
             })
             .collect()
@@ -63,14 +73,17 @@ impl Agent {
         }
     }
 
-    /// Compiler endpoint id → (pod, uid), as of the last commit.
-    fn ep_owner(&self) -> HashMap<u32, (PodRef, String)> {
-        self.compiler
-            .state()
-            .endpoints
-            .iter()
-            .map(|(pod, ep)| (ep.ep_id, (pod.clone(), self.feed.uid(pod))))
-            .collect()
+    /// Records the numbering (write-ahead: every number the maps will
+    /// hold has a recorded meaning).
+    fn record_numbering(&mut self) -> Result<(), NumberingError> {
+        let numbering = self.compiler.numbering();
+        self.numbers.save(&state_path(&self.cfg), numbering)
+    }
+
+    /// After a failed write: the maps may still hold numbers the commit
+    /// freed; none of them is handed out again while they may be there.
+    fn keep_written_numbers(&mut self) {
+        self.compiler.reserve_numbers(&self.mirror.tables);
     }
 
     /// Commits and applies.
@@ -85,25 +98,14 @@ impl Agent {
             let (endpoints, mut io) = self.parts();
             return Ok(endpoints.place_all(&mut io)?);
         }
-        let owner = self.ep_owner();
-        let cx = Context {
-            compiler: &self.compiler,
-            ep_owner: &owner,
-        };
-        let translated = diff
+        self.numbers.revision += 1;
+        self.record_numbering()?;
+        let n = diff.ops.len();
+        let removal_reasons: HashMap<PodRef, String> = diff
             .ops
             .iter()
-            .map(|op| self.idmap.translate(&cx, op))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.idmap.revision += 1;
-        self.idmap.touch();
-        // Write-ahead: every number the maps will hold has a recorded meaning.
-        self.idmap.save(&state_path(&self.cfg))?;
-        let n = translated.len();
-        let removal_reasons: HashMap<PodRef, String> = translated
-            .iter()
-            .filter_map(|t| match t {
-                Translated::EndpointRemove { pod } => Some((pod.clone(), self.why_not_local(pod))),
+            .filter_map(|op| match op {
+                DiffOp::EndpointRemove { at } => Some((at.clone(), self.why_not_local(at))),
                 _ => None,
             })
             .collect();
@@ -117,54 +119,41 @@ impl Agent {
                 allowed: &self.allowed_sources,
             },
         );
-        let written = translated
+        let written = diff
+            .ops
             .into_iter()
-            .try_for_each(|t| match t {
-                Translated::Map(op) => io.write(op),
-                Translated::Endpoint { pod, info, ips } => {
-                    endpoints.upsert(&mut io, pod, info, ips)
-                }
-                Translated::EndpointRemove { pod } => {
-                    endpoints.remove(&mut io, &pod, &removal_reasons[&pod])
-                }
+            .try_for_each(|op| match op.split_endpoint() {
+                Ok(write) => io.write(write),
+                Err((pod, Some(e))) => endpoints.upsert(&mut io, pod, endpoint_info(&e), e.ips),
+                Err((pod, None)) => endpoints.remove(&mut io, &pod, &removal_reasons[&pod]),
             })
             .and_then(|()| endpoints.place_all(&mut io));
         publish(&mut self.config, self.cfg.ct_revalidate, io.dp)?;
-        written?;
-        self.idmap.prune(&cx);
-        self.idmap.save(&state_path(&self.cfg))?;
-        info!(revision = self.idmap.revision, ops = n, "policy applied");
+        if let Err(e) = written {
+            self.keep_written_numbers();
+            return Err(e.into());
+        }
+        info!(revision = self.numbers.revision, ops = n, "policy applied");
         Ok(())
     }
 
     /// Brings the maps from what they hold to the compiled state.
     #[instrument(skip_all, fields(node = %self.cfg.node_name))]
     fn full_reconcile(&mut self) -> Result<(), CommitError> {
-        let owner = self.ep_owner();
-        let mut target = DpState::default();
-        let mut desired: BTreeMap<PodRef, (EndpointInfo, Vec<IpAddr>)> = BTreeMap::new();
-        {
-            let cx = Context {
-                compiler: &self.compiler,
-                ep_owner: &owner,
-            };
-            for op in self.compiler.state().full_sync_ops() {
-                match self.idmap.translate(&cx, &op)? {
-                    Translated::Map(op) => target.apply(&op),
-                    Translated::Endpoint { pod, info, ips } => {
-                        desired.insert(pod, (info, ips));
-                    }
-                    Translated::EndpointRemove { .. } => {}
-                }
-            }
-        }
+        let desired: BTreeMap<PodRef, (EndpointInfo, Vec<IpAddr>)> = self
+            .compiler
+            .state()
+            .endpoints
+            .iter()
+            .map(|(pod, e)| (pod.clone(), (endpoint_info(e), e.ips.clone())))
+            .collect();
         // Recorded sandboxes whose policy is not compiled stay attached
         // (pending) before the plan decides what each interface keeps.
         self.restore_recorded(&desired);
+        let mut target: DpState = self.compiler.state().rekeyed(|_, _| None);
         target.endpoints = self.endpoints.plan(&self.net, self.feed.records(), desired);
-        self.idmap.touch();
-        self.idmap.save(&state_path(&self.cfg))?;
-        let ops = palisade_compiler::reconcile(&self.mirror.tables, &target);
+        self.record_numbering()?;
+        let ops = reconcile(&self.mirror.tables, &target);
         let n = ops.len();
         let pods_by_ep = self.endpoint_pods();
         let links_dir = self.cfg.links_dir();
@@ -200,26 +189,28 @@ impl Agent {
         if n > 0 {
             publish(&mut self.config, self.cfg.ct_revalidate, io.dp)?;
         }
-        written?;
-        self.endpoints.adopt(&mut io)?;
-        self.idmap.prune(&Context {
-            compiler: &self.compiler,
-            ep_owner: &owner,
-        });
-        if n > 0 {
-            self.idmap.revision += 1;
+        if let Err(e) = written.and_then(|()| self.endpoints.adopt(&mut io)) {
+            self.keep_written_numbers();
+            return Err(e.into());
         }
-        self.idmap.touch();
-        self.idmap.save(&state_path(&self.cfg))?;
+        // The maps hold the compiled state and nothing else: numbers kept
+        // for meanings nobody claimed, or reserved, are free again.
+        self.compiler.settle_numbering();
+        if n > 0 {
+            self.numbers.revision += 1;
+        }
+        self.record_numbering()?;
         self.needs_full = false;
         info!(
-            revision = self.idmap.revision,
+            revision = self.numbers.revision,
             writes = n,
             "maps reconciled with the compiled state"
         );
         Ok(())
     }
 }
+
+type DiffOp = palisade_compiler::MapOp;
 
 /// Tells the datapath that the maps changed: a new ipcache generation
 /// (each CPU's cache of resolved addresses stops answering, see

@@ -30,7 +30,7 @@ pub enum AgentError {
     Maps(#[from] crate::maps::MapWriteError),
     /// The allocation table is unusable.
     #[error(transparent)]
-    IdMap(#[from] crate::idmap::IdMapError),
+    Numbering(#[from] crate::numbering::NumberingError),
     /// The CNI sandbox records are unusable (starting without them would
     /// remove enforcement from the pods they name).
     #[error(transparent)]

@@ -386,14 +386,6 @@ impl Feed {
     pub fn namespaces(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
         self.namespace_annotations(super::ALLOWED_SOURCES_ANNOTATION)
     }
-
-    /// The pod's `metadata.uid` (empty if none).
-    pub fn uid(&self, pod: &PodRef) -> String {
-        match self.objects.get(&pod_key(pod)) {
-            Some(Object::Pod(p)) => p.uid.clone().unwrap_or_default(),
-            _ => String::new(),
-        }
-    }
 }
 
 #[cfg(test)]

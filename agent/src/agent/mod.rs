@@ -33,9 +33,9 @@ use crate::config::{AgentConfig, SourceConfig};
 use crate::control::{self, Call, Request, Response};
 use crate::datapath::{AttachMode, Datapath, LoadOptions};
 use crate::dirs;
-use crate::idmap::IdMap;
 use crate::maps::{Mirror, read_state};
 use crate::net::{self, NetSnapshot};
+use crate::numbering::NumberRecord;
 use crate::source::{self, SourceHandle, SourceProblem, SourceUpdate};
 use allowed_sources::AllowedSources;
 use cni_records::Records;
@@ -47,7 +47,8 @@ pub struct Agent {
     cfg: AgentConfig,
     dp: Datapath,
     compiler: Compiler,
-    idmap: IdMap,
+    /// The record of the compiler's numbering (and the revision).
+    numbers: NumberRecord,
     /// What the maps hold (read at startup, then kept by every write).
     mirror: Mirror,
     feed: Feed,
@@ -77,7 +78,7 @@ pub struct Agent {
 }
 
 fn state_path(cfg: &AgentConfig) -> std::path::PathBuf {
-    IdMap::path(&cfg.state_dir)
+    NumberRecord::path(&cfg.state_dir)
 }
 
 /// Starts the agent and runs it until SIGTERM/SIGINT. Enforcement stays in
@@ -117,16 +118,15 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let links_dir = cfg.links_dir();
     std::fs::create_dir_all(&links_dir).map_err(dir_err(&links_dir))?;
     let mirror = read_state(&dp.maps)?;
-    let mut idmap = IdMap::load(&state_path(&cfg))?;
-    idmap.reserve_observed(&mirror.tables);
+    let (numbers, recorded) = NumberRecord::load(&state_path(&cfg))?;
     let records = Records::load(&Records::path(&cfg.state_dir))?;
     info!(
         node = %cfg.node_name,
         pins = %cfg.bpffs_dir.display(),
         endpoints = mirror.tables.endpoints.len(),
         policy_entries = mirror.tables.policy.len(),
-        known_numbers = idmap.len(),
-        revision = idmap.revision,
+        known_numbers = recorded.len(),
+        revision = numbers.revision,
         cni_sandboxes = records.iter().count(),
         "datapath loaded; pinned maps adopted"
     );
@@ -144,6 +144,11 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let (nl, mut net_rx) = net::monitor()?;
     let snap = net::snapshot(&nl).await?;
     let mut compiler = Compiler::new(cfg.node_name.clone());
+    // One numbering: the pinned maps' numbers keep their meanings, and
+    // numbers they hold without a recorded meaning are never reused while
+    // they may still be there.
+    compiler.remember_numbering(recorded);
+    compiler.reserve_numbers(&mirror.tables);
     compiler.set_host_addresses(snap.addresses.iter().copied().collect());
     compiler.set_audit_all(cfg.audit);
     let obs = observe::Observe::start(&cfg);
@@ -181,7 +186,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         cfg,
         dp,
         compiler,
-        idmap,
+        numbers,
         mirror,
         feed: Feed::new(records),
         allowed_sources: AllowedSources::default(),
@@ -233,7 +238,8 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         h.abort();
     }
     let _ = std::fs::remove_file(&agent.cfg.socket);
-    if let Err(e) = agent.idmap.save(&state_path(&agent.cfg)) {
+    let numbering = agent.compiler.numbering();
+    if let Err(e) = agent.numbers.save(&state_path(&agent.cfg), numbering) {
         error!(error = %e, "saving the allocation table");
     }
     result
@@ -319,7 +325,7 @@ impl Agent {
     fn status(&self) -> Response {
         Response {
             ok: true,
-            revision: Some(self.idmap.revision),
+            revision: Some(self.numbers.revision),
             synced: Some(self.synced && !self.needs_full),
             endpoints: self.endpoints.status(),
             problems: self.all_problems(),
@@ -358,7 +364,7 @@ impl Agent {
         self.allowed_sources.update(self.feed.namespaces());
         let mut committed = None;
         if self.synced {
-            let (t, before) = (std::time::Instant::now(), self.idmap.revision);
+            let (t, before) = (std::time::Instant::now(), self.numbers.revision);
             match self.commit() {
                 Ok(()) => {
                     self.last_error = None;
@@ -398,12 +404,12 @@ impl Agent {
             }
             let r = if let Some(e) = &self.last_error {
                 Response {
-                    revision: Some(self.idmap.revision),
+                    revision: Some(self.numbers.revision),
                     ..Response::error(e.clone())
                 }
             } else if !problems.is_empty() {
                 Response {
-                    revision: Some(self.idmap.revision),
+                    revision: Some(self.numbers.revision),
                     problems: problems.clone(),
                     ..Response::error(format!(
                         "{} problem(s), the rest is enforced: {}",
@@ -414,7 +420,7 @@ impl Agent {
             } else {
                 Response {
                     ok: true,
-                    revision: Some(self.idmap.revision),
+                    revision: Some(self.numbers.revision),
                     ..Default::default()
                 }
             };

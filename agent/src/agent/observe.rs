@@ -16,13 +16,13 @@ use tracing::warn;
 use super::Agent;
 use crate::config::AgentConfig;
 use crate::control::Response;
-use crate::idmap::Meaning;
 use crate::metrics::{
     DatapathCollector, EndpointState, EndpointStateLabels, IdentityKindLabel, IdentityLabels,
     MapLabel, MapLabels, Metrics, ModeLabels, PolicyMode, SourceProblemKind, SourceProblemLabels,
 };
 use crate::monitor::{Directory, Hub, LocalPod};
 use crate::source::{Kind, Object, ObjectKey};
+use palisade_compiler::Meaning;
 
 /// The cluster-wide part of the monitor's directory, rebuilt only when the
 /// pods (or this node's addresses, which take precedence over pod
@@ -129,15 +129,15 @@ impl Agent {
     fn directory(&mut self) -> Directory {
         let mut d = Directory::default();
         let mut ep_pods: HashMap<u32, PodRef> = HashMap::new();
-        for (m, id) in self.idmap.entries() {
+        for (m, id) in self.compiler.numbering() {
             match m {
                 Meaning::Endpoint {
                     namespace, name, ..
                 } => {
-                    ep_pods.insert(id, PodRef::new(namespace.clone(), name.clone()));
+                    ep_pods.insert(id, PodRef::new(namespace, name));
                 }
                 Meaning::Cidr { prefix } => {
-                    d.cidrs.insert(id, prefix.clone());
+                    d.cidrs.insert(id, prefix);
                 }
                 _ => {}
             }
@@ -195,7 +195,7 @@ impl Agent {
     /// After a round: directory and metrics.
     pub(super) fn observe_round(&mut self, committed: Option<(bool, Duration, u64)>) {
         let status = self.endpoints.status();
-        let key = (self.idmap.revision, status.clone());
+        let key = (self.numbers.revision, status.clone());
         if self.obs.last_directory.as_ref() != Some(&key) {
             let d = self.directory();
             self.obs.hub.set_directory(d);
@@ -204,7 +204,7 @@ impl Agent {
         let m = &self.obs.metrics.agent;
         if let Some((ok, took, before)) = committed {
             if ok {
-                if self.idmap.revision != before {
+                if self.numbers.revision != before {
                     m.sync_duration.observe(took.as_secs_f64());
                 }
                 if let Some(t) = self.obs.pending_since.take() {
@@ -219,7 +219,7 @@ impl Agent {
                 m.sync_errors.inc();
             }
         }
-        m.revision.set(self.idmap.revision as i64);
+        m.revision.set(self.numbers.revision as i64);
         m.cni_sandboxes.set(self.feed.cni_records().count() as i64);
         let disagreements = self.feed.address_disagreements();
         let counted_before = m.cni_address_disagreements.get();
@@ -250,7 +250,7 @@ impl Agent {
                 .get_or_create(&EndpointStateLabels { state })
                 .set(n);
         }
-        let counted = (self.idmap.revision, self.feed.generation());
+        let counted = (self.numbers.revision, self.feed.generation());
         if self.obs.counted != Some(counted) {
             self.obs.counted = Some(counted);
             self.count_model();
@@ -373,8 +373,12 @@ impl Agent {
             .map(|(i, n)| (n.as_str(), *i))
             .collect();
         let pinned = crate::datapath::pinned_interfaces(&self.cfg.links_dir());
-        let identities: HashMap<u32, &Meaning> =
-            self.idmap.entries().map(|(m, id)| (id, m)).collect();
+        let identities: HashMap<u32, Meaning> = self
+            .compiler
+            .numbering()
+            .into_iter()
+            .map(|(m, id)| (id, m))
+            .collect();
         let list: Vec<Value> = self
             .endpoints
             .status()

@@ -1,0 +1,164 @@
+//! The record of the compiler's numbering in the state directory
+//! (`<state-dir>/allocations.json`): every number the maps can hold, with
+//! its meaning (`palisade_compiler::Meaning`), and the agent's policy
+//! revision. The numbers are the compiler's own; nothing translates them.
+//!
+//! The record is written *before* a commit's writes reach the maps (so
+//! every number the maps can hold has a recorded meaning, also after a
+//! crash part way), atomically (temporary file, fsync, rename). A restarted
+//! agent gives it back to the compiler before its first compile
+//! (`Compiler::remember_numbering`), so unchanged objects get their old
+//! numbers and the first reconcile compares states that agree on every
+//! number's meaning; numbers the maps hold that the record does not name
+//! are reserved (`Compiler::reserve_numbers`) until the maps no longer
+//! hold them.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use palisade_compiler::Meaning;
+use serde::{Deserialize, Serialize};
+
+/// Reading or writing the record failed.
+#[derive(Debug, thiserror::Error)]
+#[error("allocation table {path}: {message}")]
+pub struct NumberingError {
+    /// The file.
+    pub path: PathBuf,
+    /// What failed.
+    pub message: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    id: u32,
+    meaning: Meaning,
+}
+
+#[derive(Serialize, Deserialize)]
+struct File {
+    version: u32,
+    revision: u64,
+    entries: Vec<Entry>,
+}
+
+const FILE_VERSION: u32 = 1;
+
+/// The record as last written.
+#[derive(Debug, Default)]
+pub struct NumberRecord {
+    /// The agent's policy revision, recorded with the numbers.
+    pub revision: u64,
+    /// What the file holds (`None`: not written by this process yet).
+    written: Option<(u64, Vec<(Meaning, u32)>)>,
+}
+
+impl NumberRecord {
+    /// Path of the record in a state directory.
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("allocations.json")
+    }
+
+    /// Loads the record (an absent file is an empty one): the revision,
+    /// and the numbers with their meanings.
+    pub fn load(path: &Path) -> Result<(Self, Vec<(Meaning, u32)>), NumberingError> {
+        let err = |message: String| NumberingError {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((NumberRecord::default(), Vec::new()));
+            }
+            Err(e) => return Err(err(e.to_string())),
+        };
+        let f: File = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+        if f.version != FILE_VERSION {
+            return Err(err(format!("unsupported version {}", f.version)));
+        }
+        let entries = f.entries.into_iter().map(|e| (e.meaning, e.id)).collect();
+        Ok((
+            NumberRecord {
+                revision: f.revision,
+                written: None,
+            },
+            entries,
+        ))
+    }
+
+    /// Writes the record unless the file already holds exactly this.
+    pub fn save(
+        &mut self,
+        path: &Path,
+        numbers: Vec<(Meaning, u32)>,
+    ) -> Result<(), NumberingError> {
+        if self
+            .written
+            .as_ref()
+            .is_some_and(|(r, n)| *r == self.revision && *n == numbers)
+        {
+            return Ok(());
+        }
+        let err = |message: String| NumberingError {
+            path: path.to_path_buf(),
+            message,
+        };
+        let f = File {
+            version: FILE_VERSION,
+            revision: self.revision,
+            entries: numbers
+                .iter()
+                .map(|(meaning, id)| Entry {
+                    id: *id,
+                    meaning: meaning.clone(),
+                })
+                .collect(),
+        };
+        let text = serde_json::to_vec(&f).map_err(|e| err(e.to_string()))?;
+        let tmp = path.with_extension("json.tmp");
+        let mut file = std::fs::File::create(&tmp).map_err(|e| err(e.to_string()))?;
+        file.write_all(&text)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| err(e.to_string()))?;
+        std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))?;
+        self.written = Some((self.revision, numbers));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_reads_back_what_was_written() {
+        let dir = std::env::temp_dir().join(format!("palisade-numbering-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = NumberRecord::path(&dir);
+        let numbers = vec![
+            (
+                Meaning::Cidr {
+                    prefix: "10.0.0.0/8".into(),
+                },
+                1 << 24,
+            ),
+            (
+                Meaning::Endpoint {
+                    namespace: "prod".into(),
+                    name: "web".into(),
+                    uid: "u1".into(),
+                },
+                3,
+            ),
+        ];
+        let mut r = NumberRecord {
+            revision: 7,
+            ..Default::default()
+        };
+        r.save(&path, numbers.clone()).unwrap();
+        let (back, entries) = NumberRecord::load(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!((back.revision, entries), (7, numbers));
+    }
+}
