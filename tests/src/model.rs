@@ -55,6 +55,19 @@ pub struct Contents {
 }
 
 impl Contents {
+    /// The endpoint under test with these flags, and nothing else.
+    pub fn endpoint(ep_id: u32, identity: u32, flags: u32) -> Self {
+        Contents {
+            endpoint: Some(EndpointInfo {
+                ep_id,
+                identity,
+                flags,
+                _pad: 0,
+            }),
+            ..Default::default()
+        }
+    }
+
     /// (identity, CIDR identity) of an address.
     pub fn identities(&self, addr: IpAddr) -> (u32, u32) {
         if let Some(v) = self.exact.get(&addr) {

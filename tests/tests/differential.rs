@@ -8,8 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use palisade_common::{
-    CIDR_IDENTITY_BASE, DropReason, EndpointInfo, IDENTITY_ANY, IDENTITY_HOST, IpcacheValue,
-    PolicyKey, PolicyValue, PortBitmap, config_flags, endpoint_flags as ef, event_kind, proto,
+    CIDR_IDENTITY_BASE, DropReason, IDENTITY_ANY, IDENTITY_HOST, IpcacheValue, PolicyKey,
+    PolicyValue, PortBitmap, config_flags, endpoint_flags as ef, event_kind, proto,
 };
 use palisade_tests::{
     bpf::{Action, TEST_IFINDEX, TestDatapath},
@@ -129,12 +129,6 @@ fn arb_contents() -> impl Strategy<Value = Contents> {
         .prop_map(|(flags, entries, exact, prefs, (cfg, sv), sources)| {
             let all = prefixes();
             let mut c = Contents {
-                endpoint: Some(EndpointInfo {
-                    ep_id: EP,
-                    identity: POD,
-                    flags: u32::from(flags) & 0x3f,
-                    _pad: 0,
-                }),
                 config_flags: cfg & (config_flags::ENFORCE_HOST)
                     | [
                         0,
@@ -142,7 +136,7 @@ fn arb_contents() -> impl Strategy<Value = Contents> {
                         config_flags::SOURCE_VERIFY_OFF,
                     ][sv as usize],
                 sources,
-                ..Default::default()
+                ..Contents::endpoint(EP, POD, u32::from(flags) & 0x3f)
             };
             c.policy = entries.into_iter().collect();
             c.exact = exact.into_iter().collect();
@@ -257,15 +251,7 @@ fn a_broken_entry_is_caught() {
         events_burst: 1_000_000,
         ..Default::default()
     });
-    let mut c = Contents {
-        endpoint: Some(EndpointInfo {
-            ep_id: EP,
-            identity: POD,
-            flags: ef::ISOLATED_INGRESS,
-            _pad: 0,
-        }),
-        ..Default::default()
-    };
+    let mut c = Contents::endpoint(EP, POD, ef::ISOLATED_INGRESS);
     c.exact.insert(
         v4(1),
         IpcacheValue {
@@ -322,14 +308,8 @@ fn a_source_entry_the_model_does_not_know_is_caught() {
         ..Default::default()
     });
     let c = Contents {
-        endpoint: Some(EndpointInfo {
-            ep_id: EP,
-            identity: POD,
-            flags: 0,
-            _pad: 0,
-        }),
         sources: vec![IpNet::from(v4(1))],
-        ..Default::default()
+        ..Contents::endpoint(EP, POD, 0)
     };
     load(&mut t, &c);
     let packets: Vec<(u8, PacketSpec)> = [v4(1), v4(2)]
@@ -539,15 +519,9 @@ fn seq_icmp_error(f: &SeqFlow, from_replier: bool, forged: bool) -> (u8, PacketS
 
 fn seq_contents(flags: u32) -> Contents {
     let mut c = Contents {
-        endpoint: Some(EndpointInfo {
-            ep_id: EP,
-            identity: POD,
-            flags,
-            _pad: 0,
-        }),
         // The pod sends from its own addresses (source verification on).
         sources: vec![IpNet::from(seq_pod(false)), IpNet::from(seq_pod(true))],
-        ..Default::default()
+        ..Contents::endpoint(EP, POD, flags)
     };
     for v6 in [false, true] {
         c.exact.insert(

@@ -449,12 +449,6 @@ fn arb_contents() -> impl Strategy<Value = Contents> {
         .prop_map(
             |(flags, entries, exact, enforce_host, source_mode, sources)| {
                 let mut c = Contents {
-                    endpoint: Some(EndpointInfo {
-                        ep_id: EP,
-                        identity: POD,
-                        flags,
-                        _pad: 0,
-                    }),
                     sources,
                     config_flags: source_mode
                         | if enforce_host {
@@ -462,7 +456,7 @@ fn arb_contents() -> impl Strategy<Value = Contents> {
                         } else {
                             0
                         },
-                    ..Default::default()
+                    ..Contents::endpoint(EP, POD, flags)
                 };
                 for (i, dir, proto, view, v) in entries {
                     let key = PolicyKey {
@@ -790,15 +784,7 @@ fn the_reference_catches_a_datapath_that_passes_what_it_should_drop() {
     // endpoint the test leaves un-isolated behind the reference's back,
     // counts as allowed by mistake.
     let mut t = TestDatapath::new();
-    let mut c = Contents {
-        endpoint: Some(EndpointInfo {
-            ep_id: EP,
-            identity: POD,
-            flags: ef::ISOLATED_INGRESS,
-            _pad: 0,
-        }),
-        ..Default::default()
-    };
+    let mut c = Contents::endpoint(EP, POD, ef::ISOLATED_INGRESS);
     load(&mut t, &c);
     let f = PacketSpec::tcp(pool(1, false), pool(2, false), 1000, 80, 2).frame();
     let mut tally = Tally::default();

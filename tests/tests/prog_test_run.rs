@@ -1395,16 +1395,10 @@ fn reply_shaped_packets_never_open_a_denied_flow() {
                     t.clear_ct();
                     let _ = t.events();
                     let mut c = Contents {
-                        endpoint: Some(EndpointInfo {
-                            ep_id: EP,
-                            identity: POD_ID,
-                            flags: ef::ISOLATED_INGRESS | ef::ISOLATED_EGRESS,
-                            _pad: 0,
-                        }),
                         // As the fixture: the pod sends from its own
                         // addresses.
                         sources: vec![pod4().into(), pod6().into()],
-                        ..Default::default()
+                        ..Contents::endpoint(EP, POD_ID, ef::ISOLATED_INGRESS | ef::ISOLATED_EGRESS)
                     };
                     for (a, id) in [
                         (pod4(), POD_ID),
