@@ -133,15 +133,16 @@ fn relabel_pod(api: &ApiServer, ns: &str, name: &str, app: &str) {
     .unwrap_or_else(|e| panic!("relabel {ns}/{name}: {e}"));
 }
 
-/// `web-ingress` in prod: web accepts TCP/80 from pods labelled app=`from`.
-fn web_policy(from: &str) -> Value {
+/// `web-ingress` in prod: web accepts TCP `port` from pods labelled
+/// app=`from`.
+fn web_policy(from: &str, port: u16) -> Value {
     policy(
         "prod",
         "web-ingress",
         json!({"podSelector": {"matchLabels": {"app": "web"}},
                "ingress": [{"from": [{"namespaceSelector": {},
                                        "podSelector": {"matchLabels": {"app": from}}}],
-                            "ports": [{"protocol": "TCP", "port": 80}]}]}),
+                            "ports": [{"protocol": "TCP", "port": port}]}]}),
     )
 }
 
@@ -161,7 +162,7 @@ fn setup(api: &ApiServer, tag: &str) -> Setup {
         .expect("lab up");
     let servers = ["client", "web", "db"]
         .iter()
-        .map(|p| serve(lab.pod(p), &Services::new().tcp(80)).expect("servers"))
+        .map(|p| serve(lab.pod(p), &Services::new().tcp(80).tcp(81)).expect("servers"))
         .collect();
     for ns in ["dev", "prod"] {
         apply(
@@ -251,7 +252,7 @@ fn shipped_rbac_syncs_and_enforces() {
     apply(
         &api,
         Api::<NetworkPolicy>::namespaced(api.client(), "prod"),
-        web_policy("a"),
+        web_policy("a", 80),
     );
     let mut cases = Vec::new();
     for dst in both(web) {
@@ -419,10 +420,13 @@ fn outage_and_restart_resync_without_mixed_state() {
     let agent = Agent::ready(spawn_agent(&api, &s.lab, &fwd, &d), Duration::from_secs(60));
     let (client, web, db) = (s.lab.pod("client"), s.lab.pod("web"), s.lab.pod("db"));
     let policies = Api::<NetworkPolicy>::namespaced(api.client(), "prod");
-    apply(&api, policies.clone(), web_policy("a"));
+    apply(&api, policies.clone(), web_policy("a", 80));
+    let w = web.ipv4().into();
     let old = [
-        (client, web.ipv4().into(), P::Tcp(80), true),
-        (db, web.ipv4().into(), P::Tcp(80), false),
+        (client, w, P::Tcp(80), true),
+        (client, w, P::Tcp(81), false),
+        (db, w, P::Tcp(80), false),
+        (db, w, P::Tcp(81), false),
     ];
     eventually("before the outage", &agent, Duration::from_secs(5), &old);
     let relists_before = metric(&s.lab, "palisade_source_relists_total", "Pod");
@@ -434,13 +438,14 @@ fn outage_and_restart_resync_without_mixed_state() {
     let outage = Instant::now();
     std::thread::sleep(Duration::from_secs(2));
     api.start_apiserver().unwrap_or_else(|e| panic!("{e}"));
-    // Meanwhile the policy and both labels change, swapped: old and new
-    // each let exactly one of client and db in; the new policy with the old
-    // labels (or the reverse) would let db in, which neither allows.
+    // Meanwhile the policy moves to app=b on TCP/81, client becomes app=b
+    // and db app=c: before and after, only client reaches web (on 80, then
+    // on 81). The new policy with the old labels (db was app=b) would let
+    // db reach web on 81, which neither state allows.
     let policies = Api::<NetworkPolicy>::namespaced(api.client(), "prod");
-    apply(&api, policies, web_policy("b"));
+    apply(&api, policies, web_policy("b", 81));
     relabel_pod(&api, "dev", "client", "b");
-    relabel_pod(&api, "prod", "db", "a");
+    relabel_pod(&api, "prod", "db", "c");
     std::thread::sleep(Duration::from_secs(4));
     let down_for = outage.elapsed();
     // The old state stayed enforced throughout.
@@ -455,18 +460,22 @@ fn outage_and_restart_resync_without_mixed_state() {
     // Back: the new state within 2 s, and db never in on the way.
     fwd.restore();
     let back = Instant::now();
+    let mut rounds = 0;
     let new_reached = loop {
+        let t = Duration::from_millis(150);
         let r = probe_all(&[
-            ProbeSpec::tcp(db, web.ipv4(), 80).timeout(Duration::from_millis(150)),
-            ProbeSpec::tcp(client, web.ipv4(), 80).timeout(Duration::from_millis(150)),
+            ProbeSpec::tcp(db, web.ipv4(), 81).timeout(t),
+            ProbeSpec::tcp(db, web.ipv4(), 80).timeout(t),
+            ProbeSpec::tcp(client, web.ipv4(), 81).timeout(t),
         ]);
+        rounds += 1;
         assert!(
-            !r[0].reached(),
+            !r[0].reached() && !r[1].reached(),
             "db reached web {:?} after the path came back: a mixed snapshot\n{}",
             back.elapsed(),
             agent.process.log_tail(40)
         );
-        if !r[1].reached() {
+        if r[2].reached() {
             break back.elapsed();
         }
         assert!(
@@ -476,14 +485,16 @@ fn outage_and_restart_resync_without_mixed_state() {
         );
     };
     let new = [
-        (client, web.ipv4().into(), P::Tcp(80), false),
-        (db, web.ipv4().into(), P::Tcp(80), true),
+        (client, w, P::Tcp(80), false),
+        (client, w, P::Tcp(81), true),
+        (db, w, P::Tcp(80), false),
+        (db, w, P::Tcp(81), false),
     ];
     let settled =
         new_reached + eventually("after the outage", &agent, Duration::from_secs(5), &new);
     eprintln!(
         "outage {down_for:?}: new state enforced {settled:?} after the path was back \
-         ({} agent log lines while down)",
+         ({rounds} probe rounds, none let db in; {} agent log lines while down)",
         during.len()
     );
     assert!(
