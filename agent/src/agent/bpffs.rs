@@ -72,3 +72,23 @@ pub fn explain_not_bpffs(dir: &Path) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_directory_found_and_its_filesystem() {
+        let tmp = std::env::temp_dir();
+        let s = explain_not_bpffs(&tmp.join("palisade-no-such-dir/node"));
+        assert!(
+            s.starts_with(&format!(
+                "the nearest existing directory, {}, is on ",
+                tmp.display()
+            )),
+            "{s}"
+        );
+        assert!(s.contains("mount -t bpf bpf"), "{s}");
+        assert!(!is_bpffs(&tmp));
+    }
+}
