@@ -14,10 +14,10 @@ pub enum SyncError {
     Control(#[from] ControlError),
     /// No answer in time: the agent is waiting for its source.
     #[error(
-        "no answer from the agent within {}s: it answers once its sources are current, so \
+        "no answer from the agent within {:?}: it answers once its sources are current, so \
          it may be waiting for the Kubernetes API (unreachable, or forbidden: see the agent's \
          log: it names what it waits for); the last synced policies stay enforced meanwhile",
-        .0.as_secs()
+        .0
     )]
     TimedOut(Duration),
     /// The agent answered with an error.
@@ -51,5 +51,30 @@ pub fn run(socket: &Path, timeout: Duration) -> Result<u64, SyncError> {
             revision: r.revision.unwrap_or(0),
             message: r.error.unwrap_or_else(|| "unknown error".into()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An agent that takes the request but never answers (its source not
+    /// current): the CLI gives up after the timeout and says why.
+    #[test]
+    fn a_silent_agent_times_out_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let held = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
+        let t0 = std::time::Instant::now();
+        let err = run(&socket, Duration::from_millis(300)).unwrap_err();
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        assert!(matches!(err, SyncError::TimedOut(_)), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("within 300ms") && text.contains("Kubernetes API"),
+            "{text}"
+        );
+        drop(held.join());
     }
 }
