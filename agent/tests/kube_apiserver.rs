@@ -12,7 +12,12 @@
 //! * an outage (the agent's path to the server cut, the server restarted, a
 //!   change made meanwhile): the change is enforced within 2 s of the path
 //!   being back, no flow neither state allows passes while it resyncs, and
-//!   the log stays bounded.
+//!   the log stays bounded;
+//! * a reconnect in which one kind (Pods, its permission gone meanwhile)
+//!   cannot relist: the others are held back, the old state stays whole
+//!   (without the hold, db reaches web through the new policy applied to
+//!   its old labels: checked by disabling it), and the new state comes in
+//!   one piece once Pods list again.
 //!
 //! Needs root. Skipped (with a message) only when the API server binary is
 //! absent and `CI` is unset. Everything is removed at the end, also on
@@ -527,4 +532,88 @@ fn outage_and_restart_resync_without_mixed_state() {
         ) >= 1.0
     );
     assert_eq!(metric(&s.lab, "palisade_source_current", "Pod"), 1.0);
+}
+
+/// The shipped role without `pods`: a kind that cannot resync.
+fn role_without_pods() -> Vec<Value> {
+    rbac_docs()
+        .into_iter()
+        .map(|mut d| {
+            if d["kind"] == "ClusterRole" {
+                d["rules"] = json!([
+                    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+                    {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
+                     "verbs": ["list", "watch"]},
+                ]);
+            }
+            d
+        })
+        .collect()
+}
+
+/// After a reconnect in which Pods cannot be listed again (the role lost
+/// them meanwhile) while the policy changed, the agent keeps the old state
+/// whole instead of applying the new policy to the old pod labels, and
+/// applies the new state once Pods list again.
+#[test]
+fn a_kind_that_cannot_resync_holds_the_others_back() {
+    let Some(api) = start_api("a_kind_that_cannot_resync_holds_the_others_back") else {
+        return;
+    };
+    apply_rbac(&api, &rbac_docs());
+    let s = setup(&api, "kah");
+    let bpffs = Bpffs::mount();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = NodeDirs::new(tmp.path(), &bpffs, "n1");
+    let fwd = forward(&api, &s.lab);
+    let agent = Agent::ready(spawn_agent(&api, &s.lab, &fwd, &d), Duration::from_secs(60));
+    let (client, web, db) = (s.lab.pod("client"), s.lab.pod("web"), s.lab.pod("db"));
+    let policies = Api::<NetworkPolicy>::namespaced(api.client(), "prod");
+    apply(&api, policies.clone(), web_policy("a", 80));
+    let w = web.ipv4().into();
+    let old = [
+        (client, w, P::Tcp(80), true),
+        (client, w, P::Tcp(81), false),
+        (db, w, P::Tcp(80), false),
+        (db, w, P::Tcp(81), false),
+    ];
+    eventually("before the cut", &agent, Duration::from_secs(5), &old);
+
+    // While cut off: the role loses pods, the policy moves to app=b on
+    // TCP/81, client becomes app=b and db app=c. The new policy with the
+    // old labels (db was app=b) would let db reach web on 81.
+    fwd.cut();
+    apply_rbac(&api, &role_without_pods());
+    apply(&api, policies, web_policy("b", 81));
+    relabel_pod(&api, "dev", "client", "b");
+    relabel_pod(&api, "prod", "db", "c");
+    fwd.restore();
+    let back = Instant::now();
+    // Namespaces and policies resync, pods cannot: the old state holds.
+    let mut seen_forbidden = false;
+    while back.elapsed() < Duration::from_secs(5) {
+        let bad = mismatches(&old);
+        assert!(
+            bad.is_empty(),
+            "{:?} after the reconnect, with pods not listable:\n  {}\n{}",
+            back.elapsed(),
+            bad.join("\n  "),
+            agent.process.log_tail(40)
+        );
+        seen_forbidden |= agent.log_text().contains("cannot watch pods");
+    }
+    assert!(seen_forbidden, "{}", agent.process.log_tail(40));
+
+    // Pods allowed again: the whole new state at once.
+    apply_rbac(&api, &rbac_docs());
+    let new = [
+        (client, w, P::Tcp(80), false),
+        (client, w, P::Tcp(81), true),
+        (db, w, P::Tcp(80), false),
+        (db, w, P::Tcp(81), false),
+    ];
+    let t = eventually("pods listable again", &agent, Duration::from_secs(10), &new);
+    eprintln!(
+        "held the old state while pods could not resync; new state {t:?} after the role was fixed"
+    );
 }
