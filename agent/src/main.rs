@@ -297,8 +297,16 @@ fn cleanup(node: NodeArgs) -> anyhow::Result<()> {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // kube's client logs every failed connection attempt at ERROR (three a
+    // second while the API is away); the Kubernetes source logs each
+    // failure itself, bounded and with what it means. Unless RUST_LOG asks
+    // for kube_client explicitly, keep its connection errors out.
+    let asked = std::env::var("RUST_LOG").is_ok_and(|v| v.contains("kube_client"));
+    if !asked && let Ok(d) = "kube_client::client::builder=off".parse() {
+        filter = filter.add_directive(d);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -46,6 +46,13 @@
 //! namespace, and wait at most their timeout ([`DEFAULT_TIMEOUT`]). The
 //! [`raw`] module injects crafted frames and captures what arrives.
 //!
+//! # A real API server
+//!
+//! [`apiserver`] runs etcd and the kube-apiserver that `cargo xtask setup`
+//! builds, on loopback with token authentication and RBAC, for the tests of
+//! the agent's Kubernetes mode; [`apiserver::Forward`] brings it into a lab
+//! node's namespace.
+//!
 //! # Real CNI plugins
 //!
 //! [`cni_runtime`] plays a container runtime: it builds the project's
@@ -83,6 +90,7 @@
 
 pub mod addressing;
 pub mod agent_process;
+pub mod apiserver;
 pub mod app;
 pub mod cleanup;
 pub mod cni_runtime;

@@ -7,9 +7,14 @@ use std::path::PathBuf;
 pub enum AgentError {
     /// The bpffs directory is not on a bpf filesystem.
     #[error(
-        "--bpffs-dir {0}: not on a bpf filesystem, so pins would not outlive the agent (mount one: `mount -t bpf bpf /sys/fs/bpf`)"
+        "--bpffs-dir {dir}: not on a bpf filesystem, so pins would not outlive the agent: {found}"
     )]
-    NotBpffs(PathBuf),
+    NotBpffs {
+        /// The directory.
+        dir: PathBuf,
+        /// What is there instead, and what to do.
+        found: String,
+    },
     /// A directory could not be created or read.
     #[error("{path}: {source}")]
     Dir {

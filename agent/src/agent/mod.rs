@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 pub use allowed_sources::ALLOWED_SOURCES_ANNOTATION;
-pub use bpffs::is_bpffs;
+pub use bpffs::{explain_not_bpffs, is_bpffs};
 pub use error::AgentError;
 
 use crate::config::{AgentConfig, SourceConfig};
@@ -99,7 +99,10 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         dirs::ensure_private("--socket", dir, as_root)?;
     }
     if !is_bpffs(&cfg.bpffs_dir) {
-        return Err(AgentError::NotBpffs(cfg.bpffs_dir.clone()));
+        return Err(AgentError::NotBpffs {
+            dir: cfg.bpffs_dir.clone(),
+            found: bpffs::explain_not_bpffs(&cfg.bpffs_dir),
+        });
     }
     let listener = control::bind(&cfg.socket)?;
     let health = match cfg.health_addr {
@@ -167,7 +170,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             let client = kube::Client::try_default()
                 .await
                 .map_err(AgentError::Kube)?;
-            source::kube::spawn(client)
+            source::kube::spawn_observed(client, Some(obs.metrics.agent.source.clone()))
         }
     };
     let (calls_tx, mut calls) = mpsc::channel::<Call>(64);

@@ -239,3 +239,18 @@ pub struct BuildLabels {
     /// `CARGO_PKG_VERSION`.
     pub version: &'static str,
 }
+
+label_enum!(
+    /// A kind the Kubernetes source watches.
+    SourceKind { /// `v1/Namespace`.
+        Namespace => "Namespace", /// `v1/Pod`.
+        Pod => "Pod", /// `networking.k8s.io/v1/NetworkPolicy`.
+        NetworkPolicy => "NetworkPolicy" }
+);
+
+/// `{kind}` of the source's watcher metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceKindLabels {
+    /// The watched kind.
+    pub kind: SourceKind,
+}

@@ -32,7 +32,8 @@ use prometheus_client::registry::Registry;
 pub use datapath::DatapathCollector;
 pub use labels::{
     BuildLabels, EndpointState, EndpointStateLabels, IdentityKindLabel, IdentityLabels, MapLabel,
-    MapLabels, ModeLabels, PolicyMode, SourceProblemKind, SourceProblemLabels,
+    MapLabels, ModeLabels, PolicyMode, SourceKind, SourceKindLabels, SourceProblemKind,
+    SourceProblemLabels,
 };
 
 /// What the agent sets.
@@ -62,6 +63,78 @@ pub struct AgentMetrics {
     pub cni_sandboxes: Gauge,
     /// `palisade_cni_address_disagreements_total`.
     pub cni_address_disagreements: Counter,
+    /// The Kubernetes source's watchers.
+    pub source: SourceMetrics,
+}
+
+/// What the Kubernetes source sets: how its watchers fare.
+#[derive(Clone, Debug, Default)]
+pub struct SourceMetrics {
+    /// `palisade_source_watch_failures_total{kind}`: a watcher failed and
+    /// reconnects (each is one attempt while the API is away).
+    pub failures: Family<SourceKindLabels, Counter>,
+    /// `palisade_source_relists_total{kind}`: completed (re)lists.
+    pub relists: Family<SourceKindLabels, Counter>,
+    /// `palisade_source_current{kind}`: 1 while the kind's watch is current.
+    pub current: Family<SourceKindLabels, Gauge>,
+    /// `palisade_source_last_current_timestamp_seconds`: the last time
+    /// every watcher was current and their state went to the agent.
+    pub last_current: Gauge<f64, AtomicU64>,
+}
+
+impl SourceMetrics {
+    fn labels(kind: crate::source::Kind) -> SourceKindLabels {
+        SourceKindLabels {
+            kind: match kind {
+                crate::source::Kind::Namespace => SourceKind::Namespace,
+                crate::source::Kind::Pod => SourceKind::Pod,
+                crate::source::Kind::NetworkPolicy => SourceKind::NetworkPolicy,
+            },
+        }
+    }
+
+    /// A watcher of `kind` failed.
+    pub fn failed(&self, kind: crate::source::Kind) {
+        self.failures.get_or_create(&Self::labels(kind)).inc();
+        self.current.get_or_create(&Self::labels(kind)).set(0);
+    }
+
+    /// A watcher of `kind` completed a list.
+    pub fn relisted(&self, kind: crate::source::Kind) {
+        self.relists.get_or_create(&Self::labels(kind)).inc();
+        self.current.get_or_create(&Self::labels(kind)).set(1);
+    }
+
+    /// Every watcher is current; their state went to the agent.
+    pub fn synced(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.last_current.set(now.as_secs_f64());
+    }
+
+    fn register(&self, reg: &mut Registry) {
+        reg.register(
+            "palisade_source_watch_failures",
+            "Kubernetes watcher failures, by kind (each is followed by a reconnect and a relist)",
+            self.failures.clone(),
+        );
+        reg.register(
+            "palisade_source_relists",
+            "Completed Kubernetes lists, by kind (the first one and every relist)",
+            self.relists.clone(),
+        );
+        reg.register(
+            "palisade_source_current",
+            "1 while the kind's Kubernetes watch is current, 0 while it reconnects",
+            self.current.clone(),
+        );
+        reg.register(
+            "palisade_source_last_current_timestamp_seconds",
+            "Unix time the Kubernetes source last handed the agent a state with every watcher current",
+            self.last_current.clone(),
+        );
+    }
 }
 
 /// The registry and the agent's handles.
@@ -88,7 +161,9 @@ impl AgentMetrics {
             revision: Gauge::default(),
             cni_sandboxes: Gauge::default(),
             cni_address_disagreements: Counter::default(),
+            source: SourceMetrics::default(),
         };
+        m.source.register(reg);
         reg.register(
             "palisade_endpoints",
             "Local pods by endpoint state (enforced: entry and programs in place)",

@@ -1,25 +1,55 @@
 //! The Kubernetes source: one watcher each for NetworkPolicies, Namespaces
-//! and Pods (cluster-wide: remote pods feed the ipcache), with kube's
-//! default backoff. The first update marked `synced` is sent once all three
-//! have finished their initial list (`InitDone`); a relist (watch restart
-//! after `410 Gone` or a reconnection) replaces that kind's objects
-//! atomically at its `InitDone`. While the API is unreachable nothing is
-//! sent, so the last compiled state stays enforced: the agent never
-//! flushes maps because the API is away.
+//! and Pods (cluster-wide: remote pods feed the ipcache). Owns the
+//! watchers' retry policy, their log while the API is away, and the rule
+//! that the agent only ever sees a consistent snapshot.
+//!
+//! * Each watcher lists, then watches. When it fails (the API server
+//!   unreachable or restarting, `410 Gone` after compaction, a 403), it is
+//!   started again from a fresh list after a short backoff (doubling from
+//!   [`RETRY_MIN`], capped at [`RETRY_MAX`], reset by a completed list), so
+//!   a change made during an outage is enforced soon after the server is
+//!   back.
+//! * Updates go to the agent only while every kind has completed its
+//!   (re)list: changes arriving while any kind is still relisting are held
+//!   and sent together once all are current. After a reconnect the agent
+//!   therefore never compiles new policies against old pod labels (a mixed
+//!   snapshot no state ever had). The first update, marked `synced`, is
+//!   sent once all three have listed (`InitDone`).
+//! * While disconnected nothing is sent, so the last compiled state stays
+//!   enforced: the agent never flushes maps because the API is away. The
+//!   log says so once per kind, then at most every [`REMIND_EVERY`] (or when
+//!   the error changes), and once more when the kind is back; a 403 names
+//!   the resource and verb the agent's identity lacks, in the log and in
+//!   the agent's status problems.
 
-use futures::stream::{BoxStream, SelectAll};
+use std::time::{Duration, Instant};
+
 use futures::{FutureExt as _, StreamExt as _};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
-use super::{Change, Kind, Object, SourceHandle, SourceUpdate};
+use super::{Change, Kind, Object, SourceHandle, SourceProblem, SourceUpdate};
+use crate::metrics::SourceMetrics;
 
 /// Most watch events folded into one update.
 const MAX_BATCH: usize = 1024;
+/// First wait before a failed watcher starts again.
+pub const RETRY_MIN: Duration = Duration::from_millis(200);
+/// Longest wait between attempts: an outage ends at most this long before
+/// the agent notices.
+pub const RETRY_MAX: Duration = Duration::from_secs(1);
+/// While a kind stays disconnected with the same error, how often the log
+/// repeats it (other attempts log at debug).
+pub const REMIND_EVERY: Duration = Duration::from_secs(10);
+/// A watcher counts as working again (backoff reset, "back" logged, its
+/// problem cleared) once it has run this long without failing. Not at its
+/// list: a role that allows `list` but not `watch` lists fine every time,
+/// and must neither reset the backoff (a list storm) nor flap the problem.
+pub const STABLE_AFTER: Duration = Duration::from_secs(2);
 
 enum Ev {
     Apply(Object),
@@ -27,27 +57,86 @@ enum Ev {
     Init,
     InitApply(Object),
     InitDone,
+    /// The watcher failed and is started again after `retry_in`.
+    Failed {
+        error: watcher::Error,
+        retry_in: Duration,
+    },
 }
 
-type Item = (Kind, Result<Ev, watcher::Error>);
+type Item = (Kind, Ev);
 
-fn watch<K>(api: Api<K>, kind: Kind, wrap: fn(K) -> Object) -> BoxStream<'static, Item>
+/// Runs one kind's watcher until the receiver goes: each failure ends the
+/// watcher, and a new one (a fresh list) starts after the backoff, so the
+/// receiver sees `InitDone` once the kind is current again.
+async fn watch<K>(api: Api<K>, kind: Kind, wrap: fn(K) -> Object, tx: mpsc::Sender<Item>)
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    watcher(api, watcher::Config::default())
-        .default_backoff()
-        .map(move |r| {
-            let ev = r.map(|e| match e {
-                watcher::Event::Apply(o) => Ev::Apply(wrap(o)),
-                watcher::Event::Delete(o) => Ev::Delete(wrap(o)),
-                watcher::Event::Init => Ev::Init,
-                watcher::Event::InitApply(o) => Ev::InitApply(wrap(o)),
-                watcher::Event::InitDone => Ev::InitDone,
-            });
-            (kind, ev)
-        })
-        .boxed()
+    let mut delay = RETRY_MIN;
+    'restart: loop {
+        let started = Instant::now();
+        let mut events = watcher(api.clone(), watcher::Config::default()).boxed();
+        let error = loop {
+            let ev = match events.next().await {
+                Some(Ok(e)) => match e {
+                    watcher::Event::Apply(o) => Ev::Apply(wrap(o)),
+                    watcher::Event::Delete(o) => Ev::Delete(wrap(o)),
+                    watcher::Event::Init => Ev::Init,
+                    watcher::Event::InitApply(o) => Ev::InitApply(wrap(o)),
+                    watcher::Event::InitDone => Ev::InitDone,
+                },
+                Some(Err(e)) => {
+                    if started.elapsed() >= STABLE_AFTER {
+                        delay = RETRY_MIN;
+                    }
+                    break e;
+                }
+                // A watcher stream does not end; if it did, list afresh
+                // (its `InitDone` replaces the kind's objects).
+                None => {
+                    tokio::time::sleep(delay).await;
+                    continue 'restart;
+                }
+            };
+            if tx.send((kind, ev)).await.is_err() {
+                return;
+            }
+        };
+        let failed = Ev::Failed {
+            error,
+            retry_in: delay,
+        };
+        if tx.send((kind, failed)).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(RETRY_MAX);
+    }
+}
+
+/// The RBAC resource name of a kind.
+fn resource(kind: Kind) -> String {
+    match kind {
+        Kind::NetworkPolicy => NetworkPolicy::plural(&()).into_owned(),
+        Kind::Namespace => Namespace::plural(&()).into_owned(),
+        Kind::Pod => Pod::plural(&()).into_owned(),
+    }
+}
+
+/// A 403 from the API server: the agent's identity may not list or watch.
+fn forbidden(error: &watcher::Error) -> Option<&str> {
+    let e = match error {
+        watcher::Error::InitialListFailed(e)
+        | watcher::Error::WatchStartFailed(e)
+        | watcher::Error::WatchFailed(e) => e,
+        watcher::Error::WatchError(s) if s.code == 403 => return Some(&s.message),
+        _ => return None,
+    };
+    match e {
+        kube::Error::Api(s) if s.code == 403 => Some(&s.message),
+        _ => None,
+    }
 }
 
 /// Per-kind watcher state.
@@ -55,14 +144,31 @@ where
 struct KindState {
     /// Objects listed since the current `Init`.
     buffer: Option<Vec<Object>>,
-    /// An `InitDone` was seen.
+    /// Its last list completed and no failure came since.
     ready: bool,
+    /// Since when it has been failing, attempts, the last error logged at
+    /// warn and when.
+    down: Option<Down>,
+    /// Its current 403, as a status problem.
+    problem: Option<SourceProblem>,
+    /// When it last failed.
+    last_failure: Option<Instant>,
+}
+
+struct Down {
+    since: Instant,
+    attempts: u32,
+    logged: String,
+    logged_at: Instant,
 }
 
 /// Folds watcher events into changes; owns the readiness bookkeeping.
 #[derive(Default)]
 struct Folder {
     kinds: [KindState; 3],
+    metrics: Option<SourceMetrics>,
+    /// The problems last sent.
+    problems_sent: Vec<String>,
 }
 
 fn index(kind: Kind) -> usize {
@@ -75,6 +181,7 @@ fn index(kind: Kind) -> usize {
 
 impl Folder {
     fn fold(&mut self, kind: Kind, ev: Ev, out: &mut Vec<Change>) {
+        let metrics = self.metrics.clone();
         let st = &mut self.kinds[index(kind)];
         match ev {
             Ev::Apply(o) => out.push(Change::Upsert(o)),
@@ -86,15 +193,106 @@ impl Folder {
             Ev::InitApply(o) => st.buffer.get_or_insert_with(Vec::new).push(o),
             Ev::InitDone => {
                 let objects = st.buffer.take().unwrap_or_default();
-                info!(%kind, objects = objects.len(), "list complete");
+                if st.down.is_some() {
+                    // "Back" is logged once it stays up (see `settle`).
+                    debug!(%kind, objects = objects.len(), "relisted after a failure");
+                } else {
+                    info!(%kind, objects = objects.len(), "list complete");
+                }
+                if let Some(m) = &metrics {
+                    m.relisted(kind);
+                }
                 st.ready = true;
                 out.push(Change::Replace { kind, objects });
             }
+            Ev::Failed { error, retry_in } => {
+                st.ready = false;
+                st.buffer = None;
+                st.last_failure = Some(Instant::now());
+                if let Some(m) = &metrics {
+                    m.failed(kind);
+                }
+                let text = error.to_string();
+                let now = Instant::now();
+                let first = st.down.is_none();
+                let d = st.down.get_or_insert_with(|| Down {
+                    since: now,
+                    attempts: 0,
+                    logged: String::new(),
+                    logged_at: now,
+                });
+                d.attempts += 1;
+                let log = first || d.logged != text || d.logged_at.elapsed() >= REMIND_EVERY;
+                if let Some(message) = forbidden(&error) {
+                    let res = resource(kind);
+                    let p = SourceProblem {
+                        origin: format!("Kubernetes {res}"),
+                        message: format!(
+                            "forbidden: this agent may not list and watch {res} cluster-wide \
+                             (its ClusterRole needs verbs {WATCH_VERBS:?} on {res}; see \
+                             deploy/rbac.yaml): {message}"
+                        ),
+                    };
+                    if log {
+                        error!(%kind, resource = %res, attempts = d.attempts,
+                               retry_in_ms = retry_in.as_millis() as u64,
+                               "cannot watch {res}: {}", p.message);
+                    }
+                    st.problem = Some(p);
+                } else if log {
+                    warn!(%kind, resource = %resource(kind), attempts = d.attempts,
+                          down_ms = d.since.elapsed().as_millis() as u64,
+                          retry_in_ms = retry_in.as_millis() as u64, %error,
+                          "Kubernetes watch failed; the last state stays enforced, retrying");
+                } else {
+                    debug!(%kind, attempts = d.attempts, %error, "Kubernetes watch failed again");
+                }
+                if log {
+                    d.logged = text;
+                    d.logged_at = now;
+                }
+            }
+        }
+    }
+
+    /// Kinds that have run [`STABLE_AFTER`] without failing since they
+    /// were down: logged as back, their problem cleared.
+    fn settle(&mut self) {
+        for (i, st) in self.kinds.iter_mut().enumerate() {
+            let stable = st.ready && st.last_failure.is_some_and(|t| t.elapsed() >= STABLE_AFTER);
+            if !stable {
+                continue;
+            }
+            if let Some(d) = st.down.take() {
+                let kind = WATCHED.iter().copied().find(|k| index(*k) == i);
+                info!(
+                    kind = %kind.map(|k| k.to_string()).unwrap_or_default(),
+                    attempts = d.attempts,
+                    down_ms = d.since.elapsed().saturating_sub(STABLE_AFTER).as_millis() as u64,
+                    "Kubernetes watch back"
+                );
+            }
+            st.problem = None;
         }
     }
 
     fn ready(&self) -> bool {
         self.kinds.iter().all(|k| k.ready)
+    }
+
+    /// The current problems, if they changed since last sent.
+    fn problems(&mut self) -> Option<Vec<SourceProblem>> {
+        let now: Vec<SourceProblem> = self
+            .kinds
+            .iter()
+            .filter_map(|k| k.problem.clone())
+            .collect();
+        let text: Vec<String> = now.iter().map(ToString::to_string).collect();
+        if text == self.problems_sent {
+            return None;
+        }
+        self.problems_sent = text;
+        Some(now)
     }
 }
 
@@ -124,44 +322,61 @@ pub fn api_access() -> Vec<(String, String, &'static str)> {
         .collect()
 }
 
-fn watch_kind(client: Client, kind: Kind) -> BoxStream<'static, Item> {
+fn watch_kind(client: Client, kind: Kind, tx: mpsc::Sender<Item>) {
     match kind {
-        Kind::NetworkPolicy => watch(Api::<NetworkPolicy>::all(client), kind, Object::policy),
-        Kind::Namespace => watch(Api::<Namespace>::all(client), kind, Object::namespace),
-        Kind::Pod => watch(Api::<Pod>::all(client), kind, Object::pod),
-    }
+        Kind::NetworkPolicy => tokio::spawn(watch(
+            Api::<NetworkPolicy>::all(client),
+            kind,
+            Object::policy,
+            tx,
+        )),
+        Kind::Namespace => tokio::spawn(watch(
+            Api::<Namespace>::all(client),
+            kind,
+            Object::namespace,
+            tx,
+        )),
+        Kind::Pod => tokio::spawn(watch(Api::<Pod>::all(client), kind, Object::pod, tx)),
+    };
 }
 
 /// Starts the watchers of [`WATCHED`] on `client`.
 pub fn spawn(client: Client) -> SourceHandle {
-    let mut streams: SelectAll<BoxStream<'static, Item>> = SelectAll::new();
+    spawn_observed(client, None)
+}
+
+/// [`spawn`], counting failures and relists in `metrics`.
+pub fn spawn_observed(client: Client, metrics: Option<SourceMetrics>) -> SourceHandle {
+    let (events_tx, mut events) = mpsc::channel::<Item>(256);
     for kind in WATCHED {
-        streams.push(watch_kind(client.clone(), kind));
+        watch_kind(client.clone(), kind, events_tx.clone());
     }
+    drop(events_tx);
     let (tx, updates) = mpsc::channel(16);
     let (rescan, mut rescan_rx) = mpsc::unbounded_channel::<u64>();
     tokio::spawn(async move {
-        let mut folder = Folder::default();
+        let mut folder = Folder {
+            metrics,
+            ..Folder::default()
+        };
         let mut waiting: Vec<u64> = Vec::new();
+        // Changes not sent yet because some kind is (re)listing.
+        let mut held: Vec<Change> = Vec::new();
+        let mut sent_synced = false;
+        let mut tick = tokio::time::interval(STABLE_AFTER / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let mut changes = Vec::new();
             tokio::select! {
-                item = streams.next() => {
+                _ = tick.tick() => folder.settle(),
+                item = events.recv() => {
                     let Some(first) = item else { return };
                     let mut n = 0;
                     let mut next = Some(first);
-                    while let Some((kind, r)) = next.take() {
-                        match r {
-                            Ok(ev) => folder.fold(kind, ev, &mut changes),
-                            Err(error) => {
-                                // The watcher retries with backoff (and relists
-                                // after 410 Gone); the last state stays in force.
-                                warn!(%kind, %error, "Kubernetes watch error; retrying");
-                            }
-                        }
+                    while let Some((kind, ev)) = next.take() {
+                        folder.fold(kind, ev, &mut held);
                         n += 1;
                         if n < MAX_BATCH {
-                            next = streams.next().now_or_never().flatten();
+                            next = events.recv().now_or_never().flatten();
                         }
                     }
                 }
@@ -171,22 +386,43 @@ pub fn spawn(client: Client) -> SourceHandle {
                 },
             }
             let synced = folder.ready();
-            if changes.is_empty() && (!synced || waiting.is_empty()) {
+            let problems = folder.problems();
+            if !synced {
+                // Hold every change until all kinds are current: never a
+                // mixed snapshot. Problems (a 403) are reported at once.
+                if problems.is_some() {
+                    let update = SourceUpdate {
+                        problems,
+                        ..SourceUpdate::default()
+                    };
+                    if tx.send(update).await.is_err() {
+                        return;
+                    }
+                }
                 continue;
+            }
+            if held.is_empty() && waiting.is_empty() && problems.is_none() && sent_synced {
+                continue;
+            }
+            if sent_synced && held.iter().any(|c| matches!(c, Change::Replace { .. })) {
+                info!(
+                    changes = held.len(),
+                    "all Kubernetes watchers current again; applying"
+                );
+            }
+            if let Some(m) = &folder.metrics {
+                m.synced();
             }
             // Every rescan request waiting is answered by the first update
             // sent once synced (the watch already delivers current state).
-            let token = if synced {
-                waiting.drain(..).max()
-            } else {
-                None
-            };
+            let token = waiting.drain(..).max();
             let update = SourceUpdate {
-                changes,
+                changes: std::mem::take(&mut held),
                 synced,
                 token,
-                problems: None,
+                problems,
             };
+            sent_synced = true;
             if tx.send(update).await.is_err() {
                 return;
             }

@@ -1,0 +1,619 @@
+//! The agent in Kubernetes mode against a real API server (etcd and the
+//! kube-apiserver `cargo xtask setup` builds, from `palisade_lab::apiserver`)
+//! and real pods (lab namespaces): the agent's identity is a token user named
+//! as the `palisade` service account, so `deploy/rbac.yaml`'s own binding
+//! gives it exactly that ClusterRole. Pods, Namespaces and NetworkPolicies
+//! are real API objects; `status.podIPs` is patched as a kubelet would.
+//!
+//! * the shipped RBAC suffices: the agent syncs and enforces, and follows
+//!   policy and label changes;
+//! * a role lacking one verb makes the agent fail visibly, naming the
+//!   resource, and it recovers once the role is fixed;
+//! * an outage (the agent's path to the server cut, the server restarted, a
+//!   change made meanwhile): the change is enforced within 2 s of the path
+//!   being back, no flow neither state allows passes while it resyncs, and
+//!   the log stays bounded;
+//! * a reconnect in which one kind (Pods, its permission gone meanwhile)
+//!   cannot relist: the others are held back, the old state stays whole
+//!   (without the hold, db reaches web through the new policy applied to
+//!   its old labels: checked by disabling it), and the new state comes in
+//!   one piece once Pods list again.
+//!
+//! Needs root. Skipped (with a message) only when the API server binary is
+//! absent and `CI` is unset. Everything is removed at the end, also on
+//! failure: the lab's namespaces, the bpffs, the agent, the server and etcd
+//! with their directory.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Pod as KPod, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use palisade_lab::agent_process::AgentProcess;
+use palisade_lab::apiserver::{ApiServer, ApiServerSpec, Forward, skip_without_apiserver};
+use palisade_lab::{Lab, LabSpec, ProbeSpec, Services, probe_all, serve};
+use serde_json::{Value, json};
+use support::*;
+
+/// The agent's bearer token (a service account token stands in).
+const AGENT_TOKEN: &str = "palisade-agent-token";
+
+fn lab_prefix(tag: &str) -> String {
+    format!("{tag}{}", std::process::id() % 100_000)
+}
+
+fn start_api(test: &str) -> Option<ApiServer> {
+    if skip_without_apiserver(test) {
+        return None;
+    }
+    let api = ApiServerSpec::new()
+        .service_account(AGENT_TOKEN, "kube-system", "palisade")
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"));
+    Some(api)
+}
+
+/// `deploy/rbac.yaml`'s documents, parsed.
+fn rbac_docs() -> Vec<Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rbac.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect()
+}
+
+/// Creates (or replaces) the RBAC documents through the admin client.
+fn apply_rbac(api: &ApiServer, docs: &[Value]) {
+    let c = api.client();
+    api.block_on(async {
+        let pp = PatchParams::apply("palisade-test").force();
+        for d in docs {
+            let name = d["metadata"]["name"].as_str().unwrap().to_string();
+            let r = match d["kind"].as_str().unwrap() {
+                "ServiceAccount" => Api::<ServiceAccount>::namespaced(c.clone(), "kube-system")
+                    .patch(&name, &pp, &Patch::Apply(d))
+                    .await
+                    .map(drop),
+                "ClusterRole" => Api::<ClusterRole>::all(c.clone())
+                    .patch(&name, &pp, &Patch::Apply(d))
+                    .await
+                    .map(drop),
+                "ClusterRoleBinding" => Api::<ClusterRoleBinding>::all(c.clone())
+                    .patch(&name, &pp, &Patch::Apply(d))
+                    .await
+                    .map(drop),
+                k => panic!("unexpected kind {k} in deploy/rbac.yaml"),
+            };
+            r.unwrap_or_else(|e| panic!("apply {} {name}: {e}", d["kind"]));
+        }
+    });
+}
+
+fn apply<K>(api: &ApiServer, a: Api<K>, doc: Value)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + serde::Serialize,
+{
+    let name = doc["metadata"]["name"].as_str().unwrap().to_string();
+    api.block_on(a.patch(
+        &name,
+        &PatchParams::apply("palisade-test").force(),
+        &Patch::Apply(&doc),
+    ))
+    .unwrap_or_else(|e| panic!("apply {name}: {e}"));
+}
+
+/// A real Pod for a lab pod, then its status as the kubelet reports it.
+fn create_pod(api: &ApiServer, p: &palisade_lab::Pod, ns: &str, name: &str, app: &str) {
+    let pods = Api::<KPod>::namespaced(api.client(), ns);
+    let mut doc = pod(p, ns, name, "unused", json!({"app": app}));
+    let status = doc.as_object_mut().unwrap().remove("status").unwrap();
+    doc["metadata"].as_object_mut().unwrap().remove("uid");
+    let created: KPod = api
+        .block_on(pods.create(
+            &PostParams::default(),
+            &serde_json::from_value(doc).unwrap(),
+        ))
+        .unwrap_or_else(|e| panic!("create pod {ns}/{name}: {e}"));
+    assert!(created.metadata.uid.is_some());
+    api.block_on(pods.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": status})),
+    ))
+    .unwrap_or_else(|e| panic!("patch {ns}/{name} status: {e}"));
+}
+
+fn relabel_pod(api: &ApiServer, ns: &str, name: &str, app: &str) {
+    let pods = Api::<KPod>::namespaced(api.client(), ns);
+    api.block_on(pods.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"app": app}}})),
+    ))
+    .unwrap_or_else(|e| panic!("relabel {ns}/{name}: {e}"));
+}
+
+/// `web-ingress` in prod: web accepts TCP `port` from pods labelled
+/// app=`from`.
+fn web_policy(from: &str, port: u16) -> Value {
+    policy(
+        "prod",
+        "web-ingress",
+        json!({"podSelector": {"matchLabels": {"app": "web"}},
+               "ingress": [{"from": [{"namespaceSelector": {},
+                                       "podSelector": {"matchLabels": {"app": from}}}],
+                            "ports": [{"protocol": "TCP", "port": port}]}]}),
+    )
+}
+
+/// The three-pod lab on one node, its servers, and the API objects.
+struct Setup {
+    lab: Lab,
+    _servers: Vec<palisade_lab::Servers>,
+}
+
+fn setup(api: &ApiServer, tag: &str) -> Setup {
+    let lab = LabSpec::new(&lab_prefix(tag))
+        .node("n1")
+        .pod("client", "dev", "n1")
+        .pod("web", "prod", "n1")
+        .pod("db", "prod", "n1")
+        .up()
+        .expect("lab up");
+    let servers = ["client", "web", "db"]
+        .iter()
+        .map(|p| serve(lab.pod(p), &Services::new().tcp(80).tcp(81)).expect("servers"))
+        .collect();
+    for ns in ["dev", "prod"] {
+        apply(
+            api,
+            Api::<Namespace>::all(api.client()),
+            namespace(ns, json!({})),
+        );
+    }
+    create_pod(api, lab.pod("client"), "dev", "client", "a");
+    create_pod(api, lab.pod("web"), "prod", "web", "web");
+    create_pod(api, lab.pod("db"), "prod", "db", "b");
+    Setup {
+        lab,
+        _servers: servers,
+    }
+}
+
+/// The agent on `node` in Kubernetes mode, reaching the server through
+/// `fwd` with the agent's token.
+fn spawn_agent(api: &ApiServer, lab: &Lab, fwd: &Forward, dirs: &NodeDirs) -> AgentProcess {
+    let kubeconfig = api.kubeconfig_at(AGENT_TOKEN, fwd.addr()).unwrap();
+    let mut cmd = AgentProcess::command(Path::new(BIN), lab.node("n1"), dirs);
+    cmd.env("KUBECONFIG", kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST");
+    AgentProcess::spawn_command(
+        Path::new(BIN),
+        cmd,
+        dirs,
+        "info,palisade::agent::commit=debug",
+    )
+    .expect("spawn agent")
+}
+
+fn forward(api: &ApiServer, lab: &Lab) -> Forward {
+    let listener = lab
+        .node("n1")
+        .run(|| std::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap()
+        .unwrap();
+    Forward::start(listener, ([127, 0, 0, 1], api.port()).into()).unwrap()
+}
+
+/// Probes until every case holds (bounded); the time it took.
+fn eventually(step: &str, agent: &Agent, within: Duration, cases: &[Case<'_>]) -> Duration {
+    let t0 = Instant::now();
+    // Bounded by `within`.
+    loop {
+        let bad = mismatches(cases);
+        if bad.is_empty() {
+            return t0.elapsed();
+        }
+        if t0.elapsed() > within {
+            panic!(
+                "{step}: not enforced within {within:?}:\n  {}\nagent log:\n{}",
+                bad.join("\n  "),
+                agent.process.log_tail(60)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn shipped_rbac_syncs_and_enforces() {
+    let Some(api) = start_api("shipped_rbac_syncs_and_enforces") else {
+        return;
+    };
+    apply_rbac(&api, &rbac_docs());
+    let s = setup(&api, "kar");
+    let bpffs = Bpffs::mount();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = NodeDirs::new(tmp.path(), &bpffs, "n1");
+    let fwd = forward(&api, &s.lab);
+    let agent = Agent::ready(spawn_agent(&api, &s.lab, &fwd, &d), Duration::from_secs(60));
+    let (client, web, db) = (s.lab.pod("client"), s.lab.pod("web"), s.lab.pod("db"));
+    let st = agent.status();
+    assert_eq!(st.endpoints.len(), 3, "{st:?}");
+    assert!(st.problems.is_empty(), "{st:?}");
+
+    let mut cases = Vec::new();
+    for dst in both(web) {
+        cases.extend([(client, dst, P::Tcp(80), true), (db, dst, P::Tcp(80), true)]);
+    }
+    expect("no policy", &[&agent], &cases);
+
+    // A policy: only app=a (client) reaches web.
+    apply(
+        &api,
+        Api::<NetworkPolicy>::namespaced(api.client(), "prod"),
+        web_policy("a", 80),
+    );
+    let mut cases = Vec::new();
+    for dst in both(web) {
+        cases.extend([
+            (client, dst, P::Tcp(80), true),
+            (db, dst, P::Tcp(80), false),
+        ]);
+    }
+    let t = eventually("policy created", &agent, Duration::from_secs(5), &cases);
+    eprintln!("policy created: enforced {t:?} after the API server accepted it");
+
+    // Relabel: db becomes app=a, client app=b.
+    relabel_pod(&api, "prod", "db", "a");
+    relabel_pod(&api, "dev", "client", "b");
+    let mut cases = Vec::new();
+    for dst in both(web) {
+        cases.extend([
+            (client, dst, P::Tcp(80), false),
+            (db, dst, P::Tcp(80), true),
+        ]);
+    }
+    let t = eventually("pods relabelled", &agent, Duration::from_secs(5), &cases);
+    eprintln!("pods relabelled: enforced {t:?} after the API server accepted it");
+
+    // Delete the policy: web is open again.
+    api.block_on(
+        Api::<NetworkPolicy>::namespaced(api.client(), "prod")
+            .delete("web-ingress", &DeleteParams::default()),
+    )
+    .unwrap();
+    let mut cases = Vec::new();
+    for dst in both(web) {
+        cases.extend([(client, dst, P::Tcp(80), true), (db, dst, P::Tcp(80), true)]);
+    }
+    let t = eventually("policy deleted", &agent, Duration::from_secs(5), &cases);
+    eprintln!("policy deleted: enforced {t:?} after the API server accepted it");
+    // `palisade sync` answers in Kubernetes mode: four commits so far at least
+    // (initial, policy, relabel, delete), relabels possibly in one.
+    let rev = agent.sync_ok();
+    assert!(rev >= 3, "revision {rev}");
+    let log = agent.log_text();
+    assert!(!log.contains("cannot watch"), "{log}");
+}
+
+#[test]
+fn a_missing_verb_fails_visibly() {
+    let Some(api) = start_api("a_missing_verb_fails_visibly") else {
+        return;
+    };
+    // The shipped role, but pods only listable: no watch.
+    let docs = rbac_docs();
+    let crippled: Vec<Value> = docs
+        .iter()
+        .map(|d| {
+            if d["kind"] != "ClusterRole" {
+                return d.clone();
+            }
+            let mut d = d.clone();
+            d["rules"] = json!([
+                {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+                {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
+                 "verbs": ["list", "watch"]},
+            ]);
+            d
+        })
+        .collect();
+    apply_rbac(&api, &crippled);
+    let s = setup(&api, "kav");
+    let bpffs = Bpffs::mount();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = NodeDirs::new(tmp.path(), &bpffs, "n1");
+    let fwd = forward(&api, &s.lab);
+    let mut process = spawn_agent(&api, &s.lab, &fwd, &d);
+    let socket = d.socket.clone();
+    let status = || {
+        palisade::control::request(
+            &socket,
+            &palisade::control::Request::Status,
+            Duration::from_secs(5),
+        )
+    };
+    // It says which resource it cannot watch: in the log and the status.
+    process
+        .wait_until(Duration::from_secs(30), |p| {
+            p.log_text().contains("cannot watch pods")
+                && status().is_ok_and(|r| r.problems.iter().any(|p| p.contains("pods")))
+        })
+        .unwrap_or_else(|e| panic!("no visible failure naming pods: {e}"));
+    // It did list pods (list is allowed), so it enforces what it listed;
+    // the problem stays while it cannot follow changes.
+    let st = status().unwrap();
+    let problem = st.problems.iter().find(|p| p.contains("pods")).unwrap();
+    assert!(
+        problem.contains("forbidden") && problem.contains("watch"),
+        "{problem}"
+    );
+    eprintln!("status problem: {problem}");
+    // Retries are bounded in the log: not one line per attempt.
+    std::thread::sleep(Duration::from_secs(4));
+    let lines = process.log_text().matches("cannot watch pods").count();
+    assert!(
+        lines <= 2,
+        "{lines} lines for one missing verb:\n{}",
+        process.log_tail(30)
+    );
+    let st = status().unwrap();
+    assert!(
+        st.problems.iter().any(|p| p.contains("pods")),
+        "the problem stays: {st:?}"
+    );
+
+    // The shipped role fixes it: nothing else is missing.
+    apply_rbac(&api, &docs);
+    let mut agent = Agent::ready(process, Duration::from_secs(30));
+    let socket = agent.socket.clone();
+    agent
+        .process
+        .wait_until(Duration::from_secs(15), |_| {
+            palisade::control::request(
+                &socket,
+                &palisade::control::Request::Status,
+                Duration::from_secs(5),
+            )
+            .is_ok_and(|r| r.problems.is_empty())
+        })
+        .unwrap_or_else(|e| panic!("the problem stays after the role is fixed: {e}"));
+    let (client, web) = (s.lab.pod("client"), s.lab.pod("web"));
+    expect(
+        "after the role is fixed",
+        &[&agent],
+        &[(client, web.ipv4().into(), P::Tcp(80), true)],
+    );
+}
+
+/// `/metrics` sample value of `name` with label `kind`, from the agent
+/// inside `lab`'s node.
+fn metric(lab: &Lab, name: &str, kind: &str) -> f64 {
+    let text = lab
+        .node("n1")
+        .run(|| {
+            use std::io::{Read as _, Write as _};
+            let mut s = std::net::TcpStream::connect("127.0.0.1:9890").expect("metrics");
+            s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out
+        })
+        .unwrap();
+    let prefix = format!("{name}{{kind=\"{kind}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+}
+
+#[test]
+fn outage_and_restart_resync_without_mixed_state() {
+    let Some(mut api) = start_api("outage_and_restart_resync_without_mixed_state") else {
+        return;
+    };
+    apply_rbac(&api, &rbac_docs());
+    let s = setup(&api, "kao");
+    let bpffs = Bpffs::mount();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = NodeDirs::new(tmp.path(), &bpffs, "n1");
+    let fwd = forward(&api, &s.lab);
+    let agent = Agent::ready(spawn_agent(&api, &s.lab, &fwd, &d), Duration::from_secs(60));
+    let (client, web, db) = (s.lab.pod("client"), s.lab.pod("web"), s.lab.pod("db"));
+    let policies = Api::<NetworkPolicy>::namespaced(api.client(), "prod");
+    apply(&api, policies.clone(), web_policy("a", 80));
+    let w = web.ipv4().into();
+    let old = [
+        (client, w, P::Tcp(80), true),
+        (client, w, P::Tcp(81), false),
+        (db, w, P::Tcp(80), false),
+        (db, w, P::Tcp(81), false),
+    ];
+    eventually("before the outage", &agent, Duration::from_secs(5), &old);
+    let relists_before = metric(&s.lab, "palisade_source_relists_total", "Pod");
+
+    // Outage: the agent's path is cut and the server restarts.
+    fwd.cut();
+    api.stop_apiserver();
+    let log_before = agent.log_text().lines().count();
+    let outage = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    api.start_apiserver().unwrap_or_else(|e| panic!("{e}"));
+    // Meanwhile the policy moves to app=b on TCP/81, client becomes app=b
+    // and db app=c: before and after, only client reaches web (on 80, then
+    // on 81). The new policy with the old labels (db was app=b) would let
+    // db reach web on 81, which neither state allows.
+    let policies = Api::<NetworkPolicy>::namespaced(api.client(), "prod");
+    apply(&api, policies, web_policy("b", 81));
+    relabel_pod(&api, "dev", "client", "b");
+    relabel_pod(&api, "prod", "db", "c");
+    std::thread::sleep(Duration::from_secs(4));
+    let down_for = outage.elapsed();
+    // The old state stayed enforced throughout.
+    expect("during the outage", &[&agent], &old);
+    let during: Vec<String> = agent
+        .log_text()
+        .lines()
+        .skip(log_before)
+        .map(String::from)
+        .collect();
+
+    // Back: the new state within 2 s, and db never in on the way.
+    fwd.restore();
+    let back = Instant::now();
+    let mut rounds = 0;
+    let new_reached = loop {
+        let t = Duration::from_millis(150);
+        let r = probe_all(&[
+            ProbeSpec::tcp(db, web.ipv4(), 81).timeout(t),
+            ProbeSpec::tcp(db, web.ipv4(), 80).timeout(t),
+            ProbeSpec::tcp(client, web.ipv4(), 81).timeout(t),
+        ]);
+        rounds += 1;
+        assert!(
+            !r[0].reached() && !r[1].reached(),
+            "db reached web {:?} after the path came back: a mixed snapshot\n{}",
+            back.elapsed(),
+            agent.process.log_tail(40)
+        );
+        if r[2].reached() {
+            break back.elapsed();
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "the change made during the outage not enforced within 10 s:\n{}",
+            agent.process.log_tail(60)
+        );
+    };
+    let new = [
+        (client, w, P::Tcp(80), false),
+        (client, w, P::Tcp(81), true),
+        (db, w, P::Tcp(80), false),
+        (db, w, P::Tcp(81), false),
+    ];
+    let settled =
+        new_reached + eventually("after the outage", &agent, Duration::from_secs(5), &new);
+    eprintln!(
+        "outage {down_for:?}: new state enforced {settled:?} after the path was back \
+         ({rounds} probe rounds, none let db in; {} agent log lines while down)",
+        during.len()
+    );
+    assert!(
+        settled < Duration::from_secs(2),
+        "change enforced {settled:?} after the server was reachable again (goal: 2 s)"
+    );
+    // Bounded log: per kind one line when lost, then at most one per 10 s
+    // (6 s here), plus the server restart's own errors.
+    let failures: Vec<&String> = during.iter().filter(|l| l.contains("WARN")).collect();
+    assert!(
+        failures.len() <= 9,
+        "{} warnings in {down_for:?}:\n{}",
+        failures.len(),
+        during.join("\n")
+    );
+    // Metrics: every kind relisted after reconnecting.
+    let relists_after = metric(&s.lab, "palisade_source_relists_total", "Pod");
+    assert!(
+        relists_after > relists_before,
+        "{relists_before} -> {relists_after}"
+    );
+    assert!(
+        metric(
+            &s.lab,
+            "palisade_source_watch_failures_total",
+            "NetworkPolicy"
+        ) >= 1.0
+    );
+    assert_eq!(metric(&s.lab, "palisade_source_current", "Pod"), 1.0);
+}
+
+/// The shipped role without `pods`: a kind that cannot resync.
+fn role_without_pods() -> Vec<Value> {
+    rbac_docs()
+        .into_iter()
+        .map(|mut d| {
+            if d["kind"] == "ClusterRole" {
+                d["rules"] = json!([
+                    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+                    {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
+                     "verbs": ["list", "watch"]},
+                ]);
+            }
+            d
+        })
+        .collect()
+}
+
+/// After a reconnect in which Pods cannot be listed again (the role lost
+/// them meanwhile) while the policy changed, the agent keeps the old state
+/// whole instead of applying the new policy to the old pod labels, and
+/// applies the new state once Pods list again.
+#[test]
+fn a_kind_that_cannot_resync_holds_the_others_back() {
+    let Some(api) = start_api("a_kind_that_cannot_resync_holds_the_others_back") else {
+        return;
+    };
+    apply_rbac(&api, &rbac_docs());
+    let s = setup(&api, "kah");
+    let bpffs = Bpffs::mount();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = NodeDirs::new(tmp.path(), &bpffs, "n1");
+    let fwd = forward(&api, &s.lab);
+    let agent = Agent::ready(spawn_agent(&api, &s.lab, &fwd, &d), Duration::from_secs(60));
+    let (client, web, db) = (s.lab.pod("client"), s.lab.pod("web"), s.lab.pod("db"));
+    let policies = Api::<NetworkPolicy>::namespaced(api.client(), "prod");
+    apply(&api, policies.clone(), web_policy("a", 80));
+    let w = web.ipv4().into();
+    let old = [
+        (client, w, P::Tcp(80), true),
+        (client, w, P::Tcp(81), false),
+        (db, w, P::Tcp(80), false),
+        (db, w, P::Tcp(81), false),
+    ];
+    eventually("before the cut", &agent, Duration::from_secs(5), &old);
+
+    // While cut off: the role loses pods, the policy moves to app=b on
+    // TCP/81, client becomes app=b and db app=c. The new policy with the
+    // old labels (db was app=b) would let db reach web on 81.
+    fwd.cut();
+    apply_rbac(&api, &role_without_pods());
+    apply(&api, policies, web_policy("b", 81));
+    relabel_pod(&api, "dev", "client", "b");
+    relabel_pod(&api, "prod", "db", "c");
+    fwd.restore();
+    let back = Instant::now();
+    // Namespaces and policies resync, pods cannot: the old state holds.
+    let mut seen_forbidden = false;
+    while back.elapsed() < Duration::from_secs(5) {
+        let bad = mismatches(&old);
+        assert!(
+            bad.is_empty(),
+            "{:?} after the reconnect, with pods not listable:\n  {}\n{}",
+            back.elapsed(),
+            bad.join("\n  "),
+            agent.process.log_tail(40)
+        );
+        seen_forbidden |= agent.log_text().contains("cannot watch pods");
+    }
+    assert!(seen_forbidden, "{}", agent.process.log_tail(40));
+
+    // Pods allowed again: the whole new state at once.
+    apply_rbac(&api, &rbac_docs());
+    let new = [
+        (client, w, P::Tcp(80), false),
+        (client, w, P::Tcp(81), true),
+        (db, w, P::Tcp(80), false),
+        (db, w, P::Tcp(81), false),
+    ];
+    let t = eventually("pods listable again", &agent, Duration::from_secs(10), &new);
+    eprintln!(
+        "held the old state while pods could not resync; new state {t:?} after the role was fixed"
+    );
+}
