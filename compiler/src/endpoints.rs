@@ -70,7 +70,7 @@ impl Endpoints {
         uid: Option<String>,
         selecting: BTreeSet<PolicyRef>,
     ) -> Option<u32> {
-        let ep_id = self.ids.number_for(&(pod.clone(), uid.clone()))?;
+        let ep_id = self.ids.number_with(|| (pod.clone(), uid.clone()))?;
         self.by_pod.insert(
             pod.clone(),
             EpState {

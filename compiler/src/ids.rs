@@ -106,7 +106,14 @@ impl<K: Hash + Eq + Clone> Numbers<K> {
     /// there is one, else the lowest free; `None` when the space is
     /// exhausted.
     pub(crate) fn number_for(&mut self, meaning: &K) -> Option<u32> {
-        if let Some(id) = self.remembered.remove(meaning)
+        self.number_with(|| meaning.clone())
+    }
+
+    /// [`Numbers::number_for`] with the meaning built only when some
+    /// number is remembered (after a restart, until the first reconcile).
+    pub(crate) fn number_with(&mut self, meaning: impl FnOnce() -> K) -> Option<u32> {
+        if !self.remembered.is_empty()
+            && let Some(id) = self.remembered.remove(&meaning())
             && self.reserved.remove(&id)
         {
             return Some(id);
