@@ -30,7 +30,9 @@
 //! check enforced and switched off (`CONFIG` flags) in the same run: an
 //! established ACK from the pod (fast path, no check), established ACKs
 //! with a cold flow cache and new allowed SYNs (both verified on the full
-//! path). `--egress-only` prints only this table.
+//! path), a denied SYN repeated N times (to TCP/22, which the pod may not
+//! reach; drop events rate-limited as above) and M denied SYNs of distinct
+//! flows (source ports), once each. `--egress-only` prints only this table.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -249,15 +251,21 @@ fn egress_setup(flags: u32) -> TestDatapath {
     t
 }
 
-/// ns per run from the pod: (palisade, noop) over `frames`, once each.
-fn once_each_from_pod(t: &TestDatapath, frames: &[Vec<u8>]) -> (f64, f64) {
+/// ns per run from the pod: (palisade, noop) over `frames`, once each,
+/// each returning `expect` (`u32::MAX` passed, 2 dropped). The ring is
+/// drained every 1000 frames, as drops report.
+fn once_each_from_pod(t: &mut TestDatapath, frames: &[Vec<u8>], expect: u32) -> (f64, f64) {
     let (mut ours, mut noop) = (0.0, 0.0);
-    for f in frames {
+    for (i, f) in frames.iter().enumerate() {
         let (rv, d) = t.run_program(program_names::FROM_POD, f, 1);
-        assert_eq!(rv, u32::MAX, "the pod's own flow must pass");
+        assert_eq!(rv, expect, "unexpected verdict on the pod's own flow");
         ours += d;
         noop += t.run_program(program_names::NOOP, f, 1).1;
+        if i % 1000 == 999 {
+            let _ = t.events();
+        }
     }
+    let _ = t.events();
     (ours / frames.len() as f64, noop / frames.len() as f64)
 }
 
@@ -268,13 +276,19 @@ fn egress_table(repeat: u32, flows: u16) {
         "egress (from the pod), repeat={repeat}, distinct flows={flows}; ns/packet (palisade / empty program = ratio)"
     );
     println!(
-        "{:>20} | {:>24} | {:>24} | {:>24}",
-        "source verification", "established ACK", "established, cache cold", "new allowed SYN"
+        "{:>20} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24}",
+        "source verification",
+        "established ACK",
+        "established, cache cold",
+        "new allowed SYN",
+        "denied SYN",
+        "denied, distinct flows"
     );
     let cell = |(a, b): (f64, f64)| format!("{a:7.1} / {b:5.1} = {:4.2}x", a / b);
     for (name, flags) in [("enforce", 0), ("off", SOURCE_VERIFY_OFF)] {
         let mut t = egress_setup(flags);
         let out = |sport, flags| PacketSpec::tcp(pod(), peer(), sport, 80, flags).frame();
+        let to_22 = |sport| PacketSpec::tcp(pod(), peer(), sport, 22, tcp::SYN).frame();
         assert_eq!(
             t.run_program(program_names::FROM_POD, &out(40_000, tcp::SYN), 1)
                 .0,
@@ -286,17 +300,28 @@ fn egress_table(repeat: u32, flows: u16) {
         let est = (ours, noop);
         t.clear_ct();
         let syns: Vec<Vec<u8>> = (0..flows).map(|i| out(10_000 + i, tcp::SYN)).collect();
-        let new = once_each_from_pod(&t, &syns);
+        let new = once_each_from_pod(&mut t, &syns, u32::MAX);
         // Tracked now; the flow cache emptied: every ACK takes the
         // conntrack lookup.
         t.dp.maps.clear_flow_cache().unwrap();
         let acks: Vec<Vec<u8>> = (0..flows).map(|i| out(10_000 + i, tcp::ACK)).collect();
-        let cold = once_each_from_pod(&t, &acks);
+        let cold = once_each_from_pod(&mut t, &acks, u32::MAX);
+        // Denials leave no state: one SYN repeated, then distinct flows.
+        let denied = to_22(40_001);
+        let (rv, ours) = t.run_program(program_names::FROM_POD, &denied, repeat);
+        assert_eq!(rv, 2, "a SYN to TCP/22 must be denied");
+        let (_, noop) = t.run_program(program_names::NOOP, &denied, repeat);
+        let den = (ours, noop);
+        let _ = t.events();
+        let denied_syns: Vec<Vec<u8>> = (0..flows).map(|i| to_22(10_000 + i)).collect();
+        let den_distinct = once_each_from_pod(&mut t, &denied_syns, 2);
         println!(
-            "{name:>20} | {:>24} | {:>24} | {:>24}",
+            "{name:>20} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24}",
             cell(est),
             cell(cold),
-            cell(new)
+            cell(new),
+            cell(den),
+            cell(den_distinct)
         );
     }
 }
