@@ -481,8 +481,7 @@ fn new_flow(
         return Verdict::Drop(DropReason::Internal);
     };
     let mut ct_extra = 0u16;
-    let reason = match decision::decide(&ep, dir, &peer, pkt.proto, pkt.policy_port(), cfg, true)
-    {
+    let reason = match decision::decide(&ep, dir, &peer, pkt.proto, pkt.policy_port(), cfg, true) {
         Decision::Pending => return Verdict::Drop(DropReason::PolicyPending),
         Decision::Denied { audit: false } => return Verdict::Drop(DropReason::PolicyDenied),
         Decision::Denied { audit: true } => {

@@ -183,7 +183,11 @@ fn answer(t: &TestDatapath, from: IpAddr, to: IpAddr, sport: u16) {
         program_names::TO_POD
     };
     let f = PacketSpec::tcp(from, to, 80, sport, tcp::SYN | tcp::ACK).frame();
-    assert_eq!(t.run_program(prog, &f, 1).0, u32::MAX, "the SYN-ACK must pass");
+    assert_eq!(
+        t.run_program(prog, &f, 1).0,
+        u32::MAX,
+        "the SYN-ACK must pass"
+    );
 }
 
 /// ns per run: (palisade, noop) over denied SYNs from distinct sources,
