@@ -51,7 +51,8 @@ pub struct DropEvent {
     pub proto: u8,
     /// [`crate::family`] (0 if not IP).
     pub family: u8,
-    /// TCP flags byte, or ICMP type, when present.
+    /// TCP flags byte, ICMP type, or the type of SCTP's first chunk, when
+    /// present.
     pub l4_flags: u8,
     /// Explicit padding; always zero.
     pub _pad: u8,

@@ -13,16 +13,20 @@
 //!
 //! TCP: a SYN opens a half-open entry (short timeout); any reply makes it
 //! established (long timeout); FIN from both sides or a RST moves it to the
-//! closing timeout. Mid-stream packets with no entry are judged by policy
+//! closing timeout. SCTP: an INIT opens the entry like a SYN (one timeout
+//! for every state; ABORT and SHUTDOWN are not tracked). Mid-stream packets with no entry are judged by policy
 //! like a new flow and, if allowed, picked up (so an evicted entry never
 //! breaks a connection that policy allows).
 //!
 //! What an entry exempts from policy (fail closed: state only ever stands
 //! for what the other end has confirmed). [`lookup`] finds no entry for:
 //!
-//! * a TCP SYN without ACK, whatever the entry's state: it opens a
-//!   connection (a reused client port, a retransmitted or a reply-direction
-//!   SYN), so policy judges it and, if it is allowed, it replaces the entry;
+//! * a packet that opens a connection, whatever the entry's state: a TCP
+//!   SYN without ACK (a reused client port, a retransmitted or a
+//!   reply-direction SYN) or an SCTP packet whose first chunk is INIT (an
+//!   association re-opened with the same ports, from either end; RFC 9260
+//!   never bundles INIT with other chunks). Policy judges it and, if it is
+//!   allowed, it replaces the entry (unanswered again);
 //! * a packet travelling the opener's way on an entry that has never seen
 //!   a reply (a half-open TCP connection, a UDP/SCTP/ICMP flow nobody has
 //!   answered, a picked-up flow): until the other end answers, each attempt
@@ -40,7 +44,10 @@ use palisade_common::{Config, CtKey4, CtKey6, CtValue, ct_flags, defaults, direc
 use crate::{
     CT_V4, CT_V6,
     packet::Packet,
-    wire::tcp_flags::{ACK as TCP_ACK, FIN as TCP_FIN, RST as TCP_RST, SYN as TCP_SYN},
+    wire::{
+        sctp_chunk::INIT as SCTP_INIT,
+        tcp_flags::{ACK as TCP_ACK, FIN as TCP_FIN, RST as TCP_RST, SYN as TCP_SYN},
+    },
 };
 
 const NS: u64 = 1_000_000_000;
@@ -90,6 +97,18 @@ pub fn lifetime(cfg: &Config, ip_proto: u8, flags: u16) -> u64 {
 #[inline(always)]
 pub fn is_tcp_open(pkt: &Packet) -> bool {
     pkt.proto == proto::TCP && pkt.l4_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+}
+
+/// Whether `pkt` is SCTP whose first chunk is INIT.
+#[inline(always)]
+fn is_sctp_init(pkt: &Packet) -> bool {
+    pkt.proto == proto::SCTP && pkt.l4_flags == SCTP_INIT
+}
+
+/// Whether `pkt` opens a connection (TCP SYN without ACK, SCTP INIT).
+#[inline(always)]
+pub fn opens(pkt: &Packet) -> bool {
+    is_tcp_open(pkt) || is_sctp_init(pkt)
 }
 
 /// A packet's conntrack key and which way it travels along it.
@@ -245,9 +264,9 @@ fn lookup_in<T: Table>(pkt: &Packet, ifindex: u32, dir: u8, now: u64) -> Option<
 /// `dir` (see the module's documentation for what does not match).
 #[inline(always)]
 pub fn lookup(pkt: &Packet, ifindex: u32, dir: u8, now: u64) -> Option<Hit> {
-    // Fail closed: a SYN opens a connection, so policy judges it even where
-    // an entry exists.
-    if is_tcp_open(pkt) {
+    // Fail closed: a SYN or an INIT opens a connection, so policy judges it
+    // even where an entry exists.
+    if opens(pkt) {
         return None;
     }
     if pkt.is_v4() {

@@ -13,21 +13,26 @@
 //! isolated in a direction gets everything in that direction, as Kubernetes
 //! specifies, malformed packets included (the kernel drops those itself).
 
+use core::ops::ControlFlow;
+
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
     helpers::generated::bpf_ktime_get_coarse_ns,
     programs::TcContext,
 };
 use palisade_common::{
-    Addr, Config, DropReason, EndpointInfo, ForwardReason, IDENTITY_HOST, config_flags, ct_flags,
+    Addr, Config, DropReason, EndpointInfo, ForwardReason, IpcacheValue, config_flags, ct_flags,
     defaults, direction, endpoint_flags, event_kind, proto, verdict,
 };
 
 use crate::{
-    CONFIG, ENDPOINTS, barrier, conntrack, events, fastpath, flowcache, frags, ipcache,
+    CONFIG, ENDPOINTS,
+    barrier::{self, Parsed},
+    conntrack,
+    decision::{self, Decision},
+    events, fastpath, flowcache, frags, ipcache,
     packet::{Fragment, Packet, opposite},
     parse::{self, Frame},
-    policy,
     source::{self, FrameSource},
     wire::tcp_flags::RST as TCP_RST,
 };
@@ -107,7 +112,9 @@ pub fn handle(ctx: &TcContext, dir: u8) -> i32 {
     };
     // Reasons pass the verifier barrier so that counting and reporting are
     // verified once, not once per reason and path that led here.
-    match judge(ctx, dir, ifindex, cfg, fast, &mut facts) {
+    let (ControlFlow::Break(verdict) | ControlFlow::Continue(verdict)) =
+        judge(ctx, dir, ifindex, cfg, fast, &mut facts);
+    match verdict {
         Verdict::Forward(reason) => {
             events::count(dir, verdict::FORWARDED, barrier::opaque(reason as u8), len);
             if let Some(would) = facts.audit {
@@ -265,6 +272,8 @@ fn neighbour(dir: u8, saddr: &Addr, ifindex: u32, cfg: &Config, facts: &mut Fact
     Verdict::Forward(ForwardReason::AlwaysAllowed)
 }
 
+/// The stages in order: each either decides the packet's verdict
+/// (`Break`) or hands it to the next (`Continue`); the last always decides.
 #[inline(always)]
 fn judge(
     ctx: &TcContext,
@@ -273,45 +282,76 @@ fn judge(
     cfg: &Config,
     fast: fastpath::Outcome,
     facts: &mut Facts,
-) -> Verdict {
+) -> ControlFlow<Verdict, Verdict> {
+    let parsed = ip_packet(ctx, dir, ifindex, cfg, facts)?;
+    let pkt: &'static Packet = &parsed.pkt;
+    let now = now_ns();
+    facts.now = now;
+    facts.pkt = Some(pkt);
+    verify_source(pkt, dir, ifindex, cfg, facts)?;
+    cached(pkt, fast, ifindex, dir, cfg)?;
+    later_fragment(pkt, ifindex, dir, now, cfg, facts)?;
+    tracked(pkt, ifindex, dir, now, cfg, facts)?;
+    related_error(parsed, ifindex, dir, now)?;
+    ControlFlow::Continue(new_flow(pkt, ifindex, dir, now, cfg, facts))
+}
+
+/// Parses the frame. Frames that are not IP packets are decided here: link
+/// control passes, other protocols and headers that do not parse are
+/// judged by the pod's isolation alone (after source verification).
+#[inline(always)]
+fn ip_packet(
+    ctx: &TcContext,
+    dir: u8,
+    ifindex: u32,
+    cfg: &Config,
+    facts: &mut Facts,
+) -> ControlFlow<Verdict, &'static Parsed> {
     let mut parsed = parse::parse(ctx);
     // Headers beyond the linear area (rare): pull them in and parse again.
     if matches!(parsed, Err(DropReason::Truncated)) && parse::pull_headers(ctx) {
         parsed = parse::parse(ctx);
     }
-    let parsed = match parsed {
+    let verdict = match parsed {
         Ok(Frame::Ip(p)) => match barrier::forget(&p, parse::icmp_error_inner(ctx, &p)) {
-            Some(parsed) => parsed,
+            Some(parsed) => return ControlFlow::Continue(parsed),
             // Cannot happen (see `barrier::forget`). Fail closed.
-            None => return Verdict::Drop(DropReason::Internal),
+            None => Verdict::Drop(DropReason::Internal),
         },
-        Ok(Frame::Control) => return Verdict::Forward(ForwardReason::AlwaysAllowed),
-        Ok(Frame::Neighbour(saddr)) => return neighbour(dir, &saddr, ifindex, cfg, facts),
-        Ok(Frame::OtherL3) => {
-            return unjudgeable(
-                ifindex,
-                dir,
-                cfg,
-                facts,
-                DropReason::UnsupportedL3,
-                ForwardReason::AlwaysAllowed,
-            );
-        }
+        Ok(Frame::Control) => Verdict::Forward(ForwardReason::AlwaysAllowed),
+        Ok(Frame::Neighbour(saddr)) => neighbour(dir, &saddr, ifindex, cfg, facts),
+        Ok(Frame::OtherL3) => unjudgeable(
+            ifindex,
+            dir,
+            cfg,
+            facts,
+            DropReason::UnsupportedL3,
+            ForwardReason::AlwaysAllowed,
+        ),
         Err(reason) => {
             if verifies_source(dir, cfg)
                 && let Some(v) = verify_frame_source(ctx, ifindex, cfg, facts)
             {
-                return v;
+                v
+            } else {
+                unjudgeable(ifindex, dir, cfg, facts, reason, ForwardReason::NotIsolated)
             }
-            return unjudgeable(ifindex, dir, cfg, facts, reason, ForwardReason::NotIsolated);
         }
     };
-    let pkt: &Packet = &parsed.pkt;
-    let now = now_ns();
-    facts.now = now;
-    facts.pkt = Some(pkt);
-    // Before the flow cache, fragments, conntrack and policy: a packet
-    // from an address its pod may not use matches none of their state.
+    ControlFlow::Break(verdict)
+}
+
+/// Source verification, before the flow cache, fragments, conntrack and
+/// policy: a packet from an address its pod may not use matches none of
+/// their state.
+#[inline(always)]
+fn verify_source(
+    pkt: &Packet,
+    dir: u8,
+    ifindex: u32,
+    cfg: &Config,
+    facts: &mut Facts,
+) -> ControlFlow<Verdict> {
     if verifies_source(dir, cfg)
         && let Some(v) = source_verdict(
             source::allowed(pkt.is_v4(), &pkt.saddr, ifindex),
@@ -320,97 +360,148 @@ fn judge(
             facts,
         )
     {
-        return v;
+        return ControlFlow::Break(v);
     }
-    // A packet of a cached established flow that leaves its conntrack
-    // entry unchanged (plain packets already asked in the fast path).
+    ControlFlow::Continue(())
+}
+
+/// A packet of a cached established flow that leaves its conntrack entry
+/// unchanged (plain packets already asked in the fast path).
+#[inline(always)]
+fn cached(
+    pkt: &Packet,
+    fast: fastpath::Outcome,
+    ifindex: u32,
+    dir: u8,
+    cfg: &Config,
+) -> ControlFlow<Verdict> {
     if fast == fastpath::Outcome::NotPlain
         && pkt.fragment == Fragment::None
         && flowcache::hit(pkt, ifindex, dir, cfg.policy_epoch)
     {
-        return Verdict::Forward(ForwardReason::Established);
+        return ControlFlow::Break(Verdict::Forward(ForwardReason::Established));
     }
+    ControlFlow::Continue(())
+}
 
-    if pkt.fragment == Fragment::Later {
-        if frags::lookup(pkt, ifindex, dir, now).is_some() {
-            return Verdict::Forward(ForwardReason::Fragment);
-        }
-        return unjudgeable(
-            ifindex,
-            dir,
-            cfg,
-            facts,
-            DropReason::FragmentNoState,
-            ForwardReason::NotIsolated,
-        );
+/// A later fragment follows its first fragment's verdict; without one it
+/// cannot be judged.
+#[inline(always)]
+fn later_fragment(
+    pkt: &Packet,
+    ifindex: u32,
+    dir: u8,
+    now: u64,
+    cfg: &Config,
+    facts: &mut Facts,
+) -> ControlFlow<Verdict> {
+    if pkt.fragment != Fragment::Later {
+        return ControlFlow::Continue(());
     }
-
-    if let Some(hit) = conntrack::lookup(pkt, ifindex, dir, now) {
-        let entry = unsafe { &mut *hit.value };
-        if let Err(reason) = revalidate(entry, pkt, hit.reply, ifindex, dir, cfg, facts) {
-            return Verdict::Drop(reason);
-        }
-        conntrack::update(entry, pkt, hit.reply, now, cfg);
-        if pkt.fragment == Fragment::First {
-            remember_fragment(pkt, ifindex, dir, now, cfg);
-        } else if !facts.unverified {
-            flowcache::remember(pkt, ifindex, dir, entry, now, cfg);
-        }
-        return Verdict::Forward(ForwardReason::Established);
+    if frags::lookup(pkt, ifindex, dir, now).is_some() {
+        return ControlFlow::Break(Verdict::Forward(ForwardReason::Fragment));
     }
+    ControlFlow::Break(unjudgeable(
+        ifindex,
+        dir,
+        cfg,
+        facts,
+        DropReason::FragmentNoState,
+        ForwardReason::NotIsolated,
+    ))
+}
 
-    // An ICMP error about a tracked connection: the quoted packet travelled
-    // the other way, as the opener or as a reply.
-    if let Some(inner) = parsed.inner() {
-        let back = opposite(dir);
-        if conntrack::related(inner, ifindex, back, now) {
-            return Verdict::Forward(ForwardReason::Established);
-        }
+/// A packet its conntrack entry exempts from policy (see `conntrack` for
+/// which do not match), judged again first when `revalidate` says so.
+#[inline(always)]
+fn tracked(
+    pkt: &Packet,
+    ifindex: u32,
+    dir: u8,
+    now: u64,
+    cfg: &Config,
+    facts: &mut Facts,
+) -> ControlFlow<Verdict> {
+    let Some(hit) = conntrack::lookup(pkt, ifindex, dir, now) else {
+        return ControlFlow::Continue(());
+    };
+    let entry = unsafe { &mut *hit.value };
+    if let Err(reason) = revalidate(entry, pkt, hit.reply, ifindex, dir, cfg, facts) {
+        return ControlFlow::Break(Verdict::Drop(reason));
     }
+    conntrack::update(entry, pkt, hit.reply, now, cfg);
+    if pkt.fragment == Fragment::First {
+        remember_fragment(pkt, ifindex, dir, now, cfg);
+    } else if !facts.unverified {
+        flowcache::remember(pkt, ifindex, dir, entry, now, cfg);
+    }
+    ControlFlow::Break(Verdict::Forward(ForwardReason::Established))
+}
 
+/// An ICMP error about a tracked connection: the quoted packet travelled
+/// the other way, as the opener or as a reply.
+#[inline(always)]
+fn related_error(parsed: &Parsed, ifindex: u32, dir: u8, now: u64) -> ControlFlow<Verdict> {
+    if let Some(inner) = parsed.inner()
+        && conntrack::related(inner, ifindex, opposite(dir), now)
+    {
+        return ControlFlow::Break(Verdict::Forward(ForwardReason::Established));
+    }
+    ControlFlow::Continue(())
+}
+
+/// The peer's identities, recorded for the report; `None` cannot happen
+/// (see `ipcache::lookup`) and callers fail closed.
+#[inline(always)]
+fn peer_of(pkt: &Packet, addr: &Addr, cfg: &Config, facts: &mut Facts) -> Option<IpcacheValue> {
+    let peer = ipcache::lookup(pkt.is_v4(), addr, cfg)?;
+    facts.peer_identity = peer.identity;
+    Some(peer)
+}
+
+/// A packet no state exempts: judged by policy as the first packet of a
+/// flow and, if it passes, tracked.
+#[inline(always)]
+fn new_flow(
+    pkt: &Packet,
+    ifindex: u32,
+    dir: u8,
+    now: u64,
+    cfg: &Config,
+    facts: &mut Facts,
+) -> Verdict {
     let ep = match endpoint(ifindex, cfg) {
         Err(r) => return Verdict::Drop(r),
         Ok(None) => return Verdict::Forward(ForwardReason::NotIsolated),
         Ok(Some(ep)) => ep,
     };
     facts.ep = ep;
-    if ep.flags & endpoint_flags::POLICY_PENDING != 0 {
-        return Verdict::Drop(DropReason::PolicyPending);
-    }
-    // `None` cannot happen (see `ipcache::lookup`). Fail closed.
-    let Some(peer) = ipcache::lookup(pkt.is_v4(), pkt.peer_addr(dir), cfg) else {
+    // Fail closed (see `peer_of`).
+    let Some(peer) = peer_of(pkt, pkt.peer_addr(dir), cfg, facts) else {
         return Verdict::Drop(DropReason::Internal);
     };
-    facts.peer_identity = peer.identity;
-    let host_exempt = dir == direction::INGRESS
-        && peer.identity == IDENTITY_HOST
-        && cfg.flags & config_flags::ENFORCE_HOST == 0;
-
     let mut ct_extra = 0u16;
-    let reason = if ep.flags & endpoint_flags::isolated(dir) != 0 {
-        if host_exempt {
-            ForwardReason::Host
-        } else if policy::allows(ep.ep_id, dir, 0, &peer, pkt.proto, pkt.policy_port()) {
-            ForwardReason::PolicyAllowed
-        } else if ep.flags & endpoint_flags::audit(dir) != 0 {
+    let reason = match decision::decide(&ep, dir, &peer, pkt.proto, pkt.policy_port(), cfg, true) {
+        Decision::Pending => return Verdict::Drop(DropReason::PolicyPending),
+        Decision::Denied { audit: false } => return Verdict::Drop(DropReason::PolicyDenied),
+        Decision::Denied { audit: true } => {
+            // An unverified source, already reported, says more.
             if facts.audit.is_none() {
                 facts.audit = Some(DropReason::PolicyDenied);
             }
             ct_extra = ct_flags::AUDITED;
             ForwardReason::Audited
-        } else {
-            return Verdict::Drop(DropReason::PolicyDenied);
         }
-    } else {
-        // Audited policies would isolate the pod: report what they would drop.
-        if ep.flags & endpoint_flags::view_isolated(dir) != 0
-            && !host_exempt
-            && !policy::allows(ep.ep_id, dir, 1, &peer, pkt.proto, pkt.policy_port())
-            && facts.audit.is_none()
-        {
-            facts.audit = Some(DropReason::PolicyDenied);
+        Decision::Host => ForwardReason::Host,
+        Decision::Allowed => ForwardReason::PolicyAllowed,
+        Decision::NotIsolated { view_denied } => {
+            // Audited policies would isolate the pod: report what they
+            // would drop.
+            if view_denied && facts.audit.is_none() {
+                facts.audit = Some(DropReason::PolicyDenied);
+            }
+            ForwardReason::NotIsolated
         }
-        ForwardReason::NotIsolated
     };
 
     // Neither a RST nor an ICMP error opens a flow: one passed by policy
@@ -488,15 +579,13 @@ fn revalidate(
     } else {
         pkt.dport
     };
-    // `None` cannot happen (see `ipcache::lookup`). Fail closed.
-    let peer = ipcache::lookup(pkt.is_v4(), peer_addr, cfg).ok_or(DropReason::Internal)?;
-    facts.peer_identity = peer.identity;
-    let allowed = ep.flags & endpoint_flags::POLICY_PENDING == 0
-        && (ep.flags & endpoint_flags::isolated(orig_dir) == 0
-            || (orig_dir == direction::INGRESS
-                && peer.identity == IDENTITY_HOST
-                && cfg.flags & config_flags::ENFORCE_HOST == 0)
-            || policy::allows(ep.ep_id, orig_dir, 0, &peer, pkt.proto, orig_port));
+    // Fail closed (see `peer_of`).
+    let peer = peer_of(pkt, peer_addr, cfg, facts).ok_or(DropReason::Internal)?;
+    // A policy-pending endpoint allows nothing (fail closed).
+    let allowed = match decision::decide(&ep, orig_dir, &peer, pkt.proto, orig_port, cfg, false) {
+        Decision::NotIsolated { .. } | Decision::Host | Decision::Allowed => true,
+        Decision::Pending | Decision::Denied { .. } => false,
+    };
     if allowed {
         entry.epoch = cfg.policy_epoch;
         entry.flags &= !ct_flags::AUDITED;

@@ -17,7 +17,10 @@ use palisade_common::{Config, CtValue, FlowCacheEntry, capacity, ct_flags, proto
 use crate::{
     FLOW_CACHE, conntrack,
     packet::Packet,
-    wire::tcp_flags::{FIN as TCP_FIN, RST as TCP_RST, SYN as TCP_SYN},
+    wire::{
+        sctp_chunk::{INIT as SCTP_INIT, INIT_ACK as SCTP_INIT_ACK},
+        tcp_flags::{FIN as TCP_FIN, RST as TCP_RST, SYN as TCP_SYN},
+    },
 };
 
 /// The longest a jiffy lasts: Linux's lowest `HZ` is 100. Converting a
@@ -47,11 +50,21 @@ fn slot(pkt: &Packet, ifindex: u32, dir: u8) -> u32 {
     (family * 2 + dir as u32) * capacity::FLOW_CACHE_SLOTS + (h & (capacity::FLOW_CACHE_SLOTS - 1))
 }
 
-/// Whether the packet could change its conntrack entry (TCP SYN, FIN, RST):
-/// such packets always take the full path.
+/// Whether the packet could change its conntrack entry (TCP SYN, FIN, RST;
+/// SCTP INIT and INIT ACK): such packets always take the full path (where
+/// a SYN or an INIT is judged by policy, see `conntrack`). The answer to
+/// an opening packet goes there too (a SYN-ACK carries SYN; an INIT ACK
+/// is listed): an allowed SYN or INIT that replaced an answered entry
+/// clears only its own direction's slot, and the answer must reach the
+/// entry to mark it answered again, not pass from the other direction's
+/// slot left from before.
 #[inline(always)]
 fn changes_state(pkt: &Packet) -> bool {
-    pkt.proto == proto::TCP && pkt.l4_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0
+    match pkt.proto {
+        proto::TCP => pkt.l4_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0,
+        proto::SCTP => pkt.l4_flags == SCTP_INIT || pkt.l4_flags == SCTP_INIT_ACK,
+        _ => false,
+    }
 }
 
 #[inline(always)]
@@ -95,8 +108,8 @@ pub fn hit(pkt: &Packet, ifindex: u32, dir: u8, epoch: u32) -> bool {
 /// answered (the opener's packets on an unanswered entry are judged by
 /// policy), not audited (revalidated when audit ends) and not closing. The packet
 /// itself may be a SYN, SYN-ACK or FIN: the entry already holds what it
-/// changed, and packets that could change it again (SYN, FIN, RST) are
-/// never answered from the cache.
+/// changed, and packets that could change it again (SYN, FIN, RST, SCTP
+/// INIT and INIT ACK) are never answered from the cache.
 #[inline(always)]
 pub fn remember(pkt: &Packet, ifindex: u32, dir: u8, entry: &CtValue, now: u64, cfg: &Config) {
     let Some(e) = FLOW_CACHE.get_ptr_mut(slot(pkt, ifindex, dir)) else {

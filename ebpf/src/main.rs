@@ -13,6 +13,7 @@
 mod barrier;
 mod conntrack;
 mod datapath;
+mod decision;
 mod events;
 mod fastpath;
 mod flowcache;

@@ -28,7 +28,8 @@ pub struct Packet {
     pub sport: u16,
     /// Destination port, host order; ICMP echo: identifier for replies, 0 for requests.
     pub dport: u16,
-    /// TCP flags, or the ICMP/ICMPv6 type.
+    /// TCP flags, the ICMP/ICMPv6 type, or the type of SCTP's first chunk
+    /// (0, which is also DATA's, when the packet has no chunk).
     pub l4_flags: u8,
     /// Fragment position.
     pub fragment: Fragment,

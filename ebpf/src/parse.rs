@@ -15,7 +15,7 @@ use palisade_common::{Addr, DropReason, family, proto};
 
 use crate::{
     packet::{Fragment, Packet},
-    wire::{ETH_HLEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPV6_HLEN},
+    wire::{ETH_HLEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPV6_HLEN, SCTP_HLEN},
 };
 
 /// What kind of frame this is.
@@ -117,6 +117,18 @@ struct SctpHdr {
     ports: Ports,
     _vtag: [u8; 4],
     _check: [u8; 4],
+}
+
+const _: () = assert!(size_of::<SctpHdr>() == SCTP_HLEN);
+
+/// The SCTP common header and the first byte after it: the first chunk's
+/// type. Read as one header from the start of the common header: the
+/// verifier accepts the bounds check of a 13-byte header, where the check
+/// of a lone byte compiles to a form it does not (`ptr >= end`).
+#[repr(C)]
+struct SctpFirstChunk {
+    common: SctpHdr,
+    chunk_type: u8,
 }
 
 #[repr(C)]
@@ -383,6 +395,16 @@ fn parse_l4(
             unsafe {
                 pkt.sport = be16((*h).ports.sport);
                 pkt.dport = be16((*h).ports.dport);
+            }
+            // The first chunk's type, if the IP packet has a byte after the
+            // common header (a packet of the common header alone carries no
+            // chunk and is read as before). Fail closed: a byte the IP
+            // length announces is read, and if it lies beyond the linear
+            // data this is `Truncated` (the caller pulls it in and parses
+            // again), never a packet taken for one without an INIT.
+            if off + size_of::<SctpFirstChunk>() <= ip_end {
+                let c: *const SctpFirstChunk = header(ctx, off)?;
+                pkt.l4_flags = unsafe { (*c).chunk_type };
             }
         }
         proto::ICMP | proto::ICMPV6 => {

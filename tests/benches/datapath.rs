@@ -3,12 +3,14 @@
 //! run, at growing policy-map and CIDR-prefix sizes. Run as root:
 //! `cargo xtask bench datapath [--repeat N]`.
 //!
-//! * established: an ACK of a tracked TCP connection, repeated N times
-//!   (IPv4 and IPv6). After the first run the flow is in the per-CPU flow
-//!   cache, so this is the fast path.
-//! * established, cache cold: M tracked connections (opened by a SYN each),
-//!   then one ACK of each, once: every ACK misses the flow cache and takes
-//!   the conntrack lookup (timed like the new-flow case below).
+//! * established: an ACK of a tracked TCP connection the pod has answered
+//!   (SYN, then SYN-ACK), repeated N times (IPv4 and IPv6). After the first
+//!   run the flow is in the per-CPU flow cache, so this is the fast path.
+//!   (Unanswered, the opener's ACKs would be judged by policy each time.)
+//! * established, cache cold: M answered connections (a SYN and a SYN-ACK
+//!   each), the flow cache emptied, then one ACK of each, once: every ACK
+//!   misses the flow cache and takes the conntrack lookup (timed like the
+//!   new-flow case below).
 //! * new allowed SYN: BPF_PROG_TEST_RUN repeats one packet and after the
 //!   first run a SYN is established, so this runs M distinct flows once each
 //!   (different source ports) and sums the in-kernel durations; the empty
@@ -28,9 +30,12 @@
 //!
 //! Then the pod's egress, where source verification applies, with the
 //! check enforced and switched off (`CONFIG` flags) in the same run: an
-//! established ACK from the pod (fast path, no check), established ACKs
+//! established ACK from the pod (answered by the peer; fast path, no
+//! check), established ACKs
 //! with a cold flow cache and new allowed SYNs (both verified on the full
-//! path). `--egress-only` prints only this table.
+//! path), a denied SYN repeated N times (to TCP/22, which the pod may not
+//! reach; drop events rate-limited as above) and M denied SYNs of distinct
+//! flows (source ports), once each. `--egress-only` prints only this table.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -100,6 +105,10 @@ fn setup(policy_entries: u32, cidr_prefixes: u32) -> (TestDatapath, IpAddr) {
         _pad: 0,
     };
     t.allow(key(PEER), PolicyValue::range(80, 80));
+    // The pod answers from its own addresses (source verification).
+    for a in [pod(), pod6()] {
+        t.allow_source(TEST_IFINDEX, a.into());
+    }
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     // Filler: other endpoints and identities, so the map really holds N entries.
     for i in 1..policy_entries {
@@ -149,7 +158,9 @@ fn established_cold(t: &mut TestDatapath, flows: u16) -> (f64, f64) {
     for i in 0..flows {
         let syn = PacketSpec::tcp(peer(), pod(), 10_000 + i, 80, tcp::SYN).frame();
         assert_eq!(t.run_program(program_names::TO_POD, &syn, 1).0, u32::MAX);
+        answer(t, pod(), peer(), 10_000 + i);
     }
+    t.dp.maps.clear_flow_cache().unwrap();
     let (mut ours, mut noop) = (0.0, 0.0);
     for i in 0..flows {
         let ack = PacketSpec::tcp(peer(), pod(), 10_000 + i, 80, tcp::ACK).frame();
@@ -160,6 +171,23 @@ fn established_cold(t: &mut TestDatapath, flows: u16) -> (f64, f64) {
     }
     t.clear_ct();
     (ours / flows as f64, noop / flows as f64)
+}
+
+/// The SYN-ACK from `from` answering a SYN from `to`'s port `sport` to port
+/// 80, through the program of `from`'s side: the flow is answered, so its
+/// opener's ACKs ride on the conntrack entry.
+fn answer(t: &TestDatapath, from: IpAddr, to: IpAddr, sport: u16) {
+    let prog = if from == pod() || from == pod6() {
+        program_names::FROM_POD
+    } else {
+        program_names::TO_POD
+    };
+    let f = PacketSpec::tcp(from, to, 80, sport, tcp::SYN | tcp::ACK).frame();
+    assert_eq!(
+        t.run_program(prog, &f, 1).0,
+        u32::MAX,
+        "the SYN-ACK must pass"
+    );
 }
 
 /// ns per run: (palisade, noop) over denied SYNs from distinct sources,
@@ -249,15 +277,21 @@ fn egress_setup(flags: u32) -> TestDatapath {
     t
 }
 
-/// ns per run from the pod: (palisade, noop) over `frames`, once each.
-fn once_each_from_pod(t: &TestDatapath, frames: &[Vec<u8>]) -> (f64, f64) {
+/// ns per run from the pod: (palisade, noop) over `frames`, once each,
+/// each returning `expect` (`u32::MAX` passed, 2 dropped). The ring is
+/// drained every 1000 frames, as drops report.
+fn once_each_from_pod(t: &mut TestDatapath, frames: &[Vec<u8>], expect: u32) -> (f64, f64) {
     let (mut ours, mut noop) = (0.0, 0.0);
-    for f in frames {
+    for (i, f) in frames.iter().enumerate() {
         let (rv, d) = t.run_program(program_names::FROM_POD, f, 1);
-        assert_eq!(rv, u32::MAX, "the pod's own flow must pass");
+        assert_eq!(rv, expect, "unexpected verdict on the pod's own flow");
         ours += d;
         noop += t.run_program(program_names::NOOP, f, 1).1;
+        if i % 1000 == 999 {
+            let _ = t.events();
+        }
     }
+    let _ = t.events();
     (ours / frames.len() as f64, noop / frames.len() as f64)
 }
 
@@ -268,35 +302,56 @@ fn egress_table(repeat: u32, flows: u16) {
         "egress (from the pod), repeat={repeat}, distinct flows={flows}; ns/packet (palisade / empty program = ratio)"
     );
     println!(
-        "{:>20} | {:>24} | {:>24} | {:>24}",
-        "source verification", "established ACK", "established, cache cold", "new allowed SYN"
+        "{:>20} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24}",
+        "source verification",
+        "established ACK",
+        "established, cache cold",
+        "new allowed SYN",
+        "denied SYN",
+        "denied, distinct flows"
     );
     let cell = |(a, b): (f64, f64)| format!("{a:7.1} / {b:5.1} = {:4.2}x", a / b);
     for (name, flags) in [("enforce", 0), ("off", SOURCE_VERIFY_OFF)] {
         let mut t = egress_setup(flags);
         let out = |sport, flags| PacketSpec::tcp(pod(), peer(), sport, 80, flags).frame();
+        let to_22 = |sport| PacketSpec::tcp(pod(), peer(), sport, 22, tcp::SYN).frame();
         assert_eq!(
             t.run_program(program_names::FROM_POD, &out(40_000, tcp::SYN), 1)
                 .0,
             u32::MAX
         );
+        answer(&t, peer(), pod(), 40_000);
         let ack = out(40_000, tcp::ACK);
         let (_, ours) = t.run_program(program_names::FROM_POD, &ack, repeat);
         let (_, noop) = t.run_program(program_names::NOOP, &ack, repeat);
         let est = (ours, noop);
         t.clear_ct();
         let syns: Vec<Vec<u8>> = (0..flows).map(|i| out(10_000 + i, tcp::SYN)).collect();
-        let new = once_each_from_pod(&t, &syns);
-        // Tracked now; the flow cache emptied: every ACK takes the
+        let new = once_each_from_pod(&mut t, &syns, u32::MAX);
+        // Answered now; the flow cache emptied: every ACK takes the
         // conntrack lookup.
+        for i in 0..flows {
+            answer(&t, peer(), pod(), 10_000 + i);
+        }
         t.dp.maps.clear_flow_cache().unwrap();
         let acks: Vec<Vec<u8>> = (0..flows).map(|i| out(10_000 + i, tcp::ACK)).collect();
-        let cold = once_each_from_pod(&t, &acks);
+        let cold = once_each_from_pod(&mut t, &acks, u32::MAX);
+        // Denials leave no state: one SYN repeated, then distinct flows.
+        let denied = to_22(40_001);
+        let (rv, ours) = t.run_program(program_names::FROM_POD, &denied, repeat);
+        assert_eq!(rv, 2, "a SYN to TCP/22 must be denied");
+        let (_, noop) = t.run_program(program_names::NOOP, &denied, repeat);
+        let den = (ours, noop);
+        let _ = t.events();
+        let denied_syns: Vec<Vec<u8>> = (0..flows).map(|i| to_22(10_000 + i)).collect();
+        let den_distinct = once_each_from_pod(&mut t, &denied_syns, 2);
         println!(
-            "{name:>20} | {:>24} | {:>24} | {:>24}",
+            "{name:>20} | {:>24} | {:>24} | {:>24} | {:>24} | {:>24}",
             cell(est),
             cell(cold),
-            cell(new)
+            cell(new),
+            cell(den),
+            cell(den_distinct)
         );
     }
 }
@@ -368,10 +423,12 @@ fn main() {
         let ack = PacketSpec::tcp(peer(), pod(), 40_000, 80, tcp::ACK).frame();
         let denied = PacketSpec::tcp(peer(), pod(), 40_001, 22, tcp::SYN).frame();
         assert_eq!(t.run_program(program_names::TO_POD, &syn, 1).0, u32::MAX);
+        answer(&t, pod(), peer(), 40_000);
         let est = repeated(&t, &ack, repeat);
         let syn6 = PacketSpec::tcp(peer6(), pod6(), 40_000, 80, tcp::SYN).frame();
         let ack6 = PacketSpec::tcp(peer6(), pod6(), 40_000, 80, tcp::ACK).frame();
         assert_eq!(t.run_program(program_names::TO_POD, &syn6, 1).0, u32::MAX);
+        answer(&t, pod6(), peer6(), 40_000);
         let est6 = repeated(&t, &ack6, repeat);
         let cold = established_cold(&mut t, flows);
         let new = distinct(&mut t, peer(), flows);

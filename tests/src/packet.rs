@@ -20,6 +20,24 @@ pub mod tcp {
     pub const ACK: u8 = 0x10;
 }
 
+/// SCTP chunk types (RFC 9260, section 3.2).
+pub mod sctp {
+    /// DATA.
+    pub const DATA: u8 = 0;
+    /// INIT: opens an association.
+    pub const INIT: u8 = 1;
+    /// INIT ACK.
+    pub const INIT_ACK: u8 = 2;
+    /// SACK.
+    pub const SACK: u8 = 3;
+    /// ABORT.
+    pub const ABORT: u8 = 6;
+    /// SHUTDOWN.
+    pub const SHUTDOWN: u8 = 7;
+    /// COOKIE ECHO.
+    pub const COOKIE_ECHO: u8 = 10;
+}
+
 /// An IPv6 extension header to insert before the transport header.
 #[derive(Clone, Debug)]
 pub enum Ext {
@@ -84,8 +102,14 @@ pub enum L4 {
     Tcp { sport: u16, dport: u16, flags: u8 },
     /// UDP.
     Udp { sport: u16, dport: u16 },
-    /// SCTP common header plus an INIT chunk.
-    Sctp { sport: u16, dport: u16 },
+    /// SCTP common header, then a first chunk of this type (an INIT
+    /// chunk with its fixed fields for [`sctp::INIT`], a bare 4-byte chunk
+    /// header otherwise), or no chunk at all (`None`).
+    Sctp {
+        sport: u16,
+        dport: u16,
+        chunk: Option<u8>,
+    },
     /// ICMP or ICMPv6 (chosen by family) with type, code and identifier;
     /// `quote` is the IP packet an error message carries.
     Icmp {
@@ -139,17 +163,32 @@ impl L4 {
                 b[4..6].copy_from_slice(&8u16.to_be_bytes());
                 b
             }
-            L4::Sctp { sport, dport } => {
-                let mut b = vec![0u8; 12 + 20];
+            L4::Sctp {
+                sport,
+                dport,
+                chunk,
+            } => {
+                let mut b = vec![0u8; 12];
                 b[0..2].copy_from_slice(&sport.to_be_bytes());
                 b[2..4].copy_from_slice(&dport.to_be_bytes());
-                // INIT chunk: type 1, length 20, initiate tag, a_rwnd, streams, TSN.
-                b[12] = 1;
-                b[14..16].copy_from_slice(&20u16.to_be_bytes());
-                b[16..20].copy_from_slice(&0x1234_5678u32.to_be_bytes());
-                b[20..24].copy_from_slice(&65535u32.to_be_bytes());
-                b[24..26].copy_from_slice(&1u16.to_be_bytes());
-                b[26..28].copy_from_slice(&1u16.to_be_bytes());
+                b[4..8].copy_from_slice(&0x0bad_cafeu32.to_be_bytes());
+                match *chunk {
+                    None => {}
+                    Some(sctp::INIT) => {
+                        // INIT chunk: type 1, length 20, initiate tag,
+                        // a_rwnd, streams, TSN; an INIT's packet carries
+                        // verification tag 0.
+                        b[4..8].fill(0);
+                        b.resize(12 + 20, 0);
+                        b[12] = sctp::INIT;
+                        b[14..16].copy_from_slice(&20u16.to_be_bytes());
+                        b[16..20].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+                        b[20..24].copy_from_slice(&65535u32.to_be_bytes());
+                        b[24..26].copy_from_slice(&1u16.to_be_bytes());
+                        b[26..28].copy_from_slice(&1u16.to_be_bytes());
+                    }
+                    Some(ty) => b.extend_from_slice(&[ty, 0, 0, 4]),
+                }
                 b
             }
             L4::Icmp {
@@ -169,6 +208,9 @@ impl L4 {
         }
     }
 }
+
+/// The byte payload is filled with.
+pub const PAYLOAD_FILL: u8 = 0xab;
 
 /// A packet description that renders to bytes.
 #[derive(Clone, Debug)]
@@ -226,7 +268,34 @@ impl PacketSpec {
 
     /// SCTP INIT.
     pub fn sctp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> Self {
-        Self::new(src, dst, L4::Sctp { sport, dport })
+        Self::sctp_chunk(src, dst, sport, dport, Some(sctp::INIT))
+    }
+
+    /// SCTP with this first chunk type (`None`: the common header only).
+    pub fn sctp_chunk(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, chunk: Option<u8>) -> Self {
+        Self::new(
+            src,
+            dst,
+            L4::Sctp {
+                sport,
+                dport,
+                chunk,
+            },
+        )
+    }
+
+    /// The type of the first SCTP chunk, read as a receiver would: the
+    /// byte after the 12-byte common header, if the packet has one (the
+    /// payload filler when no chunk was asked for). `None` for other
+    /// protocols, SCTP without a byte there and packets without a
+    /// transport header.
+    pub fn sctp_first_chunk(&self) -> Option<u8> {
+        match &self.l4 {
+            L4::Sctp { chunk, .. } if !self.no_l4 => {
+                chunk.or((self.payload > 0).then_some(PAYLOAD_FILL))
+            }
+            _ => None,
+        }
     }
 
     /// ICMP echo request (v4 type 8, v6 type 128).
@@ -252,7 +321,7 @@ impl PacketSpec {
         } else {
             self.l4.bytes()
         };
-        l4.extend(std::iter::repeat_n(0xabu8, self.payload));
+        l4.extend(std::iter::repeat_n(PAYLOAD_FILL, self.payload));
         let proto = self.l4.proto(v6);
         match (self.src, self.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {

@@ -15,7 +15,7 @@ use palisade_tests::{
     bpf::{Action, TEST_IFINDEX, TestDatapath},
     load::{erase_contents, write_contents},
     model::{Contents, Expect},
-    packet::{L4, PacketSpec, tcp},
+    packet::{L4, PacketSpec, sctp, tcp},
 };
 use proptest::prelude::*;
 
@@ -157,6 +157,17 @@ fn arb_contents() -> impl Strategy<Value = Contents> {
         })
 }
 
+/// SCTP first chunks drawn: INIT (which opens an association) and others.
+const SCTP_CHUNKS: [u8; 7] = [
+    sctp::INIT,
+    sctp::INIT,
+    sctp::DATA,
+    sctp::INIT_ACK,
+    sctp::SACK,
+    sctp::ABORT,
+    sctp::COOKIE_ECHO,
+];
+
 fn arb_packet() -> impl Strategy<Value = (u8, PacketSpec)> {
     (
         0u8..2,
@@ -166,8 +177,9 @@ fn arb_packet() -> impl Strategy<Value = (u8, PacketSpec)> {
         0u8..5,
         0usize..PORTS.len(),
         any::<u16>(),
+        prop::option::of(prop::sample::select(SCTP_CHUNKS.to_vec())),
     )
-        .prop_map(|(dir, a, b, six, kind, port, sport)| {
+        .prop_map(|(dir, a, b, six, kind, port, sport, chunk)| {
             let (s, d) = if six { (v6(a), v6(b)) } else { (v4(a), v4(b)) };
             let dport = PORTS[port];
             let l4 = match kind {
@@ -177,7 +189,11 @@ fn arb_packet() -> impl Strategy<Value = (u8, PacketSpec)> {
                     flags: tcp::SYN,
                 },
                 1 => L4::Udp { sport, dport },
-                2 => L4::Sctp { sport, dport },
+                2 => L4::Sctp {
+                    sport,
+                    dport,
+                    chunk,
+                },
                 3 => L4::Icmp {
                     ty: if six { 128 } else { 8 },
                     code: 0,
@@ -353,7 +369,8 @@ struct SeqFlow {
 #[derive(Clone, Copy, Debug)]
 enum Send {
     /// A packet from the opener (`reply == false`) or the replier; TCP
-    /// flags for TCP flows.
+    /// flags for TCP flows, their SCTP counterpart for SCTP flows
+    /// ([`sctp_chunk`]).
     Packet { reply: bool, flags: u8 },
     /// An ICMP error from one end quoting the other end's packet of the
     /// flow, or (`forged`) of a flow that does not exist.
@@ -442,6 +459,23 @@ fn arb_seq_step(flows: usize) -> impl Strategy<Value = SeqStep> {
     ]
 }
 
+/// The SCTP first chunk standing for a step's TCP flags, so that sequences
+/// draw INIT (what a SYN is to TCP) as often as SYNs, and other chunks:
+/// SYN → INIT, SYN-ACK → INIT ACK, RST → ABORT, FIN → SHUTDOWN, ACK+PSH →
+/// SACK, RST+ACK → no chunk (the common header alone), anything else →
+/// DATA.
+fn sctp_chunk(flags: u8) -> Option<u8> {
+    match flags {
+        tcp::SYN => Some(sctp::INIT),
+        f if f == tcp::SYN | tcp::ACK => Some(sctp::INIT_ACK),
+        tcp::RST => Some(sctp::ABORT),
+        f if f == tcp::RST | tcp::ACK => None,
+        f if f & tcp::FIN != 0 => Some(sctp::SHUTDOWN),
+        f if f == tcp::ACK | tcp::PSH => Some(sctp::SACK),
+        _ => Some(sctp::DATA),
+    }
+}
+
 /// The packet of `f` from its opener or replier, and the direction it
 /// crosses the pod's interface.
 fn seq_packet(f: &SeqFlow, reply: bool, flags: u8) -> (u8, PacketSpec) {
@@ -468,7 +502,11 @@ fn seq_packet(f: &SeqFlow, reply: bool, flags: u8) -> (u8, PacketSpec) {
             flags,
         },
         1 => L4::Udp { sport, dport },
-        2 => L4::Sctp { sport, dport },
+        2 => L4::Sctp {
+            sport,
+            dport,
+            chunk: sctp_chunk(flags),
+        },
         _ => L4::Icmp {
             ty: match (f.v6, reply) {
                 (false, false) => 8,

@@ -32,7 +32,7 @@ use palisade_tests::{
     bpf::{Action, TestDatapath},
     load::{erase_contents, write_contents},
     model::{Contents, Expect},
-    packet::{Ext, L4, PacketSpec},
+    packet::{Ext, L4, PacketSpec, sctp},
 };
 use proptest::prelude::*;
 use proptest::strategy::ValueTree as _;
@@ -353,9 +353,11 @@ fn expect(c: &Contents, dir: u8, class: &Class, f: &[u8]) -> Expect {
                     sport: *sport,
                     dport: *dport,
                 },
+                // The chunk type does not change a first packet's verdict.
                 132 => L4::Sctp {
                     sport: *sport,
                     dport: *dport,
+                    chunk: None,
                 },
                 p => L4::Raw {
                     proto: *p,
@@ -516,7 +518,22 @@ fn arb_l4() -> impl Strategy<Value = L4> {
             flags
         }),
         (port.clone(), port.clone()).prop_map(|(sport, dport)| L4::Udp { sport, dport }),
-        (port.clone(), port).prop_map(|(sport, dport)| L4::Sctp { sport, dport }),
+        (
+            port.clone(),
+            port,
+            prop::option::of(prop::sample::select(vec![
+                sctp::DATA,
+                sctp::INIT,
+                sctp::INIT_ACK,
+                sctp::ABORT,
+                255
+            ]))
+        )
+            .prop_map(|(sport, dport, chunk)| L4::Sctp {
+                sport,
+                dport,
+                chunk
+            }),
         (
             prop::sample::select(vec![0u8, 1, 2, 3, 4, 8, 11, 12, 128, 129, 133, 135, 143]),
             any::<u16>(),

@@ -14,7 +14,7 @@ use palisade_common::{
 use palisade_tests::{
     bpf::{Action, TEST_IFINDEX, TestDatapath},
     fixture::{self, peer4, peer6, pod4, pod6},
-    packet::{Ext, L4, PacketSpec, arp_request, ethernet, tcp},
+    packet::{Ext, L4, PacketSpec, arp_request, ethernet, sctp, tcp},
 };
 
 const EP: u32 = 7;
@@ -82,10 +82,12 @@ fn every_protocol_both_families_is_judged_on_its_destination_port() {
                 L4::Sctp {
                     sport: 40000,
                     dport: 9999,
+                    chunk: Some(sctp::INIT),
                 },
                 L4::Sctp {
                     sport: 40000,
                     dport: 9998,
+                    chunk: Some(sctp::INIT),
                 },
             ),
         ];
@@ -739,6 +741,84 @@ fn tcp_state_closes_and_a_new_syn_is_judged_again() {
     assert_eq!(t.ct_len(), 0);
 }
 
+/// An SCTP INIT opens an association as a TCP SYN opens a connection: on
+/// an entry the other end has answered (the association re-opened with the
+/// same ports, by either end) policy judges it, without revalidation too,
+/// so it is dropped once the policy no longer allows it and leaves the
+/// entry as it was; an allowed one replaces the entry, unanswered again.
+/// Other chunks, and a packet of the common header alone, ride on the
+/// answered entry.
+#[test]
+fn an_sctp_init_on_an_answered_entry_is_judged_by_current_policy() {
+    for v6 in [false, true] {
+        let mut t = isolated();
+        let k = key(PEER_ID, EGRESS, proto::SCTP);
+        t.allow(k, PolicyValue::range(2905, 2905));
+        let out = |chunk| {
+            outbound(
+                v6,
+                L4::Sctp {
+                    sport: 40_000,
+                    dport: 2905,
+                    chunk,
+                },
+            )
+            .frame()
+        };
+        let back = |chunk| {
+            inbound(
+                v6,
+                L4::Sctp {
+                    sport: 2905,
+                    dport: 40_000,
+                    chunk,
+                },
+            )
+            .frame()
+        };
+        assert_eq!(t.run(EGRESS, &out(Some(sctp::INIT))), Action::Pass);
+        assert_eq!(t.run(INGRESS, &back(Some(sctp::INIT_ACK))), Action::Pass);
+        assert_eq!(t.run(EGRESS, &out(Some(sctp::COOKIE_ECHO))), Action::Pass);
+        // Twice: the second may be answered from the flow cache.
+        assert_eq!(t.run(EGRESS, &out(Some(sctp::DATA))), Action::Pass);
+        assert_eq!(t.run(EGRESS, &out(Some(sctp::DATA))), Action::Pass);
+        assert_eq!(t.ct_len(), 1);
+
+        // The policy no longer allows the association (no revalidation:
+        // the answered entry itself is not judged again).
+        t.disallow(&k);
+        let _ = t.events();
+        assert_eq!(t.run(EGRESS, &out(Some(sctp::DATA))), Action::Pass);
+        assert_eq!(t.run(EGRESS, &out(None)), Action::Pass);
+        assert_eq!(t.run(EGRESS, &out(Some(sctp::INIT))), Action::Drop);
+        // The other end re-opening it: its ingress allows nothing.
+        assert_eq!(t.run(INGRESS, &back(Some(sctp::INIT))), Action::Drop);
+        let ev = t.events();
+        assert_eq!(ev.len(), 2, "v6={v6}");
+        for (e, dir) in ev.iter().zip([EGRESS, INGRESS]) {
+            assert_eq!(
+                (e.reason, e.direction, e.proto, e.l4_flags),
+                (DropReason::PolicyDenied as u8, dir, proto::SCTP, sctp::INIT),
+                "v6={v6}"
+            );
+        }
+        // Denied INITs left the entry answered.
+        assert_eq!(t.run(EGRESS, &out(Some(sctp::DATA))), Action::Pass);
+
+        // Allowed again, an INIT replaces the entry: unanswered, so once
+        // the allow is gone the opener's DATA is judged by policy until the
+        // other end answers (its INIT ACK must reach the entry, not pass
+        // from the flow-cache slot its earlier INIT ACK filled).
+        t.allow(k, PolicyValue::range(2905, 2905));
+        assert_eq!(t.run(EGRESS, &out(Some(sctp::INIT))), Action::Pass);
+        assert_eq!(t.ct_len(), 1);
+        t.disallow(&k);
+        assert_eq!(t.run(EGRESS, &out(Some(sctp::DATA))), Action::Drop);
+        assert_eq!(t.run(INGRESS, &back(Some(sctp::INIT_ACK))), Action::Pass);
+        assert_eq!(t.run(EGRESS, &out(Some(sctp::DATA))), Action::Pass);
+    }
+}
+
 #[test]
 fn drop_events_carry_identities_tuple_and_reason() {
     for v6 in [false, true] {
@@ -750,6 +830,7 @@ fn drop_events_carry_identities_tuple_and_reason() {
             L4::Sctp {
                 sport: 2905,
                 dport: 2906,
+                chunk: Some(sctp::INIT),
             },
         );
         assert_eq!(t.run(EGRESS, &p2.frame()), Action::Drop);
@@ -1312,9 +1393,11 @@ fn reply_shaped(v6: bool, from_pod: bool, shape: usize) -> (u8, PacketSpec) {
             sport: 80,
             dport: 5555,
         },
+        // The answer to an INIT.
         _ => L4::Sctp {
             sport: 80,
             dport: 5555,
+            chunk: Some(sctp::INIT_ACK),
         },
     };
     if from_pod {
@@ -1326,10 +1409,10 @@ fn reply_shaped(v6: bool, from_pod: bool, shape: usize) -> (u8, PacketSpec) {
 
 /// The packets a poisoned table would let through: the other end opening
 /// to the spoofer's port 80 from another port, and from port 5555 (the
-/// spoofed tuple reversed: for TCP always, as a SYN opens a connection;
-/// for UDP and SCTP only if policy denied the spoof, since otherwise they
-/// are the replies of a flow policy allowed), and the spoofer opening to
-/// the other end's port 80.
+/// spoofed tuple reversed: for TCP and SCTP always, as a SYN or an INIT
+/// opens a connection; for UDP only if policy denied the spoof, since
+/// otherwise it is a reply of a flow policy allowed), and the spoofer
+/// opening to the other end's port 80. SCTP packets carry an INIT.
 fn denied_afterwards(
     v6: bool,
     from_pod: bool,
@@ -1343,7 +1426,11 @@ fn denied_afterwards(
             flags,
         },
         proto::UDP => L4::Udp { sport, dport },
-        _ => L4::Sctp { sport, dport },
+        _ => L4::Sctp {
+            sport,
+            dport,
+            chunk: Some(sctp::INIT),
+        },
     };
     // (from the spoofer?, sport, dport, flags)
     let mut cases = vec![
@@ -1351,7 +1438,7 @@ fn denied_afterwards(
         (true, 5555, 80, tcp::SYN),
         (true, 5556, 80, tcp::SYN),
     ];
-    if proto == proto::TCP || !allow_spoof {
+    if proto != proto::UDP || !allow_spoof {
         cases.push((false, 5555, 80, tcp::SYN));
     }
     cases
@@ -1367,12 +1454,12 @@ fn denied_afterwards(
 }
 
 /// Conntrack poisoning, in the spirit of the AWS network policy agent's
-/// regression test: reply-shaped packets (SYN-ACK, ACK, FIN, RST, UDP and
-/// SCTP "replies") sent by the pod, or towards it, never leave state that
+/// regression test: reply-shaped packets (SYN-ACK, ACK, FIN, RST, a UDP
+/// "reply", an SCTP INIT ACK) sent by the pod, or towards it, never leave state that
 /// lets a flow policy denies pass in either direction — whether policy
 /// denies the spoof itself (nothing is written) or allows it (the only
 /// state is that of the flow policy allowed: its exact reverse tuple, and
-/// for TCP not even a SYN on it). Every verdict is also the model's
+/// for TCP and SCTP not even a SYN or an INIT on it). Every verdict is also the model's
 /// (`model::conntrack`).
 #[test]
 fn reply_shaped_packets_never_open_a_denied_flow() {

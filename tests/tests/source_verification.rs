@@ -18,7 +18,7 @@ use palisade_common::{
 use palisade_tests::{
     bpf::{Action, TEST_IFINDEX, TestDatapath},
     fixture::{self, peer, pod},
-    packet::{L4, PacketSpec, arp_request, tcp},
+    packet::{L4, PacketSpec, arp_request, sctp, tcp},
 };
 
 const EP: u32 = 7;
@@ -87,6 +87,7 @@ fn transports() -> [L4; 4] {
         L4::Sctp {
             sport: 40_002,
             dport: 2905,
+            chunk: Some(sctp::INIT),
         },
         L4::Icmp {
             ty: 8,

@@ -9,7 +9,10 @@
 //!   (a reply) passes and makes the flow answered;
 //! * a packet travelling the opener's way passes only once the flow is
 //!   answered; before that it is judged by policy as a first packet;
-//! * a TCP SYN without ACK is always judged by policy, flow or not;
+//! * a packet that opens a connection is always judged by policy, flow or
+//!   not: a TCP SYN without ACK, and an SCTP packet whose first chunk is
+//!   an INIT (RFC 9260, section 5.1: INIT starts an association; an
+//!   association re-opened with the same ports is a new one);
 //! * a packet policy passes (or audit mode lets through) opens the flow
 //!   anew, unanswered, unless it is a TCP RST or an ICMP error;
 //! * an ICMP error whose quoted packet belongs to a flow (in either role,
@@ -28,7 +31,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use palisade_common::{DropReason, direction};
 
 use super::{Contents, Expect};
-use crate::packet::{L4, PacketSpec, tcp};
+use crate::packet::{L4, PacketSpec, sctp, tcp};
 
 /// One end of a flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -91,7 +94,7 @@ pub struct Tracker {
 /// identifier on the requester's side, nothing otherwise.
 fn ports(l4: &L4, v6: bool) -> (u16, u16) {
     match l4 {
-        L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport } | L4::Sctp { sport, dport } => {
+        L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport } | L4::Sctp { sport, dport, .. } => {
             (*sport, *dport)
         }
         L4::Icmp { ty, id, .. } => match (v6, *ty) {
@@ -117,6 +120,16 @@ fn travel(spec: &PacketSpec, dir: u8) -> Travel {
             port: dport,
         },
         dir,
+    }
+}
+
+/// Whether the packet opens a connection: a TCP SYN without ACK, or SCTP
+/// whose first chunk is INIT.
+fn opens(spec: &PacketSpec) -> bool {
+    match spec.l4 {
+        L4::Tcp { flags, .. } => flags & (tcp::SYN | tcp::ACK) == tcp::SYN,
+        L4::Sctp { .. } => spec.sctp_first_chunk() == Some(sctp::INIT),
+        _ => false,
     }
 }
 
@@ -221,9 +234,9 @@ impl Tracker {
             }
             return c.decide(dir, spec);
         }
-        let opens_tcp =
-            matches!(spec.l4, L4::Tcp { flags, .. } if flags & (tcp::SYN | tcp::ACK) == tcp::SYN);
-        if !opens_tcp && let Some((key, reply)) = self.find(&t) {
+        if !opens(spec)
+            && let Some((key, reply)) = self.find(&t)
+        {
             let flow = self.flows.get_mut(&key).expect("found");
             if reply || flow.answered {
                 if self.revalidate && flow.epoch != self.epoch {
