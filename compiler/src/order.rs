@@ -251,7 +251,7 @@ pub fn order<K: Ord + Clone, E: EndpointEntry + Clone>(
                 _ => None,
             };
             if mid != c.old_ports {
-                pre.push(write(key, mid.as_ref().and_then(|m| narrowed(m))));
+                pre.push(write(key, mid.as_ref().and_then(&mut *narrowed)));
             }
             if c.new_ports != mid {
                 post.push(write(key, c.new));
