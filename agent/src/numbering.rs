@@ -16,7 +16,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use palisade_compiler::Meaning;
+use palisade_compiler::{Compiler, Meaning};
 use serde::{Deserialize, Serialize};
 
 /// Reading or writing the record failed.
@@ -44,13 +44,16 @@ struct File {
 
 const FILE_VERSION: u32 = 1;
 
-/// The record as last written.
+/// The record as last written, and the compiler's numbering as last read.
 #[derive(Debug, Default)]
 pub struct NumberRecord {
     /// The agent's policy revision, recorded with the numbers.
     pub revision: u64,
-    /// What the file holds (`None`: not written by this process yet).
-    written: Option<(u64, Vec<(Meaning, u32)>)>,
+    /// The compiler's numbering, read at its generation.
+    numbering: Option<(u64, Vec<(Meaning, u32)>)>,
+    /// (revision, numbering generation) the file holds (`None`: not
+    /// written by this process yet).
+    written: Option<(u64, u64)>,
 }
 
 impl NumberRecord {
@@ -81,32 +84,43 @@ impl NumberRecord {
         Ok((
             NumberRecord {
                 revision: f.revision,
-                written: None,
+                ..Default::default()
             },
             entries,
         ))
     }
 
-    /// Writes the record unless the file already holds exactly this.
-    pub fn save(
-        &mut self,
-        path: &Path,
-        numbers: Vec<(Meaning, u32)>,
-    ) -> Result<(), NumberingError> {
+    /// The compiler's numbering, read again only when it may have changed
+    /// (it is every identity's labels: rebuilding it per commit would cost
+    /// more than the commit).
+    pub fn numbering(&mut self, compiler: &Compiler) -> &[(Meaning, u32)] {
+        let generation = compiler.numbering_generation();
         if self
-            .written
+            .numbering
             .as_ref()
-            .is_some_and(|(r, n)| *r == self.revision && *n == numbers)
+            .is_none_or(|(g, _)| *g != generation)
         {
+            self.numbering = Some((generation, compiler.numbering()));
+        }
+        &self.numbering.as_ref().expect("just read").1
+    }
+
+    /// Writes the revision and the compiler's numbering unless the file
+    /// already holds exactly these.
+    pub fn save(&mut self, path: &Path, compiler: &Compiler) -> Result<(), NumberingError> {
+        let generation = compiler.numbering_generation();
+        if self.written == Some((self.revision, generation)) {
             return Ok(());
         }
+        let revision = self.revision;
+        let numbers = self.numbering(compiler);
         let err = |message: String| NumberingError {
             path: path.to_path_buf(),
             message,
         };
         let f = File {
             version: FILE_VERSION,
-            revision: self.revision,
+            revision,
             entries: numbers
                 .iter()
                 .map(|(meaning, id)| Entry {
@@ -122,7 +136,7 @@ impl NumberRecord {
             .and_then(|()| file.sync_all())
             .map_err(|e| err(e.to_string()))?;
         std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))?;
-        self.written = Some((self.revision, numbers));
+        self.written = Some((revision, generation));
         Ok(())
     }
 }
@@ -152,11 +166,13 @@ mod tests {
                 3,
             ),
         ];
+        let mut c = Compiler::new("n1");
+        c.remember_numbering(numbers.clone());
         let mut r = NumberRecord {
             revision: 7,
             ..Default::default()
         };
-        r.save(&path, numbers.clone()).unwrap();
+        r.save(&path, &c).unwrap();
         let (back, entries) = NumberRecord::load(&path).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!((back.revision, entries), (7, numbers));

@@ -168,6 +168,12 @@ impl Compiler {
         numbering::numbering(&self.engine, &self.out)
     }
 
+    /// A count that moves whenever [`Compiler::numbering`] may have
+    /// changed (it stands still otherwise).
+    pub fn numbering_generation(&self) -> u64 {
+        numbering::generation(&self.engine, &self.out)
+    }
+
     /// Gives back numbers recorded by a previous process: each is handed
     /// out only to its meaning. Call before applying any object.
     pub fn remember_numbering(&mut self, entries: impl IntoIterator<Item = (Meaning, u32)>) {

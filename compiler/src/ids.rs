@@ -90,6 +90,9 @@ pub(crate) struct Numbers<K> {
     alloc: IdAlloc,
     remembered: HashMap<K, u32>,
     reserved: BTreeSet<u32>,
+    /// Counts changes to which number means what (see
+    /// [`Numbers::generation`]).
+    generation: u64,
 }
 
 impl<K: Hash + Eq + Clone> Numbers<K> {
@@ -99,6 +102,7 @@ impl<K: Hash + Eq + Clone> Numbers<K> {
             alloc: IdAlloc::new(start, end),
             remembered: HashMap::new(),
             reserved: BTreeSet::new(),
+            generation: 0,
         }
     }
 
@@ -112,6 +116,7 @@ impl<K: Hash + Eq + Clone> Numbers<K> {
     /// [`Numbers::number_for`] with the meaning built only when some
     /// number is remembered (after a restart, until the first reconcile).
     pub(crate) fn number_with(&mut self, meaning: impl FnOnce() -> K) -> Option<u32> {
+        self.generation += 1;
         if !self.remembered.is_empty()
             && let Some(id) = self.remembered.remove(&meaning())
             && self.reserved.remove(&id)
@@ -123,6 +128,7 @@ impl<K: Hash + Eq + Clone> Numbers<K> {
 
     /// Queues `id` to become reusable at the next [`Numbers::flush`].
     pub(crate) fn release_later(&mut self, id: u32) {
+        self.generation += 1;
         self.alloc.pending.push(id);
     }
 
@@ -136,6 +142,7 @@ impl<K: Hash + Eq + Clone> Numbers<K> {
     /// meaning). Ignored if the id is in use already.
     pub(crate) fn remember(&mut self, meaning: K, id: u32) {
         if self.alloc.take(id) {
+            self.generation += 1;
             self.reserved.insert(id);
             self.remembered.insert(meaning, id);
         }
@@ -152,9 +159,16 @@ impl<K: Hash + Eq + Clone> Numbers<K> {
     /// Forgets remembered meanings nobody claimed and frees every
     /// reservation: the maps now hold only numbers in use.
     pub(crate) fn settle(&mut self) {
+        self.generation += 1;
         self.remembered.clear();
         let reserved = std::mem::take(&mut self.reserved);
         self.alloc.free.extend(reserved);
+    }
+
+    /// A count that moves whenever a number gains or loses a meaning here
+    /// (an owner can skip re-reading the numbering while it stands still).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The remembered meanings not claimed yet.

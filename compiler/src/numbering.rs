@@ -215,6 +215,14 @@ pub(crate) fn reserve<K, E: EndpointEntry>(
     }
 }
 
+/// A count that moves whenever some number gains or loses a meaning.
+pub(crate) fn generation(e: &Engine, out: &Output) -> u64 {
+    e.identities.alloc.generation()
+        + e.ipcache.regions.alloc.generation()
+        + e.eps.ids.generation()
+        + out.portsets.alloc.generation()
+}
+
 /// Ends every reservation and forgets unclaimed meanings.
 pub(crate) fn settle(e: &mut Engine, out: &mut Output) {
     e.identities.alloc.settle();

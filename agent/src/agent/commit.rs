@@ -76,8 +76,7 @@ impl Agent {
     /// Records the numbering (write-ahead: every number the maps will
     /// hold has a recorded meaning).
     fn record_numbering(&mut self) -> Result<(), NumberingError> {
-        let numbering = self.compiler.numbering();
-        self.numbers.save(&state_path(&self.cfg), numbering)
+        self.numbers.save(&state_path(&self.cfg), &self.compiler)
     }
 
     /// After a failed write: the maps may still hold numbers the commit

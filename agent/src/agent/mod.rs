@@ -241,8 +241,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         h.abort();
     }
     let _ = std::fs::remove_file(&agent.cfg.socket);
-    let numbering = agent.compiler.numbering();
-    if let Err(e) = agent.numbers.save(&state_path(&agent.cfg), numbering) {
+    if let Err(e) = agent.numbers.save(&state_path(&agent.cfg), &agent.compiler) {
         error!(error = %e, "saving the allocation table");
     }
     result

@@ -129,15 +129,15 @@ impl Agent {
     fn directory(&mut self) -> Directory {
         let mut d = Directory::default();
         let mut ep_pods: HashMap<u32, PodRef> = HashMap::new();
-        for (m, id) in self.compiler.numbering() {
+        for (m, id) in self.numbers.numbering(&self.compiler) {
             match m {
                 Meaning::Endpoint {
                     namespace, name, ..
                 } => {
-                    ep_pods.insert(id, PodRef::new(namespace, name));
+                    ep_pods.insert(*id, PodRef::new(namespace.clone(), name.clone()));
                 }
                 Meaning::Cidr { prefix } => {
-                    d.cidrs.insert(id, prefix);
+                    d.cidrs.insert(*id, prefix.clone());
                 }
                 _ => {}
             }
