@@ -393,6 +393,55 @@ fn a_missing_verb_fails_visibly() {
     );
 }
 
+/// The lab with the agent running in Kubernetes mode through a forward
+/// (RBAC applied, web's policy admitting app=a on TCP/80 created). Fields
+/// drop in reverse: the agent first, the lab last.
+struct Running {
+    s: Setup,
+    _bpffs: Bpffs,
+    _tmp: tempfile::TempDir,
+    _dirs: NodeDirs,
+    fwd: Forward,
+    agent: Agent,
+}
+
+fn running(api: &ApiServer, tag: &str) -> Running {
+    apply_rbac(api, &rbac_docs());
+    let s = setup(api, tag);
+    let bpffs = Bpffs::mount();
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = NodeDirs::new(tmp.path(), &bpffs, "n1");
+    let fwd = forward(api, &s.lab);
+    let agent = Agent::ready(
+        spawn_agent(api, &s.lab, &fwd, &dirs),
+        Duration::from_secs(60),
+    );
+    let policies = Api::<NetworkPolicy>::namespaced(api.client(), "prod");
+    apply(api, policies, web_policy("a", 80));
+    Running {
+        s,
+        _bpffs: bpffs,
+        _tmp: tmp,
+        _dirs: dirs,
+        fwd,
+        agent,
+    }
+}
+
+/// What `web_policy("a", 80)` enforces with client app=a and db app=b.
+fn only_client_reaches_web_on_80<'a>(
+    client: &'a palisade_lab::Pod,
+    db: &'a palisade_lab::Pod,
+    w: std::net::IpAddr,
+) -> [Case<'a>; 4] {
+    [
+        (client, w, P::Tcp(80), true),
+        (client, w, P::Tcp(81), false),
+        (db, w, P::Tcp(80), false),
+        (db, w, P::Tcp(81), false),
+    ]
+}
+
 /// `/metrics` sample value of `name` with label `kind`, from the agent
 /// inside `lab`'s node.
 fn metric(lab: &Lab, name: &str, kind: &str) -> f64 {
@@ -419,23 +468,17 @@ fn outage_and_restart_resync_without_mixed_state() {
     let Some(mut api) = start_api("outage_and_restart_resync_without_mixed_state") else {
         return;
     };
-    apply_rbac(&api, &rbac_docs());
-    let s = setup(&api, "kao");
-    let bpffs = Bpffs::mount();
-    let tmp = tempfile::tempdir().unwrap();
-    let d = NodeDirs::new(tmp.path(), &bpffs, "n1");
-    let fwd = forward(&api, &s.lab);
-    let agent = Agent::ready(spawn_agent(&api, &s.lab, &fwd, &d), Duration::from_secs(60));
+    let Running {
+        s,
+        _bpffs,
+        _tmp,
+        _dirs,
+        fwd,
+        agent,
+    } = running(&api, "kao");
     let (client, web, db) = (s.lab.pod("client"), s.lab.pod("web"), s.lab.pod("db"));
-    let policies = Api::<NetworkPolicy>::namespaced(api.client(), "prod");
-    apply(&api, policies.clone(), web_policy("a", 80));
     let w = web.ipv4().into();
-    let old = [
-        (client, w, P::Tcp(80), true),
-        (client, w, P::Tcp(81), false),
-        (db, w, P::Tcp(80), false),
-        (db, w, P::Tcp(81), false),
-    ];
+    let old = only_client_reaches_web_on_80(client, db, w);
     eventually("before the outage", &agent, Duration::from_secs(5), &old);
     let relists_before = metric(&s.lab, "palisade_source_relists_total", "Pod");
 
@@ -560,23 +603,18 @@ fn a_kind_that_cannot_resync_holds_the_others_back() {
     let Some(api) = start_api("a_kind_that_cannot_resync_holds_the_others_back") else {
         return;
     };
-    apply_rbac(&api, &rbac_docs());
-    let s = setup(&api, "kah");
-    let bpffs = Bpffs::mount();
-    let tmp = tempfile::tempdir().unwrap();
-    let d = NodeDirs::new(tmp.path(), &bpffs, "n1");
-    let fwd = forward(&api, &s.lab);
-    let agent = Agent::ready(spawn_agent(&api, &s.lab, &fwd, &d), Duration::from_secs(60));
+    let Running {
+        s,
+        _bpffs,
+        _tmp,
+        _dirs,
+        fwd,
+        agent,
+    } = running(&api, "kah");
     let (client, web, db) = (s.lab.pod("client"), s.lab.pod("web"), s.lab.pod("db"));
     let policies = Api::<NetworkPolicy>::namespaced(api.client(), "prod");
-    apply(&api, policies.clone(), web_policy("a", 80));
     let w = web.ipv4().into();
-    let old = [
-        (client, w, P::Tcp(80), true),
-        (client, w, P::Tcp(81), false),
-        (db, w, P::Tcp(80), false),
-        (db, w, P::Tcp(81), false),
-    ];
+    let old = only_client_reaches_web_on_80(client, db, w);
     eventually("before the cut", &agent, Duration::from_secs(5), &old);
 
     // While cut off: the role loses pods, the policy moves to app=b on
