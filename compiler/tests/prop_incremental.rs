@@ -189,6 +189,7 @@ proptest! {
         prop_assert_eq!(canon(&c), canon(&model.compile()));
         let ports = [9u16, 53, 80, 8080];
         for batch in &batches {
+            let (numbering_before, generation_before) = (c.numbering(), c.numbering_generation());
             for op in batch {
                 apply(&mut c, &mut model, &slots, op);
             }
@@ -196,6 +197,12 @@ proptest! {
             let rev = c.revision();
             let diff = c.commit();
             let new = c.state().clone();
+            // The agent re-reads the numbering only when the generation
+            // moved: it must move whenever the numbering changed.
+            prop_assert!(
+                c.numbering() == numbering_before || c.numbering_generation() != generation_before,
+                "the numbering changed but its generation did not"
+            );
             prop_assert_eq!(diff.revision, if diff.ops.is_empty() { rev } else { rev + 1 });
             check_invariants(&c);
             check_only_changed_entries(&old, &new, &diff.ops);
