@@ -27,7 +27,9 @@ use crate::error::Reason;
 use crate::identity::{Identities, IdentityKey};
 use crate::ipcache::Ipcache;
 use crate::membership::{self, Update};
-use crate::model::{NamespaceObj, PodObj, PolicyObj, PolicyRef, default_namespace_labels};
+use crate::model::{
+    ClusterPolicyObj, NamespaceObj, PodObj, PolicyObj, PolicyRef, default_namespace_labels,
+};
 use crate::policies::Policies;
 use crate::rules::{PodState, PolicyState, RuleState, World};
 use crate::selector::Labels;
@@ -40,6 +42,8 @@ pub(crate) struct Engine {
     pub(crate) namespaces: BTreeMap<String, Arc<Labels>>,
     pub(crate) pods: BTreeMap<PodRef, PodState>,
     pub(crate) policies: Policies,
+    /// Valid ClusterNetworkPolicies by name.
+    pub(crate) cluster_policies: BTreeMap<String, Arc<ClusterPolicyObj>>,
     pub(crate) identities: Identities,
     pub(crate) ipcache: Ipcache,
     pub(crate) eps: Endpoints,
@@ -55,6 +59,7 @@ impl Engine {
             namespaces: BTreeMap::new(),
             pods: BTreeMap::new(),
             policies: Policies::default(),
+            cluster_policies: BTreeMap::new(),
             identities: Identities::default(),
             ipcache: Ipcache::default(),
             eps: Endpoints::default(),
@@ -424,5 +429,24 @@ impl Engine {
             pol.materialized = true;
             self.dirty.mark_policy(&self.eps, &self.identities, pol);
         }
+    }
+
+    // ----- cluster policies -------------------------------------------------
+
+    /// Sets (or with `None` removes) a ClusterNetworkPolicy.
+    pub(crate) fn set_cluster_policy(
+        &mut self,
+        name: String,
+        new: Option<ClusterPolicyObj>,
+    ) -> Result<(), Reason> {
+        match new {
+            Some(obj) => {
+                self.cluster_policies.insert(name, Arc::new(obj));
+            }
+            None => {
+                self.cluster_policies.remove(&name);
+            }
+        }
+        Ok(())
     }
 }

@@ -229,3 +229,85 @@ pub(crate) struct PolicyRef {
     pub(crate) namespace: String,
     pub(crate) name: String,
 }
+
+/// A ClusterNetworkPolicy tier (`spec.tier`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Tier {
+    /// Before NetworkPolicy: final unless a rule passes.
+    Admin,
+    /// After NetworkPolicy, for pods no NetworkPolicy isolates.
+    Baseline,
+}
+
+/// A ClusterNetworkPolicy rule's `action`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Action {
+    /// Allowed; no later rule or tier is consulted.
+    Accept,
+    /// Dropped; no later rule or tier is consulted.
+    Deny,
+    /// The rest of this tier is skipped: the next tier decides.
+    Pass,
+}
+
+/// A ClusterNetworkPolicy's `spec.subject`: the pods it applies to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Subject {
+    /// `namespaces`: every pod of the matching namespaces.
+    Namespaces(Selector),
+    /// `pods`: pods matching `pods` in namespaces matching `namespaces`.
+    Pods {
+        /// `namespaceSelector` (empty: every namespace).
+        namespaces: Selector,
+        /// `podSelector`.
+        pods: Selector,
+    },
+}
+
+impl Subject {
+    /// Whether a pod with `labels` in a namespace with `ns_labels` is a subject.
+    pub(crate) fn matches(&self, ns_labels: &Labels, labels: &Labels) -> bool {
+        match self {
+            Subject::Namespaces(ns) => ns.matches(ns_labels),
+            Subject::Pods { namespaces, pods } => {
+                namespaces.matches(ns_labels) && pods.matches(labels)
+            }
+        }
+    }
+}
+
+/// One ClusterNetworkPolicy rule, in the shape the NetworkPolicy rules
+/// are compiled from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TierRule {
+    /// `name` (for reports; not unique).
+    pub(crate) name: Option<String>,
+    /// `action`.
+    pub(crate) action: Action,
+    /// Peers and ports. `namespaces` and `pods` peers are
+    /// [`PeerSelector`]s whose `namespaces` is always `Some` (there is no
+    /// "own namespace"); `networks` are [`IpBlock`]s without `except`;
+    /// [`Peers::All`] only stands for the fail-closed reading of a Deny or
+    /// Pass rule with a peer of a kind this version does not know (it then
+    /// matches everything). `protocols` absent: every port of every
+    /// protocol (all four classes full), as a NetworkPolicy rule without
+    /// ports.
+    pub(crate) rule: Rule,
+}
+
+/// A ClusterNetworkPolicy, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ClusterPolicyObj {
+    /// `spec.tier`.
+    pub(crate) tier: Tier,
+    /// `spec.priority`, `0..=1000` (lower is consulted first).
+    pub(crate) priority: u16,
+    /// `spec.subject`.
+    pub(crate) subject: Subject,
+    /// `spec.ingress` and `spec.egress` by [`direction`], in written order
+    /// (earlier rules are consulted first). No rules in a direction: the
+    /// policy does not affect it.
+    pub(crate) rules: [Vec<TierRule>; 2],
+    /// Audit mode (`policy.palisade.dev/mode: audit`).
+    pub(crate) audit: bool,
+}
