@@ -5,7 +5,7 @@
 use core::mem::{align_of, size_of};
 
 /// Version of [`DropEvent`]'s layout; readers skip records of other versions.
-pub const DROP_EVENT_VERSION: u8 = 1;
+pub const DROP_EVENT_VERSION: u8 = 2;
 
 /// What a [`DropEvent`] reports.
 pub mod event_kind {
@@ -15,7 +15,7 @@ pub mod event_kind {
     pub const AUDIT: u8 = 2;
 }
 
-/// One drop or would-drop. 72 bytes.
+/// One drop or would-drop. 80 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DropEvent {
@@ -56,6 +56,11 @@ pub struct DropEvent {
     pub l4_flags: u8,
     /// Explicit padding; always zero.
     pub _pad: u8,
+    /// For `admin-denied` and `baseline-denied`: the deciding rule's
+    /// `tier_code` (the agent names the rule); 0 otherwise.
+    pub rule_code: u32,
+    /// Explicit padding; always zero.
+    pub _pad2: u32,
 }
 
 /// `EVENT_STATS[0]` (per CPU): what happened to events.
@@ -81,7 +86,7 @@ pub struct RateLimitState {
 }
 
 const _: () = {
-    assert!(size_of::<DropEvent>() == 72 && align_of::<DropEvent>() == 8);
+    assert!(size_of::<DropEvent>() == 80 && align_of::<DropEvent>() == 8);
     assert!(size_of::<EventStats>() == 24);
     assert!(size_of::<RateLimitState>() == 16);
 };

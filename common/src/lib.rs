@@ -124,10 +124,13 @@ pub mod proto {
 pub mod map_names {
     /// `HashMap<u32 ifindex, EndpointInfo>`.
     pub const ENDPOINTS: &str = "ENDPOINTS";
-    /// `HashMap<PolicyKey, PolicyValue>`.
-    pub const POLICY: &str = "POLICY";
+    /// `HashMap<PolicyKey, PolicyValue>` (`_V2`: values with tier codes;
+    /// version 1 held NetworkPolicy ports only).
+    pub const POLICY: &str = "POLICY_V2";
     /// `HashMap<u32, PortBitmap>` (no pre-allocation).
     pub const PORTSETS: &str = "PORTSETS";
+    /// `HashMap<u32, TierTable>` (no pre-allocation).
+    pub const TIERSETS: &str = "TIERSETS";
     /// `HashMap<[u8; 4], IpcacheValue>`: single IPv4 addresses (pods, nodes).
     pub const IPCACHE_EXACT4: &str = "IPCACHE_EXACT4";
     /// `HashMap<[u8; 16], IpcacheValue>`: single IPv6 addresses.
@@ -194,6 +197,8 @@ mod pod_impls {
         PolicyKey,
         PolicyValue,
         PortBitmap,
+        TierCodes,
+        TierTable,
         IpcacheValue,
         SourceKey4,
         SourceKey6,

@@ -45,6 +45,8 @@ pub mod capacity {
     pub const POLICY: u32 = 262_144;
     /// Distinct multi-range port sets.
     pub const PORTSETS: u32 = 4096;
+    /// Distinct multi-segment ClusterNetworkPolicy code tables.
+    pub const TIERSETS: u32 = 4096;
     /// Single addresses (pods cluster-wide, node addresses) per family.
     pub const IPCACHE_EXACT: u32 = 131_072;
     /// CIDR regions per family.
@@ -102,6 +104,11 @@ pub mod endpoint_flags {
     /// The pod's policy is not known yet: new flows are dropped with
     /// `policy-pending` (only with `--default-deny-until-synced`).
     pub const POLICY_PENDING: u32 = 1 << 6;
+    /// Some ClusterNetworkPolicy applies to the pod for ingress: the tier
+    /// codes of its entries are consulted (see `PolicyValue`).
+    pub const TIERED_INGRESS: u32 = 1 << 7;
+    /// Same as [`TIERED_INGRESS`] for egress.
+    pub const TIERED_EGRESS: u32 = 1 << 8;
 
     /// The isolation bit for a direction.
     pub const fn isolated(direction: u8) -> u32 {
@@ -117,6 +124,14 @@ pub mod endpoint_flags {
             AUDIT_INGRESS
         } else {
             AUDIT_EGRESS
+        }
+    }
+    /// The tier bit for a direction.
+    pub const fn tiered(direction: u8) -> u32 {
+        if direction == crate::direction::INGRESS {
+            TIERED_INGRESS
+        } else {
+            TIERED_EGRESS
         }
     }
     /// The audit-view isolation bit for a direction.
@@ -157,13 +172,20 @@ pub struct PolicyKey {
     pub _pad: u8,
 }
 
-/// `POLICY` value: the destination ports allowed for the key.
+/// `POLICY` value: what the key's policies say of each destination port.
 ///
-/// If `portset` is zero the allowed ports are the inclusive range
-/// `port_lo..=port_hi` (`0..=65535` is "all ports"); otherwise the ports are
-/// the set bits of `PORTSETS[portset]`, used when the union of rules is not
-/// one contiguous range. Ranges need not be aligned to powers of two.
-/// For [`crate::proto::OTHER`] the port is 0, so entries use `0..=65535`.
+/// **NetworkPolicy allows.** If `portset` is zero the allowed ports are
+/// the inclusive range `port_lo..=port_hi` (`0..=65535` is "all ports",
+/// `lo > hi` is none); otherwise the ports are the set bits of
+/// `PORTSETS[portset]`, used when the union of rules is not one contiguous
+/// range. Ranges need not be aligned to powers of two. For
+/// [`crate::proto::OTHER`] the port is 0, so entries use `0..=65535`.
+///
+/// **ClusterNetworkPolicy codes** ([`TierCodes`], read only for endpoints
+/// with [`endpoint_flags::TIERED_INGRESS`] / `TIERED_EGRESS` in that
+/// direction): if `tierset` is zero, ports `tier_lo..=tier_hi` have
+/// `codes` and every other port [`TierCodes::NONE`]; otherwise the codes
+/// of each port are in `TIERSETS[tierset]` ([`TierTable`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PolicyValue {
@@ -173,23 +195,126 @@ pub struct PolicyValue {
     pub port_hi: u16,
     /// Non-zero: id of a [`PortBitmap`] in `PORTSETS`.
     pub portset: u32,
+    /// First port (inclusive) with `codes` when `tierset` is zero.
+    pub tier_lo: u16,
+    /// Last port (inclusive) with `codes` when `tierset` is zero.
+    pub tier_hi: u16,
+    /// Non-zero: id of a [`TierTable`] in `TIERSETS`.
+    pub tierset: u32,
+    /// The codes of ports `tier_lo..=tier_hi` (when `tierset` is zero).
+    pub codes: TierCodes,
 }
 
 impl PolicyValue {
-    /// Every port.
-    pub const ALL_PORTS: PolicyValue = PolicyValue {
-        port_lo: 0,
-        port_hi: u16::MAX,
-        portset: 0,
-    };
+    /// Every port allowed by NetworkPolicy; no tier code.
+    pub const ALL_PORTS: PolicyValue = PolicyValue::range(0, u16::MAX);
 
-    /// One inclusive range.
+    /// One inclusive range allowed by NetworkPolicy; no tier code.
     pub const fn range(lo: u16, hi: u16) -> PolicyValue {
         PolicyValue {
             port_lo: lo,
             port_hi: hi,
             portset: 0,
+            tier_lo: 1,
+            tier_hi: 0,
+            tierset: 0,
+            codes: TierCodes::NONE,
         }
+    }
+
+    /// No port allowed by NetworkPolicy; no tier code.
+    pub const NOTHING: PolicyValue = PolicyValue::range(1, 0);
+}
+
+/// The first matching ClusterNetworkPolicy rule of each tier for one
+/// (endpoint, peer identity, direction, protocol class, port), as a
+/// [`tier_code`] each. Of the entries the datapath consults for a flow
+/// (the peer's identity, its CIDR identity, any peer), the largest code of
+/// a tier is the tier's first matching rule.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TierCodes {
+    /// The Admin tier's code.
+    pub admin: u32,
+    /// The Baseline tier's code.
+    pub baseline: u32,
+}
+
+impl TierCodes {
+    /// No rule of either tier matches.
+    pub const NONE: TierCodes = TierCodes {
+        admin: tier_code::NONE,
+        baseline: tier_code::NONE,
+    };
+}
+
+/// A tier code: `precedence << 2 | action`. The larger code wins: a rule
+/// consulted earlier (lower priority value, then policy name, then rule
+/// order: `rank`, starting at 1) has the larger precedence
+/// `tier_code::TOP - rank`. Zero is "no rule matches".
+pub mod tier_code {
+    /// No rule matches.
+    pub const NONE: u32 = 0;
+    /// The action bits' value for Accept.
+    pub const ACCEPT: u32 = 1;
+    /// The action bits' value for Deny.
+    pub const DENY: u32 = 2;
+    /// The action bits' value for Pass.
+    pub const PASS: u32 = 3;
+    /// The precedence of rank 0, which no rule has: [`BOTTOM`] uses it.
+    pub const TOP: u32 = (1 << 30) - 1;
+    /// Deny ahead of every rule: what an entry holds while it changes in a
+    /// way no intermediate value can express safely (see the compiler's
+    /// `order.rs`).
+    pub const BOTTOM: u32 = TOP << 2 | DENY;
+
+    /// The code of the rule of rank `rank` (1 is consulted first) with
+    /// action `action`.
+    pub const fn of(rank: u32, action: u32) -> u32 {
+        (TOP - rank) << 2 | action
+    }
+
+    /// The action bits of a code ([`ACCEPT`], [`DENY`], [`PASS`], or 0).
+    pub const fn action(code: u32) -> u32 {
+        code & 3
+    }
+
+    /// The rank of a code (0 for [`NONE`] and [`BOTTOM`]).
+    pub const fn rank(code: u32) -> u32 {
+        if code == NONE { 0 } else { TOP - (code >> 2) }
+    }
+}
+
+/// Segments in a [`TierTable`].
+pub const TIER_SEGMENTS: usize = 64;
+
+/// `TIERSETS` value: the codes of every port as at most [`TIER_SEGMENTS`]
+/// segments. Segment `i` covers ports `starts[i]..starts[i + 1]` (the last
+/// one up to 65535); `starts[0]` is 0 and `starts` never decreases. Unused
+/// segments at the end repeat the last one's codes with start 65535, so a
+/// fixed binary search of `log2(TIER_SEGMENTS)` steps finds every port's
+/// segment.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TierTable {
+    /// First port of each segment.
+    pub starts: [u16; TIER_SEGMENTS],
+    /// Codes of each segment.
+    pub codes: [TierCodes; TIER_SEGMENTS],
+}
+
+impl TierTable {
+    /// The codes of `port` (the datapath's search, written the same way).
+    pub const fn lookup(&self, port: u16) -> TierCodes {
+        let mut lo = 0usize;
+        let mut step = TIER_SEGMENTS / 2;
+        while step > 0 {
+            if self.starts[lo + step] <= port {
+                lo += step;
+            }
+            step /= 2;
+        }
+        self.codes[lo]
     }
 }
 
@@ -528,7 +653,9 @@ pub struct EndpointDropKey {
 const _: () = {
     assert!(size_of::<EndpointInfo>() == 16 && align_of::<EndpointInfo>() == 4);
     assert!(size_of::<PolicyKey>() == 12 && align_of::<PolicyKey>() == 4);
-    assert!(size_of::<PolicyValue>() == 8);
+    assert!(size_of::<PolicyValue>() == 24 && align_of::<PolicyValue>() == 4);
+    assert!(size_of::<TierCodes>() == 8);
+    assert!(size_of::<TierTable>() == 640);
     assert!(size_of::<PortBitmap>() == 8192);
     assert!(size_of::<IpcacheValue>() == 8);
     assert!(size_of::<SourceKey4>() == 8 && align_of::<SourceKey4>() == 4);

@@ -37,6 +37,12 @@ pub enum DropReason {
     /// spoofed, or sent from an address the agent does not know the pod
     /// has (see `ebpf/src/source.rs`).
     InvalidSource = 11,
+    /// A ClusterNetworkPolicy rule of the Admin tier denies the flow (the
+    /// event's `rule_code` names the rule).
+    AdminDenied = 12,
+    /// A ClusterNetworkPolicy rule of the Baseline tier denies the flow
+    /// (the pod is isolated by no NetworkPolicy in that direction).
+    BaselineDenied = 13,
 }
 
 /// Number of slots reserved per direction for reasons (array dimension).
@@ -44,7 +50,7 @@ pub const REASON_SLOTS: usize = 16;
 
 impl DropReason {
     /// Every reason, in value order.
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::PolicyDenied,
         DropReason::Truncated,
         DropReason::Malformed,
@@ -56,6 +62,8 @@ impl DropReason {
         DropReason::PolicyPending,
         DropReason::Internal,
         DropReason::InvalidSource,
+        DropReason::AdminDenied,
+        DropReason::BaselineDenied,
     ];
 
     /// Stable, lowercase, dash-separated name used in `monitor` output and
@@ -73,6 +81,8 @@ impl DropReason {
             DropReason::PolicyPending => "policy-pending",
             DropReason::Internal => "internal",
             DropReason::InvalidSource => "invalid-source",
+            DropReason::AdminDenied => "admin-denied",
+            DropReason::BaselineDenied => "baseline-denied",
         }
     }
 
@@ -90,6 +100,8 @@ impl DropReason {
             9 => Some(DropReason::PolicyPending),
             10 => Some(DropReason::Internal),
             11 => Some(DropReason::InvalidSource),
+            12 => Some(DropReason::AdminDenied),
+            13 => Some(DropReason::BaselineDenied),
             _ => None,
         }
     }

@@ -16,15 +16,16 @@ use palisade_common::PolicyKey;
 use crate::audit::ViewRow;
 use crate::diff::{Changes, build};
 use crate::engine::Engine;
-use crate::ports::{CLASSES, PortSet};
-use crate::portsets::Portsets;
+use crate::ports::CLASSES;
+use crate::portsets::Values;
 use crate::state::{DesiredState, Endpoint, MapOp, PodRef};
+use crate::verdicts::Verdicts;
 
-/// The committed maps and the registry of their bitmaps.
+/// The committed maps and the registries of their tables.
 #[derive(Debug, Default)]
 pub(crate) struct Output {
     pub(crate) state: DesiredState,
-    pub(crate) portsets: Portsets,
+    pub(crate) values: Values,
 }
 
 fn key(ep_id: u32, identity: u32, dir: u8, class: u8) -> PolicyKey {
@@ -48,7 +49,7 @@ fn endpoint_value(e: &Engine, pod: &PodRef) -> Option<Endpoint> {
     let flags = crate::audit::endpoint_flags(
         ep.selecting.iter().filter_map(|r| e.policies.get(r)),
         &e.audit,
-    );
+    ) | crate::cluster::tier_flags(ep.tiers.iter(), &e.cluster_policies);
     Some(Endpoint {
         ep_id: ep.ep_id,
         identity: state.identity?,
@@ -97,27 +98,55 @@ pub(crate) fn commit(e: &mut Engine, out: &mut Output) -> Vec<MapOp> {
             changes.endpoints.push((pod, old, new));
         }
     }
+    let positions = crate::cluster::positions(&e.cluster_policies);
     for (ep_id, dirt) in dirty.rows {
         let owner = e
             .eps
             .owner(ep_id)
             .and_then(|p| Some((p, e.eps.get(p)?, e.pods.get(p)?)));
-        let row: ViewRow = match owner {
-            None => ViewRow::new(),
-            Some((_, ep, pod)) => {
-                let pols: Vec<_> = ep
-                    .selecting
-                    .iter()
-                    .filter_map(|r| e.policies.get(r))
-                    .collect();
-                crate::audit::compute_rows(&pod.obj, &pols, &e.identities, Some(&dirt), &e.audit)
+        let mut row: BTreeMap<(u32, u8, u8, u8), Verdicts> = BTreeMap::new();
+        if let Some((_, ep, pod)) = owner {
+            let pols: Vec<_> = ep
+                .selecting
+                .iter()
+                .filter_map(|r| e.policies.get(r))
+                .collect();
+            let view: ViewRow =
+                crate::audit::compute_rows(&pod.obj, &pols, &e.identities, Some(&dirt), &e.audit);
+            row.extend(
+                view.into_iter()
+                    .map(|(k, ports)| (k, Verdicts::allowing(ports))),
+            );
+            let tiers: Vec<_> = ep
+                .tiers
+                .iter()
+                .filter_map(|r| {
+                    Some((
+                        r.name.as_str(),
+                        e.policies.get(r)?,
+                        e.cluster_policies.get(&r.name)?,
+                    ))
+                })
+                .collect();
+            let names: Vec<&str> = tiers.iter().map(|t| t.0).collect();
+            let tiers: Vec<_> = tiers.iter().map(|t| (t.1, t.2.as_ref())).collect();
+            let codes = crate::cluster::compute_tier_row(
+                &pod.obj,
+                &tiers,
+                &positions,
+                &names,
+                &e.identities,
+                Some(&dirt),
+            );
+            for ((id, dir, class), c) in codes {
+                row.entry((id, dir, class, 0)).or_default().codes = c;
             }
-        };
+        }
         let full = dirt.full || owner.is_none();
-        let mut old: BTreeMap<PolicyKey, PortSet> = BTreeMap::new();
+        let mut old: BTreeMap<PolicyKey, Verdicts> = BTreeMap::new();
         let mut note = |k: &PolicyKey, v| {
-            if let Some(ports) = out.state.value_ports(v) {
-                old.insert(*k, ports);
+            if let Some(says) = out.state.value_says(v) {
+                old.insert(*k, says);
             }
         };
         if full {
@@ -158,7 +187,7 @@ pub(crate) fn commit(e: &mut Engine, out: &mut Output) -> Vec<MapOp> {
             changes.policy.push((k, Some(o), None));
         }
     }
-    let ops = build(changes, &mut out.state, &mut out.portsets);
+    let ops = build(changes, &mut out.state, &mut out.values);
     e.identities.flush();
     e.ipcache.regions.flush();
     e.eps.flush();

@@ -9,9 +9,9 @@ use ipnet::IpNet;
 use palisade_common::{IpcacheValue, PolicyKey};
 
 use crate::order::{Changes as OrderChanges, PolicyChange, order};
-use crate::ports::PortSet;
-use crate::portsets::Portsets;
+use crate::portsets::Values;
 use crate::state::{DesiredState, Endpoint, MapOp, PodRef};
+use crate::verdicts::Verdicts;
 
 /// The ordered operations of one commit.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -27,34 +27,30 @@ pub struct Diff {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Changes {
     pub(crate) endpoints: Vec<(PodRef, Option<Endpoint>, Option<Endpoint>)>,
-    pub(crate) policy: Vec<(PolicyKey, Option<PortSet>, Option<PortSet>)>,
+    pub(crate) policy: Vec<(PolicyKey, Option<Verdicts>, Option<Verdicts>)>,
     pub(crate) exact: Vec<(IpAddr, Option<IpcacheValue>, Option<IpcacheValue>)>,
     pub(crate) lpm: Vec<(IpNet, Option<IpcacheValue>, Option<IpcacheValue>)>,
 }
 
-/// Values the changes, orders them (`order.rs`), adds the port set
-/// writes around them, applies them to `state`, and maintains the portset
-/// registry.
-pub(crate) fn build(
-    changes: Changes,
-    state: &mut DesiredState,
-    portsets: &mut Portsets,
-) -> Vec<MapOp> {
+/// Values the changes, orders them (`order.rs`), adds the port and tier
+/// table writes around them, applies them to `state`, and maintains the
+/// table registries.
+pub(crate) fn build(changes: Changes, state: &mut DesiredState, values: &mut Values) -> Vec<MapOp> {
     let mut released = Vec::new();
     let policy: Vec<PolicyChange> = changes
         .policy
         .into_iter()
-        .map(|(key, old_ports, new_ports)| {
-            // An exhausted portset space leaves the entry out (fail closed).
-            let new = new_ports.as_ref().and_then(|s| portsets.acquire(s));
+        .map(|(key, old_says, new_says)| {
+            // An exhausted id space leaves the entry out (fail closed).
+            let new = new_says.as_ref().and_then(|s| values.acquire(s));
             let old = state.policy.get(&key).copied();
             released.extend(old);
             PolicyChange {
                 key,
                 old,
                 new,
-                old_ports,
-                new_ports,
+                old_says,
+                new_says,
             }
         })
         .collect();
@@ -68,8 +64,8 @@ pub(crate) fn build(
     }
     let placed_new: HashSet<u32> = placed.into_values().collect();
     let mut transient = Vec::new();
-    let mut narrowed = |set: &PortSet| {
-        let v = portsets.acquire(set);
+    let mut narrowed = |says: &Verdicts| {
+        let v = values.acquire(says);
         transient.extend(v);
         v
     };
@@ -85,21 +81,37 @@ pub(crate) fn build(
         &mut narrowed,
     );
     for v in released.iter().chain(transient.iter()) {
-        portsets.release(v);
+        values.release(v);
     }
-    let mut ops: Vec<MapOp> = portsets
+    let mut ops: Vec<MapOp> = values
+        .portsets
         .take_created()
         .into_iter()
         .map(|(id, ports)| MapOp::PortsetUpsert { id, ports })
         .collect();
+    ops.extend(
+        values
+            .tiersets
+            .take_created()
+            .into_iter()
+            .map(|(id, codes)| MapOp::TiersetUpsert { id, codes }),
+    );
     ops.extend(middle);
     ops.extend(
-        portsets
+        values
+            .portsets
             .sweep()
             .into_iter()
             .map(|id| MapOp::PortsetRemove { id }),
     );
-    portsets.flush();
+    ops.extend(
+        values
+            .tiersets
+            .sweep()
+            .into_iter()
+            .map(|id| MapOp::TiersetRemove { id }),
+    );
+    values.flush();
     for op in &ops {
         state.apply(op);
     }

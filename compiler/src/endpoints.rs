@@ -1,8 +1,9 @@
 //! The registry of local endpoints: each local pod's endpoint id (never 0,
 //! stable while the pod keeps its UID, quarantined when freed like every
 //! id, see `ids.rs`), the pod owning each id, and the valid policies of the
-//! pod's namespace that select it. The engine decides which pods are
-//! endpoints and keeps `selecting` in step with the policies.
+//! pod's namespace that select it (and the cluster policies whose subject
+//! does). The engine decides which pods are endpoints and keeps `selecting`
+//! and `tiers` in step with the policies.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -17,6 +18,8 @@ pub(crate) struct EpState {
     pub(crate) uid: Option<String>,
     /// Valid policies of the pod's namespace whose podSelector selects it.
     pub(crate) selecting: BTreeSet<PolicyRef>,
+    /// The ClusterNetworkPolicies whose subject selects the pod.
+    pub(crate) tiers: BTreeSet<PolicyRef>,
 }
 
 /// Local endpoints by pod and by id.
@@ -77,6 +80,7 @@ impl Endpoints {
                 ep_id,
                 uid,
                 selecting,
+                tiers: BTreeSet::new(),
             },
         );
         self.owner.insert(ep_id, pod.clone());

@@ -109,6 +109,19 @@ impl Engine {
         if *old == new {
             return;
         }
+        // Subjects of cluster policies select by namespace labels.
+        if !self.cluster_policies.is_empty() {
+            let local: Vec<PodRef> = self
+                .eps
+                .iter()
+                .map(|(p, _)| p)
+                .filter(|p| p.namespace == name)
+                .cloned()
+                .collect();
+            for pod in local {
+                self.reselect_cluster(&pod);
+            }
+        }
         let Some(ids) = self.identities.by_ns.get(name) else {
             return;
         };
@@ -265,6 +278,7 @@ impl Engine {
         let reported = pod.obj.named_ports != old.named_ports;
         if relabelled {
             self.reselect(key);
+            self.reselect_cluster(key);
         }
         if (relabelled || reported)
             && let Some(ep) = self.eps.get(key)
@@ -295,6 +309,7 @@ impl Engine {
                 }
             }
         }
+        self.reselect_cluster(key);
         self.dirty.mark_row(ep_id);
         self.dirty.endpoints.insert(key.clone());
     }
@@ -303,7 +318,7 @@ impl Engine {
         let Some(ep) = self.eps.remove(key) else {
             return;
         };
-        for r in &ep.selecting {
+        for r in ep.selecting.iter().chain(ep.tiers.iter()) {
             if let Some(p) = self.policies.get_mut(r) {
                 p.selected.remove(key);
             }
@@ -344,26 +359,8 @@ impl Engine {
         {
             return Ok(());
         }
-        // Acquire the new prefixes before releasing the old ones, so shared
-        // prefixes keep their identity.
         let new_prefixes = new.as_ref().map(|n| n.prefixes()).unwrap_or_default();
-        let mut acquired = Vec::new();
-        for net in &new_prefixes {
-            match self.ipcache.regions.acquire(*net) {
-                Some((id, created)) => {
-                    acquired.push(*net);
-                    if created {
-                        self.region_updates(*net, id, true);
-                    }
-                }
-                None => {
-                    for a in &acquired {
-                        self.ipcache.regions.release(a);
-                    }
-                    return Err(Reason::IdentitiesExhausted);
-                }
-            }
-        }
+        self.acquire_prefixes(&new_prefixes)?;
         if let Some(old) = self.policies.remove(&key) {
             self.dirty.mark_policy(&self.eps, &self.identities, &old);
             for pod in &old.selected {
@@ -407,6 +404,30 @@ impl Engine {
         Ok(())
     }
 
+    /// Acquires the regions of `prefixes` (before the caller releases the
+    /// old ones, so shared prefixes keep their identity); acquires none if
+    /// one cannot get an identity.
+    pub(crate) fn acquire_prefixes(&mut self, prefixes: &BTreeSet<IpNet>) -> Result<(), Reason> {
+        let mut acquired = Vec::new();
+        for net in prefixes {
+            match self.ipcache.regions.acquire(*net) {
+                Some((id, created)) => {
+                    acquired.push(*net);
+                    if created {
+                        self.region_updates(*net, id, true);
+                    }
+                }
+                None => {
+                    for a in &acquired {
+                        self.ipcache.regions.release(a);
+                    }
+                    return Err(Reason::IdentitiesExhausted);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Materialises every stale policy (called by the commit after the
     /// sweeps) and marks the cells its rules contribute to.
     pub(crate) fn materialize_stale(&mut self) {
@@ -429,24 +450,5 @@ impl Engine {
             pol.materialized = true;
             self.dirty.mark_policy(&self.eps, &self.identities, pol);
         }
-    }
-
-    // ----- cluster policies -------------------------------------------------
-
-    /// Sets (or with `None` removes) a ClusterNetworkPolicy.
-    pub(crate) fn set_cluster_policy(
-        &mut self,
-        name: String,
-        new: Option<ClusterPolicyObj>,
-    ) -> Result<(), Reason> {
-        match new {
-            Some(obj) => {
-                self.cluster_policies.insert(name, Arc::new(obj));
-            }
-            None => {
-                self.cluster_policies.remove(&name);
-            }
-        }
-        Ok(())
     }
 }

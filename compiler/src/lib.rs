@@ -104,6 +104,7 @@ mod ids;
 mod idset;
 mod ports;
 mod syntax;
+mod verdicts;
 
 mod selector;
 
@@ -136,6 +137,8 @@ mod membership;
 // The engine, its commit and its readers.
 mod engine;
 
+mod cluster;
+
 mod commit;
 mod inspect;
 mod numbering;
@@ -160,3 +163,4 @@ pub use order::{Changes, PolicyChange, order, reconcile};
 pub use ports::PortSet;
 pub use state::{DesiredState, Endpoint, EndpointEntry, MapOp, PodRef, Tables, Write};
 pub use validate::{MODE_ANNOTATION, MODE_AUDIT};
+pub use verdicts::{PortCodes, Verdicts};

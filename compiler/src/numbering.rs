@@ -10,6 +10,7 @@
 //! | CIDR identity  | the prefix                                   | `2^24..` |
 //! | endpoint id    | pod namespace/name and UID                   | `1..` |
 //! | portset id     | the set of ports                             | `1..` |
+//! | tierset id     | the tier codes of every port                 | `1..` |
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,6 +24,8 @@ use crate::engine::Engine;
 use crate::identity::IdentityKey;
 use crate::ports::PortSet;
 use crate::state::{EndpointEntry, PodRef, Tables};
+use crate::verdicts::PortCodes;
+use palisade_common::TierCodes;
 
 /// What a number stands for. The serialized form is what agents record.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -56,6 +59,21 @@ pub enum Meaning {
         /// Inclusive ranges.
         ranges: Vec<(u16, u16)>,
     },
+    /// A multi-segment table of tier codes.
+    Tierset {
+        /// Segments: first port, Admin code, Baseline code.
+        segments: Vec<(u16, u32, u32)>,
+    },
+}
+
+fn tierset_meaning(c: &PortCodes) -> Meaning {
+    Meaning::Tierset {
+        segments: c
+            .segments()
+            .iter()
+            .map(|&(p, t)| (p, t.admin, t.baseline))
+            .collect(),
+    }
 }
 
 fn pod_meaning(k: &IdentityKey) -> Meaning {
@@ -115,13 +133,19 @@ pub(crate) fn numbering(e: &Engine, out: &Output) -> Vec<(Meaning, u32)> {
             *id,
         ));
     }
-    for (set, id) in out.portsets.alloc.remembered() {
+    for (set, id) in out.values.portsets.alloc.remembered() {
         all.push((
             Meaning::Portset {
                 ranges: set.ranges().to_vec(),
             },
             id,
         ));
+    }
+    for (id, c) in &out.state.tiersets {
+        all.push((tierset_meaning(c), *id));
+    }
+    for (c, id) in out.values.tiersets.alloc.remembered() {
+        all.push((tierset_meaning(c), id));
     }
     all.sort();
     all
@@ -163,9 +187,18 @@ pub(crate) fn remember(
                 e.eps.ids.remember((PodRef::new(namespace, name), uid), id);
             }
             Meaning::Portset { ranges } => {
-                out.portsets
+                out.values
+                    .portsets
                     .alloc
                     .remember(PortSet::from_ranges(ranges), id);
+            }
+            Meaning::Tierset { segments } => {
+                let codes = PortCodes::from_segment_list(
+                    segments
+                        .into_iter()
+                        .map(|(p, admin, baseline)| (p, TierCodes { admin, baseline })),
+                );
+                out.values.tiersets.alloc.remember(codes, id);
             }
             _ => {}
         }
@@ -189,7 +222,10 @@ pub(crate) fn reserve<K, E: EndpointEntry>(
     for (k, v) in &tables.policy {
         identity(k.identity);
         if v.portset != 0 {
-            out.portsets.alloc.reserve(v.portset);
+            out.values.portsets.alloc.reserve(v.portset);
+        }
+        if v.tierset != 0 {
+            out.values.tiersets.alloc.reserve(v.tierset);
         }
     }
     let values = tables
@@ -211,7 +247,10 @@ pub(crate) fn reserve<K, E: EndpointEntry>(
         e.eps.ids.reserve(k.ep_id);
     }
     for id in tables.portsets.keys() {
-        out.portsets.alloc.reserve(*id);
+        out.values.portsets.alloc.reserve(*id);
+    }
+    for id in tables.tiersets.keys() {
+        out.values.tiersets.alloc.reserve(*id);
     }
 }
 
@@ -220,7 +259,8 @@ pub(crate) fn generation(e: &Engine, out: &Output) -> u64 {
     e.identities.alloc.generation()
         + e.ipcache.regions.alloc.generation()
         + e.eps.ids.generation()
-        + out.portsets.alloc.generation()
+        + out.values.portsets.alloc.generation()
+        + out.values.tiersets.alloc.generation()
 }
 
 /// Ends every reservation and forgets unclaimed meanings.
@@ -228,5 +268,6 @@ pub(crate) fn settle(e: &mut Engine, out: &mut Output) {
     e.identities.alloc.settle();
     e.ipcache.regions.alloc.settle();
     e.eps.ids.settle();
-    out.portsets.alloc.settle();
+    out.values.portsets.alloc.settle();
+    out.values.tiersets.alloc.settle();
 }

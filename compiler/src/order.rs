@@ -66,18 +66,39 @@
 //!    addresses (after whatever replaces them is in); then every other
 //!    write to retiring rows.
 //! 8. Port sets no longer used (the caller's).
+//!
+//! # Tiers
+//!
+//! For a direction in which some ClusterNetworkPolicy applies to the
+//! endpoint (`TIERED_*` in its old or new flags), the entries of a flow
+//! are not ORed but weighed against each other (the earliest rule of a
+//! tier wins), so one entry at its new value beside another at its old
+//! one could allow what neither contents allow. There every changed entry
+//! is first written to a value that says less than both its old and new
+//! values (`Verdicts::meet`, see `verdicts.rs`) and only after the ipcache
+//! switch to its new value: before that every flow sees old values or
+//! meets (no more than the old contents allow), after it new values or
+//! meets (no more than the new ones allow). Such an endpoint's flags
+//! change between the two (step 3½), while its changed entries hold their
+//! meets; if the ipcache changes in the same diff, the entries of the
+//! identities that gain or lose addresses are held at
+//! `Verdicts::bottom()` meanwhile, so that an address read with its old
+//! identities and the new flags (or the reverse) is denied. A retiring
+//! row's entry goes to the bottom, not away, where the plain rule empties
+//! it.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use palisade_common::{IpcacheValue, PolicyKey, PolicyValue};
+use palisade_common::{IpcacheValue, PolicyKey, PolicyValue, endpoint_flags};
 
-use crate::ports::PortSet;
+use crate::ports::CLASSES;
 use crate::state::{EndpointEntry, Tables, Write};
+use crate::verdicts::Verdicts;
 
-/// One policy key whose value changes, with the ports each value means
-/// (`None`: no entry, or an empty set).
+/// One policy key whose value changes, with what each value says
+/// (`None`: no entry, or an entry that says nothing).
 #[derive(Clone, Debug)]
 pub struct PolicyChange {
     /// The key.
@@ -86,10 +107,10 @@ pub struct PolicyChange {
     pub old: Option<PolicyValue>,
     /// The value after (`None`: removed).
     pub new: Option<PolicyValue>,
-    /// What `old` allows.
-    pub old_ports: Option<PortSet>,
-    /// What `new` allows.
-    pub new_ports: Option<PortSet>,
+    /// What `old` says.
+    pub old_says: Option<Verdicts>,
+    /// What `new` says.
+    pub new_says: Option<Verdicts>,
 }
 
 /// The changed entries between two contents, `(where, old, new)`.
@@ -195,34 +216,107 @@ fn write<K, E>(key: PolicyKey, value: Option<PolicyValue>) -> Write<K, E> {
 }
 
 /// Orders `changes` (from `old` to contents whose endpoint entries use the
-/// ids `placed_new`) into writes, port sets excepted (see the module
-/// documentation). `changes.policy` must hold every row of a retiring
-/// endpoint id, changed or not. `narrowed` gives the value of a transient `old ∩ new`
-/// set (`None`: none can be had, the entry is removed meanwhile, which
-/// only denies).
+/// ids `placed_new`) into writes, port and tier tables excepted (see the
+/// module documentation). `changes.policy` must hold every row of a
+/// retiring endpoint id, changed or not. `narrowed` gives the value of a
+/// transient value (a meet or the bottom; `None`: none can be had, the
+/// entry is removed meanwhile, which for a tiered direction is not safe
+/// and so only happens when ids are exhausted).
 pub fn order<K: Ord + Clone, E: EndpointEntry + Clone>(
     changes: Changes<K, E>,
     old: &Tables<K, E>,
     placed_new: &HashSet<u32>,
-    narrowed: &mut dyn FnMut(&PortSet) -> Option<PolicyValue>,
+    narrowed: &mut dyn FnMut(&Verdicts) -> Option<PolicyValue>,
 ) -> Vec<Write<K, E>> {
     let classes = Classes::of(&changes, old);
     let placed_old: HashSet<u32> = old.endpoints.values().map(E::ep_id).collect();
+
+    // Directions in which the tiers weigh entries, before or after.
+    let mut flags_old: HashMap<u32, u32> = HashMap::new();
+    for e in old.endpoints.values() {
+        *flags_old.entry(e.ep_id()).or_default() |= e.flags();
+    }
+    let mut tiered_bits = flags_old.clone();
+    let mut flipping: HashSet<u32> = HashSet::new();
+    for (_, o, n) in &changes.endpoints {
+        if let Some(n) = n {
+            *tiered_bits.entry(n.ep_id()).or_default() |= n.flags();
+        }
+        if let (Some(o), Some(n)) = (o, n)
+            && o.ep_id() == n.ep_id()
+            && o.flags() != n.flags()
+        {
+            flipping.insert(n.ep_id());
+        }
+    }
+    let tiered = |ep_id: u32, dir: u8| {
+        tiered_bits
+            .get(&ep_id)
+            .is_some_and(|f| f & endpoint_flags::tiered(dir) != 0)
+    };
+    flipping.retain(|&ep| tiered(ep, 0) || tiered(ep, 1));
+
     let (mut pre, mut post, mut late, mut retire) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+
+    // Tiered rows whose flags flip while the ipcache moves addresses: the
+    // entries of moving identities hold the bottom meanwhile.
+    let mut bottomed: HashSet<PolicyKey> = HashSet::new();
+    let moving: BTreeSet<u32> = classes.gain.union(&classes.lose).copied().collect();
+    if !moving.is_empty() {
+        for &ep_id in &flipping {
+            for dir in [0u8, 1] {
+                if !tiered(ep_id, dir) {
+                    continue;
+                }
+                for &identity in &moving {
+                    for proto in CLASSES {
+                        bottomed.insert(PolicyKey {
+                            ep_id,
+                            identity,
+                            direction: dir,
+                            proto,
+                            view: 0,
+                            _pad: 0,
+                        });
+                    }
+                }
+            }
+        }
+        let bottom = Verdicts::bottom();
+        let mut keys: Vec<&PolicyKey> = bottomed.iter().collect();
+        keys.sort();
+        for key in keys {
+            pre.push(write(*key, narrowed(&bottom)));
+        }
+    }
+    let changed: HashSet<PolicyKey> = changes.policy.iter().map(|c| c.key).collect();
+    let mut restore: Vec<&PolicyKey> = bottomed.iter().filter(|k| !changed.contains(k)).collect();
+    restore.sort();
+    for key in restore {
+        post.push(write(*key, old.policy.get(key).copied()));
+    }
+
     for c in changes.policy {
         let key = c.key;
         let (gain, lose) = (
             classes.gain.contains(&key.identity),
             classes.lose.contains(&key.identity),
         );
+        let weighed = tiered(key.ep_id, key.direction);
         if placed_old.contains(&key.ep_id) && !placed_new.contains(&key.ep_id) {
             // Retiring: consulted until its entry goes or switches, after
             // the ipcache switch. An identity gaining addresses must not
-            // carry old ports to them, so those rows go empty until then.
+            // carry old ports to them, so those rows go empty (tiered: to
+            // the bottom) until then.
             if gain && c.old.is_some() {
-                pre.push(write(key, None));
-                if c.new.is_some() {
+                let hold = if weighed {
+                    narrowed(&Verdicts::bottom())
+                } else {
+                    None
+                };
+                pre.push(write(key, hold));
+                if c.new.is_some() || hold.is_some() {
                     retire.push(write(key, c.new));
                 }
             } else if c.old != c.new {
@@ -237,23 +331,30 @@ pub fn order<K: Ord + Clone, E: EndpointEntry + Clone>(
             }
             continue;
         }
-        if c.old_ports == c.new_ports {
-            // Same ports: only the representation differs (another portset
-            // id, written before this): early is safe.
+        if bottomed.contains(&key) {
+            post.push(write(key, c.new));
+            continue;
+        }
+        if c.old_says == c.new_says {
+            // Same meaning: only the representation differs (another
+            // table id, written before this): early is safe.
             if c.old != c.new {
                 pre.push(write(key, c.new));
             }
             continue;
         }
-        if gain && lose {
-            let mid = match (&c.old_ports, &c.new_ports) {
-                (Some(a), Some(b)) => Some(a.intersection(b)).filter(|s| !s.is_empty()),
-                _ => None,
-            };
-            if mid != c.old_ports {
+        if weighed || (gain && lose) {
+            let empty = Verdicts::default();
+            let mid = c
+                .old_says
+                .as_ref()
+                .unwrap_or(&empty)
+                .meet(c.new_says.as_ref().unwrap_or(&empty));
+            let mid = (!mid.is_empty()).then_some(mid);
+            if mid != c.old_says {
                 pre.push(write(key, mid.as_ref().and_then(&mut *narrowed)));
             }
-            if c.new_ports != mid {
+            if c.new_says != mid {
                 post.push(write(key, c.new));
             }
         } else if gain {
@@ -261,10 +362,10 @@ pub fn order<K: Ord + Clone, E: EndpointEntry + Clone>(
         } else if lose {
             post.push(write(key, c.new));
         } else {
-            let widens = match (&c.old_ports, &c.new_ports) {
+            let widens = match (&c.old_says, &c.new_says) {
                 (_, None) => false,
                 (None, Some(_)) => true,
-                (Some(o), Some(n)) => !n.is_subset(o),
+                (Some(o), Some(n)) => !n.says_less(o),
             };
             if widens {
                 pre.push(write(key, c.new));
@@ -274,10 +375,13 @@ pub fn order<K: Ord + Clone, E: EndpointEntry + Clone>(
         }
     }
 
-    let (mut ep_early, mut ep_late) = (Vec::new(), Vec::new());
+    let (mut ep_early, mut ep_mid, mut ep_late) = (Vec::new(), Vec::new(), Vec::new());
     for (at, o, n) in changes.endpoints {
         match (o, n) {
             (Some(_), None) => ep_early.push(Write::EndpointRemove { at }),
+            (Some(o), Some(n)) if o.ep_id() == n.ep_id() && flipping.contains(&n.ep_id()) => {
+                ep_mid.push(Write::EndpointUpsert { at, endpoint: n })
+            }
             (Some(o), Some(n)) if o.ep_id() == n.ep_id() && n.flags() & !o.flags() == 0 => {
                 ep_early.push(Write::EndpointUpsert { at, endpoint: n })
             }
@@ -302,6 +406,7 @@ pub fn order<K: Ord + Clone, E: EndpointEntry + Clone>(
 
     let mut ops = ep_early;
     ops.append(&mut pre);
+    ops.append(&mut ep_mid);
     ops.extend(
         lpm_add
             .into_iter()
@@ -359,7 +464,7 @@ pub fn reconcile<K: Ord + Clone, E: EndpointEntry + Clone + PartialEq>(
     old: &Tables<K, E>,
     new: &Tables<K, E>,
 ) -> Vec<Write<K, E>> {
-    let nonempty = |s: Option<PortSet>| s.filter(|s| !s.is_empty());
+    let nonempty = |s: Option<Verdicts>| s.filter(|s| !s.is_empty());
     let keys: BTreeSet<PolicyKey> = old
         .policy
         .keys()
@@ -384,54 +489,43 @@ pub fn reconcile<K: Ord + Clone, E: EndpointEntry + Clone + PartialEq>(
         .collect();
     for key in keys {
         let (o, n) = (old.policy.get(&key).copied(), new.policy.get(&key).copied());
-        let old_ports = nonempty(o.and_then(|v| old.value_ports(&v)));
-        let new_ports = nonempty(n.and_then(|v| new.value_ports(&v)));
+        let old_says = nonempty(o.and_then(|v| old.value_says(&v)));
+        let new_says = nonempty(n.and_then(|v| new.value_says(&v)));
         // The same value may name a port set whose bitmap differs between
         // the contents: compare what they mean too. Unchanged rows of a
         // retiring endpoint id are changes too: they may have to go empty
         // while the ipcache switches (see `order`).
-        if o != n || old_ports != new_ports || retiring.contains(&key.ep_id) {
+        if o != n || old_says != new_says || retiring.contains(&key.ep_id) {
             changes.policy.push(PolicyChange {
                 key,
                 old: o,
                 new: n,
-                old_ports,
-                new_ports,
+                old_says,
+                new_says,
             });
         }
     }
 
-    // Port sets usable meanwhile: those of both contents, and transient
-    // ones above every id either uses.
-    let mut known: BTreeMap<PortSet, u32> = BTreeMap::new();
-    for (id, set) in old.portsets.iter().chain(new.portsets.iter()) {
-        known.entry(set.clone()).or_insert(*id);
-    }
-    let mut next = old
-        .portsets
-        .keys()
-        .chain(new.portsets.keys())
-        .max()
-        .map_or(1, |m| m.saturating_add(1));
-    let mut transient: BTreeMap<PortSet, u32> = BTreeMap::new();
-    let mut narrowed = |set: &PortSet| -> Option<PolicyValue> {
-        if let Some((lo, hi)) = set.as_single_range() {
-            return Some(PolicyValue::range(lo, hi));
-        }
-        let id = match known.get(set).or_else(|| transient.get(set)) {
-            Some(id) => *id,
-            None if next == u32::MAX => return None,
+    // Tables usable meanwhile: those of both contents, and transient ones
+    // above every id either uses.
+    let mut ports = Transient::new(&old.portsets, &new.portsets);
+    let mut codes = Transient::new(&old.tiersets, &new.tiersets);
+    let mut narrowed = |v: &Verdicts| -> Option<PolicyValue> {
+        let mut value = PolicyValue::NOTHING;
+        match v.allow.as_single_range() {
+            Some((lo, hi)) => (value.port_lo, value.port_hi) = (lo, hi),
+            None if v.allow.is_empty() => {}
             None => {
-                transient.insert(set.clone(), next);
-                next += 1;
-                next - 1
+                (value.port_lo, value.port_hi) = (0, 0);
+                value.portset = ports.id(&v.allow)?;
             }
-        };
-        Some(PolicyValue {
-            port_lo: 0,
-            port_hi: 0,
-            portset: id,
-        })
+        }
+        match v.codes.inline_or_table() {
+            Some(Ok((lo, hi, c))) => (value.tier_lo, value.tier_hi, value.codes) = (lo, hi, c),
+            Some(Err(_)) => value.tierset = codes.id(&v.codes)?,
+            None => value.tierset = codes.id(&Verdicts::bottom().codes)?,
+        }
+        Some(value)
     };
     let middle = order(changes, old, &placed_new, &mut narrowed);
 
@@ -444,10 +538,24 @@ pub fn reconcile<K: Ord + Clone, E: EndpointEntry + Clone + PartialEq>(
             });
         }
     }
-    for (set, id) in &transient {
+    for (id, c) in &new.tiersets {
+        if old.tiersets.get(id) != Some(c) {
+            ops.push(Write::TiersetUpsert {
+                id: *id,
+                codes: c.clone(),
+            });
+        }
+    }
+    for (set, id) in &ports.transient {
         ops.push(Write::PortsetUpsert {
             id: *id,
             ports: set.clone(),
+        });
+    }
+    for (c, id) in &codes.transient {
+        ops.push(Write::TiersetUpsert {
+            id: *id,
+            codes: c.clone(),
         });
     }
     ops.extend(middle);
@@ -456,8 +564,63 @@ pub fn reconcile<K: Ord + Clone, E: EndpointEntry + Clone + PartialEq>(
             ops.push(Write::PortsetRemove { id: *id });
         }
     }
-    for id in transient.values() {
+    for id in old.tiersets.keys() {
+        if !new.tiersets.contains_key(id) {
+            ops.push(Write::TiersetRemove { id: *id });
+        }
+    }
+    for id in ports.transient.values() {
         ops.push(Write::PortsetRemove { id: *id });
     }
+    for id in codes.transient.values() {
+        ops.push(Write::TiersetRemove { id: *id });
+    }
     ops
+}
+
+/// The ids of one table space during a reconcile: the tables both
+/// contents hold, and transient ones above every id either uses.
+struct Transient<S: Ord + Clone> {
+    known: BTreeMap<S, u32>,
+    transient: BTreeMap<S, u32>,
+    next: u32,
+}
+
+impl<S: Ord + Clone> Transient<S> {
+    fn new(old: &BTreeMap<u32, S>, new: &BTreeMap<u32, S>) -> Self {
+        // New ids first: an old id the new contents redefine holds the new
+        // table once those are written (before the middle writes).
+        let mut known = BTreeMap::new();
+        for (id, set) in new {
+            known.entry(set.clone()).or_insert(*id);
+        }
+        for (id, set) in old {
+            if new.get(id).is_none_or(|s| s == set) {
+                known.entry(set.clone()).or_insert(*id);
+            }
+        }
+        let next = old
+            .keys()
+            .chain(new.keys())
+            .max()
+            .map_or(1, |m| m.saturating_add(1));
+        Transient {
+            known,
+            transient: BTreeMap::new(),
+            next,
+        }
+    }
+
+    /// The id of `set` (`None` when no id is left).
+    fn id(&mut self, set: &S) -> Option<u32> {
+        if let Some(id) = self.known.get(set).or_else(|| self.transient.get(set)) {
+            return Some(*id);
+        }
+        if self.next == u32::MAX {
+            return None;
+        }
+        self.transient.insert(set.clone(), self.next);
+        self.next += 1;
+        Some(self.next - 1)
+    }
 }

@@ -1,4 +1,5 @@
-//! The store of valid policies ([`PolicyState`] by name) and its indexes:
+//! The store of valid policies ([`PolicyState`] by name; ClusterNetworkPolicies
+//! too, under cluster-scoped names, see `cluster.rs`) and its indexes:
 //! policies by namespace, those whose rules can match pods of other
 //! namespaces, those with ipBlock peers, those with egress rules combining
 //! ipBlocks and named ports, those not materialised yet, and the distinct
@@ -46,8 +47,9 @@ impl Policies {
         self.by_ref.iter()
     }
 
+    /// The number of NetworkPolicies (cluster policies not counted).
     pub(crate) fn len(&self) -> usize {
-        self.by_ref.len()
+        self.by_ns.values().map(BTreeSet::len).sum()
     }
 
     /// The policies of namespace `ns`.
@@ -126,10 +128,13 @@ impl Policies {
 
     /// Adds a policy (not materialised yet: it becomes stale).
     pub(crate) fn insert(&mut self, key: PolicyRef, pol: PolicyState) {
-        self.by_ns
-            .entry(key.namespace.clone())
-            .or_default()
-            .insert(key.clone());
+        // Cluster policies belong to no namespace.
+        if !key.is_cluster() {
+            self.by_ns
+                .entry(key.namespace.clone())
+                .or_default()
+                .insert(key.clone());
+        }
         self.index_ns_selectors(&key, &pol.obj, true);
         if pol.obj.cross_namespace() {
             self.cross_ns.insert(key.clone());

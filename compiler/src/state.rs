@@ -12,6 +12,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use palisade_common::{EndpointInfo, IpcacheValue, PolicyKey, PolicyValue};
 
 use crate::ports::PortSet;
+use crate::verdicts::{PortCodes, Verdicts};
 
 /// A pod by namespace and name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -128,6 +129,19 @@ pub enum Write<K, E> {
         /// The id.
         id: u32,
     },
+    /// Write `TIERSETS[id]` = the table of `codes`
+    /// ([`PortCodes::inline_or_table`]).
+    TiersetUpsert {
+        /// The id (never 0).
+        id: u32,
+        /// The codes.
+        codes: PortCodes,
+    },
+    /// Delete `TIERSETS[id]`.
+    TiersetRemove {
+        /// The id.
+        id: u32,
+    },
     /// Write `IPCACHE_EXACT4/6[addr]`.
     IpcacheExactUpsert {
         /// The address (its family selects the map).
@@ -168,6 +182,8 @@ impl<K, E> Write<K, E> {
             Write::PolicyRemove { key } => Write::PolicyRemove { key },
             Write::PortsetUpsert { id, ports } => Write::PortsetUpsert { id, ports },
             Write::PortsetRemove { id } => Write::PortsetRemove { id },
+            Write::TiersetUpsert { id, codes } => Write::TiersetUpsert { id, codes },
+            Write::TiersetRemove { id } => Write::TiersetRemove { id },
             Write::IpcacheExactUpsert { addr, value } => Write::IpcacheExactUpsert { addr, value },
             Write::IpcacheExactRemove { addr } => Write::IpcacheExactRemove { addr },
             Write::IpcacheLpmUpsert { prefix, value } => Write::IpcacheLpmUpsert { prefix, value },
@@ -192,6 +208,8 @@ pub struct Tables<K, E> {
     pub policy: BTreeMap<PolicyKey, PolicyValue>,
     /// `PORTSETS`: id → set (write [`PortSet::to_bitmap`]).
     pub portsets: BTreeMap<u32, PortSet>,
+    /// `TIERSETS`: id → codes.
+    pub tiersets: BTreeMap<u32, PortCodes>,
     /// `IPCACHE_EXACT4`.
     pub ipcache_exact4: BTreeMap<Ipv4Addr, IpcacheValue>,
     /// `IPCACHE_EXACT6`.
@@ -208,6 +226,7 @@ impl<K, E> Default for Tables<K, E> {
             endpoints: BTreeMap::new(),
             policy: BTreeMap::new(),
             portsets: BTreeMap::new(),
+            tiersets: BTreeMap::new(),
             ipcache_exact4: BTreeMap::new(),
             ipcache_exact6: BTreeMap::new(),
             ipcache_lpm4: BTreeMap::new(),
@@ -237,6 +256,12 @@ impl<K: Ord + Clone, E: Clone> Tables<K, E> {
             }
             Write::PortsetRemove { id } => {
                 self.portsets.remove(id);
+            }
+            Write::TiersetUpsert { id, codes } => {
+                self.tiersets.insert(*id, codes.clone());
+            }
+            Write::TiersetRemove { id } => {
+                self.tiersets.remove(id);
             }
             Write::IpcacheExactUpsert { addr, value } => match addr {
                 IpAddr::V4(a) => {
@@ -289,14 +314,19 @@ impl<K: Ord + Clone, E: Clone> Tables<K, E> {
         }
     }
 
-    /// The ports a policy value allows (`None` if it names a missing
-    /// portset).
-    pub fn value_ports(&self, value: &PolicyValue) -> Option<PortSet> {
-        if value.portset == 0 {
-            Some(PortSet::range(value.port_lo, value.port_hi))
+    /// What a policy value says (`None` if it names a missing table).
+    pub fn value_says(&self, value: &PolicyValue) -> Option<Verdicts> {
+        let allow = if value.portset == 0 {
+            PortSet::range(value.port_lo, value.port_hi)
         } else {
-            self.portsets.get(&value.portset).cloned()
-        }
+            self.portsets.get(&value.portset)?.clone()
+        };
+        let codes = if value.tierset == 0 {
+            PortCodes::from_inline(value.tier_lo, value.tier_hi, value.codes)
+        } else {
+            self.tiersets.get(&value.tierset)?.clone()
+        };
+        Some(Verdicts { allow, codes })
     }
 
     /// Every exact entry, both families.
@@ -333,6 +363,7 @@ impl<K: Ord + Clone, E: Clone> Tables<K, E> {
                 .collect(),
             policy: self.policy.clone(),
             portsets: self.portsets.clone(),
+            tiersets: self.tiersets.clone(),
             ipcache_exact4: self.ipcache_exact4.clone(),
             ipcache_exact6: self.ipcache_exact6.clone(),
             ipcache_lpm4: self.ipcache_lpm4.clone(),
@@ -348,6 +379,12 @@ impl<K: Ord + Clone, E: Clone> Tables<K, E> {
             ops.push(Write::PortsetUpsert {
                 id: *id,
                 ports: ports.clone(),
+            });
+        }
+        for (id, codes) in &self.tiersets {
+            ops.push(Write::TiersetUpsert {
+                id: *id,
+                codes: codes.clone(),
             });
         }
         for (k, v) in &self.policy {

@@ -55,8 +55,8 @@ fn sim_view(
         state
             .policy
             .get(&key)
-            .and_then(|val| state.value_ports(val))
-            .is_some_and(|p| p.contains(port))
+            .and_then(|val| state.value_says(val))
+            .is_some_and(|p| p.allow.contains(port))
     })
 }
 

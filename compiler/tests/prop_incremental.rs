@@ -140,7 +140,7 @@ fn check_only_changed_entries(old: &DesiredState, new: &DesiredState, ops: &[Map
     for op in ops {
         let changed = match op {
             MapOp::PolicyUpsert { key, .. } | MapOp::PolicyRemove { key } => {
-                let v = |s: &DesiredState| s.policy.get(key).and_then(|v| s.value_ports(v));
+                let v = |s: &DesiredState| s.policy.get(key).and_then(|v| s.value_says(v));
                 v(old) != v(new)
             }
             MapOp::EndpointUpsert { at: pod, .. } | MapOp::EndpointRemove { at: pod } => {
@@ -152,7 +152,10 @@ fn check_only_changed_entries(old: &DesiredState, new: &DesiredState, ops: &[Map
             MapOp::IpcacheLpmUpsert { prefix, .. } | MapOp::IpcacheLpmRemove { prefix } => {
                 old.lpm(prefix) != new.lpm(prefix)
             }
-            MapOp::PortsetUpsert { .. } | MapOp::PortsetRemove { .. } => true,
+            MapOp::PortsetUpsert { .. }
+            | MapOp::PortsetRemove { .. }
+            | MapOp::TiersetUpsert { .. }
+            | MapOp::TiersetRemove { .. } => true,
         };
         assert!(changed, "{op:?} writes an entry that does not change");
     }

@@ -109,6 +109,7 @@ fn state() -> impl Strategy<Value = DpState> {
                     port_lo: 0,
                     port_hi: 0,
                     portset: u32::from(v) - 1,
+                    ..PolicyValue::NOTHING
                 },
             };
             if value.portset != 0 {

@@ -54,6 +54,8 @@ struct Facts {
     audit: Option<DropReason>,
     /// `bpf_ktime_get_coarse_ns()` if the pipeline read it (0: not read).
     now: u64,
+    /// The tier rule that denied (its `tier_code`), 0 if none did.
+    rule_code: u32,
     /// The packet's source failed verification and passes only because
     /// verification is in audit mode: it must not fill the flow cache (see
     /// `source` on why the fast path needs no check of its own).
@@ -108,6 +110,7 @@ pub fn handle(ctx: &TcContext, dir: u8) -> i32 {
         peer_identity: 0,
         audit: None,
         now: 0,
+        rule_code: 0,
         unverified: false,
     };
     // Reasons pass the verifier barrier so that counting and reporting are
@@ -157,6 +160,7 @@ fn report(
             peer_identity: facts.peer_identity,
             len: ctx.len(),
             now: facts.now,
+            rule_code: facts.rule_code,
         },
     );
 }
@@ -483,11 +487,23 @@ fn new_flow(
     let mut ct_extra = 0u16;
     let reason = match decision::decide(&ep, dir, &peer, pkt.proto, pkt.policy_port(), cfg, true) {
         Decision::Pending => return Verdict::Drop(DropReason::PolicyPending),
-        Decision::Denied { audit: false } => return Verdict::Drop(DropReason::PolicyDenied),
-        Decision::Denied { audit: true } => {
+        Decision::Denied {
+            audit: false,
+            reason,
+            rule,
+        } => {
+            facts.rule_code = rule;
+            return Verdict::Drop(reason);
+        }
+        Decision::Denied {
+            audit: true,
+            reason,
+            rule,
+        } => {
             // An unverified source, already reported, says more.
             if facts.audit.is_none() {
-                facts.audit = Some(DropReason::PolicyDenied);
+                facts.audit = Some(reason);
+                facts.rule_code = rule;
             }
             ct_extra = ct_flags::AUDITED;
             ForwardReason::Audited

@@ -103,6 +103,8 @@ pub struct Report<'a> {
     pub len: u32,
     /// `bpf_ktime_get_coarse_ns()` if the caller has it (0: read it here).
     pub now: u64,
+    /// The tier rule that decided (`DropEvent::rule_code`).
+    pub rule_code: u32,
 }
 
 /// Writes a record to the ring, subject to the rate limit.
@@ -146,6 +148,8 @@ pub fn report(cfg: &Config, r: &Report) {
     ev.reason = r.reason;
     ev.direction = r.dir;
     ev._pad = 0;
+    ev.rule_code = r.rule_code;
+    ev._pad2 = 0;
     match r.pkt {
         Some(p) => {
             ev.saddr = p.saddr;

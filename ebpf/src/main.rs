@@ -34,22 +34,28 @@ use aya_ebpf::{
 use palisade_common::{
     Config, Counter, CtKey4, CtKey6, CtValue, EndpointDropKey, EndpointInfo, EventStats,
     FlowCacheEntry, FragKey, FragValue, IpcacheCacheEntry, IpcacheValue, METRICS_ENTRIES,
-    PolicyKey, PolicyValue, PortBitmap, RateLimitState, SourceKey4, SourceKey6, capacity,
-    direction,
+    PolicyKey, PolicyValue, PortBitmap, RateLimitState, SourceKey4, SourceKey6, TierTable,
+    capacity, direction,
 };
 
 /// Local endpoints by host-side interface index.
 #[map(name = "ENDPOINTS")]
 static ENDPOINTS: HashMap<u32, EndpointInfo> = HashMap::with_max_entries(capacity::ENDPOINTS, 0);
 
-/// Allowed (endpoint, peer identity, direction, protocol) → ports.
-#[map(name = "POLICY")]
+/// (endpoint, peer identity, direction, protocol) → what policies say of
+/// each port.
+#[map(name = "POLICY_V2")]
 static POLICY: HashMap<PolicyKey, PolicyValue> = HashMap::with_max_entries(capacity::POLICY, 0);
 
 /// Multi-range port sets referenced by `PolicyValue::portset`.
 #[map(name = "PORTSETS")]
 static PORTSETS: HashMap<u32, PortBitmap> =
     HashMap::with_max_entries(capacity::PORTSETS, BPF_F_NO_PREALLOC);
+
+/// ClusterNetworkPolicy code tables referenced by `PolicyValue::tierset`.
+#[map(name = "TIERSETS")]
+static TIERSETS: HashMap<u32, TierTable> =
+    HashMap::with_max_entries(capacity::TIERSETS, BPF_F_NO_PREALLOC);
 
 /// Single IPv4 addresses → identities.
 #[map(name = "IPCACHE_EXACT4")]

@@ -16,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use palisade_common::{
     IDENTITY_ANY, IDENTITY_WORLD, IpcacheValue, PolicyKey, direction, endpoint_flags, proto,
+    tier_code,
 };
 use palisade_compiler::{
     Compiler, DesiredState, EndpointEntry, IdentityInfo, MapOp, PodRef, Tables,
@@ -119,7 +120,9 @@ pub fn sim<K: Ord + Clone, E: EndpointEntry + Clone>(
     let Some(ep) = state.endpoints.get(pod) else {
         return Ok(false);
     };
-    if ep.flags() & endpoint_flags::isolated(dir) == 0 {
+    let isolated = ep.flags() & endpoint_flags::isolated(dir) != 0;
+    let tiered = ep.flags() & endpoint_flags::tiered(dir) != 0;
+    if !isolated && !tiered {
         return Ok(true);
     }
     let v = lookup(state, peer);
@@ -130,6 +133,7 @@ pub fn sim<K: Ord + Clone, E: EndpointEntry + Clone>(
         ids.push(v.cidr_identity);
     }
     ids.push(IDENTITY_ANY);
+    let (mut allowed, mut admin, mut baseline) = (false, tier_code::NONE, tier_code::NONE);
     for id in ids {
         let key = PolicyKey {
             ep_id: ep.ep_id(),
@@ -140,28 +144,24 @@ pub fn sim<K: Ord + Clone, E: EndpointEntry + Clone>(
             _pad: 0,
         };
         if let Some(val) = state.policy.get(&key) {
-            if val.portset == 0 {
-                if val.port_lo <= port && port <= val.port_hi {
-                    return Ok(true);
-                }
-            } else {
-                match state.portsets.get(&val.portset) {
-                    Some(s) => {
-                        if s.contains(port) {
-                            return Ok(true);
-                        }
-                    }
-                    None => {
-                        return Err(format!(
-                            "{key:?} references missing portset {}",
-                            val.portset
-                        ));
-                    }
-                }
-            }
+            let says = state
+                .value_says(val)
+                .ok_or_else(|| format!("{key:?} references a missing table: {val:?}"))?;
+            allowed |= says.allow.contains(port);
+            let codes = says.codes.get(port);
+            admin = admin.max(codes.admin);
+            baseline = baseline.max(codes.baseline);
         }
     }
-    Ok(false)
+    if !tiered {
+        return Ok(allowed);
+    }
+    Ok(match tier_code::action(admin) {
+        tier_code::ACCEPT => true,
+        tier_code::DENY => false,
+        _ if isolated => allowed,
+        _ => tier_code::action(baseline) != tier_code::DENY,
+    })
 }
 
 // ----- the cluster and the naive evaluator -------------------------------
@@ -586,7 +586,7 @@ pub type CanonKey = (PodRef, Id, u8, u8);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Canon {
     pub endpoints: BTreeMap<PodRef, (Id, u32, Vec<IpAddr>)>,
-    pub policy: BTreeMap<CanonKey, Vec<(u16, u16)>>,
+    pub policy: BTreeMap<CanonKey, (Vec<(u16, u16)>, Vec<(u16, palisade_common::TierCodes)>)>,
     pub exact: BTreeMap<IpAddr, (Id, Id)>,
     pub lpm: BTreeMap<IpNet, Id>,
 }
@@ -613,8 +613,8 @@ pub fn canon(c: &Compiler) -> Canon {
                     .cloned()
                     .unwrap_or_else(|| PodRef::new("?", k.ep_id.to_string()));
                 let ports = s
-                    .value_ports(v)
-                    .map(|p| p.ranges().to_vec())
+                    .value_says(v)
+                    .map(|p| (p.allow.ranges().to_vec(), p.codes.segments().to_vec()))
                     .unwrap_or_default();
                 ((pod, canon_id(c, k.identity), k.direction, k.proto), ports)
             })

@@ -1,0 +1,391 @@
+//! ClusterNetworkPolicies in the engine: which local endpoints each one's
+//! subject selects, the rank of every rule (the order in which a tier
+//! consults them), the endpoint flags they set and the tier codes of an
+//! endpoint's entries.
+//!
+//! A ClusterNetworkPolicy lives in the policy store (`policies.rs`) under
+//! a cluster-scoped [`PolicyRef`] (empty namespace), with its rules in
+//! NetworkPolicy shape, so that the machinery that keeps every rule's
+//! matched identities and regions current (`membership.rs`, `rules.rs`)
+//! serves both kinds; what only a ClusterNetworkPolicy has (tier,
+//! priority, subject, actions) is kept here beside it. Endpoints keep the
+//! cluster policies whose subject selects them in `EpState::tiers`, apart
+//! from the NetworkPolicies of `selecting` (which isolate).
+//!
+//! # Ranks
+//!
+//! A tier consults its policies by ascending `priority`, then (for equal
+//! priorities, which the API leaves undefined) by ascending name, and the
+//! rules of one policy in written order. A rule's rank is
+//! `priority · 2^17 + position · 2^5 + index + 1`, where `position` is the
+//! policy's place among the policies of its tier with the same priority
+//! (so adding a policy renumbers only those) and `index` the rule's place
+//! in its direction (at most 25). Ranks become `tier_code`s; Pass in the
+//! Baseline tier leads to the default, allowed, so it is coded as Accept.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use palisade_common::{IDENTITY_ANY, TierCodes, direction, endpoint_flags, tier_code};
+
+use crate::engine::Engine;
+use crate::error::Reason;
+use crate::identity::Identities;
+use crate::model::{
+    Action, ClusterPolicyObj, NamedPorts, Peers, PodObj, PolicyObj, PolicyRef, Tier, TierRule,
+    resolve_named,
+};
+use crate::ports::CLASSES;
+use crate::rules::{PolicyState, RowDirt};
+use crate::selector::Selector;
+use crate::state::PodRef;
+use crate::verdicts::PortCodes;
+
+/// The tier codes of one endpoint's cells: `(peer identity, direction,
+/// class) → codes`.
+pub(crate) type TierRow = BTreeMap<(u32, u8, u8), PortCodes>;
+
+/// Positions beyond this share the last one (their order among
+/// themselves is then by action, see `tier_code`).
+const MAX_POSITION: u32 = (1 << 12) - 1;
+
+impl PolicyRef {
+    /// The reference of a cluster-scoped policy.
+    pub(crate) fn cluster(name: &str) -> PolicyRef {
+        PolicyRef {
+            namespace: String::new(),
+            name: name.to_string(),
+        }
+    }
+
+    /// Whether this is a ClusterNetworkPolicy.
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.namespace.is_empty()
+    }
+}
+
+/// The NetworkPolicy-shaped rules of a cluster policy (for the shared
+/// matching machinery): a direction without rules is `None`.
+fn shape(obj: &ClusterPolicyObj) -> PolicyObj {
+    let rules = |dir: usize| {
+        let rs: Vec<_> = obj.rules[dir].iter().map(|r| r.rule.clone()).collect();
+        (!rs.is_empty()).then_some(rs)
+    };
+    PolicyObj {
+        pod_selector: Selector::everything(),
+        rules: [
+            rules(direction::INGRESS as usize),
+            rules(direction::EGRESS as usize),
+        ],
+        audit: obj.audit,
+    }
+}
+
+/// The position of every cluster policy among those of its tier with the
+/// same priority (see the module documentation).
+pub(crate) fn positions(cluster: &BTreeMap<String, Arc<ClusterPolicyObj>>) -> HashMap<&str, u32> {
+    let mut next: HashMap<(Tier, u16), u32> = HashMap::new();
+    // Names ascend in the map, so each group's positions follow them.
+    cluster
+        .iter()
+        .map(|(name, p)| {
+            let n = next.entry((p.tier, p.priority)).or_default();
+            let pos = (*n).min(MAX_POSITION);
+            *n += 1;
+            (name.as_str(), pos)
+        })
+        .collect()
+}
+
+/// The rank of rule `index` of a policy (see the module documentation).
+pub(crate) fn rank(priority: u16, position: u32, index: usize) -> u32 {
+    ((priority as u32) << 17 | position << 5 | index as u32) + 1
+}
+
+/// The codes a rule puts on the ports it matches, in its tier's field.
+pub(crate) fn rule_codes(tier: Tier, rank: u32, action: Action) -> TierCodes {
+    let act = match (tier, action) {
+        (_, Action::Accept) | (Tier::Baseline, Action::Pass) => tier_code::ACCEPT,
+        (_, Action::Deny) => tier_code::DENY,
+        (Tier::Admin, Action::Pass) => tier_code::PASS,
+    };
+    let code = tier_code::of(rank, act);
+    match tier {
+        Tier::Admin => TierCodes {
+            admin: code,
+            baseline: tier_code::NONE,
+        },
+        Tier::Baseline => TierCodes {
+            admin: tier_code::NONE,
+            baseline: code,
+        },
+    }
+}
+
+/// The `TIERED_*` flags of an endpoint selected by the cluster policies
+/// `tiers`: a direction in which an enforced one has rules.
+pub(crate) fn tier_flags<'a>(
+    tiers: impl Iterator<Item = &'a PolicyRef>,
+    cluster: &BTreeMap<String, Arc<ClusterPolicyObj>>,
+) -> u32 {
+    let mut flags = 0;
+    for r in tiers {
+        let Some(p) = cluster.get(&r.name).filter(|p| !p.audit) else {
+            continue;
+        };
+        for dir in [direction::INGRESS, direction::EGRESS] {
+            if !p.rules[dir as usize].is_empty() {
+                flags |= endpoint_flags::tiered(dir);
+            }
+        }
+    }
+    flags
+}
+
+fn raise_numeric(row: &mut TierRow, id: u32, dir: u8, rule: &TierRule, codes: TierCodes) {
+    for (i, class) in CLASSES.iter().enumerate() {
+        for &(lo, hi) in rule.rule.ports.numeric[i].ranges() {
+            row.entry((id, dir, *class))
+                .or_default()
+                .raise(lo, hi, codes);
+        }
+    }
+}
+
+fn raise_named(
+    row: &mut TierRow,
+    id: u32,
+    dir: u8,
+    rule: &TierRule,
+    on: &NamedPorts,
+    codes: TierCodes,
+) {
+    for (name, class) in &rule.rule.ports.named {
+        for p in resolve_named(on, name, *class) {
+            row.entry((id, dir, *class)).or_default().raise(p, p, codes);
+        }
+    }
+}
+
+/// Computes the tier codes of endpoint `ep` (a local pod) for the cells
+/// of `filter` (all if `None` or full), from the enforced cluster
+/// policies among `tiers` (materialised ones; `positions` from
+/// [`positions`]).
+pub(crate) fn compute_tier_row(
+    ep: &PodObj,
+    tiers: &[(&PolicyState, &ClusterPolicyObj)],
+    positions: &HashMap<&str, u32>,
+    names: &[&str],
+    identities: &Identities,
+    filter: Option<&RowDirt>,
+) -> TierRow {
+    let mut row = TierRow::new();
+    let filter = filter.filter(|f| !f.full);
+    for (i, (st, obj)) in tiers.iter().enumerate() {
+        if obj.audit || !st.materialized {
+            continue;
+        }
+        let position = positions.get(names[i]).copied().unwrap_or(MAX_POSITION);
+        for (dir, rules) in obj.rules.iter().enumerate() {
+            let d = dir as u8;
+            let ingress = dir == direction::INGRESS as usize;
+            let cells = filter.map(|f| &f.cells[dir]);
+            let wants = |id: u32| cells.is_none_or(|c| c.contains(&id));
+            for (ri, rule) in rules.iter().enumerate() {
+                let Some(rs) = st.rules[dir].get(ri) else {
+                    continue;
+                };
+                let codes = rule_codes(obj.tier, rank(obj.priority, position, ri), rule.action);
+                if rule.rule.peers == Peers::All {
+                    if wants(IDENTITY_ANY) {
+                        raise_numeric(&mut row, IDENTITY_ANY, d, rule, codes);
+                        if ingress {
+                            raise_named(&mut row, IDENTITY_ANY, d, rule, &ep.named_ports, codes);
+                        }
+                    }
+                    if !ingress {
+                        for k in &rule.rule.ports.named {
+                            for id in identities
+                                .by_named_port
+                                .get(k)
+                                .into_iter()
+                                .flat_map(|s| s.iter())
+                            {
+                                if let (true, Some(ident)) = (wants(id), identities.by_id.get(&id))
+                                {
+                                    raise_named(
+                                        &mut row,
+                                        id,
+                                        d,
+                                        rule,
+                                        &ident.key.named_ports,
+                                        codes,
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+                for id in rs.pod_ids.iter().filter(|&id| wants(id)) {
+                    raise_numeric(&mut row, id, d, rule, codes);
+                    let on = if ingress {
+                        Some(ep.named_ports.as_ref())
+                    } else {
+                        identities
+                            .by_id
+                            .get(&id)
+                            .map(|i| i.key.named_ports.as_ref())
+                    };
+                    if let Some(on) = on {
+                        raise_named(&mut row, id, d, rule, on, codes);
+                    }
+                }
+                for id in rs.regions.iter().filter(|&id| wants(id)) {
+                    // Named ports never come with networks (validation).
+                    raise_numeric(&mut row, id, d, rule, codes);
+                }
+            }
+        }
+    }
+    row.retain(|_, c| !c.is_none());
+    row
+}
+
+impl Engine {
+    /// The cluster policies whose subject selects local pod `key`.
+    pub(crate) fn cluster_selecting(&self, key: &PodRef) -> BTreeSet<PolicyRef> {
+        let Some(pod) = self.pods.get(key) else {
+            return BTreeSet::new();
+        };
+        let ns = self.world().ns_labels(&key.namespace).into_owned();
+        self.cluster_policies
+            .iter()
+            .filter(|(_, p)| p.subject.matches(&ns, &pod.obj.labels))
+            .map(|(name, _)| PolicyRef::cluster(name))
+            .collect()
+    }
+
+    /// Brings the cluster side of endpoint `key` up to date with its
+    /// labels and its namespace's; marks what changes.
+    pub(crate) fn reselect_cluster(&mut self, key: &PodRef) {
+        let now = self.cluster_selecting(key);
+        let Some(ep) = self.eps.get_mut(key) else {
+            return;
+        };
+        if ep.tiers == now {
+            return;
+        }
+        let before = std::mem::replace(&mut ep.tiers, now.clone());
+        let ep_id = ep.ep_id;
+        for r in before.difference(&now) {
+            if let Some(p) = self.policies.get_mut(r) {
+                p.selected.remove(key);
+            }
+        }
+        for r in now.difference(&before) {
+            if let Some(p) = self.policies.get_mut(r) {
+                p.selected.insert(key.clone());
+            }
+        }
+        self.dirty.mark_row(ep_id);
+        self.dirty.endpoints.insert(key.clone());
+    }
+
+    /// Every local endpoint's rows whose codes depend on the position of
+    /// a policy of `tier` with `priority`.
+    fn mark_peers_of(&mut self, tier: Tier, priority: u16) {
+        let peers: Vec<PolicyRef> = self
+            .cluster_policies
+            .iter()
+            .filter(|(_, p)| p.tier == tier && p.priority == priority)
+            .map(|(n, _)| PolicyRef::cluster(n))
+            .collect();
+        for r in peers {
+            let selected: Vec<PodRef> = self
+                .policies
+                .get(&r)
+                .map(|p| p.selected.iter().cloned().collect())
+                .unwrap_or_default();
+            for pod in selected {
+                if let Some(ep) = self.eps.get(&pod) {
+                    self.dirty.mark_row(ep.ep_id);
+                }
+            }
+        }
+    }
+
+    /// Sets (or with `None` removes) a ClusterNetworkPolicy. Fails only if
+    /// a new prefix cannot get an identity; the previous version then
+    /// stays.
+    pub(crate) fn set_cluster_policy(
+        &mut self,
+        name: String,
+        new: Option<ClusterPolicyObj>,
+    ) -> Result<(), Reason> {
+        let key = PolicyRef::cluster(&name);
+        let old = self.cluster_policies.get(&name).cloned();
+        if let (Some(o), Some(n)) = (&old, &new)
+            && **o == *n
+        {
+            return Ok(());
+        }
+        let shaped = new.as_ref().map(shape);
+        let new_prefixes = shaped.as_ref().map(|s| s.prefixes()).unwrap_or_default();
+        self.acquire_prefixes(&new_prefixes)?;
+        if let Some(o) = &old {
+            self.mark_peers_of(o.tier, o.priority);
+        }
+        if let Some(state) = self.policies.remove(&key) {
+            self.dirty.mark_policy(&self.eps, &self.identities, &state);
+            for pod in &state.selected {
+                if let Some(ep) = self.eps.get_mut(pod) {
+                    ep.tiers.remove(&key);
+                    let ep_id = ep.ep_id;
+                    self.dirty.mark_row(ep_id);
+                }
+            }
+            for net in state.obj.prefixes() {
+                self.ipcache.regions.release(&net);
+            }
+        }
+        self.cluster_policies.remove(&name);
+        let (Some(obj), Some(shaped)) = (new, shaped) else {
+            return Ok(());
+        };
+        let subject = obj.subject.clone();
+        let (tier, priority) = (obj.tier, obj.priority);
+        self.cluster_policies.insert(name, Arc::new(obj));
+        let world = self.world();
+        let selected: BTreeSet<PodRef> = self
+            .eps
+            .iter()
+            .map(|(p, _)| p)
+            .filter(|p| {
+                self.pods
+                    .get(*p)
+                    .is_some_and(|s| subject.matches(&world.ns_labels(&p.namespace), &s.obj.labels))
+            })
+            .cloned()
+            .collect();
+        for pod in &selected {
+            if let Some(ep) = self.eps.get_mut(pod) {
+                ep.tiers.insert(key.clone());
+                let ep_id = ep.ep_id;
+                self.dirty.mark_row(ep_id);
+            }
+        }
+        self.dirty.endpoints.extend(selected.iter().cloned());
+        self.policies.insert(
+            key.clone(),
+            PolicyState {
+                namespace: String::new(),
+                obj: Arc::new(shaped),
+                selected,
+                rules: [Vec::new(), Vec::new()],
+                materialized: false,
+            },
+        );
+        self.mark_peers_of(tier, priority);
+        Ok(())
+    }
+}
