@@ -389,3 +389,77 @@ impl Engine {
         Ok(())
     }
 }
+
+/// A ClusterNetworkPolicy rule as reports name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TierRuleName {
+    /// The policy's name.
+    pub policy: String,
+    /// `admin` or `baseline`.
+    pub tier: &'static str,
+    /// The policy's priority.
+    pub priority: u16,
+    /// [`palisade_common::direction`] of the rule.
+    pub direction: u8,
+    /// The rule's place in its direction.
+    pub index: usize,
+    /// The rule's `name`, if any.
+    pub name: Option<String>,
+    /// `Accept`, `Deny` or `Pass`.
+    pub action: &'static str,
+    /// The rule's `tier_code` (what the datapath reports).
+    pub code: u32,
+}
+
+impl std::fmt::Display for TierRuleName {
+    /// `ClusterNetworkPolicy admin/deny-metadata egress[0] "imds" (priority 10, Deny)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ClusterNetworkPolicy {}/{} {}[{}]",
+            self.tier,
+            self.policy,
+            direction::as_str(self.direction),
+            self.index
+        )?;
+        if let Some(n) = &self.name {
+            write!(f, " {n:?}")?;
+        }
+        write!(f, " (priority {}, {})", self.priority, self.action)
+    }
+}
+
+/// Every enforced cluster policy rule with its code.
+pub(crate) fn tier_rules(e: &Engine) -> Vec<TierRuleName> {
+    let positions = positions(&e.cluster_policies);
+    let mut out = Vec::new();
+    for (name, p) in &e.cluster_policies {
+        if p.audit {
+            continue;
+        }
+        let position = positions.get(name.as_str()).copied().unwrap_or(MAX_POSITION);
+        for (dir, rules) in p.rules.iter().enumerate() {
+            for (i, r) in rules.iter().enumerate() {
+                let codes = rule_codes(p.tier, rank(p.priority, position, i), r.action);
+                out.push(TierRuleName {
+                    policy: name.clone(),
+                    tier: match p.tier {
+                        Tier::Admin => "admin",
+                        Tier::Baseline => "baseline",
+                    },
+                    priority: p.priority,
+                    direction: dir as u8,
+                    index: i,
+                    name: r.name.clone(),
+                    action: match r.action {
+                        Action::Accept => "Accept",
+                        Action::Deny => "Deny",
+                        Action::Pass => "Pass",
+                    },
+                    code: codes.admin.max(codes.baseline),
+                });
+            }
+        }
+    }
+    out
+}

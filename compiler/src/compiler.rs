@@ -132,6 +132,12 @@ impl Compiler {
         );
     }
 
+    /// Every enforced ClusterNetworkPolicy rule, with the code the
+    /// datapath reports when it decides a flow.
+    pub fn tier_rules(&self) -> Vec<crate::TierRuleName> {
+        crate::cluster::tier_rules(&self.engine)
+    }
+
     /// Sets this node's addresses (ipcache identity `IDENTITY_HOST`).
     pub fn set_host_addresses(&mut self, addrs: Vec<IpAddr>) {
         self.engine.set_host_addresses(addrs.into_iter().collect());

@@ -148,6 +148,7 @@ mod explain;
 // The public operations.
 mod compiler;
 
+pub use cluster::TierRuleName;
 pub use compiler::Compiler;
 pub use diff::Diff;
 pub use error::{CompileError, ObjectKind, ObjectRef, Reason};

@@ -174,6 +174,12 @@ impl PortCodes {
             [(lo, hi, c)] => return Some(Ok((*lo, *hi, *c))),
             _ => {}
         }
+        self.to_table().map(Err)
+    }
+
+    /// The segment table of the function (`None` with more segments than
+    /// a table holds).
+    pub fn to_table(&self) -> Option<Box<TierTable>> {
         if self.0.len() > TIER_SEGMENTS {
             return None;
         }
@@ -186,7 +192,7 @@ impl PortCodes {
             t.starts[i] = lo;
             t.codes[i] = c;
         }
-        Some(Err(t))
+        Some(t)
     }
 
     /// The function a table holds.
