@@ -437,7 +437,10 @@ pub(crate) fn tier_rules(e: &Engine) -> Vec<TierRuleName> {
         if p.audit {
             continue;
         }
-        let position = positions.get(name.as_str()).copied().unwrap_or(MAX_POSITION);
+        let position = positions
+            .get(name.as_str())
+            .copied()
+            .unwrap_or(MAX_POSITION);
         for (dir, rules) in p.rules.iter().enumerate() {
             for (i, r) in rules.iter().enumerate() {
                 let codes = rule_codes(p.tier, rank(p.priority, position, i), r.action);

@@ -1,6 +1,7 @@
 //! The [`Compiler`]: the crate's public operations, in one place. It owns
 //! the engine, the committed output, the revision counter and the list of
-//! rejected objects; every operation validates (`validate.rs`), updates the
+//! rejected objects; every operation validates (`validate.rs`,
+//! `validate_cluster.rs`), updates the
 //! engine (`engine.rs`), commits (`commit.rs`) or reads (`inspect.rs`,
 //! `explain.rs`, `identity.rs`) by delegation.
 
@@ -21,7 +22,7 @@ use crate::inspect::{self, PolicyName, PolicySummary};
 use crate::model::PolicyRef;
 use crate::numbering::{self, Meaning};
 use crate::state::{DesiredState, EndpointEntry, PodRef, Tables};
-use crate::validate;
+use crate::{api, validate, validate_cluster};
 
 /// The compiler for one node. See the crate documentation.
 #[derive(Debug)]
@@ -130,6 +131,37 @@ impl Compiler {
             },
             None,
         );
+    }
+
+    /// Creates or updates a ClusterNetworkPolicy. An invalid object is
+    /// listed among the rejections and changes nothing: the last valid
+    /// version of it stays in force.
+    pub fn apply_cluster_policy(
+        &mut self,
+        policy: &api::ClusterNetworkPolicy,
+    ) -> Result<(), CompileError> {
+        // Cluster-scoped: a namespace in the metadata is an error, never
+        // part of the name.
+        let mut obj = Self::meta_ref(ObjectKind::ClusterNetworkPolicy, &policy.metadata);
+        obj.namespace.clear();
+        let (name, p) = self.record(obj.clone(), validate_cluster::cluster_policy(policy))?;
+        let applied = self
+            .engine
+            .set_cluster_policy(name, Some(p))
+            .map_err(|reason| CompileError {
+                object: obj.clone(),
+                field: "spec".into(),
+                reason: Box::new(reason),
+            });
+        self.record(obj, applied)
+    }
+
+    /// Deletes a ClusterNetworkPolicy.
+    pub fn delete_cluster_policy(&mut self, name: &str) {
+        self.rejections
+            .remove(&ObjectRef::new(ObjectKind::ClusterNetworkPolicy, "", name));
+        // Removing never needs a new identity, so it cannot fail.
+        let _ = self.engine.set_cluster_policy(name.to_string(), None);
     }
 
     /// Every enforced ClusterNetworkPolicy rule, with the code the

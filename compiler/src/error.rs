@@ -14,6 +14,8 @@ pub enum ObjectKind {
     Pod,
     /// `networking.k8s.io/v1/NetworkPolicy`.
     NetworkPolicy,
+    /// `policy.networking.k8s.io/v1alpha2/ClusterNetworkPolicy` (cluster-scoped).
+    ClusterNetworkPolicy,
 }
 
 impl fmt::Display for ObjectKind {
@@ -22,6 +24,7 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Namespace => "Namespace",
             ObjectKind::Pod => "Pod",
             ObjectKind::NetworkPolicy => "NetworkPolicy",
+            ObjectKind::ClusterNetworkPolicy => "ClusterNetworkPolicy",
         })
     }
 }
@@ -194,6 +197,86 @@ pub enum Reason {
     InvalidIp {
         /// The value as given.
         value: String,
+    },
+    /// A value outside an enumeration.
+    #[error("unsupported value {value:?}: must be one of {allowed}")]
+    UnsupportedValue {
+        /// The value as given.
+        value: String,
+        /// The values allowed, comma-separated.
+        allowed: &'static str,
+    },
+    /// A number outside its range.
+    #[error("{value} must be between {min} and {max}, inclusive")]
+    OutOfRange {
+        /// The value as given.
+        value: i64,
+        /// The smallest allowed.
+        min: i64,
+        /// The largest allowed.
+        max: i64,
+    },
+    /// A list with fewer items than required (absent counts as empty).
+    #[error("must have at least {min} item(s)")]
+    TooFewItems {
+        /// The least number of items.
+        min: usize,
+    },
+    /// A list with more items than allowed.
+    #[error("must have at most {max} items (got {count})")]
+    TooManyItems {
+        /// How many were given.
+        count: usize,
+        /// The most allowed.
+        max: usize,
+    },
+    /// A string longer than allowed.
+    #[error("must be no more than {max} characters (got {len})")]
+    TooLong {
+        /// Its length in characters.
+        len: usize,
+        /// The most allowed.
+        max: usize,
+    },
+    /// A one-of struct without exactly one field set.
+    #[error("must specify exactly one of {allowed} (got {})", if given.is_empty() { "none".to_string() } else { given.join(", ") })]
+    ExactlyOneOf {
+        /// The fields it may have.
+        allowed: &'static str,
+        /// The fields it has.
+        given: Vec<String>,
+    },
+    /// A port range whose start is not below its end.
+    #[error("start port {start} must be less than end port {end}")]
+    RangeNotIncreasing {
+        /// `start`.
+        start: i32,
+        /// `end`.
+        end: i32,
+    },
+    /// The same value twice in a list that is a set.
+    #[error("duplicate value {value:?}")]
+    Duplicate {
+        /// The value.
+        value: String,
+    },
+    /// A named port in an egress rule towards peers without named ports.
+    #[error(
+        "networks/nodes/domainNames peers cannot be used with destinationNamedPort: they have no named ports"
+    )]
+    NamedPortWithoutPods,
+    /// A field this version of Palisade does not enforce: the whole object
+    /// is refused rather than enforced in part.
+    #[error("{what} are not supported yet")]
+    NotSupported {
+        /// What, e.g. `nodes peers`.
+        what: &'static str,
+    },
+    /// A namespace on a cluster-scoped object.
+    #[error("not allowed: {kind} is cluster-scoped")]
+    ClusterScoped {
+        /// The object's kind.
+        kind: ObjectKind,
     },
     /// No identity number is left (only with billions of distinct prefixes).
     #[error("identity space exhausted")]

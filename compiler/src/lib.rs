@@ -24,8 +24,9 @@
 //! ```
 //!
 //! Feed every watch event to [`Compiler::apply_namespace`],
-//! [`Compiler::apply_pod`], [`Compiler::apply_policy`] (create or update) or
-//! the `delete_*` functions, then call [`Compiler::commit`] to get the
+//! [`Compiler::apply_pod`], [`Compiler::apply_policy`],
+//! [`Compiler::apply_cluster_policy`] (create or update; ClusterNetworkPolicy
+//! objects are the [`api`] types) or the `delete_*` functions, then call [`Compiler::commit`] to get the
 //! [`Diff`]: apply its [`MapOp`]s in order. Batching many events before one
 //! commit is cheaper than committing after each (the initial sync should
 //! apply everything, then commit once). [`Compiler::state`] is the state
@@ -99,6 +100,7 @@
 // Every module's `//!` says what it owns.
 
 // Vocabulary: ids, ports, names, errors, selectors, objects, map contents.
+pub mod api;
 mod error;
 mod ids;
 mod idset;
@@ -115,6 +117,7 @@ mod state;
 // Reading objects; ordering writes (make before break), a commit's diff.
 mod order;
 mod validate;
+mod validate_cluster;
 
 mod diff;
 

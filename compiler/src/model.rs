@@ -288,10 +288,12 @@ pub(crate) struct TierRule {
     /// [`PeerSelector`]s whose `namespaces` is always `Some` (there is no
     /// "own namespace"); `networks` are [`IpBlock`]s without `except`;
     /// [`Peers::All`] only stands for the fail-closed reading of a Deny or
-    /// Pass rule with a peer of a kind this version does not know (it then
-    /// matches everything). `protocols` absent: every port of every
-    /// protocol (all four classes full), as a NetworkPolicy rule without
-    /// ports.
+    /// Pass rule with a peer (or protocol entry) of a kind this version
+    /// does not know: the API's "Deny all", so the action is then Deny and
+    /// every port matches; the same reading of an Accept rule matches
+    /// nothing (`Listed` without peers). `protocols` absent: every port of
+    /// every protocol (all four classes full), as a NetworkPolicy rule
+    /// without ports. See `validate_cluster.rs`.
     pub(crate) rule: Rule,
 }
 

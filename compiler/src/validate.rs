@@ -39,7 +39,7 @@ pub const MODE_ANNOTATION: &str = "policy.palisade.dev/mode";
 pub const MODE_AUDIT: &str = "audit";
 
 /// Whether annotations ask for audit mode.
-fn mode_is_audit(annotations: Option<&BTreeMap<String, String>>) -> bool {
+pub(crate) fn mode_is_audit(annotations: Option<&BTreeMap<String, String>>) -> bool {
     annotations
         .and_then(|a| a.get(MODE_ANNOTATION))
         .is_some_and(|v| v.trim().eq_ignore_ascii_case(MODE_AUDIT))
@@ -94,7 +94,7 @@ fn protocol(value: Option<&str>, path: &str) -> Result<u8, FieldError> {
     }
 }
 
-fn port_number(value: i32, path: &str) -> Result<u16, FieldError> {
+pub(crate) fn port_number(value: i32, path: &str) -> Result<u16, FieldError> {
     if (1..=65535).contains(&value) {
         Ok(value as u16)
     } else {
