@@ -658,7 +658,17 @@ pub fn check_invariants(c: &Compiler) {
             let set = s.portsets.get(&v.portset).expect("portset present");
             assert!(set.as_single_range().is_none(), "single ranges are inline");
         } else {
-            assert!(v.port_lo <= v.port_hi);
+            // `lo > hi` allows nothing: such an entry is there for its
+            // ClusterNetworkPolicy codes.
+            let codes = v.tierset != 0
+                || (v.tier_lo <= v.tier_hi && v.codes != palisade_common::TierCodes::NONE);
+            assert!(
+                v.port_lo <= v.port_hi || codes,
+                "entry {k:?} says nothing: {v:?}"
+            );
+        }
+        if v.tierset != 0 {
+            assert!(s.tiersets.contains_key(&v.tierset), "tierset present");
         }
     }
     assert_eq!(

@@ -1,0 +1,440 @@
+//! ClusterNetworkPolicies end to end, through the public API: objects in,
+//! verdicts of the simulated datapath (`common::sim`) out. Namespaces
+//! `prod` (pods `web`, `db`) and `dev` (pod `tool`), all on this node,
+//! and two outside addresses. Every change is committed through
+//! [`step`], which also checks that no intermediate state of the diff
+//! allows a flow that neither the old nor the new state allows.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use palisade_common::{direction, endpoint_flags, proto};
+use palisade_compiler::api::ClusterNetworkPolicy;
+use palisade_compiler::{Compiler, MODE_ANNOTATION, PodRef};
+use serde_json::{Value, json};
+
+const WEB: &str = "10.0.1.1";
+const DB: &str = "10.0.1.2";
+const TOOL: &str = "10.0.2.1";
+/// In 203.0.113.0/24.
+const BAD: &str = "203.0.113.7";
+/// Outside every prefix the tests name.
+const GOOD: &str = "198.51.100.9";
+
+fn cnp(name: &str, spec: Value) -> ClusterNetworkPolicy {
+    serde_json::from_value(json!({
+        "apiVersion": "policy.networking.k8s.io/v1alpha2",
+        "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+/// Applies `f` and commits, replaying the diff op by op against probes
+/// of every pod, direction, address and a few ports.
+fn step(c: &mut Compiler, f: impl FnOnce(&mut Compiler)) {
+    let old = c.state().clone();
+    f(c);
+    let diff = c.commit();
+    let new = c.state().clone();
+    let extra: BTreeSet<_> = [WEB, DB, TOOL, BAD, GOOD, "203.0.113.8"]
+        .into_iter()
+        .map(ip)
+        .collect();
+    let probes = probes(&old, &new, &extra, &[53, 80, 81, 443, 8080, 9090]);
+    let end = replay_checked(&old, &new, &diff.ops, &probes);
+    assert_eq!(end, new, "the diff leads to the new state");
+    check_invariants(c);
+}
+
+fn apply(c: &mut Compiler, obj: ClusterNetworkPolicy) {
+    step(c, |c| c.apply_cluster_policy(&obj).unwrap());
+}
+
+fn env() -> Compiler {
+    let mut c = Compiler::new(NODE);
+    step(&mut c, |c| {
+        c.apply_namespace(&ns("prod", &[("team", "prod")])).unwrap();
+        c.apply_namespace(&ns("dev", &[("team", "dev")])).unwrap();
+        let serve = [
+            ("http", "TCP", 8080),
+            ("metrics", "TCP", 9090),
+            ("dns", "UDP", 53),
+        ];
+        for (n, name, app, addr) in [
+            ("prod", "web", "web", WEB),
+            ("prod", "db", "db", DB),
+            ("dev", "tool", "tool", TOOL),
+        ] {
+            c.apply_pod(&pod(n, name, &[("app", app)], NODE, &[addr], &serve))
+                .unwrap();
+        }
+    });
+    c
+}
+
+fn verdict(c: &Compiler, local: &str, dir: u8, peer: &str, p: u8, port: u16) -> bool {
+    let (n, name) = local.split_once('/').unwrap();
+    sim(c.state(), &PodRef::new(n, name), dir, ip(peer), p, port).unwrap()
+}
+
+/// TCP egress of `local` towards `peer`.
+fn out(c: &Compiler, local: &str, peer: &str, port: u16) -> bool {
+    verdict(c, local, direction::EGRESS, peer, proto::TCP, port)
+}
+
+/// TCP ingress of `local` from `peer`.
+fn inn(c: &Compiler, local: &str, peer: &str, port: u16) -> bool {
+    verdict(c, local, direction::INGRESS, peer, proto::TCP, port)
+}
+
+fn deny_bad_net() -> ClusterNetworkPolicy {
+    cnp(
+        "block-net",
+        json!({"tier": "Admin", "priority": 10, "subject": {"namespaces": {}},
+            "egress": [{"name": "no-bad-net", "action": "Deny", "to": [{"networks": ["203.0.113.0/24"]}]}]}),
+    )
+}
+
+#[test]
+fn admin_deny_of_a_cidr_for_all_namespaces() {
+    let mut c = env();
+    assert!(out(&c, "prod/web", BAD, 443));
+    apply(&mut c, deny_bad_net());
+    for pod in ["prod/web", "prod/db", "dev/tool"] {
+        assert!(!out(&c, pod, BAD, 443), "{pod}");
+        assert!(!verdict(&c, pod, direction::EGRESS, BAD, proto::UDP, 53));
+        assert!(!verdict(&c, pod, direction::EGRESS, BAD, ICMP, 0));
+        assert!(out(&c, pod, GOOD, 443), "{pod}");
+        assert!(out(&c, pod, TOOL, 80) && out(&c, pod, DB, 80));
+        // No ingress rules: ingress is not affected.
+        assert!(inn(&c, pod, BAD, 80));
+    }
+    let flags = c.state().endpoints[&PodRef::new("prod", "web")].flags;
+    assert_ne!(flags & endpoint_flags::tiered(direction::EGRESS), 0);
+    assert_eq!(flags & endpoint_flags::tiered(direction::INGRESS), 0);
+}
+
+#[test]
+fn networks_match_pod_addresses_too() {
+    let mut c = env();
+    apply(
+        &mut c,
+        cnp(
+            "no-prod",
+            json!({"tier": "Admin", "priority": 10, "subject": {"namespaces": {"matchLabels": {"team": "dev"}}},
+                "egress": [{"action": "Deny", "to": [{"networks": ["10.0.1.0/24"]}]}]}),
+        ),
+    );
+    assert!(!out(&c, "dev/tool", WEB, 80) && !out(&c, "dev/tool", DB, 80));
+    assert!(out(&c, "dev/tool", GOOD, 80));
+    assert!(out(&c, "prod/web", DB, 80));
+}
+
+#[test]
+fn namespaces_and_pods_subjects() {
+    let mut c = env();
+    apply(
+        &mut c,
+        cnp(
+            "prod-from-dev",
+            json!({"tier": "Admin", "priority": 10,
+                "subject": {"namespaces": {"matchLabels": {"team": "prod"}}},
+                "ingress": [{"action": "Deny", "from": [{"namespaces": {"matchLabels": {"team": "dev"}}}]}]}),
+        ),
+    );
+    apply(
+        &mut c,
+        cnp(
+            "db-to-web",
+            json!({"tier": "Admin", "priority": 20,
+                "subject": {"pods": {"namespaceSelector": {"matchLabels": {"team": "prod"}}, "podSelector": {"matchLabels": {"app": "db"}}}},
+                "egress": [{"action": "Deny", "to": [{"pods": {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "web"}}}}]}]}),
+        ),
+    );
+    // prod-from-dev: every pod of prod, from every pod of dev only.
+    assert!(!inn(&c, "prod/web", TOOL, 80) && !inn(&c, "prod/db", TOOL, 80));
+    assert!(inn(&c, "prod/web", DB, 80) && inn(&c, "prod/web", GOOD, 80));
+    assert!(inn(&c, "dev/tool", WEB, 80));
+    // db-to-web: only prod/db, only towards web.
+    assert!(!out(&c, "prod/db", WEB, 80));
+    assert!(out(&c, "prod/db", TOOL, 80) && out(&c, "prod/db", GOOD, 80));
+    assert!(out(&c, "prod/web", DB, 80) && out(&c, "dev/tool", WEB, 80));
+}
+
+#[test]
+fn subjects_follow_namespace_and_pod_labels() {
+    let mut c = env();
+    apply(&mut c, {
+        let mut p = deny_bad_net();
+        p.spec.subject = serde_json::from_value(json!({"pods": {
+            "namespaceSelector": {"matchLabels": {"team": "prod"}},
+            "podSelector": {"matchLabels": {"app": "db"}}}}))
+        .unwrap();
+        p
+    });
+    assert!(!out(&c, "prod/db", BAD, 80));
+    assert!(out(&c, "prod/web", BAD, 80) && out(&c, "dev/tool", BAD, 80));
+    // dev becomes a prod namespace: its db-labelled pods are subjects.
+    step(&mut c, |c| {
+        c.apply_namespace(&ns("dev", &[("team", "prod")])).unwrap();
+        c.apply_pod(&pod("dev", "tool", &[("app", "db")], NODE, &[TOOL], &[]))
+            .unwrap();
+    });
+    assert!(!out(&c, "dev/tool", BAD, 80));
+    // and stop being subjects when relabelled back.
+    step(&mut c, |c| {
+        c.apply_namespace(&ns("dev", &[("team", "dev")])).unwrap();
+    });
+    assert!(out(&c, "dev/tool", BAD, 80));
+}
+
+#[test]
+fn admin_pass_lets_network_policy_decide() {
+    let mut c = env();
+    apply(
+        &mut c,
+        cnp(
+            "deny-dev",
+            json!({"tier": "Admin", "priority": 20, "subject": {"namespaces": {"matchLabels": {"team": "prod"}}},
+                "egress": [{"action": "Deny", "to": [{"namespaces": {"matchLabels": {"team": "dev"}}}]}]}),
+        ),
+    );
+    step(&mut c, |c| {
+        c.apply_policy(&np(
+            "prod",
+            "web-out",
+            json!({"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"],
+                "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"team": "dev"}}}], "ports": [{"port": 80}]}]}),
+        ))
+        .unwrap();
+    });
+    // The Admin Deny is final: the NetworkPolicy's allow does not matter.
+    assert!(!out(&c, "prod/web", TOOL, 80) && !out(&c, "prod/db", TOOL, 80));
+    apply(
+        &mut c,
+        cnp(
+            "pass-dev",
+            json!({"tier": "Admin", "priority": 10, "subject": {"namespaces": {}},
+                "egress": [{"action": "Pass", "to": [{"namespaces": {"matchLabels": {"team": "dev"}}}]}]}),
+        ),
+    );
+    // Passed: the NetworkPolicy decides for web (isolated: 80 only) ...
+    assert!(out(&c, "prod/web", TOOL, 80));
+    assert!(!out(&c, "prod/web", TOOL, 81));
+    // ... and nothing isolates db: allowed.
+    assert!(out(&c, "prod/db", TOOL, 81));
+    // Traffic the Pass does not match is still subject to the rest.
+    assert!(!out(&c, "prod/web", GOOD, 80), "web is isolated for egress");
+    assert!(out(&c, "prod/db", GOOD, 80));
+    step(&mut c, |c| c.delete_cluster_policy("pass-dev"));
+    assert!(!out(&c, "prod/web", TOOL, 80) && !out(&c, "prod/db", TOOL, 81));
+}
+
+#[test]
+fn baseline_applies_only_to_pods_no_network_policy_isolates() {
+    let mut c = env();
+    apply(
+        &mut c,
+        cnp(
+            "baseline",
+            json!({"tier": "Baseline", "priority": 10, "subject": {"namespaces": {"matchLabels": {"team": "prod"}}},
+                "ingress": [{"action": "Deny", "from": [{"namespaces": {}}]}]}),
+        ),
+    );
+    assert!(!inn(&c, "prod/web", TOOL, 80) && !inn(&c, "prod/db", TOOL, 80));
+    // Only pods are peers of the rule.
+    assert!(inn(&c, "prod/db", GOOD, 80));
+    step(&mut c, |c| {
+        c.apply_policy(&np(
+            "prod",
+            "web-in",
+            json!({"podSelector": {"matchLabels": {"app": "web"}},
+                "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "dev"}}}]}]}),
+        ))
+        .unwrap();
+    });
+    // web is isolated: its NetworkPolicy decides, the Baseline is not consulted.
+    assert!(inn(&c, "prod/web", TOOL, 80));
+    assert!(!inn(&c, "prod/web", DB, 80) && !inn(&c, "prod/web", GOOD, 80));
+    // db is not: the Baseline still denies.
+    assert!(!inn(&c, "prod/db", TOOL, 80) && inn(&c, "prod/db", GOOD, 80));
+    // Admin comes before both.
+    apply(
+        &mut c,
+        cnp(
+            "admin",
+            json!({"tier": "Admin", "priority": 500, "subject": {"namespaces": {}},
+                "ingress": [{"action": "Accept", "from": [{"pods": {"podSelector": {"matchLabels": {"app": "db"}}}}]}]}),
+        ),
+    );
+    assert!(inn(&c, "prod/web", DB, 80));
+}
+
+#[test]
+fn baseline_pass_is_the_default_allow() {
+    let mut c = env();
+    apply(
+        &mut c,
+        cnp(
+            "baseline",
+            json!({"tier": "Baseline", "priority": 10, "subject": {"namespaces": {}},
+            "egress": [
+                {"action": "Pass", "to": [{"networks": ["203.0.113.7/32"]}]},
+                {"action": "Deny", "to": [{"networks": ["0.0.0.0/0"]}]},
+            ]}),
+        ),
+    );
+    assert!(out(&c, "prod/web", BAD, 80));
+    assert!(!out(&c, "prod/web", "203.0.113.8", 80));
+}
+
+#[test]
+fn lower_priority_number_wins() {
+    let mut c = env();
+    let accept = |prio: i32| {
+        cnp(
+            "a-accept",
+            json!({"tier": "Admin", "priority": prio, "subject": {"namespaces": {}},
+                "egress": [{"action": "Accept", "to": [{"networks": ["203.0.113.0/24"]}]}]}),
+        )
+    };
+    apply(&mut c, accept(20));
+    let mut deny = deny_bad_net();
+    assert_eq!(deny.spec.priority, Some(10));
+    apply(&mut c, deny.clone());
+    assert!(
+        !out(&c, "prod/web", BAD, 443),
+        "Deny at 10 before Accept at 20"
+    );
+    deny.spec.priority = Some(30);
+    apply(&mut c, deny.clone());
+    assert!(
+        out(&c, "prod/web", BAD, 443),
+        "Accept at 20 before Deny at 30"
+    );
+    apply(&mut c, accept(40));
+    assert!(
+        !out(&c, "prod/web", BAD, 443),
+        "Deny at 30 before Accept at 40"
+    );
+    // Admin before Baseline whatever the numbers.
+    deny.spec.tier = serde_json::from_value(json!("Baseline")).unwrap();
+    deny.spec.priority = Some(0);
+    apply(&mut c, deny);
+    assert!(out(&c, "prod/web", BAD, 443));
+}
+
+#[test]
+fn rules_of_a_policy_apply_in_written_order() {
+    let mut c = env();
+    let rules = |first: Value, second: Value| {
+        cnp(
+            "ordered",
+            json!({"tier": "Admin", "priority": 10, "subject": {"namespaces": {}}, "egress": [first, second]}),
+        )
+    };
+    let accept_one = json!({"action": "Accept", "to": [{"networks": ["203.0.113.7/32"]}]});
+    let deny_all = json!({"action": "Deny", "to": [{"networks": ["203.0.113.0/24"]}]});
+    apply(&mut c, rules(accept_one.clone(), deny_all.clone()));
+    assert!(out(&c, "prod/web", BAD, 80));
+    assert!(!out(&c, "prod/web", "203.0.113.8", 80));
+    apply(&mut c, rules(deny_all, accept_one));
+    assert!(!out(&c, "prod/web", BAD, 80));
+    assert!(!out(&c, "prod/web", "203.0.113.8", 80));
+}
+
+#[test]
+fn named_ports_and_ranges() {
+    let mut c = env();
+    apply(
+        &mut c,
+        cnp(
+            "ports",
+            json!({"tier": "Admin", "priority": 10, "subject": {"namespaces": {"matchLabels": {"team": "dev"}}},
+                "egress": [{"action": "Deny", "to": [{"pods": {"podSelector": {"matchLabels": {"app": "web"}}}}],
+                    "protocols": [{"destinationNamedPort": "http"}, {"destinationNamedPort": "dns"}]}],
+                "ingress": [{"action": "Deny", "from": [{"namespaces": {}}],
+                    "protocols": [{"tcp": {"destinationPort": {"range": {"start": 8000, "end": 8100}}}},
+                                  {"udp": {"destinationPort": {"number": 53}}}]}]}),
+        ),
+    );
+    // Named ports resolve on web's container ports, any protocol.
+    assert!(!out(&c, "dev/tool", WEB, 8080));
+    assert!(out(&c, "dev/tool", WEB, 9090) && out(&c, "dev/tool", DB, 8080));
+    let udp = |c: &Compiler, dir, peer, port| verdict(c, "dev/tool", dir, peer, proto::UDP, port);
+    assert!(!udp(&c, direction::EGRESS, WEB, 53));
+    assert!(udp(&c, direction::EGRESS, WEB, 8080));
+    // Ranges are inclusive; other protocols are not matched.
+    assert!(!inn(&c, "dev/tool", WEB, 8000) && !inn(&c, "dev/tool", WEB, 8100));
+    assert!(inn(&c, "dev/tool", WEB, 7999) && inn(&c, "dev/tool", WEB, 8101));
+    assert!(!udp(&c, direction::INGRESS, WEB, 53) && udp(&c, direction::INGRESS, WEB, 54));
+    assert!(verdict(
+        &c,
+        "dev/tool",
+        direction::INGRESS,
+        WEB,
+        proto::SCTP,
+        53
+    ));
+}
+
+#[test]
+fn an_invalid_update_keeps_the_previous_version() {
+    let mut c = env();
+    apply(&mut c, deny_bad_net());
+    assert!(!out(&c, "prod/web", BAD, 443));
+    // An update that would accept everything, but is invalid.
+    let bad = cnp(
+        "block-net",
+        json!({"tier": "Admin", "priority": 5000, "subject": {"namespaces": {}},
+            "egress": [{"action": "Accept", "to": [{"networks": ["0.0.0.0/0"]}]}]}),
+    );
+    let err = c.apply_cluster_policy(&bad).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "ClusterNetworkPolicy block-net: spec.priority: 5000 must be between 0 and 1000, inclusive"
+    );
+    assert!(c.commit().ops.is_empty());
+    assert!(!out(&c, "prod/web", BAD, 443));
+    assert_eq!(c.rejections().len(), 1);
+    // A valid update replaces it and clears the rejection.
+    let mut fixed = deny_bad_net();
+    fixed.spec.egress[0].to[0].networks = Some(vec!["198.51.100.0/24".into()]);
+    apply(&mut c, fixed);
+    assert!(c.rejections().is_empty());
+    assert!(out(&c, "prod/web", BAD, 443) && !out(&c, "prod/web", GOOD, 443));
+}
+
+#[test]
+fn delete_removes_the_effect_and_the_rejection() {
+    let mut c = env();
+    apply(&mut c, deny_bad_net());
+    let mut bad = deny_bad_net();
+    bad.spec.priority = Some(-1);
+    assert!(c.apply_cluster_policy(&bad).is_err());
+    step(&mut c, |c| c.delete_cluster_policy("block-net"));
+    assert!(c.rejections().is_empty());
+    assert!(out(&c, "prod/web", BAD, 443));
+    assert!(c.tier_rules().is_empty());
+    let flags = c.state().endpoints[&PodRef::new("prod", "web")].flags;
+    assert_eq!(flags & endpoint_flags::tiered(direction::EGRESS), 0);
+    // Deleting an unknown policy is harmless.
+    step(&mut c, |c| c.delete_cluster_policy("never-there"));
+}
+
+#[test]
+fn audit_mode_enforces_nothing() {
+    let mut c = env();
+    let mut p = deny_bad_net();
+    p.metadata.annotations = Some([(MODE_ANNOTATION.to_string(), "audit".to_string())].into());
+    apply(&mut c, p);
+    assert!(out(&c, "prod/web", BAD, 443));
+    assert!(c.tier_rules().is_empty());
+    // Switching to enforce takes effect.
+    apply(&mut c, deny_bad_net());
+    assert!(!out(&c, "prod/web", BAD, 443));
+}
