@@ -582,11 +582,14 @@ pub fn canon_id(c: &Compiler, id: u32) -> Id {
 /// A policy key by meaning: (endpoint pod, peer, direction, class).
 pub type CanonKey = (PodRef, Id, u8, u8);
 
+/// An entry by meaning: the allowed port ranges and the tier code segments.
+pub type CanonPorts = (Vec<(u16, u16)>, Vec<(u16, palisade_common::TierCodes)>);
+
 /// A compiled state with every id replaced by its meaning.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Canon {
     pub endpoints: BTreeMap<PodRef, (Id, u32, Vec<IpAddr>)>,
-    pub policy: BTreeMap<CanonKey, (Vec<(u16, u16)>, Vec<(u16, palisade_common::TierCodes)>)>,
+    pub policy: BTreeMap<CanonKey, CanonPorts>,
     pub exact: BTreeMap<IpAddr, (Id, Id)>,
     pub lpm: BTreeMap<IpNet, Id>,
 }
