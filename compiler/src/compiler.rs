@@ -282,7 +282,8 @@ impl Compiler {
         inspect::has_namespace(&self.engine, ns)
     }
 
-    /// The valid policies, counted by mode: (enforced, audited).
+    /// The valid NetworkPolicies, counted by mode: (enforced, audited).
+    /// ClusterNetworkPolicies are not counted (see [`Compiler::tier_rules`]).
     pub fn policy_modes(&self) -> (usize, usize) {
         inspect::policy_modes(&self.engine)
     }
@@ -292,7 +293,8 @@ impl Compiler {
         inspect::policy_namespaces(&self.engine)
     }
 
-    /// Every valid policy, by name.
+    /// Every valid NetworkPolicy, by name (ClusterNetworkPolicies are not
+    /// listed).
     pub fn policies(&self) -> Vec<PolicyName> {
         inspect::policies(&self.engine)
     }

@@ -100,12 +100,13 @@ pub(crate) fn has_namespace(e: &Engine, ns: &str) -> bool {
         || e.pods.keys().any(|p| p.namespace == ns)
 }
 
-/// The valid policies, counted by mode: (enforced, audited).
+/// The valid NetworkPolicies, counted by mode: (enforced, audited).
 pub(crate) fn policy_modes(e: &Engine) -> (usize, usize) {
+    // The store holds ClusterNetworkPolicies too; `len` does not count them.
     let audited = e
         .policies
         .iter()
-        .filter(|(_, p)| is_audited(p, &e.audit))
+        .filter(|(r, p)| !r.is_cluster() && is_audited(p, &e.audit))
         .count();
     (e.policies.len() - audited, audited)
 }
@@ -115,10 +116,11 @@ pub(crate) fn policy_namespaces(e: &Engine) -> impl Iterator<Item = &str> {
     e.policies.namespaces().map(String::as_str)
 }
 
-/// Every valid policy, by name.
+/// Every valid NetworkPolicy, by name.
 pub(crate) fn policies(e: &Engine) -> Vec<PolicyName> {
     e.policies
         .iter()
+        .filter(|(r, _)| !r.is_cluster())
         .map(|(r, _)| PolicyName::new(&r.namespace, &r.name))
         .collect()
 }

@@ -438,3 +438,23 @@ fn audit_mode_enforces_nothing() {
     apply(&mut c, deny_bad_net());
     assert!(!out(&c, "prod/web", BAD, 443));
 }
+
+#[test]
+fn inspection_of_network_policies_leaves_cluster_policies_out() {
+    let mut c = env();
+    let mut audited = deny_bad_net();
+    audited.metadata.name = Some("audited".into());
+    audited.metadata.annotations =
+        Some([(MODE_ANNOTATION.to_string(), "audit".to_string())].into());
+    apply(&mut c, audited);
+    apply(&mut c, deny_bad_net());
+    assert_eq!(c.policy_modes(), (0, 0));
+    assert!(c.policies().is_empty());
+    assert_eq!(c.policy_namespaces().count(), 0);
+    step(&mut c, |c| {
+        c.apply_policy(&np("prod", "p", json!({"podSelector": {}})))
+            .unwrap();
+    });
+    assert_eq!(c.policy_modes(), (1, 0));
+    assert_eq!(c.policies().len(), 1);
+}
