@@ -458,3 +458,131 @@ fn inspection_of_network_policies_leaves_cluster_policies_out() {
     assert_eq!(c.policy_modes(), (1, 0));
     assert_eq!(c.policies().len(), 1);
 }
+
+/// The objects a compiler was given, to compile them again from scratch.
+#[derive(Default)]
+struct Objects {
+    cluster: Cluster,
+    cnps: std::collections::BTreeMap<String, ClusterNetworkPolicy>,
+}
+
+impl Objects {
+    fn compile(&self) -> Compiler {
+        let mut c = Compiler::new(NODE);
+        for n in self.cluster.namespaces.values() {
+            c.apply_namespace(n).unwrap();
+        }
+        for p in self.cluster.pods.values() {
+            c.apply_pod(p).unwrap();
+        }
+        for p in self.cluster.policies.values() {
+            c.apply_policy(p).unwrap();
+        }
+        for p in self.cnps.values() {
+            c.apply_cluster_policy(p).unwrap();
+        }
+        c.commit();
+        c
+    }
+}
+
+#[test]
+fn incremental_changes_equal_compiling_from_scratch() {
+    let mut objs = Objects::default();
+    let mut c = Compiler::new(NODE);
+    let with_ports = [("http", "TCP", 8080), ("dns", "UDP", 53)];
+    let pods = [
+        ("prod", "web", "web", WEB),
+        ("prod", "db", "db", DB),
+        ("dev", "tool", "tool", TOOL),
+    ];
+    let cnps = [
+        cnp(
+            "a-admin",
+            json!({"tier": "Admin", "priority": 10, "subject": {"namespaces": {"matchLabels": {"team": "prod"}}},
+                "ingress": [{"action": "Deny", "from": [{"namespaces": {"matchLabels": {"team": "dev"}}}],
+                    "protocols": [{"destinationNamedPort": "http"}]}],
+                "egress": [{"action": "Pass", "to": [{"pods": {"podSelector": {"matchLabels": {"app": "tool"}}}}]},
+                           {"action": "Deny", "to": [{"networks": ["10.0.0.0/8", "203.0.113.0/24"]}]}]}),
+        ),
+        cnp(
+            "b-admin",
+            json!({"tier": "Admin", "priority": 10, "subject": {"pods": {"podSelector": {"matchLabels": {"app": "db"}}}},
+                "egress": [{"action": "Accept", "to": [{"networks": ["10.0.1.0/24"]}],
+                    "protocols": [{"tcp": {"destinationPort": {"range": {"start": 80, "end": 90}}}}]}]}),
+        ),
+        cnp(
+            "c-baseline",
+            json!({"tier": "Baseline", "priority": 0, "subject": {"namespaces": {}},
+                "ingress": [{"action": "Deny", "from": [{"namespaces": {}}]}],
+                "egress": [{"action": "Deny", "to": [{"services": {}}]}]}),
+        ),
+    ];
+    let check = |c: &Compiler, objs: &Objects, what: &str| {
+        assert_eq!(canon(c), canon(&objs.compile()), "after {what}");
+    };
+    // Policies first, then the pods and namespaces they select.
+    for p in &cnps {
+        let name = p.metadata.name.clone().unwrap();
+        step(&mut c, |c| c.apply_cluster_policy(p).unwrap());
+        objs.cnps.insert(name.clone(), p.clone());
+        check(&c, &objs, &name);
+    }
+    for (n, name, app, addr) in pods {
+        let p = pod(n, name, &[("app", app)], NODE, &[addr], &with_ports);
+        step(&mut c, |c| c.apply_pod(&p).unwrap());
+        objs.cluster.add_pod(p);
+        check(&c, &objs, name);
+    }
+    for (n, team) in [("prod", "prod"), ("dev", "dev")] {
+        let o = ns(n, &[("team", team)]);
+        step(&mut c, |c| c.apply_namespace(&o).unwrap());
+        objs.cluster.add_ns(o);
+        check(&c, &objs, n);
+    }
+    let netpol = np(
+        "prod",
+        "web",
+        json!({"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [{"from": [{"podSelector": {}}]}]}),
+    );
+    step(&mut c, |c| c.apply_policy(&netpol).unwrap());
+    objs.cluster.add_policy(netpol);
+    check(&c, &objs, "a NetworkPolicy");
+    // Relabels move subjects and peers.
+    let o = ns("dev", &[("team", "prod")]);
+    step(&mut c, |c| c.apply_namespace(&o).unwrap());
+    objs.cluster.add_ns(o);
+    check(&c, &objs, "dev relabelled");
+    let p = pod("prod", "web", &[("app", "db")], NODE, &[WEB], &with_ports);
+    step(&mut c, |c| c.apply_pod(&p).unwrap());
+    objs.cluster.add_pod(p);
+    check(&c, &objs, "web relabelled");
+    // Priorities and names reorder; a policy appears between two others.
+    let mut b = cnps[1].clone();
+    b.spec.priority = Some(5);
+    step(&mut c, |c| c.apply_cluster_policy(&b).unwrap());
+    objs.cnps.insert("b-admin".into(), b);
+    check(&c, &objs, "b-admin reprioritised");
+    let mut between = cnps[0].clone();
+    between.metadata.name = Some("a-between".into());
+    step(&mut c, |c| c.apply_cluster_policy(&between).unwrap());
+    objs.cnps.insert("a-between".into(), between);
+    check(&c, &objs, "a-between added");
+    // Deletions.
+    step(&mut c, |c| c.delete_cluster_policy("a-admin"));
+    objs.cnps.remove("a-admin");
+    check(&c, &objs, "a-admin deleted");
+    step(&mut c, |c| c.delete_pod("prod", "db"));
+    objs.cluster
+        .pods
+        .remove(&("prod".to_string(), "db".to_string()));
+    check(&c, &objs, "db deleted");
+    step(&mut c, |c| c.delete_namespace("dev"));
+    objs.cluster.namespaces.remove("dev");
+    check(&c, &objs, "dev deleted");
+    for name in ["a-between", "b-admin", "c-baseline"] {
+        step(&mut c, |c| c.delete_cluster_policy(name));
+        objs.cnps.remove(name);
+        check(&c, &objs, name);
+    }
+}
