@@ -68,6 +68,14 @@
 //!   [`DesiredState::portsets`]. A rule without ports allows TCP, UDP and
 //!   SCTP `0..=65535` and `proto::OTHER`; a port without number allows the
 //!   whole protocol; protocols default to TCP.
+//! * **ClusterNetworkPolicies** ([`api::ClusterNetworkPolicy`],
+//!   `policy.networking.k8s.io/v1alpha2`): validated against the v0.2.0
+//!   CRD and its CEL rules (`validate_cluster.rs`, which also documents
+//!   the fail-closed reading of peers of unknown kinds and what is refused:
+//!   `nodes` and `domainNames` peers). Every local pod a policy's subject
+//!   selects gets `TIERED_*` flags in the directions it has rules, and its
+//!   entries carry each tier's first matching rule per port as a tier code
+//!   (`cluster.rs`); [`Compiler::tier_rules`] names the codes.
 //!
 //! Peers: `from`/`to` empty → `IDENTITY_ANY`; podSelector/namespaceSelector
 //! peers → the pod identities they match (namespace labels include
