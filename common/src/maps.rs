@@ -655,7 +655,7 @@ const _: () = {
     assert!(size_of::<PolicyKey>() == 12 && align_of::<PolicyKey>() == 4);
     assert!(size_of::<PolicyValue>() == 24 && align_of::<PolicyValue>() == 4);
     assert!(size_of::<TierCodes>() == 8);
-    assert!(size_of::<TierTable>() == 640);
+    assert!(size_of::<TierTable>() == TIER_SEGMENTS * 10);
     assert!(size_of::<PortBitmap>() == 8192);
     assert!(size_of::<IpcacheValue>() == 8);
     assert!(size_of::<SourceKey4>() == 8 && align_of::<SourceKey4>() == 4);

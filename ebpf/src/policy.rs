@@ -8,7 +8,8 @@
 //! fixed steps.
 
 use palisade_common::{
-    IDENTITY_ANY, IpcacheValue, PolicyKey, PolicyValue, TIER_SEGMENTS, TierCodes, proto, tier_code,
+    IDENTITY_ANY, IpcacheValue, PolicyKey, PolicyValue, TIER_SEGMENTS, TierCodes, TierTable, proto,
+    tier_code,
 };
 
 use crate::{POLICY, PORTSETS, TIERSETS};
@@ -131,14 +132,33 @@ fn codes_of(v: &PolicyValue, port: u16) -> TierCodes {
             baseline: tier_code::BOTTOM,
         };
     };
-    // `TierTable::lookup`, unrolled with masked indexes for the verifier.
+    let found = palisade_tier_search(table as *const TierTable, port as u32);
+    TierCodes {
+        admin: (found >> 32) as u32,
+        baseline: found as u32,
+    }
+}
+
+/// `TierTable::lookup`: the codes of `port` in `table`, as `admin << 32 |
+/// baseline`. A global function: the verifier checks it once, on its own,
+/// instead of once per path that reaches a lookup (three per decision),
+/// which took the programs over the kernel's limit. The verifier treats
+/// the argument as possibly null; it never is (a null table denies ahead
+/// of every rule all the same: fail closed).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn palisade_tier_search(table: *const TierTable, port: u32) -> u64 {
+    let Some(table) = (unsafe { table.as_ref() }) else {
+        return (tier_code::BOTTOM as u64) << 32 | tier_code::BOTTOM as u64;
+    };
     let mut lo = 0usize;
     let mut step = TIER_SEGMENTS / 2;
     while step > 0 {
-        if table.starts[(lo + step) & (TIER_SEGMENTS - 1)] <= port {
+        if table.starts[(lo + step) & (TIER_SEGMENTS - 1)] as u32 <= port {
             lo += step;
         }
         step /= 2;
     }
-    table.codes[lo & (TIER_SEGMENTS - 1)]
+    let c = table.codes[lo & (TIER_SEGMENTS - 1)];
+    (c.admin as u64) << 32 | c.baseline as u64
 }

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use palisade::datapath::{Datapath, LoadOptions};
 use palisade_common::{
     Config, Counter, DropEvent, EndpointInfo, IpcacheValue, PolicyKey, PolicyValue, PortBitmap,
-    SOURCE_ALLOWED, SourceKey4, SourceKey6, direction, metrics_index, program_names,
+    SOURCE_ALLOWED, SourceKey4, SourceKey6, TierTable, direction, metrics_index, program_names,
 };
 
 /// The ifindex BPF_PROG_TEST_RUN reports (loopback).
@@ -183,6 +183,16 @@ impl TestDatapath {
     /// Adds a port bitmap.
     pub fn portset(&mut self, id: u32, bitmap: &PortBitmap) {
         self.dp.maps.portsets.insert(id, bitmap, 0).unwrap();
+    }
+
+    /// Adds a tier segment table.
+    pub fn tierset(&mut self, id: u32, table: &TierTable) {
+        self.dp.maps.tiersets.insert(id, table, 0).unwrap();
+    }
+
+    /// Removes a tier segment table.
+    pub fn forget_tierset(&mut self, id: u32) {
+        self.dp.maps.tiersets.remove(&id).unwrap();
     }
 
     /// Maps a single address to identities.

@@ -5,7 +5,7 @@
 use crate::bpf::{TEST_IFINDEX, TestDatapath};
 use crate::model::Contents;
 
-/// Writes the endpoint, policy, port sets, ipcache and source entries.
+/// Writes the endpoint, policy, port sets, tier tables, ipcache and source entries.
 pub fn write_contents(t: &mut TestDatapath, c: &Contents) {
     if let Some(ep) = c.endpoint {
         t.set_endpoint(ep);
@@ -15,6 +15,9 @@ pub fn write_contents(t: &mut TestDatapath, c: &Contents) {
     }
     for (id, b) in &c.portsets {
         t.portset(*id, b);
+    }
+    for (id, table) in &c.tiersets {
+        t.tierset(*id, table);
     }
     for (a, v) in &c.exact {
         t.ipcache_exact(*a, *v);
@@ -32,6 +35,9 @@ pub fn write_contents(t: &mut TestDatapath, c: &Contents) {
 pub fn erase_contents(t: &mut TestDatapath, c: &Contents) {
     for k in c.policy.keys() {
         t.disallow(k);
+    }
+    for id in c.tiersets.keys() {
+        t.forget_tierset(*id);
     }
     for a in c.exact.keys() {
         t.forget_exact(*a);

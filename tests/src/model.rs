@@ -11,13 +11,21 @@
 //! `SOURCE_VERIFY_AUDIT` passed and reported unless something else drops
 //! it — and `SOURCE_VERIFY_OFF` skips the rule. An interface without an
 //! endpoint keeps its own rule.
+//!
+//! ClusterNetworkPolicy tiers, from the API's order: for an endpoint
+//! whose flags mark a direction tiered, the Admin tier's first matching
+//! rule (the largest code of the flow's entries) accepts or denies; on
+//! Pass or no match NetworkPolicy decides a pod it isolates; any other pod
+//! is denied only by a Baseline Deny. A tier table that is not there
+//! denies ahead of every rule.
 
 use std::{collections::BTreeMap, net::IpAddr};
 
 use ipnet::IpNet;
 use palisade_common::{
     DropReason, EndpointInfo, IDENTITY_ANY, IDENTITY_HOST, IDENTITY_WORLD, IpcacheValue, PolicyKey,
-    PolicyValue, PortBitmap, config_flags, direction, endpoint_flags,
+    PolicyValue, PortBitmap, TierCodes, TierTable, config_flags, direction, endpoint_flags,
+    tier_code,
 };
 
 use crate::packet::{L4, PacketSpec};
@@ -46,6 +54,8 @@ pub struct Contents {
     pub policy: BTreeMap<PolicyKey, PolicyValue>,
     /// `PORTSETS`.
     pub portsets: BTreeMap<u32, PortBitmap>,
+    /// `TIERSETS`.
+    pub tiersets: BTreeMap<u32, TierTable>,
     /// Exact ipcache entries.
     pub exact: BTreeMap<IpAddr, IpcacheValue>,
     /// CIDR regions: prefix → identity.
@@ -95,7 +105,42 @@ impl Contents {
         }
     }
 
-    fn allowed(&self, ep_id: u32, dir: u8, view: u8, peer: IpAddr, spec: &PacketSpec) -> bool {
+    /// The tier codes an entry gives `port`.
+    fn codes(&self, v: &PolicyValue, port: u16) -> TierCodes {
+        if v.tierset == 0 {
+            return if (v.tier_lo..=v.tier_hi).contains(&port) {
+                v.codes
+            } else {
+                TierCodes::NONE
+            };
+        }
+        match self.tiersets.get(&v.tierset) {
+            Some(table) => {
+                // The segment holding `port`: the last one starting at or
+                // before it (scanned, not searched).
+                let i = (0..table.starts.len())
+                    .rev()
+                    .find(|&i| table.starts[i] <= port)
+                    .unwrap_or(0);
+                table.codes[i]
+            }
+            None => TierCodes {
+                admin: tier_code::BOTTOM,
+                baseline: tier_code::BOTTOM,
+            },
+        }
+    }
+
+    /// The entries of a flow: (NetworkPolicy allows, Admin code, Baseline
+    /// code), over the peer's identity, its CIDR identity and any peer.
+    fn says(
+        &self,
+        ep_id: u32,
+        dir: u8,
+        view: u8,
+        peer: IpAddr,
+        spec: &PacketSpec,
+    ) -> (bool, u32, u32) {
         let (class, port) = match &spec.l4 {
             L4::Tcp { dport, .. } => (6, *dport),
             L4::Udp { dport, .. } => (17, *dport),
@@ -103,7 +148,8 @@ impl Contents {
             _ => (255, 0),
         };
         let (id, cidr) = self.identities(peer);
-        [id, cidr, IDENTITY_ANY].into_iter().any(|identity| {
+        let mut said = (false, tier_code::NONE, tier_code::NONE);
+        for identity in [id, cidr, IDENTITY_ANY] {
             let key = PolicyKey {
                 ep_id,
                 identity,
@@ -112,8 +158,18 @@ impl Contents {
                 view,
                 _pad: 0,
             };
-            self.policy.get(&key).is_some_and(|v| self.port_ok(v, port))
-        })
+            if let Some(v) = self.policy.get(&key) {
+                said.0 |= self.port_ok(v, port);
+                let codes = self.codes(v, port);
+                said.1 = said.1.max(codes.admin);
+                said.2 = said.2.max(codes.baseline);
+            }
+        }
+        said
+    }
+
+    fn allowed(&self, ep_id: u32, dir: u8, view: u8, peer: IpAddr, spec: &PacketSpec) -> bool {
+        self.says(ep_id, dir, view, peer, spec).0
     }
 
     /// The verdict on the first packet of a flow (no connection state).
@@ -167,6 +223,36 @@ impl Contents {
                 endpoint_flags::VIEW_ISOLATED_EGRESS,
             )
         };
+        let deny = |reason| {
+            if ep.flags & audit != 0 {
+                Expect::Audited(reason)
+            } else {
+                Expect::Drop(reason)
+            }
+        };
+        if ep.flags & endpoint_flags::tiered(dir) != 0 {
+            if host_exempt {
+                return Expect::Pass;
+            }
+            let (allowed, admin, baseline) = self.says(ep.ep_id, dir, 0, peer, spec);
+            match tier_code::action(admin) {
+                tier_code::ACCEPT => return Expect::Pass,
+                tier_code::DENY => return deny(DropReason::AdminDenied),
+                _ => {}
+            }
+            if ep.flags & isolated != 0 {
+                return if allowed {
+                    Expect::Pass
+                } else {
+                    deny(DropReason::PolicyDenied)
+                };
+            }
+            return if tier_code::action(baseline) == tier_code::DENY {
+                deny(DropReason::BaselineDenied)
+            } else {
+                Expect::Pass
+            };
+        }
         if ep.flags & isolated == 0 {
             if ep.flags & view_isolated != 0
                 && !host_exempt
@@ -179,10 +265,6 @@ impl Contents {
         if host_exempt || self.allowed(ep.ep_id, dir, 0, peer, spec) {
             return Expect::Pass;
         }
-        if ep.flags & audit != 0 {
-            Expect::Audited(DropReason::PolicyDenied)
-        } else {
-            Expect::Drop(DropReason::PolicyDenied)
-        }
+        deny(DropReason::PolicyDenied)
     }
 }

@@ -9,7 +9,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use palisade_common::{
     CIDR_IDENTITY_BASE, DropReason, IDENTITY_ANY, IDENTITY_HOST, IpcacheValue, PolicyKey,
-    PolicyValue, PortBitmap, config_flags, endpoint_flags as ef, event_kind, proto,
+    PolicyValue, PortBitmap, TIER_SEGMENTS, TierCodes, TierTable, config_flags,
+    endpoint_flags as ef, event_kind, proto, tier_code,
 };
 use palisade_tests::{
     bpf::{Action, TEST_IFINDEX, TestDatapath},
@@ -57,24 +58,81 @@ fn prefixes() -> Vec<IpNet> {
 }
 const PORTS: [u16; 10] = [0, 1, 53, 79, 80, 81, 443, 1023, 1024, 65535];
 
-fn arb_value() -> impl Strategy<Value = PolicyValue> {
+/// A tier code: none, or one of a few ranks (so that entries compete) with
+/// any action.
+fn arb_code() -> impl Strategy<Value = u32> {
     prop_oneof![
+        2 => Just(tier_code::NONE),
+        3 => (1u32..5, 1u32..4).prop_map(|(rank, action)| tier_code::of(rank, action)),
+        1 => Just(tier_code::BOTTOM),
+    ]
+}
+
+fn arb_codes() -> impl Strategy<Value = TierCodes> {
+    (arb_code(), arb_code()).prop_map(|(admin, baseline)| TierCodes { admin, baseline })
+}
+
+/// Tier tables 1 and 2 exist (see `arb_contents`); 3 dangles.
+fn arb_tiers() -> impl Strategy<Value = (u16, u16, u32, TierCodes)> {
+    prop_oneof![
+        2 => Just((1, 0, 0, TierCodes::NONE)),
+        3 => (0usize..PORTS.len(), 0usize..PORTS.len(), arb_codes()).prop_map(|(a, b, codes)| {
+            (PORTS[a.min(b)], PORTS[a.max(b)], 0, codes)
+        }),
+        2 => (1u32..4).prop_map(|set| (0, 0, set, TierCodes::NONE)),
+    ]
+}
+
+fn arb_value() -> impl Strategy<Value = PolicyValue> {
+    let ports = prop_oneof![
         Just(PolicyValue::ALL_PORTS),
         (0usize..PORTS.len(), 0usize..PORTS.len()).prop_map(|(a, b)| {
             let (lo, hi) = (PORTS[a.min(b)], PORTS[a.max(b)]);
             PolicyValue::range(lo, hi)
         }),
+        Just(PolicyValue::NOTHING),
         Just(PolicyValue {
-            port_lo: 0,
-            port_hi: 0,
-            portset: 1
+            portset: 1,
+            ..PolicyValue::NOTHING
         }),
         Just(PolicyValue {
-            port_lo: 0,
-            port_hi: 0,
-            portset: 2
+            portset: 2,
+            ..PolicyValue::NOTHING
         }),
-    ]
+    ];
+    (ports, arb_tiers()).prop_map(|(v, (tier_lo, tier_hi, tierset, codes))| PolicyValue {
+        tier_lo,
+        tier_hi,
+        tierset,
+        codes,
+        ..v
+    })
+}
+
+/// A tier table of up to `TIER_SEGMENTS` segments starting at distinct
+/// ports, padded as the contract says.
+fn arb_table() -> impl Strategy<Value = TierTable> {
+    (
+        prop::collection::btree_set(1usize..PORTS.len(), 0..6),
+        prop::collection::vec(arb_codes(), TIER_SEGMENTS),
+    )
+        .prop_map(|(starts, codes)| {
+            let mut table = TierTable {
+                starts: [u16::MAX; TIER_SEGMENTS],
+                codes: [TierCodes::NONE; TIER_SEGMENTS],
+            };
+            table.starts[0] = 0;
+            let mut n = 1;
+            for i in starts {
+                table.starts[n] = PORTS[i];
+                n += 1;
+            }
+            table.codes[..n].copy_from_slice(&codes[..n]);
+            for i in n..TIER_SEGMENTS {
+                table.codes[i] = table.codes[n - 1];
+            }
+            table
+        })
 }
 
 fn arb_contents() -> impl Strategy<Value = Contents> {
@@ -119,42 +177,51 @@ fn arb_contents() -> impl Strategy<Value = Contents> {
         (0usize..9).prop_map(|i| prefixes()[i]),
     ];
     (
-        any::<u8>(),
+        any::<u16>(),
         prop::collection::vec(entry, 0..16),
         prop::collection::vec(exact, 0..10),
         prop::collection::vec((0usize..9, 0u32..4), 0..7),
         (0u32..8, 0u32..3),
         prop::collection::vec(source, 0..6),
+        (arb_table(), arb_table()),
     )
-        .prop_map(|(flags, entries, exact, prefs, (cfg, sv), sources)| {
-            let all = prefixes();
-            let mut c = Contents {
-                config_flags: cfg & (config_flags::ENFORCE_HOST)
-                    | [
-                        0,
-                        config_flags::SOURCE_VERIFY_AUDIT,
-                        config_flags::SOURCE_VERIFY_OFF,
-                    ][sv as usize],
-                sources,
-                ..Contents::endpoint(EP, POD, u32::from(flags) & 0x3f)
-            };
-            c.policy = entries.into_iter().collect();
-            c.exact = exact.into_iter().collect();
-            let mut seen = std::collections::BTreeMap::new();
-            for (i, id) in prefs {
-                seen.insert(all[i], CIDR_IDENTITY_BASE + id);
-            }
-            c.prefixes = seen.into_iter().collect();
-            let mut a = PortBitmap::EMPTY;
-            a.insert_range(53, 53);
-            a.insert_range(80, 443);
-            let mut b = PortBitmap::EMPTY;
-            b.insert_range(0, 1);
-            b.insert_range(1024, 65535);
-            c.portsets.insert(1, a);
-            c.portsets.insert(2, b);
-            c
-        })
+        .prop_map(
+            |(flags, entries, exact, prefs, (cfg, sv), sources, tables)| {
+                let all = prefixes();
+                let mut c = Contents {
+                    config_flags: cfg & (config_flags::ENFORCE_HOST)
+                        | [
+                            0,
+                            config_flags::SOURCE_VERIFY_AUDIT,
+                            config_flags::SOURCE_VERIFY_OFF,
+                        ][sv as usize],
+                    sources,
+                    ..Contents::endpoint(
+                        EP,
+                        POD,
+                        u32::from(flags) & (0x3f | ef::TIERED_INGRESS | ef::TIERED_EGRESS),
+                    )
+                };
+                c.policy = entries.into_iter().collect();
+                c.exact = exact.into_iter().collect();
+                let mut seen = std::collections::BTreeMap::new();
+                for (i, id) in prefs {
+                    seen.insert(all[i], CIDR_IDENTITY_BASE + id);
+                }
+                c.prefixes = seen.into_iter().collect();
+                let mut a = PortBitmap::EMPTY;
+                a.insert_range(53, 53);
+                a.insert_range(80, 443);
+                let mut b = PortBitmap::EMPTY;
+                b.insert_range(0, 1);
+                b.insert_range(1024, 65535);
+                c.portsets.insert(1, a);
+                c.portsets.insert(2, b);
+                c.tiersets.insert(1, tables.0);
+                c.tiersets.insert(2, tables.1);
+                c
+            },
+        )
 }
 
 /// SCTP first chunks drawn: INIT (which opens an association) and others.

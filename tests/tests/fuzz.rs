@@ -407,7 +407,8 @@ fn arb_contents() -> impl Strategy<Value = Contents> {
         Just(PolicyValue {
             port_lo: 0,
             port_hi: 0,
-            portset: 1
+            portset: 1,
+            ..PolicyValue::NOTHING
         }),
     ];
     let entry = (

@@ -922,6 +922,7 @@ fn port_ranges_are_exact_whatever_their_alignment() {
             port_lo: 0,
             port_hi: 0,
             portset: 3,
+            ..PolicyValue::NOTHING
         },
     );
     let mut sport = 20000;
