@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use super::cni_records::{CniRecord, Records, RecordsError};
 use crate::net::NetSnapshot;
-use crate::source::{Change, Kind, Object, ObjectKey, PodInfo};
+use crate::source::{Change, Kind, Object, ObjectKey, PodInfo, UnenforcedPolicy};
 
 /// The source objects and CNI records.
 #[derive(Debug, Default)]
@@ -42,14 +42,6 @@ pub struct Feed {
     generation: u64,
     /// Counts the pod changes (and CNI records) fed to the compiler.
     pods_generation: u64,
-}
-
-fn obj_kind(obj: &Object) -> Kind {
-    match obj {
-        Object::Namespace(_) => Kind::Namespace,
-        Object::Pod(_) => Kind::Pod,
-        Object::NetworkPolicy(_) => Kind::NetworkPolicy,
-    }
 }
 
 fn pod_key(pod: &PodRef) -> ObjectKey {
@@ -173,7 +165,7 @@ impl Feed {
     }
 
     fn feed(&mut self, c: &mut Compiler, obj: &Object) {
-        self.changed(obj_kind(obj));
+        self.changed(obj.kind());
         let r = match obj {
             Object::Namespace(ns) => c.apply_namespace(ns),
             Object::Pod(p) => {
@@ -181,6 +173,14 @@ impl Feed {
                 c.apply_pod(&pod)
             }
             Object::NetworkPolicy(np) => c.apply_policy(np),
+            Object::ClusterNetworkPolicy(cnp) => c.apply_cluster_policy(cnp),
+            Object::Unenforced(u) => {
+                // Said once per object: an unchanged object is not fed again.
+                warn!(object = %u, "network policy NOT ENFORCED: Palisade enforces NetworkPolicy \
+                      (networking.k8s.io/v1) and ClusterNetworkPolicy \
+                      (policy.networking.k8s.io/v1alpha2) only");
+                Ok(())
+            }
         };
         if let Err(e) = r {
             // The last valid version (if any) stays in force: fail closed.
@@ -215,7 +215,17 @@ impl Feed {
                 }
             }
             Kind::NetworkPolicy => c.delete_policy(&key.namespace, &key.name),
+            Kind::ClusterNetworkPolicy => c.delete_cluster_policy(&key.name),
+            Kind::Unenforced => info!(object = %key.name, "unenforced network policy removed"),
         }
+    }
+
+    /// The policy objects of kinds Palisade does not enforce.
+    pub fn unenforced(&self) -> impl Iterator<Item = &UnenforcedPolicy> {
+        self.objects.values().filter_map(|o| match o {
+            Object::Unenforced(u) => Some(&**u),
+            _ => None,
+        })
     }
 
     fn upsert(&mut self, c: &mut Compiler, obj: Object) {

@@ -19,6 +19,7 @@ use crate::control::Response;
 use crate::metrics::{
     DatapathCollector, EndpointState, EndpointStateLabels, IdentityKindLabel, IdentityLabels,
     MapLabel, MapLabels, Metrics, ModeLabels, PolicyMode, SourceProblemKind, SourceProblemLabels,
+    UnenforcedLabels,
 };
 use crate::monitor::{Directory, Hub, LocalPod};
 use crate::source::{Kind, Object, ObjectKey};
@@ -179,6 +180,12 @@ impl Agent {
                 }
             }
         }
+        d.tier_rules = self
+            .compiler
+            .tier_rules()
+            .into_iter()
+            .map(|r| ((r.direction, r.code), r.to_string()))
+            .collect();
         d.host = self.host.clone();
         let cluster = self.cluster_names();
         d.addresses = cluster.addresses.clone();
@@ -260,6 +267,7 @@ impl Agent {
             (MapLabel::Endpoints, mir.tables.endpoints.len()),
             (MapLabel::Policy, mir.tables.policy.len()),
             (MapLabel::Portsets, mir.tables.portsets.len()),
+            (MapLabel::Tiersets, mir.tables.tiersets.len()),
             (MapLabel::IpcacheExact4, mir.tables.ipcache_exact4.len()),
             (MapLabel::IpcacheExact6, mir.tables.ipcache_exact6.len()),
             (MapLabel::IpcacheV4, mir.tables.ipcache_lpm4.len()),
@@ -288,6 +296,7 @@ impl Agent {
             SourceProblemKind::Namespace,
             SourceProblemKind::Pod,
             SourceProblemKind::NetworkPolicy,
+            SourceProblemKind::ClusterNetworkPolicy,
         ]
         .into_iter()
         .map(|k| (k, 0))
@@ -298,12 +307,25 @@ impl Agent {
                 ObjectKind::Namespace => SourceProblemKind::Namespace,
                 ObjectKind::Pod => SourceProblemKind::Pod,
                 ObjectKind::NetworkPolicy => SourceProblemKind::NetworkPolicy,
+                ObjectKind::ClusterNetworkPolicy => SourceProblemKind::ClusterNetworkPolicy,
             };
             *problems.entry(k).or_default() += 1;
         }
         for (kind, n) in problems {
             m.invalid_objects
                 .get_or_create(&SourceProblemLabels { kind })
+                .set(n);
+        }
+        let mut unenforced: BTreeMap<(String, String), i64> = BTreeMap::new();
+        for u in self.feed.unenforced() {
+            *unenforced
+                .entry((u.kind.clone(), u.api_version.clone()))
+                .or_default() += 1;
+        }
+        m.unenforced.clear();
+        for ((kind, api_version), n) in unenforced {
+            m.unenforced
+                .get_or_create(&UnenforcedLabels { kind, api_version })
                 .set(n);
         }
     }
@@ -452,9 +474,10 @@ impl Agent {
                     })
                     .map(|(k, v)| {
                         let ports = st
-                            .value_ports(v)
+                            .value_says(v)
                             .map(|p| {
-                                p.ranges()
+                                p.allow
+                                    .ranges()
                                     .iter()
                                     .map(|(a, b)| {
                                         if a == b {

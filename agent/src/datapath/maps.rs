@@ -10,7 +10,7 @@ use aya::{
 use palisade_common::{
     Config, Counter, CtKey4, CtKey6, CtValue, EndpointDropKey, EndpointInfo, EventStats,
     FlowCacheEntry, FragKey, FragValue, IpcacheValue, PolicyKey, PolicyValue, PortBitmap,
-    SourceKey4, SourceKey6, map_names,
+    SourceKey4, SourceKey6, TierTable, map_names,
 };
 
 use super::DatapathError;
@@ -23,6 +23,8 @@ pub struct Maps {
     pub policy: HashMap<MapData, PolicyKey, PolicyValue>,
     /// `PORTSETS`.
     pub portsets: HashMap<MapData, u32, PortBitmap>,
+    /// `TIERSETS`.
+    pub tiersets: HashMap<MapData, u32, TierTable>,
     /// `IPCACHE_EXACT4`.
     pub ipcache_exact4: HashMap<MapData, [u8; 4], IpcacheValue>,
     /// `IPCACHE_EXACT6`.
@@ -77,6 +79,7 @@ impl Maps {
             endpoints: typed!(ebpf, map_names::ENDPOINTS),
             policy: typed!(ebpf, map_names::POLICY),
             portsets: typed!(ebpf, map_names::PORTSETS),
+            tiersets: typed!(ebpf, map_names::TIERSETS),
             ipcache_exact4: typed!(ebpf, map_names::IPCACHE_EXACT4),
             ipcache_exact6: typed!(ebpf, map_names::IPCACHE_EXACT6),
             ipcache_v4: typed!(ebpf, map_names::IPCACHE_V4),

@@ -77,7 +77,8 @@ pub fn load_files(files: &[PathBuf]) -> Result<(Compiler, RawPolicies, Vec<Strin
     objects.sort_by_key(|o| match o {
         Object::Namespace(_) => 0,
         Object::Pod(_) => 1,
-        Object::NetworkPolicy(_) => 2,
+        Object::NetworkPolicy(_) | Object::ClusterNetworkPolicy(_) => 2,
+        Object::Unenforced(_) => 3,
     });
     let mut placeholders = 0u32;
     for o in &objects {
@@ -99,6 +100,11 @@ pub fn load_files(files: &[PathBuf]) -> Result<(Compiler, RawPolicies, Vec<Strin
                     np.as_ref().clone(),
                 );
                 c.apply_policy(np)
+            }
+            Object::ClusterNetworkPolicy(cnp) => c.apply_cluster_policy(cnp),
+            Object::Unenforced(u) => {
+                warnings.push(format!("NOT ENFORCED by Palisade: {u}"));
+                Ok(())
             }
         };
         if let Err(e) = r {

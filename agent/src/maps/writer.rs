@@ -11,6 +11,8 @@ use aya::maps::lpm_trie::Key;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use palisade_common::{SOURCE_ALLOWED, SourceKey4, SourceKey6, map_names};
 
+use palisade_compiler::{PortCodes, Verdicts};
+
 use super::{DpOp, Mirror, SourceOp, bitmap_ports};
 use crate::datapath::Maps;
 
@@ -88,6 +90,19 @@ pub fn apply(maps: &mut Maps, op: &DpOp) -> Result<(), MapWriteError> {
             .map_err(err(map_names::PORTSETS, format!("insert {id}"))),
         DpOp::PortsetRemove { id } => removed(maps.portsets.remove(id))
             .map_err(err(map_names::PORTSETS, format!("remove {id}"))),
+        DpOp::TiersetUpsert { id, codes } => {
+            // The compiler never numbers codes with more segments than a
+            // table holds; should one come, it denies (fail closed).
+            let table = codes
+                .to_table()
+                .or_else(|| Verdicts::bottom().codes.to_table())
+                .expect("a one-segment function fits a table");
+            maps.tiersets
+                .insert(id, *table, 0)
+                .map_err(err(map_names::TIERSETS, format!("insert {id}")))
+        }
+        DpOp::TiersetRemove { id } => removed(maps.tiersets.remove(id))
+            .map_err(err(map_names::TIERSETS, format!("remove {id}"))),
         DpOp::IpcacheExactUpsert { addr, value } => match addr {
             IpAddr::V4(a) => maps
                 .ipcache_exact4
@@ -182,6 +197,10 @@ pub fn read_state(maps: &Maps) -> Result<Mirror, MapWriteError> {
     for r in maps.portsets.iter() {
         let (k, v) = r.map_err(err(map_names::PORTSETS))?;
         s.portsets.insert(k, bitmap_ports(&v));
+    }
+    for r in maps.tiersets.iter() {
+        let (k, v) = r.map_err(err(map_names::TIERSETS))?;
+        s.tiersets.insert(k, PortCodes::from_table(&v));
     }
     for r in maps.ipcache_exact4.iter() {
         let (k, v) = r.map_err(err(map_names::IPCACHE_EXACT4))?;

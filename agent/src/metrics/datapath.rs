@@ -70,6 +70,7 @@ fn pin_name(m: MapLabel) -> &'static str {
         MapLabel::Endpoints => map_names::ENDPOINTS,
         MapLabel::Policy => map_names::POLICY,
         MapLabel::Portsets => map_names::PORTSETS,
+        MapLabel::Tiersets => map_names::TIERSETS,
         MapLabel::IpcacheExact4 => map_names::IPCACHE_EXACT4,
         MapLabel::IpcacheExact6 => map_names::IPCACHE_EXACT6,
         MapLabel::IpcacheV4 => map_names::IPCACHE_V4,

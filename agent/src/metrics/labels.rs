@@ -78,7 +78,8 @@ label_enum!(
         File => "file", /// A Namespace rejected.
         Namespace => "namespace", /// A Pod rejected.
         Pod => "pod", /// A NetworkPolicy rejected.
-        NetworkPolicy => "networkpolicy" }
+        NetworkPolicy => "networkpolicy", /// A ClusterNetworkPolicy rejected.
+        ClusterNetworkPolicy => "clusternetworkpolicy" }
 );
 
 label_enum!(
@@ -87,7 +88,8 @@ label_enum!(
         /// ENDPOINTS.
         Endpoints => "ENDPOINTS", /// POLICY.
         Policy => "POLICY", /// PORTSETS.
-        Portsets => "PORTSETS", /// IPCACHE_EXACT4.
+        Portsets => "PORTSETS", /// TIERSETS.
+        Tiersets => "TIERSETS", /// IPCACHE_EXACT4.
         IpcacheExact4 => "IPCACHE_EXACT4", /// IPCACHE_EXACT6.
         IpcacheExact6 => "IPCACHE_EXACT6", /// IPCACHE_V4.
         IpcacheV4 => "IPCACHE_V4", /// IPCACHE_V6.
@@ -233,6 +235,15 @@ pub struct SourceProblemLabels {
     pub kind: SourceProblemKind,
 }
 
+/// `{kind, api_version}` of unenforced policy objects.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UnenforcedLabels {
+    /// `kind`.
+    pub kind: String,
+    /// `apiVersion`.
+    pub api_version: String,
+}
+
 /// `{version}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
@@ -245,7 +256,9 @@ label_enum!(
     SourceKind { /// `v1/Namespace`.
         Namespace => "Namespace", /// `v1/Pod`.
         Pod => "Pod", /// `networking.k8s.io/v1/NetworkPolicy`.
-        NetworkPolicy => "NetworkPolicy" }
+        NetworkPolicy => "NetworkPolicy", /// `policy.networking.k8s.io/v1alpha2/ClusterNetworkPolicy`.
+        ClusterNetworkPolicy => "ClusterNetworkPolicy", /// Policy objects of kinds not enforced.
+        Unenforced => "unenforced" }
 );
 
 /// `{kind}` of the source's watcher metrics.

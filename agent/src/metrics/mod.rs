@@ -33,7 +33,7 @@ pub use datapath::DatapathCollector;
 pub use labels::{
     BuildLabels, EndpointState, EndpointStateLabels, IdentityKindLabel, IdentityLabels, MapLabel,
     MapLabels, ModeLabels, PolicyMode, SourceKind, SourceKindLabels, SourceProblemKind,
-    SourceProblemLabels,
+    SourceProblemLabels, UnenforcedLabels,
 };
 
 /// What the agent sets.
@@ -53,6 +53,8 @@ pub struct AgentMetrics {
     pub enforce_latency: Histogram,
     /// `palisade_source_invalid_objects{kind}`.
     pub invalid_objects: Family<SourceProblemLabels, Gauge>,
+    /// `palisade_unenforced_policy_objects{kind,api_version}`.
+    pub unenforced: Family<UnenforcedLabels, Gauge>,
     /// `palisade_policy_sync_errors_total`.
     pub sync_errors: Counter,
     /// `palisade_policy_last_sync_timestamp_seconds`.
@@ -89,6 +91,8 @@ impl SourceMetrics {
                 crate::source::Kind::Namespace => SourceKind::Namespace,
                 crate::source::Kind::Pod => SourceKind::Pod,
                 crate::source::Kind::NetworkPolicy => SourceKind::NetworkPolicy,
+                crate::source::Kind::ClusterNetworkPolicy => SourceKind::ClusterNetworkPolicy,
+                crate::source::Kind::Unenforced => SourceKind::Unenforced,
             },
         }
     }
@@ -156,6 +160,7 @@ impl AgentMetrics {
             sync_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             enforce_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             invalid_objects: Family::default(),
+            unenforced: Family::default(),
             sync_errors: Counter::default(),
             last_sync: Gauge::default(),
             revision: Gauge::default(),
@@ -198,6 +203,11 @@ impl AgentMetrics {
             "palisade_source_invalid_objects",
             "Objects or files currently rejected (the last valid version stays in force)",
             m.invalid_objects.clone(),
+        );
+        reg.register(
+            "palisade_unenforced_policy_objects",
+            "Network policy objects of kinds Palisade does not enforce (AdminNetworkPolicy, vendor CRDs, ...), by kind and apiVersion",
+            m.unenforced.clone(),
         );
         reg.register(
             "palisade_policy_sync_errors",

@@ -2,7 +2,8 @@
 //! ids → local pods (with the policies selecting them), addresses → pods,
 //! CIDR identities → prefixes, this node's addresses, and the pods
 //! announced by CNI whose policy is not known yet (pending: no endpoint
-//! id, named by interface and by the addresses CNI reported).
+//! id, named by interface and by the addresses CNI reported), and the
+//! ClusterNetworkPolicy rules by the code the datapath reports.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -44,6 +45,8 @@ pub struct Directory {
     pub pending: HashMap<u32, LocalPod>,
     /// Addresses of pending local pods (CNI's).
     pub pending_addresses: HashMap<IpAddr, PodRef>,
+    /// ClusterNetworkPolicy rules by (direction, `tier_code`), named.
+    pub tier_rules: HashMap<(u8, u32), String>,
 }
 
 impl Directory {

@@ -331,6 +331,32 @@ pub fn enrich(raw: &DropEvent, dir: &Directory) -> Option<MonitorEvent> {
                 )
             }
         }
+        Some(r @ (DropReason::AdminDenied | DropReason::BaselineDenied)) => {
+            let rule = dir
+                .tier_rules
+                .get(&(raw.direction, raw.rule_code))
+                .cloned()
+                .unwrap_or_else(|| {
+                    format!(
+                        "a ClusterNetworkPolicy rule since changed (code {})",
+                        raw.rule_code
+                    )
+                });
+            let tail = if r == DropReason::BaselineDenied {
+                format!(" ({local_name} is isolated by no NetworkPolicy for {dir_s})")
+            } else {
+                String::new()
+            };
+            let verb = if kind == "audit" {
+                "would be denied (audit mode: passed)"
+            } else {
+                "denied"
+            };
+            format!(
+                "{} to {} on {on} {verb} by {rule}{tail}",
+                src.name, dst.name
+            )
+        }
         Some(DropReason::Truncated) => "a header ends before the packet does".into(),
         Some(DropReason::Malformed) => "an invalid header field".into(),
         Some(DropReason::FragmentNoState) => {
@@ -475,6 +501,8 @@ mod tests {
 
     fn raw(dir: u8, src: [u8; 4], dst: [u8; 4], src_id: u32, dst_id: u32) -> DropEvent {
         DropEvent {
+            rule_code: 0,
+            _pad2: 0,
             timestamp_ns: 1,
             ifindex: 12,
             ep_id: 7,

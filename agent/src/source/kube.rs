@@ -1,5 +1,6 @@
-//! The Kubernetes source: one watcher each for NetworkPolicies, Namespaces
-//! and Pods (cluster-wide: remote pods feed the ipcache). Owns the
+//! The Kubernetes source: one watcher each for NetworkPolicies,
+//! ClusterNetworkPolicies, Namespaces and Pods (cluster-wide: remote pods
+//! feed the ipcache). Owns the
 //! watchers' retry policy, their log while the API is away, and the rule
 //! that the agent only ever sees a consistent snapshot.
 //!
@@ -21,6 +22,12 @@
 //!   the error changes), and once more when the kind is back; a 403 names
 //!   the resource and verb the agent's identity lacks, in the log and in
 //!   the agent's status problems.
+//! * ClusterNetworkPolicy is a CRD a cluster may not have installed: while
+//!   its list answers `404 Not Found` the kind counts as current with no
+//!   objects (the agent enforces NetworkPolicy alone and says so once) and
+//!   the list is retried every [`ABSENT_RECHECK`], so tiers are enforced
+//!   soon after the CRD is installed, without a restart. A CRD removed
+//!   takes its objects with it, which the same rule follows.
 
 use std::time::{Duration, Instant};
 
@@ -29,6 +36,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
+use palisade_compiler::api::ClusterNetworkPolicy;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
@@ -50,6 +58,9 @@ pub const REMIND_EVERY: Duration = Duration::from_secs(10);
 /// list: a role that allows `list` but not `watch` lists fine every time,
 /// and must neither reset the backoff (a list storm) nor flap the problem.
 pub const STABLE_AFTER: Duration = Duration::from_secs(2);
+/// While a kind's resource is not served (its CRD is not installed), how
+/// often its list is tried again.
+pub const ABSENT_RECHECK: Duration = Duration::from_secs(5);
 
 enum Ev {
     Apply(Object),
@@ -57,6 +68,9 @@ enum Ev {
     Init,
     InitApply(Object),
     InitDone,
+    /// The API server does not serve the kind (`404`: its CRD is not
+    /// installed); listed again after [`ABSENT_RECHECK`].
+    Absent,
     /// The watcher failed and is started again after `retry_in`.
     Failed {
         error: watcher::Error,
@@ -86,6 +100,14 @@ where
                     watcher::Event::InitApply(o) => Ev::InitApply(wrap(o)),
                     watcher::Event::InitDone => Ev::InitDone,
                 },
+                Some(Err(e)) if not_served(&e) => {
+                    if tx.send((kind, Ev::Absent)).await.is_err() {
+                        return;
+                    }
+                    delay = RETRY_MIN;
+                    tokio::time::sleep(ABSENT_RECHECK).await;
+                    continue 'restart;
+                }
                 Some(Err(e)) => {
                     if started.elapsed() >= STABLE_AFTER {
                         delay = RETRY_MIN;
@@ -119,9 +141,17 @@ where
 fn resource(kind: Kind) -> String {
     match kind {
         Kind::NetworkPolicy => NetworkPolicy::plural(&()).into_owned(),
+        Kind::ClusterNetworkPolicy => ClusterNetworkPolicy::plural(&()).into_owned(),
         Kind::Namespace => Namespace::plural(&()).into_owned(),
         Kind::Pod => Pod::plural(&()).into_owned(),
+        Kind::Unenforced => "unenforced policies".into(),
     }
+}
+
+/// The list failed because the API server does not serve the resource at
+/// all (`404` on the list: a CRD not installed).
+fn not_served(error: &watcher::Error) -> bool {
+    matches!(error, watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.code == 404)
 }
 
 /// A 403 from the API server: the agent's identity may not list or watch.
@@ -153,6 +183,8 @@ struct KindState {
     problem: Option<SourceProblem>,
     /// When it last failed.
     last_failure: Option<Instant>,
+    /// Its resource is not served (the CRD is not installed).
+    absent: bool,
 }
 
 struct Down {
@@ -163,26 +195,28 @@ struct Down {
 }
 
 /// Folds watcher events into changes; owns the readiness bookkeeping.
-#[derive(Default)]
 struct Folder {
-    kinds: [KindState; 3],
+    /// The state of each kind of [`WATCHED`].
+    kinds: std::collections::BTreeMap<Kind, KindState>,
     metrics: Option<SourceMetrics>,
     /// The problems last sent.
     problems_sent: Vec<String>,
 }
 
-fn index(kind: Kind) -> usize {
-    match kind {
-        Kind::Namespace => 0,
-        Kind::Pod => 1,
-        Kind::NetworkPolicy => 2,
+impl Default for Folder {
+    fn default() -> Self {
+        Folder {
+            kinds: WATCHED.iter().map(|k| (*k, KindState::default())).collect(),
+            metrics: None,
+            problems_sent: Vec::new(),
+        }
     }
 }
 
 impl Folder {
     fn fold(&mut self, kind: Kind, ev: Ev, out: &mut Vec<Change>) {
         let metrics = self.metrics.clone();
-        let st = &mut self.kinds[index(kind)];
+        let st = self.kinds.entry(kind).or_default();
         match ev {
             Ev::Apply(o) => out.push(Change::Upsert(o)),
             Ev::Delete(o) => out.push(Change::Delete(o.key())),
@@ -191,8 +225,26 @@ impl Folder {
                 st.buffer = Some(Vec::new());
             }
             Ev::InitApply(o) => st.buffer.get_or_insert_with(Vec::new).push(o),
+            Ev::Absent => {
+                if !st.absent {
+                    warn!(%kind, resource = %resource(kind),
+                          "{kind} is not served by the API server (its CRD is not installed): \
+                           enforcing NetworkPolicy only; {kind} objects are enforced as soon \
+                           as the CRD is installed");
+                }
+                st.absent = true;
+                st.buffer = None;
+                st.ready = true;
+                out.push(Change::Replace {
+                    kind,
+                    objects: Vec::new(),
+                });
+            }
             Ev::InitDone => {
                 let objects = st.buffer.take().unwrap_or_default();
+                if std::mem::take(&mut st.absent) {
+                    info!(%kind, objects = objects.len(), "{kind} is served now: enforcing it");
+                }
                 if st.down.is_some() {
                     // "Back" is logged once it stays up (see `settle`).
                     debug!(%kind, objects = objects.len(), "relisted after a failure");
@@ -258,15 +310,14 @@ impl Folder {
     /// Kinds that have run [`STABLE_AFTER`] without failing since they
     /// were down: logged as back, their problem cleared.
     fn settle(&mut self) {
-        for (i, st) in self.kinds.iter_mut().enumerate() {
+        for (kind, st) in self.kinds.iter_mut() {
             let stable = st.ready && st.last_failure.is_some_and(|t| t.elapsed() >= STABLE_AFTER);
             if !stable {
                 continue;
             }
             if let Some(d) = st.down.take() {
-                let kind = WATCHED.iter().copied().find(|k| index(*k) == i);
                 info!(
-                    kind = %kind.map(|k| k.to_string()).unwrap_or_default(),
+                    %kind,
                     attempts = d.attempts,
                     down_ms = d.since.elapsed().saturating_sub(STABLE_AFTER).as_millis() as u64,
                     "Kubernetes watch back"
@@ -277,14 +328,14 @@ impl Folder {
     }
 
     fn ready(&self) -> bool {
-        self.kinds.iter().all(|k| k.ready)
+        self.kinds.values().all(|k| k.ready)
     }
 
     /// The current problems, if they changed since last sent.
     fn problems(&mut self) -> Option<Vec<SourceProblem>> {
         let now: Vec<SourceProblem> = self
             .kinds
-            .iter()
+            .values()
             .filter_map(|k| k.problem.clone())
             .collect();
         let text: Vec<String> = now.iter().map(ToString::to_string).collect();
@@ -297,7 +348,12 @@ impl Folder {
 }
 
 /// The kinds the watchers follow, cluster-wide.
-pub const WATCHED: [Kind; 3] = [Kind::NetworkPolicy, Kind::Namespace, Kind::Pod];
+pub const WATCHED: [Kind; 4] = [
+    Kind::NetworkPolicy,
+    Kind::ClusterNetworkPolicy,
+    Kind::Namespace,
+    Kind::Pod,
+];
 /// The API verbs a watcher uses: its (re)list and its watch. With
 /// [`WATCHED`] this is all the agent asks of the API server; the
 /// deployment's RBAC rules are tested against [`api_access`].
@@ -314,11 +370,14 @@ pub fn api_access() -> Vec<(String, String, &'static str)> {
         .flat_map(|kind| {
             let (group, resource) = match kind {
                 Kind::NetworkPolicy => names::<NetworkPolicy>(),
+                Kind::ClusterNetworkPolicy => names::<ClusterNetworkPolicy>(),
                 Kind::Namespace => names::<Namespace>(),
                 Kind::Pod => names::<Pod>(),
+                Kind::Unenforced => return None,
             };
-            WATCH_VERBS.map(|verb| (group.clone(), resource.clone(), verb))
+            Some(WATCH_VERBS.map(|verb| (group.clone(), resource.clone(), verb)))
         })
+        .flatten()
         .collect()
 }
 
@@ -336,7 +395,15 @@ fn watch_kind(client: Client, kind: Kind, tx: mpsc::Sender<Item>) {
             Object::namespace,
             tx,
         )),
+        Kind::ClusterNetworkPolicy => tokio::spawn(watch(
+            Api::<ClusterNetworkPolicy>::all(client),
+            kind,
+            Object::cluster_policy,
+            tx,
+        )),
         Kind::Pod => tokio::spawn(watch(Api::<Pod>::all(client), kind, Object::pod, tx)),
+        // Not watched (see `WATCHED`).
+        Kind::Unenforced => return,
     };
 }
 

@@ -1,6 +1,8 @@
-//! Where the agent learns about Namespaces, Pods and NetworkPolicies: a
-//! directory of manifests ([`manifests`]) or the Kubernetes API
-//! ([`kube`]). Both feed the agent core the same [`SourceUpdate`]s.
+//! Where the agent learns about Namespaces, Pods, NetworkPolicies and
+//! ClusterNetworkPolicies (and the policy objects of kinds it does not
+//! enforce, so that it can say so): a directory of manifests
+//! ([`manifests`]) or the Kubernetes API ([`kube`]). Both feed the agent
+//! core the same [`SourceUpdate`]s.
 
 pub mod kube;
 pub mod manifests;
@@ -13,11 +15,12 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use palisade_compiler::api::ClusterNetworkPolicy;
 use tokio::sync::mpsc;
 
 pub use pod::PodInfo;
 
-/// The kinds the compiler consumes.
+/// The kinds the compiler consumes, and [`Kind::Unenforced`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     /// `v1/Namespace`.
@@ -26,6 +29,11 @@ pub enum Kind {
     Pod,
     /// `networking.k8s.io/v1/NetworkPolicy`.
     NetworkPolicy,
+    /// `policy.networking.k8s.io/v1alpha2/ClusterNetworkPolicy`.
+    ClusterNetworkPolicy,
+    /// A network policy object of a kind Palisade does not enforce
+    /// ([`UnenforcedPolicy`]): kept only to be reported.
+    Unenforced,
 }
 
 impl fmt::Display for Kind {
@@ -34,8 +42,55 @@ impl fmt::Display for Kind {
             Kind::Namespace => "Namespace",
             Kind::Pod => "Pod",
             Kind::NetworkPolicy => "NetworkPolicy",
+            Kind::ClusterNetworkPolicy => "ClusterNetworkPolicy",
+            Kind::Unenforced => "unenforced policy",
         })
     }
+}
+
+/// A network policy object of a kind Palisade does not enforce
+/// (AdminNetworkPolicy and BaselineAdminNetworkPolicy v1alpha1, a vendor's
+/// policy CRD, a NetworkPolicy of another API group): enforcement the
+/// operator may believe in and does not have, so it is never passed over
+/// silently (see [`is_policy_kind`]).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UnenforcedPolicy {
+    /// `apiVersion` (`group/version`).
+    pub api_version: String,
+    /// `kind`.
+    pub kind: String,
+    /// `metadata.namespace` (empty for cluster-scoped objects).
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+}
+
+impl UnenforcedPolicy {
+    /// `kind.group` as kubectl names resources (`AdminNetworkPolicy.policy.networking.k8s.io`).
+    pub fn kind_group(&self) -> String {
+        match self.api_version.rsplit_once('/') {
+            Some((group, _)) => format!("{}.{group}", self.kind),
+            None => self.kind.clone(),
+        }
+    }
+}
+
+impl fmt::Display for UnenforcedPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}) ", self.kind, self.api_version)?;
+        if !self.namespace.is_empty() {
+            write!(f, "{}/", self.namespace)?;
+        }
+        f.write_str(&self.name)
+    }
+}
+
+/// Whether an object of `kind` is a network policy of some implementation:
+/// its kind names a network policy (`NetworkPolicy`,
+/// `AdminNetworkPolicy`, `CiliumClusterwideNetworkPolicy`,
+/// `GlobalNetworkPolicy`, `MultiNetworkPolicy`, ...).
+pub fn is_policy_kind(kind: &str) -> bool {
+    kind.contains("NetworkPolic")
 }
 
 /// An object by kind, namespace (empty for namespaces) and name.
@@ -70,6 +125,10 @@ pub enum Object {
     Pod(Arc<PodInfo>),
     /// A NetworkPolicy.
     NetworkPolicy(Arc<NetworkPolicy>),
+    /// A ClusterNetworkPolicy.
+    ClusterNetworkPolicy(Arc<ClusterNetworkPolicy>),
+    /// A policy object Palisade does not enforce.
+    Unenforced(Arc<UnenforcedPolicy>),
 }
 
 /// Drops from an object's metadata what the agent never reads: managed
@@ -108,19 +167,48 @@ impl Object {
         Object::NetworkPolicy(Arc::new(np))
     }
 
-    /// The object's key.
+    /// A ClusterNetworkPolicy: its metadata slimmed and its status
+    /// dropped (the spec stays whole).
+    pub fn cluster_policy(mut cnp: ClusterNetworkPolicy) -> Object {
+        slim_meta(&mut cnp.metadata);
+        cnp.status = None;
+        Object::ClusterNetworkPolicy(Arc::new(cnp))
+    }
+
+    /// The object's kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Namespace(_) => Kind::Namespace,
+            Object::Pod(_) => Kind::Pod,
+            Object::NetworkPolicy(_) => Kind::NetworkPolicy,
+            Object::ClusterNetworkPolicy(_) => Kind::ClusterNetworkPolicy,
+            Object::Unenforced(_) => Kind::Unenforced,
+        }
+    }
+
+    /// The object's key. An unenforced object's name is
+    /// `kind.group/name`, so that objects of different kinds never share
+    /// a key.
     pub fn key(&self) -> ObjectKey {
-        let (kind, namespace, name) = match self {
-            Object::Namespace(o) => (Kind::Namespace, &None, &o.metadata.name),
-            Object::Pod(o) => (Kind::Pod, &o.namespace, &o.name),
-            Object::NetworkPolicy(o) => {
-                (Kind::NetworkPolicy, &o.metadata.namespace, &o.metadata.name)
-            }
-        };
-        ObjectKey {
+        let key = |kind, namespace: &Option<String>, name: &Option<String>| ObjectKey {
             kind,
             namespace: namespace.clone().unwrap_or_default(),
             name: name.clone().unwrap_or_default(),
+        };
+        match self {
+            Object::Namespace(o) => key(Kind::Namespace, &None, &o.metadata.name),
+            Object::Pod(o) => key(Kind::Pod, &o.namespace, &o.name),
+            Object::NetworkPolicy(o) => {
+                key(Kind::NetworkPolicy, &o.metadata.namespace, &o.metadata.name)
+            }
+            Object::ClusterNetworkPolicy(o) => {
+                key(Kind::ClusterNetworkPolicy, &None, &o.metadata.name)
+            }
+            Object::Unenforced(u) => ObjectKey {
+                kind: Kind::Unenforced,
+                namespace: u.namespace.clone(),
+                name: format!("{}/{}", u.kind_group(), u.name),
+            },
         }
     }
 }

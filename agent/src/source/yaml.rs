@@ -1,6 +1,7 @@
 //! Parsing a manifest file: every YAML document in it, kinds Namespace,
-//! Pod and NetworkPolicy in normal Kubernetes form; other kinds are
-//! skipped. An error names the file, the document (its index and the line
+//! Pod, NetworkPolicy and ClusterNetworkPolicy in normal Kubernetes form;
+//! network policy objects of other kinds or API groups become
+//! [`UnenforcedPolicy`] reports; other kinds are skipped. An error names the file, the document (its index and the line
 //! it starts on), the object when known, the field path and the line.
 //!
 //! Documents are split at lines that start with `---` (or end with `...`)
@@ -13,9 +14,14 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use palisade_compiler::api::ClusterNetworkPolicy;
 use serde::Deserialize;
+use std::sync::Arc;
 
-use super::Object;
+use super::{Object, UnenforcedPolicy, is_policy_kind};
+
+/// The `apiVersion` of the ClusterNetworkPolicies Palisade enforces.
+pub const CLUSTER_POLICY_API_VERSION: &str = "policy.networking.k8s.io/v1alpha2";
 
 /// A manifest could not be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -208,15 +214,29 @@ fn parse_document(
             ..base
         });
     };
-    let want = match kind.as_str() {
-        "Namespace" | "Pod" => "v1",
-        "NetworkPolicy" => "networking.k8s.io/v1",
+    let api_version = header.api_version.clone().unwrap_or_default();
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    let want = match (kind.as_str(), group) {
+        ("Namespace" | "Pod", _) => "v1",
+        ("NetworkPolicy", "" | "networking.k8s.io") => "networking.k8s.io/v1",
+        ("ClusterNetworkPolicy", "policy.networking.k8s.io") => CLUSTER_POLICY_API_VERSION,
+        // A policy of another implementation or version: reported, never
+        // silently skipped (see `UnenforcedPolicy`).
+        (k, _) if is_policy_kind(k) => {
+            let meta = header.metadata.unwrap_or_default();
+            return Ok(Some(Object::Unenforced(Arc::new(UnenforcedPolicy {
+                api_version,
+                kind,
+                namespace: meta.namespace.unwrap_or_default(),
+                name: meta.name.unwrap_or_default(),
+            }))));
+        }
         // Deployments, Services, ...: not ours.
         _ => return Ok(None),
     };
     let meta = header.metadata.unwrap_or_default();
     let name = meta.name.clone().unwrap_or_default();
-    let namespaced = kind != "Namespace";
+    let namespaced = !matches!(kind.as_str(), "Namespace" | "ClusterNetworkPolicy");
     let namespace = meta
         .namespace
         .clone()
@@ -250,6 +270,21 @@ fn parse_document(
             let mut p: Pod = typed(doc, &base)?;
             p.metadata.namespace = Some(namespace);
             Object::pod(p)
+        }
+        "ClusterNetworkPolicy" => {
+            let p: ClusterNetworkPolicy = typed(doc, &base)?;
+            if p.metadata
+                .namespace
+                .as_deref()
+                .is_some_and(|n| !n.is_empty())
+            {
+                return Err(ManifestError {
+                    field: Some("metadata.namespace".into()),
+                    message: "a ClusterNetworkPolicy is cluster-scoped: it has no namespace".into(),
+                    ..base
+                });
+            }
+            Object::cluster_policy(p)
         }
         _ => {
             let mut p: NetworkPolicy = typed(doc, &base)?;
