@@ -61,6 +61,8 @@ fn differences(given: &Value, back: &Value, path: &str, out: &mut Vec<String>) {
             }
         }
         (g, b) if g == b => {}
+        // `minimum: 1` is `1.0` once typed (JSONSchemaProps holds f64).
+        (Value::Number(g), Value::Number(b)) if g.as_f64() == b.as_f64() => {}
         (g, b) => out.push(format!("{path}: {g} became {b}")),
     }
 }
@@ -102,6 +104,24 @@ fn manifests() -> Manifests {
             (Some("monitoring.coreos.com/v1"), Some("PodMonitor" | "ServiceMonitor")) => {}
             (Some("v1"), Some("Service")) => {
                 strict::<k8s_openapi::api::core::v1::Service>(&origin, &v);
+            }
+            // deploy/crd-clusternetworkpolicies.yaml (a real API server
+            // accepts it: tests/kube_apiserver.rs).
+            (Some("apiextensions.k8s.io/v1"), Some("CustomResourceDefinition")) => {
+                let crd = strict::<
+                    k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+                >(&origin, &v);
+                assert_eq!(crd.spec.group, "policy.networking.k8s.io", "{origin}");
+                assert_eq!(crd.spec.names.plural, "clusternetworkpolicies", "{origin}");
+                assert_eq!(
+                    crd.spec
+                        .versions
+                        .iter()
+                        .map(|v| v.name.as_str())
+                        .collect::<Vec<_>>(),
+                    ["v1alpha2"],
+                    "{origin}"
+                );
             }
             (a, k) => panic!("{origin}: unexpected {a:?} {k:?}"),
         }
@@ -333,7 +353,7 @@ fn rbac_grants_exactly_what_the_watchers_use() {
         .map(|(g, r, v)| (g, r, v.to_string()))
         .collect();
     assert_eq!(granted, needed);
-    assert_eq!(needed.len(), 6, "{needed:?}");
+    assert_eq!(needed.len(), 8, "{needed:?}");
 
     let b = &m.binding;
     assert_eq!(b.role_ref.kind, "ClusterRole");

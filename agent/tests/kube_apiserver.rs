@@ -321,6 +321,8 @@ fn a_missing_verb_fails_visibly() {
                 {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
                 {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
                  "verbs": ["list", "watch"]},
+                {"apiGroups": ["policy.networking.k8s.io"],
+                 "resources": ["clusternetworkpolicies"], "verbs": ["list", "watch"]},
             ]);
             d
         })
@@ -587,6 +589,8 @@ fn role_without_pods() -> Vec<Value> {
                     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
                     {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
                      "verbs": ["list", "watch"]},
+                    {"apiGroups": ["policy.networking.k8s.io"],
+                     "resources": ["clusternetworkpolicies"], "verbs": ["list", "watch"]},
                 ]);
             }
             d
@@ -653,5 +657,101 @@ fn a_kind_that_cannot_resync_holds_the_others_back() {
     let t = eventually("pods listable again", &agent, Duration::from_secs(10), &new);
     eprintln!(
         "held the old state while pods could not resync; new state {t:?} after the role was fixed"
+    );
+}
+
+/// `deploy/crd-clusternetworkpolicies.yaml`, parsed.
+fn cluster_policy_crd() -> Value {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crd-clusternetworkpolicies.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml_ng::from_str(&text).unwrap()
+}
+
+/// An Admin ClusterNetworkPolicy denying TCP/80 from namespace dev to
+/// every pod: what no NetworkPolicy can undo.
+fn deny_dev_to_80() -> Value {
+    json!({
+        "apiVersion": "policy.networking.k8s.io/v1alpha2",
+        "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": "deny-dev-80"},
+        "spec": {
+            "tier": "Admin",
+            "priority": 10,
+            "subject": {"namespaces": {}},
+            "ingress": [{
+                "name": "no-dev-on-80",
+                "action": "Deny",
+                "from": [{"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "dev"}}}],
+                "protocols": [{"tcp": {"destinationPort": {"number": 80}}}],
+            }],
+        },
+    })
+}
+
+/// A cluster without the ClusterNetworkPolicy CRD: the agent enforces
+/// NetworkPolicy alone and says so once; once the shipped CRD is
+/// installed (the real API server checks its schema) the agent enforces
+/// ClusterNetworkPolicies without a restart, and a deleted one stops
+/// applying.
+#[test]
+fn cluster_policies_are_enforced_once_their_crd_is_installed() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use palisade_compiler::api::ClusterNetworkPolicy;
+    let Some(api) = start_api("cluster_policies_are_enforced_once_their_crd_is_installed") else {
+        return;
+    };
+    let r = running(&api, "kcn");
+    let (client, web, db) = (r.s.lab.pod("client"), r.s.lab.pod("web"), r.s.lab.pod("db"));
+    let w = web.ipv4().into();
+    let np_only = only_client_reaches_web_on_80(client, db, w);
+    eventually("no CRD", &r.agent, Duration::from_secs(5), &np_only);
+    let log = r.agent.log_text();
+    assert_eq!(
+        log.matches("is not served by the API server").count(),
+        1,
+        "said once: {log}"
+    );
+
+    apply(
+        &api,
+        Api::<CustomResourceDefinition>::all(api.client()),
+        cluster_policy_crd(),
+    );
+    // The API server serves the new resource within seconds (bounded).
+    let cnps = Api::<ClusterNetworkPolicy>::all(api.client());
+    let t0 = Instant::now();
+    loop {
+        let doc: ClusterNetworkPolicy = serde_json::from_value(deny_dev_to_80()).unwrap();
+        match api.block_on(cnps.create(&PostParams::default(), &doc)) {
+            Ok(_) => break,
+            Err(e) if t0.elapsed() < Duration::from_secs(30) => {
+                eprintln!("CRD not served yet: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("creating the ClusterNetworkPolicy: {e}"),
+        }
+    }
+    let denied = [
+        (client, w, P::Tcp(80), false),
+        (client, w, P::Tcp(81), false),
+        (db, w, P::Tcp(80), false),
+    ];
+    let t = eventually(
+        "ClusterNetworkPolicy created",
+        &r.agent,
+        Duration::from_secs(15),
+        &denied,
+    );
+    eprintln!("ClusterNetworkPolicy enforced {t:?} after it was created");
+    assert!(r.agent.log_text().contains("is served now"));
+
+    api.block_on(cnps.delete("deny-dev-80", &DeleteParams::default()))
+        .unwrap();
+    eventually(
+        "ClusterNetworkPolicy deleted",
+        &r.agent,
+        Duration::from_secs(5),
+        &np_only,
     );
 }
