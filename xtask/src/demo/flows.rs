@@ -27,42 +27,83 @@ pub enum Proto {
     Udp,
 }
 
-/// The policy files each step applies (cumulative) and the expected verdict
-/// of each flow after it, in [`flows`] order (`A` allowed, `B` blocked).
-pub const STEPS: [(&str, &[&str], &str); 6] = [
-    (
+/// A step of the demo: the files (under `examples/`) it applies and
+/// removes, as `kubectl apply -f` / `kubectl delete -f` would, and the
+/// expected verdict of each flow after it, in [`flows`] order (`A`
+/// allowed, `B` blocked). Files stay applied until a step removes them.
+pub struct Step {
+    pub title: &'static str,
+    pub apply: &'static [&'static str],
+    pub delete: &'static [&'static str],
+    pub expected: &'static str,
+}
+
+const fn step(
+    title: &'static str,
+    apply: &'static [&'static str],
+    delete: &'static [&'static str],
+    expected: &'static str,
+) -> Step {
+    Step {
+        title,
+        apply,
+        delete,
+        expected,
+    }
+}
+
+pub const STEPS: [Step; 8] = [
+    step(
         "no policies: Kubernetes' default is allow-all",
+        &[],
         &[],
         "AAAAAAAAAAAA",
     ),
-    (
+    step(
         "default-deny-all (production, ingress and egress)",
-        &["1-default-deny-all.yaml"],
+        &["three-tier/1-default-deny-all.yaml"],
+        &[],
         "BBBBBBBBBBBB",
     ),
-    (
+    step(
         "allow-dns (egress to kube-system, 53)",
-        &["2-allow-dns.yaml"],
+        &["three-tier/2-allow-dns.yaml"],
+        &[],
         "BBBBBAABBBBB",
     ),
-    (
+    step(
         "frontend/backend/database policies + restrict-egress",
         &[
-            "3-frontend-policy.yaml",
-            "3-backend-policy.yaml",
-            "3-database-policy.yaml",
-            "3-restrict-egress.yaml",
+            "three-tier/3-frontend-policy.yaml",
+            "three-tier/3-backend-policy.yaml",
+            "three-tier/3-database-policy.yaml",
+            "three-tier/3-restrict-egress.yaml",
         ],
+        &[],
         "AAABBAABABBB",
     ),
-    (
+    step(
         "allow-monitoring-scrape (9090 from purpose=monitoring)",
-        &["4-allow-monitoring-scrape.yaml"],
+        &["three-tier/4-allow-monitoring-scrape.yaml"],
+        &[],
         "AAABBAAAABBB",
     ),
-    (
-        "block-metadata (egress 0.0.0.0/0 except 169.254.169.254/32)",
-        &["5-block-metadata.yaml"],
+    step(
+        "block-metadata (egress 0.0.0.0/0 except 169.254.169.254/32): it also opens the external API to frontend",
+        &["three-tier/5-block-metadata.yaml"],
+        &[],
+        "AAABBAAAAABB",
+    ),
+    step(
+        "the same intent as the cluster operator's: ClusterNetworkPolicy admin/deny-metadata instead (Admin Deny, every namespace); frontend's external API is closed again",
+        &["cluster/deny-metadata.yaml"],
+        &["three-tier/5-block-metadata.yaml"],
+        "AAABBAAAABBB",
+    ),
+    step(
+        "a namespace allows all egress: the external API opens, the metadata service stays denied by the Admin tier",
+        &["cluster/allow-all-egress.yaml"],
+        &[],
         "AAABBAAAAABB",
     ),
 ];

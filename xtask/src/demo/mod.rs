@@ -5,7 +5,9 @@
 //! serving their ports, external hosts for 169.254.169.254 and
 //! 203.0.113.10), starts one agent per node inside the node's namespace
 //! (`--manifests`, pins on a private bpffs), then applies the policies of
-//! `examples/three-tier/` step by step as `kubectl apply` would, runs
+//! `examples/three-tier/` step by step as `kubectl apply` would (then the
+//! cluster operator's ClusterNetworkPolicy of `examples/cluster/` in their
+//! place, and a namespace's allow-all egress it withstands), runs
 //! `palisade sync` after each step and probes the flows the seeds test.
 //! Each step prints expected vs observed verdicts and the drops the agents
 //! reported; the run ends with a summary, exits non-zero on any mismatch,
@@ -242,14 +244,31 @@ fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root")
-        .join("examples/three-tier")
+        .join("examples")
+}
+
+/// The name a file of `examples/` has in an agent's manifests directory.
+fn manifest_name(file: &str) -> String {
+    file.replace('/', "-")
+}
+
+/// The `kubectl` commands a step stands for.
+fn kubectl_lines(apply: &[&str], delete: &[&str]) -> String {
+    let mut s = String::new();
+    if !apply.is_empty() {
+        s += &format!("\n    kubectl apply -f {}", apply.join(" -f "));
+    }
+    if !delete.is_empty() {
+        s += &format!("\n    kubectl delete -f {}", delete.join(" -f "));
+    }
+    s
 }
 
 /// The demo proper; returns the number of wrong verdicts.
 fn demo(bin: &Path) -> anyhow::Result<usize> {
     let paint = Paint::new();
     let examples = examples_dir();
-    let desc = LabDescription::from_file(&examples.join("lab.yaml"))?;
+    let desc = LabDescription::from_file(&examples.join("three-tier/lab.yaml"))?;
     let lab_started = Instant::now();
     let app = AppLab::up(&desc, PREFIX)?;
     let scratch = Scratch::new()?;
@@ -286,14 +305,22 @@ fn demo(bin: &Path) -> anyhow::Result<usize> {
     let flows = flows();
     let mut wrong_total = 0;
     let mut summary = Vec::new();
-    for (i, (title, files, expected)) in STEPS.iter().enumerate() {
+    for (i, step) in STEPS.iter().enumerate() {
+        let (title, expected) = (step.title, step.expected);
         check_stop()?;
         let t = Instant::now();
-        for file in *files {
+        for file in step.apply {
             let text = std::fs::read_to_string(examples.join(file))
                 .with_context(|| format!("read {file}"))?;
             for a in &agents {
-                a.dirs.write_raw(file, &text)?;
+                a.dirs.write_raw(&manifest_name(file), &text)?;
+            }
+        }
+        for file in step.delete {
+            for a in &agents {
+                let path = a.dirs.manifests.join(manifest_name(file));
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("remove {}", path.display()))?;
             }
         }
         let mut revisions = Vec::new();
@@ -305,11 +332,7 @@ fn demo(bin: &Path) -> anyhow::Result<usize> {
         println!(
             "{} step {i}: {title}{}",
             paint.c("1", "==>"),
-            if files.is_empty() {
-                String::new()
-            } else {
-                format!("\n    kubectl apply -f {}", files.join(" -f "))
-            }
+            kubectl_lines(step.apply, step.delete)
         );
         println!(
             "    palisade sync: revision {}",
@@ -364,7 +387,7 @@ fn demo(bin: &Path) -> anyhow::Result<usize> {
             t.elapsed().as_secs_f64()
         );
         wrong_total += wrong;
-        summary.push((i, *title, flows.len() - wrong, wrong));
+        summary.push((i, title, flows.len() - wrong, wrong));
     }
 
     println!();
