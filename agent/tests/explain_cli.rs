@@ -221,3 +221,93 @@ fn agent_commands_without_an_agent() {
         );
     }
 }
+
+/// ClusterNetworkPolicies: the walk through the tiers on the examples of
+/// `examples/` (the demo's last step), in text and JSON, and a policy kind
+/// Palisade does not enforce named as such.
+#[test]
+fn offline_walks_the_tiers() {
+    let ex = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    let files: Vec<String> = [
+        "three-tier/app.yaml",
+        "three-tier/1-default-deny-all.yaml",
+        "three-tier/2-allow-dns.yaml",
+        "three-tier/3-frontend-policy.yaml",
+        "cluster/deny-metadata.yaml",
+        "cluster/allow-all-egress.yaml",
+    ]
+    .iter()
+    .map(|f| format!("{ex}/{f}"))
+    .collect();
+    let mut args = vec!["explain"];
+    for f in &files {
+        args.extend(["-f", f.as_str()]);
+    }
+    let ask = |to: &str, port: &str, json: bool| {
+        let mut a = args.clone();
+        a.extend(["--from", "production/frontend", "--to", to, "--port", port]);
+        if json {
+            a.extend(["-o", "json"]);
+        }
+        run(&a)
+    };
+
+    // The Admin Deny decides before NetworkPolicy's allow-all egress.
+    let (rc, out, err) = ask("169.254.169.254", "80/TCP", false);
+    assert_eq!(rc, 1, "{out}{err}");
+    assert!(
+        out.contains(
+            "egress of production/frontend: denied: [Admin] Deny by ClusterNetworkPolicy \
+             admin/deny-metadata egress[0] \"cloud-metadata\" (priority 10, Deny)\n"
+        ),
+        "{out}"
+    );
+    // Anything else: no Admin rule matches, NetworkPolicy decides.
+    let (rc, out, err) = ask("203.0.113.10", "443/TCP", false);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(
+        out.contains(
+            "egress of production/frontend: allowed: [Admin] no rule of deny-metadata matches \
+             → [NetworkPolicy] allowed by production/allow-all-egress egress[0]"
+        ),
+        "{out}"
+    );
+    let (_, out, _) = ask("169.254.169.254", "80/TCP", true);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["allowed"], false);
+    assert_eq!(v["egress"]["decided_by"], "admin");
+    assert_eq!(v["egress"]["tiers"][0]["tier"], "admin");
+    assert_eq!(v["egress"]["tiers"][0]["action"], "Deny");
+    assert_eq!(
+        v["egress"]["tiers"][0]["policies"],
+        json!(["deny-metadata"])
+    );
+
+    // An AdminNetworkPolicy (v1alpha1) is not enforced: said, not skipped.
+    let dir = tempfile::tempdir().unwrap();
+    let anp = dir.path().join("anp.yaml");
+    std::fs::write(
+        &anp,
+        "apiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\n\
+         metadata: {name: old-style}\nspec: {priority: 1, subject: {namespaces: {}}}\n",
+    )
+    .unwrap();
+    let mut a = args.clone();
+    a.extend(["-f", anp.to_str().unwrap()]);
+    a.extend([
+        "--from",
+        "production/frontend",
+        "--to",
+        "169.254.169.254",
+        "--port",
+        "80/TCP",
+    ]);
+    let (rc, _, err) = run(&a);
+    assert_eq!(rc, 1);
+    assert!(
+        err.contains(
+            "NOT ENFORCED by Palisade: AdminNetworkPolicy (policy.networking.k8s.io/v1alpha1) old-style"
+        ),
+        "{err}"
+    );
+}

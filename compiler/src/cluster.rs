@@ -66,7 +66,7 @@ impl PolicyRef {
 
 /// The NetworkPolicy-shaped rules of a cluster policy (for the shared
 /// matching machinery): a direction without rules is `None`.
-fn shape(obj: &ClusterPolicyObj) -> PolicyObj {
+pub(crate) fn shape(obj: &ClusterPolicyObj) -> PolicyObj {
     let rules = |dir: usize| {
         let rs: Vec<_> = obj.rules[dir].iter().map(|r| r.rule.clone()).collect();
         (!rs.is_empty()).then_some(rs)
@@ -429,6 +429,68 @@ impl std::fmt::Display for TierRuleName {
     }
 }
 
+/// How reports name rule `index` of direction `dir` of policy `name`, at
+/// `position` among its tier's policies of the same priority.
+pub(crate) fn rule_name(
+    name: &str,
+    p: &ClusterPolicyObj,
+    position: u32,
+    dir: u8,
+    index: usize,
+) -> TierRuleName {
+    let r = &p.rules[dir as usize][index];
+    let codes = rule_codes(p.tier, rank(p.priority, position, index), r.action);
+    TierRuleName {
+        policy: name.to_string(),
+        tier: match p.tier {
+            Tier::Admin => "admin",
+            Tier::Baseline => "baseline",
+        },
+        priority: p.priority,
+        direction: dir,
+        index,
+        name: r.name.clone(),
+        action: match r.action {
+            Action::Accept => "Accept",
+            Action::Deny => "Deny",
+            Action::Pass => "Pass",
+        },
+        code: codes.admin.max(codes.baseline),
+    }
+}
+
+/// The enforced cluster policies of `tier` with rules in `dir` whose
+/// subject selects `pod`, in the order the tier consults them, each with
+/// its position (see the module documentation).
+pub(crate) fn consulted<'a>(
+    e: &'a Engine,
+    tier: Tier,
+    dir: u8,
+    pod: &PodRef,
+) -> Vec<(&'a str, &'a ClusterPolicyObj, u32)> {
+    let selecting = e.cluster_selecting(pod);
+    let positions = positions(&e.cluster_policies);
+    let mut out: Vec<_> = e
+        .cluster_policies
+        .iter()
+        .filter(|(name, p)| {
+            p.tier == tier
+                && !p.audit
+                && !p.rules[dir as usize].is_empty()
+                && selecting.contains(&PolicyRef::cluster(name))
+        })
+        .map(|(name, p)| {
+            let position = positions
+                .get(name.as_str())
+                .copied()
+                .unwrap_or(MAX_POSITION);
+            (name.as_str(), &**p, position)
+        })
+        .collect();
+    out.sort_by_key(|(name, p, position)| (p.priority, *position, *name));
+    out
+}
+
 /// Every enforced cluster policy rule with its code.
 pub(crate) fn tier_rules(e: &Engine) -> Vec<TierRuleName> {
     let positions = positions(&e.cluster_policies);
@@ -442,25 +504,8 @@ pub(crate) fn tier_rules(e: &Engine) -> Vec<TierRuleName> {
             .copied()
             .unwrap_or(MAX_POSITION);
         for (dir, rules) in p.rules.iter().enumerate() {
-            for (i, r) in rules.iter().enumerate() {
-                let codes = rule_codes(p.tier, rank(p.priority, position, i), r.action);
-                out.push(TierRuleName {
-                    policy: name.clone(),
-                    tier: match p.tier {
-                        Tier::Admin => "admin",
-                        Tier::Baseline => "baseline",
-                    },
-                    priority: p.priority,
-                    direction: dir as u8,
-                    index: i,
-                    name: r.name.clone(),
-                    action: match r.action {
-                        Action::Accept => "Accept",
-                        Action::Deny => "Deny",
-                        Action::Pass => "Pass",
-                    },
-                    code: codes.admin.max(codes.baseline),
-                });
+            for i in 0..rules.len() {
+                out.push(rule_name(name, p, position, dir as u8, i));
             }
         }
     }

@@ -10,6 +10,13 @@
 //! Audited policies (see [`crate::audit`]) are reported beside the enforced
 //! ones and never change the verdict.
 //!
+//! ClusterNetworkPolicies are walked as the datapath walks them: the node's
+//! exemption, then the Admin tier's first matching rule (by priority, then
+//! name, then written order), then NetworkPolicy for a pod it isolates,
+//! then the Baseline tier's first matching rule. Each side names the
+//! deciding rule of each tier, or that none matched. Audited
+//! ClusterNetworkPolicies are not enforced and not reported yet.
+//!
 //! The matching mirrors the compiled entries exactly, including their one
 //! conservative corner (egress named ports towards ipBlocks match only if
 //! every address of every pod sharing the destination's identity lies in
@@ -19,10 +26,11 @@ use std::net::IpAddr;
 
 use palisade_common::{direction, proto};
 
+use crate::cluster::{self, TierRuleName};
 use crate::engine::Engine;
 use crate::inspect::{self, PolicyName};
 use crate::ipcache::Claim;
-use crate::model::{Peers, PolicyObj, PolicyRef, Rule, resolve_named};
+use crate::model::{Action, Peers, PolicyObj, PolicyRef, Rule, Tier, resolve_named};
 use crate::ports::class_index;
 use crate::rules::World;
 use crate::state::PodRef;
@@ -109,6 +117,27 @@ pub struct RuleMatch {
     pub port: PortMatch,
 }
 
+/// The first rule of a ClusterNetworkPolicy tier that matches the flow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TierMatch {
+    /// The rule, as monitor names it.
+    pub rule: TierRuleName,
+    /// The peer that matched.
+    pub peer: PeerMatch,
+    /// The port that matched.
+    pub port: PortMatch,
+}
+
+impl TierMatch {
+    fn action(&self) -> Action {
+        match self.rule.action {
+            "Accept" => Action::Accept,
+            "Pass" => Action::Pass,
+            _ => Action::Deny,
+        }
+    }
+}
+
 /// The verdict of one side (one pod, one direction).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Judgement {
@@ -126,6 +155,16 @@ pub struct Judgement {
     pub allowed_by: Vec<RuleMatch>,
     /// Audited rules allowing the flow.
     pub audit_allowed_by: Vec<RuleMatch>,
+    /// The Admin-tier ClusterNetworkPolicies selecting the pod in this
+    /// direction, in the order they are consulted.
+    pub admin_selecting: Vec<String>,
+    /// The Admin tier's first matching rule.
+    pub admin: Option<TierMatch>,
+    /// The Baseline-tier ClusterNetworkPolicies selecting the pod in this
+    /// direction, in the order they are consulted.
+    pub baseline_selecting: Vec<String>,
+    /// The Baseline tier's first matching rule.
+    pub baseline: Option<TierMatch>,
 }
 
 impl Judgement {
@@ -134,9 +173,32 @@ impl Judgement {
         !self.selecting.is_empty()
     }
 
+    /// Which step of the walk decides this side.
+    pub fn decided_by(&self) -> Decider {
+        if self.host_exempt {
+            return Decider::Host;
+        }
+        match self.admin.as_ref().map(TierMatch::action) {
+            Some(Action::Accept) => return Decider::Admin(true),
+            Some(Action::Deny) => return Decider::Admin(false),
+            Some(Action::Pass) | None => {}
+        }
+        if self.isolated() {
+            return Decider::NetworkPolicy(!self.allowed_by.is_empty());
+        }
+        match self.baseline.as_ref().map(TierMatch::action) {
+            Some(Action::Deny) => Decider::Baseline(false),
+            Some(_) => Decider::Baseline(true),
+            None => Decider::Default,
+        }
+    }
+
     /// Whether the flow passes this side.
     pub fn allowed(&self) -> bool {
-        !self.isolated() || self.host_exempt || !self.allowed_by.is_empty()
+        match self.decided_by() {
+            Decider::Host | Decider::Default => true,
+            Decider::Admin(a) | Decider::NetworkPolicy(a) | Decider::Baseline(a) => a,
+        }
     }
 
     /// Whether the flow would pass this side if audited policies were
@@ -147,6 +209,21 @@ impl Judgement {
         }
         Some(self.host_exempt || !self.allowed_by.is_empty() || !self.audit_allowed_by.is_empty())
     }
+}
+
+/// The step of the walk that decides one side, and whether it allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decider {
+    /// The node's traffic to its pods: exempt.
+    Host,
+    /// The Admin tier's first matching rule (Accept or Deny).
+    Admin(bool),
+    /// NetworkPolicy, which isolates the pod.
+    NetworkPolicy(bool),
+    /// The Baseline tier's first matching rule.
+    Baseline(bool),
+    /// Nothing decides: Kubernetes' default, allowed.
+    Default,
 }
 
 /// The answer.
@@ -370,9 +447,32 @@ fn judge(e: &Engine, local: &PodRef, dir: u8, peer: &End, q: &Query) -> Judgemen
             })
             .collect()
     };
+    let tier = |tier: Tier| -> (Vec<String>, Option<TierMatch>) {
+        let consulted = cluster::consulted(e, tier, dir, local);
+        let names = consulted.iter().map(|(n, _, _)| n.to_string()).collect();
+        let first = consulted.iter().find_map(|(name, p, position)| {
+            let shaped = cluster::shape(p);
+            let policy = PolicyName::new("", *name);
+            let hits = matching_rules(
+                e, &world, &policy, &shaped, dir, local, peer, q.protocol, q.port,
+            );
+            hits.into_iter().min_by_key(|m| m.rule).map(|m| TierMatch {
+                rule: cluster::rule_name(name, p, *position, dir, m.rule),
+                peer: m.peer,
+                port: m.port,
+            })
+        });
+        (names, first)
+    };
+    let (admin_selecting, admin) = tier(Tier::Admin);
+    let (baseline_selecting, baseline) = tier(Tier::Baseline);
     Judgement {
         pod: local.clone(),
         direction: dir,
+        admin_selecting,
+        admin,
+        baseline_selecting,
+        baseline,
         allowed_by: rules_of(&selecting),
         audit_allowed_by: rules_of(&audited),
         selecting,

@@ -164,8 +164,8 @@ pub use compiler::Compiler;
 pub use diff::Diff;
 pub use error::{CompileError, ObjectKind, ObjectRef, Reason};
 pub use explain::{
-    End, ExplainError, Explanation, Judgement, PeerKind, PeerMatch, PortMatch, Query, RuleMatch,
-    Side,
+    Decider, End, ExplainError, Explanation, Judgement, PeerKind, PeerMatch, PortMatch, Query,
+    RuleMatch, Side, TierMatch,
 };
 pub use identity::IdentityInfo;
 pub use inspect::{PolicyName, PolicySummary};

@@ -14,8 +14,8 @@ use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, Network
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use palisade_common::{direction, proto};
 use palisade_compiler::{
-    Compiler, End, ExplainError, Explanation, Judgement, PeerKind, PeerMatch, PodRef, PolicyName,
-    PortMatch, Query, RuleMatch, Side,
+    Compiler, Decider, End, ExplainError, Explanation, Judgement, PeerKind, PeerMatch, PodRef,
+    PolicyName, PortMatch, Query, RuleMatch, Side, TierMatch,
 };
 use serde::{Deserialize, Serialize};
 
@@ -188,6 +188,28 @@ pub struct SideReport {
     /// Audited rules allowing it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub audit_allowed_by: Vec<RuleReport>,
+    /// The ClusterNetworkPolicy tiers consulted, in order (absent: none
+    /// selects the pod in this direction).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tiers: Vec<TierReport>,
+    /// What decided this side: `host`, `admin`, `networkpolicy`,
+    /// `baseline` or `default`.
+    pub decided_by: String,
+}
+
+/// One ClusterNetworkPolicy tier of a side's walk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierReport {
+    /// `admin` or `baseline`.
+    pub tier: String,
+    /// The tier's policies selecting the pod, in the order consulted.
+    pub policies: Vec<String>,
+    /// The first matching rule, as monitor names it (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// Its action: `Accept`, `Deny` or `Pass`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
 }
 
 /// One end.
@@ -332,7 +354,29 @@ fn side_report(
             .map(|m| rule_report(m, j.direction, protocol, port, raw(&m.policy).as_ref()))
             .collect()
     };
+    let tier = |name: &str, policies: &[String], m: Option<&TierMatch>| TierReport {
+        tier: name.into(),
+        policies: policies.to_vec(),
+        rule: m.map(|m| m.rule.to_string()),
+        action: m.map(|m| m.rule.action.to_string()),
+    };
+    let mut tiers = Vec::new();
+    if !j.admin_selecting.is_empty() {
+        tiers.push(tier("admin", &j.admin_selecting, j.admin.as_ref()));
+    }
+    if !j.baseline_selecting.is_empty() {
+        tiers.push(tier("baseline", &j.baseline_selecting, j.baseline.as_ref()));
+    }
     SideReport {
+        tiers,
+        decided_by: match j.decided_by() {
+            Decider::Host => "host",
+            Decider::Admin(_) => "admin",
+            Decider::NetworkPolicy(_) => "networkpolicy",
+            Decider::Baseline(_) => "baseline",
+            Decider::Default => "default",
+        }
+        .into(),
         pod: j.pod.to_string(),
         direction: direction::as_str(j.direction).into(),
         isolated: j.isolated(),
@@ -410,6 +454,41 @@ pub fn explain(
     Ok(report(&e, &parsed.query, notes, raw))
 }
 
+/// A side's walk through the tiers, as a chain of steps up to the one
+/// that decides: `[Admin] Pass by … → [NetworkPolicy] allowed by … `.
+fn chain(s: &SideReport, other: &str, what: &str) -> String {
+    let mut steps = Vec::new();
+    let tier = |name: &str| s.tiers.iter().find(|t| t.tier == name);
+    let tier_step = |label: &str, t: &TierReport| match &t.rule {
+        Some(rule) => format!("[{label}] {} by {rule}", t.action.as_deref().unwrap_or("")),
+        None => format!("[{label}] no rule of {} matches", t.policies.join(", ")),
+    };
+    if let Some(t) = tier("admin") {
+        steps.push(tier_step("Admin", t));
+    }
+    if s.decided_by != "admin" {
+        steps.push(if !s.isolated {
+            "[NetworkPolicy] none isolates it".to_string()
+        } else if let Some(r) = s.allowed_by.first() {
+            format!("[NetworkPolicy] allowed by {}", rule_line(r))
+        } else {
+            format!(
+                "[NetworkPolicy] isolated by {}; no rule allows {other} on {what}",
+                s.selecting.join(", ")
+            )
+        });
+    }
+    if s.decided_by == "baseline" || s.decided_by == "default" {
+        if let Some(t) = tier("baseline") {
+            steps.push(tier_step("Baseline", t));
+        }
+    }
+    if s.decided_by == "default" {
+        steps.push("default: allowed".into());
+    }
+    steps.join(" → ")
+}
+
 fn rule_line(r: &RuleReport) -> String {
     let list = if r.direction == "ingress" {
         "from"
@@ -454,7 +533,25 @@ impl fmt::Display for ExplainReport {
                 writeln!(f, "  {dir} of {name}: not a pod, no {dir} policy applies")?;
                 continue;
             };
-            if s.host_exempt {
+            let other = if i == 0 {
+                &self.to.name
+            } else {
+                &self.from.name
+            };
+            if !s.tiers.is_empty() && !s.host_exempt {
+                writeln!(
+                    f,
+                    "  {dir} of {}: {}: {}",
+                    s.pod,
+                    if s.allowed { "allowed" } else { "denied" },
+                    chain(s, other, &what)
+                )?;
+                if s.decided_by == "networkpolicy" {
+                    for r in s.allowed_by.iter().skip(1) {
+                        writeln!(f, "    also allowed by {}", rule_line(r))?;
+                    }
+                }
+            } else if s.host_exempt {
                 writeln!(
                     f,
                     "  {dir} of {}: allowed: traffic from this node is exempt (agent without --enforce-host)",
@@ -474,11 +571,6 @@ impl fmt::Display for ExplainReport {
                     s.selecting.join(", ")
                 )?;
                 if s.allowed_by.is_empty() {
-                    let other = if i == 0 {
-                        &self.to.name
-                    } else {
-                        &self.from.name
-                    };
                     writeln!(f, "    denied: no rule allows {other} on {what}")?;
                 }
                 for r in &s.allowed_by {
