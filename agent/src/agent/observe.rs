@@ -523,10 +523,18 @@ impl Agent {
         match crate::explain::explain(&self.compiler, req, self.cfg.enforce_host, &|n| {
             self.raw_policy(n)
         }) {
-            Ok(r) => match serde_json::to_value(&r) {
-                Ok(v) => Self::data(v),
-                Err(e) => Response::error(e.to_string()),
-            },
+            Ok(mut r) => {
+                // Enforcement the operator may believe in and does not have.
+                r.notes.extend(
+                    self.feed
+                        .unenforced()
+                        .map(|u| format!("NOT ENFORCED by Palisade: {u}")),
+                );
+                match serde_json::to_value(&r) {
+                    Ok(v) => Self::data(v),
+                    Err(e) => Response::error(e.to_string()),
+                }
+            }
             Err(e) => Response::error(e.to_string()),
         }
     }
