@@ -478,10 +478,10 @@ fn chain(s: &SideReport, other: &str, what: &str) -> String {
             )
         });
     }
-    if s.decided_by == "baseline" || s.decided_by == "default" {
-        if let Some(t) = tier("baseline") {
-            steps.push(tier_step("Baseline", t));
-        }
+    if (s.decided_by == "baseline" || s.decided_by == "default")
+        && let Some(t) = tier("baseline")
+    {
+        steps.push(tier_step("Baseline", t));
     }
     if s.decided_by == "default" {
         steps.push("default: allowed".into());
