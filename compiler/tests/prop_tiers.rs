@@ -494,3 +494,40 @@ fn the_incremental_check_can_fail() {
     let err = check_incremental(&initial, &ops, Tamper::DropLastOp).unwrap_err();
     assert!(err.contains("from scratch"), "{err}");
 }
+
+#[test]
+#[ignore]
+fn coverage_stats() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    use std::collections::BTreeMap;
+    let mut runner = TestRunner::deterministic();
+    let mut stats: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..40 {
+        let cluster = arb_tier_cluster().new_tree(&mut runner).unwrap().current();
+        *stats.entry(format!("cnps={}", cluster.cnps.len())).or_default() += 1;
+        for pod in cluster.endpoints() {
+            for dir in [direction::INGRESS, direction::EGRESS] {
+                for a in cluster.probe_addresses() {
+                    for (pr, port) in cases(&TIER_PROBE_PORTS) {
+                        let m = cluster.tiered(&pod, dir, a, pr, port, Model::Faithful);
+                        *stats.entry(format!("{:?}", m.step)).or_default() += 1;
+                        if let Some(h) = &m.admin {
+                            *stats.entry(format!("admin {:?}", h.action)).or_default() += 1;
+                        }
+                        if let Some(h) = &m.baseline {
+                            *stats.entry(format!("baseline {:?}", h.action)).or_default() += 1;
+                        }
+                        let plain = cluster.naive(&pod, dir, a, pr, port).1;
+                        if plain != m.allowed() {
+                            *stats.entry("differs from NP alone".into()).or_default() += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (k, v) in stats {
+        println!("{k}: {v}");
+    }
+}

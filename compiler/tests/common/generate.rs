@@ -421,9 +421,11 @@ fn arb_network() -> impl Strategy<Value = String> {
     ]
 }
 
-/// A namespace selector over the generated namespace labels, or by name.
+/// A namespace selector over the generated namespace labels, by name, or
+/// of every namespace (often: tier rules should often match).
 fn arb_ns_selector() -> impl Strategy<Value = Value> {
     prop_oneof![
+        2 => Just(json!({})),
         3 => arb_selector(NS_KEYS, NS_VALS),
         1 => select(&NAMESPACES[..])
             .prop_map(|n| json!({"matchLabels": {"kubernetes.io/metadata.name": n}})),
@@ -431,7 +433,11 @@ fn arb_ns_selector() -> impl Strategy<Value = Value> {
 }
 
 fn arb_namespaced_pod() -> impl Strategy<Value = Value> {
-    (arb_ns_selector(), arb_selector(POD_KEYS, POD_VALS))
+    let pods = prop_oneof![
+        1 => Just(json!({})),
+        3 => arb_selector(POD_KEYS, POD_VALS),
+    ];
+    (arb_ns_selector(), pods)
         .prop_map(|(n, p)| json!({"namespaceSelector": n, "podSelector": p}))
 }
 
