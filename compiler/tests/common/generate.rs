@@ -437,8 +437,7 @@ fn arb_namespaced_pod() -> impl Strategy<Value = Value> {
         1 => Just(json!({})),
         3 => arb_selector(POD_KEYS, POD_VALS),
     ];
-    (arb_ns_selector(), pods)
-        .prop_map(|(n, p)| json!({"namespaceSelector": n, "podSelector": p}))
+    (arb_ns_selector(), pods).prop_map(|(n, p)| json!({"namespaceSelector": n, "podSelector": p}))
 }
 
 fn arb_cnp_peer(egress: bool) -> impl Strategy<Value = Value> {

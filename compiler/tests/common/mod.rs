@@ -724,20 +724,31 @@ pub fn replay_checked(
 }
 
 /// [`replay_checked`], returning the first violation instead of panicking.
+/// Only the probes that neither `old` nor `new` allows are evaluated after
+/// each op (the others cannot be violated); instead of probing for
+/// references to missing tables, every written policy value must name
+/// tables present, and no table may go while a value names it.
 pub fn try_replay(
     old: &DesiredState,
     new: &DesiredState,
     ops: &[MapOp],
     probes: &Probes,
 ) -> Result<DesiredState, String> {
-    let verdicts = |s: &DesiredState| -> Result<Vec<bool>, String> {
+    let verdicts = |s: &DesiredState, probes: &[&(PodRef, u8, IpAddr, u8, u16)]| {
         probes
             .iter()
             .map(|(p, d, a, pr, port)| sim(s, p, *d, *a, *pr, *port))
-            .collect()
+            .collect::<Result<Vec<bool>, String>>()
     };
-    let vo = verdicts(old)?;
-    let vn = verdicts(new)?;
+    let all: Vec<_> = probes.iter().collect();
+    let vo = verdicts(old, &all)?;
+    let vn = verdicts(new, &all)?;
+    let denied: Vec<_> = all
+        .iter()
+        .zip(vo.iter().zip(&vn))
+        .filter(|(_, (o, n))| !**o && !**n)
+        .map(|(p, _)| *p)
+        .collect();
     let mut cur = old.clone();
     for (i, op) in ops.iter().enumerate() {
         let before = cur.clone();
@@ -745,13 +756,23 @@ pub fn try_replay(
         if before == cur {
             return Err(format!("op {i} {op:?} changes nothing"));
         }
-        let vc = verdicts(&cur).map_err(|e| format!("after op {i} {op:?}: {e}"))?;
-        for (j, probe) in probes.iter().enumerate() {
-            if vc[j] && !vo[j] && !vn[j] {
-                return Err(format!(
-                    "after op {i} {op:?}: {probe:?} allowed, but neither before nor after the diff\nops: {ops:#?}"
-                ));
-            }
+        let dangling = match op {
+            MapOp::PolicyUpsert { value, .. } => cur.value_says(value).is_none(),
+            MapOp::PortsetRemove { id } => cur.policy.values().any(|v| v.portset == *id),
+            MapOp::TiersetRemove { id } => cur.policy.values().any(|v| v.tierset == *id),
+            _ => false,
+        };
+        if dangling {
+            return Err(format!(
+                "after op {i} {op:?}: a policy value names a missing table"
+            ));
+        }
+        let vc = verdicts(&cur, &denied).map_err(|e| format!("after op {i} {op:?}: {e}"))?;
+        if let Some(j) = vc.iter().position(|v| *v) {
+            return Err(format!(
+                "after op {i} {op:?}: {:?} allowed, but neither before nor after the diff\nops: {ops:#?}",
+                denied[j]
+            ));
         }
     }
     Ok(cur)
