@@ -366,8 +366,16 @@ fn check_explain(cluster: &Cluster, model: Model, stale: Option<&Cluster>) -> Re
 
 // ----- the properties ------------------------------------------------------
 
+/// `n` cases, or `PROPTEST_CASES` when set (for a longer hunt).
+fn cases_or(n: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(n)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases_or(192), ..ProptestConfig::default() })]
 
     #[test]
     fn compiled_tiers_equal_the_model(cluster in arb_tier_cluster()) {
@@ -376,12 +384,16 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases_or(48), ..ProptestConfig::default() })]
 
     #[test]
     fn tier_changes_one_commit_at_a_time((initial, ops) in arb_case()) {
         check_incremental(&initial, &ops, Tamper::None).map_err(TestCaseError::fail)?;
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases_or(96), ..ProptestConfig::default() })]
 
     #[test]
     fn explain_walks_the_tiers_like_the_maps(cluster in arb_tier_cluster()) {
