@@ -506,9 +506,10 @@ fn arb_cnp_rule(egress: bool) -> impl Strategy<Value = Value> {
 /// A valid, enforced ClusterNetworkPolicy named `name`: either tier, a
 /// priority of [`CNP_PRIORITIES`], a `namespaces` or `pods` subject, and
 /// in each direction no rules or 1 to 3 (so a policy may have rules in one
-/// direction only).
+/// direction only). One in ten is annotated for audit (not enforced).
 pub fn arb_cnp(name: &'static str) -> impl Strategy<Value = ClusterNetworkPolicy> {
     (
+        prop::bool::weighted(0.1),
         select(&["Admin", "Baseline"][..]),
         select(&CNP_PRIORITIES[..]),
         prop_oneof![
@@ -518,7 +519,7 @@ pub fn arb_cnp(name: &'static str) -> impl Strategy<Value = ClusterNetworkPolicy
         prop::option::weighted(0.65, prop::collection::vec(arb_cnp_rule(false), 1..=3)),
         prop::option::weighted(0.65, prop::collection::vec(arb_cnp_rule(true), 1..=3)),
     )
-        .prop_map(move |(tier, priority, subject, ingress, egress)| {
+        .prop_map(move |(audit, tier, priority, subject, ingress, egress)| {
             let mut spec = serde_json::Map::new();
             spec.insert("tier".into(), json!(tier));
             spec.insert("priority".into(), json!(priority));
@@ -529,10 +530,14 @@ pub fn arb_cnp(name: &'static str) -> impl Strategy<Value = ClusterNetworkPolicy
             if let Some(e) = egress {
                 spec.insert("egress".into(), json!(e));
             }
+            let mut metadata = json!({"name": name});
+            if audit {
+                metadata["annotations"] = json!({"policy.palisade.dev/mode": "audit"});
+            }
             serde_json::from_value(json!({
                 "apiVersion": "policy.networking.k8s.io/v1alpha2",
                 "kind": "ClusterNetworkPolicy",
-                "metadata": {"name": name},
+                "metadata": metadata,
                 "spec": spec,
             }))
             .unwrap()
