@@ -586,3 +586,57 @@ fn incremental_changes_equal_compiling_from_scratch() {
         check(&c, &objs, name);
     }
 }
+
+fn deny_ingress_from_pods() -> ClusterNetworkPolicy {
+    cnp(
+        "deny-pods",
+        json!({"tier": "Admin", "priority": 10, "subject": {"namespaces": {}},
+            "ingress": [{"action": "Deny", "from": [{"namespaces": {}}]}]}),
+    )
+}
+
+/// prod/web deleted and created again (a new UID: a new endpoint id) at
+/// the same address, with `labels` and its ports.
+fn web_recreated(labels: &[(&str, &str)]) -> k8s_openapi::api::core::v1::Pod {
+    let serve = [
+        ("http", "TCP", 8080),
+        ("metrics", "TCP", 9090),
+        ("dns", "UDP", 53),
+    ];
+    let mut p = pod("prod", "web", labels, NODE, &[WEB], &serve);
+    p.metadata.uid = Some("uid-prod-web-2".into());
+    p
+}
+
+// Found by prop_tiers (tier_changes_one_commit_at_a_time). The old
+// endpoint id of a re-created pod is consulted until the endpoint entry
+// switches, after the ipcache switch; `order.rs` holds its rows of
+// identities gaining addresses at the bottom, but only rows it has: for
+// an identity it has no entry for, a tiered direction reads "no rule
+// matches" (the default allow), not a drop. An identity new to the
+// cluster never has one.
+#[test]
+#[ignore = "known bug: a re-created pod's old endpoint has no entry for a new identity during the diff, so its own address escapes an Admin Deny"]
+fn a_recreated_pod_with_new_labels_stays_denied() {
+    let mut c = env();
+    apply(&mut c, deny_ingress_from_pods());
+    assert!(!inn(&c, "prod/web", WEB, 80));
+    let again = web_recreated(&[("app", "web2")]);
+    step(&mut c, |c| c.apply_pod(&again).unwrap());
+    assert!(!inn(&c, "prod/web", WEB, 80));
+}
+
+#[test]
+#[ignore = "known bug: a re-created pod's old endpoint has no entry for a new identity during the diff, so a pod relabelled in the same commit escapes an Admin Deny"]
+fn a_recreated_pod_stays_denied_from_a_relabelled_pod() {
+    let mut c = env();
+    apply(&mut c, deny_ingress_from_pods());
+    assert!(!inn(&c, "prod/web", DB, 80));
+    let again = web_recreated(&[("app", "web")]);
+    let db = pod("prod", "db", &[("app", "db2")], NODE, &[DB], &[]);
+    step(&mut c, |c| {
+        c.apply_pod(&again).unwrap();
+        c.apply_pod(&db).unwrap();
+    });
+    assert!(!inn(&c, "prod/web", DB, 80));
+}

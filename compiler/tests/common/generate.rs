@@ -2,12 +2,15 @@
 //! named ports, v4/v6 addresses from small documentation ranges, local or
 //! remote, some host-network or terminated), and policies (selectors with
 //! every operator, ipBlocks with excepts that overlap across policies,
-//! numeric, ranged and named ports, every policyTypes form).
+//! numeric, ranged and named ports, every policyTypes form), and
+//! ClusterNetworkPolicies (both tiers, tied priorities, both subject kinds,
+//! every peer kind, numeric, ranged and named ports).
 
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use palisade_compiler::api::ClusterNetworkPolicy;
 use proptest::prelude::*;
 use proptest::sample::select;
 use serde_json::{Value, json};
@@ -309,51 +312,255 @@ pub fn arb_cluster() -> impl Strategy<Value = Cluster> {
 
 /// With `named_blocks`, one policy is an [`arb_named_block_policy`].
 pub fn arb_cluster_with(named_blocks: bool) -> impl Strategy<Value = Cluster> {
-    arb_slot_namespaces().prop_flat_map(move |slots| {
-        let pods: Vec<_> = slots
-            .iter()
-            .enumerate()
-            .map(|(i, ns)| prop::option::weighted(0.85, arb_pod(i, ns)))
-            .collect();
-        (
-            prop::collection::vec(arb_namespace(), 0..=3),
-            pods,
-            prop::sample::subsequence(POLICY_NAMES.to_vec(), 0..=4)
-                .prop_flat_map(|names| names.into_iter().map(arb_policy).collect::<Vec<_>>()),
-            any::<bool>(),
-            arb_named_block_policy("focus"),
-        )
-            .prop_map(move |(nss, pods, pols, with_hosts, focus)| {
-                let mut c = Cluster::default();
-                for n in nss {
-                    c.add_ns(n);
-                }
-                for p in pods.into_iter().flatten() {
-                    c.add_pod(p);
-                }
-                for p in pols {
-                    c.add_policy(p);
-                }
-                if named_blocks {
-                    c.add_policy(focus);
-                    // Few identities, so an identity often has pods both
-                    // inside and outside a block.
-                    for p in c.pods.values_mut() {
-                        p.metadata.labels = None;
-                        for ct in &mut p.spec.as_mut().unwrap().containers {
-                            ct.ports = Some(vec![
-                                serde_json::from_value(
-                                    json!({"name": "http", "containerPort": 80}),
-                                )
+    arb_slot_namespaces().prop_flat_map(move |slots| arb_cluster_in(slots, named_blocks))
+}
+
+/// [`arb_cluster_with`] for given slot namespaces ([`arb_slot_namespaces`]).
+pub fn arb_cluster_in(
+    slots: Vec<&'static str>,
+    named_blocks: bool,
+) -> impl Strategy<Value = Cluster> {
+    let pods: Vec<_> = slots
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| prop::option::weighted(0.85, arb_pod(i, ns)))
+        .collect();
+    (
+        prop::collection::vec(arb_namespace(), 0..=3),
+        pods,
+        prop::sample::subsequence(POLICY_NAMES.to_vec(), 0..=4)
+            .prop_flat_map(|names| names.into_iter().map(arb_policy).collect::<Vec<_>>()),
+        any::<bool>(),
+        arb_named_block_policy("focus"),
+    )
+        .prop_map(move |(nss, pods, pols, with_hosts, focus)| {
+            let mut c = Cluster::default();
+            for n in nss {
+                c.add_ns(n);
+            }
+            for p in pods.into_iter().flatten() {
+                c.add_pod(p);
+            }
+            for p in pols {
+                c.add_policy(p);
+            }
+            if named_blocks {
+                c.add_policy(focus);
+                // Few identities, so an identity often has pods both
+                // inside and outside a block.
+                for p in c.pods.values_mut() {
+                    p.metadata.labels = None;
+                    for ct in &mut p.spec.as_mut().unwrap().containers {
+                        ct.ports = Some(vec![
+                            serde_json::from_value(json!({"name": "http", "containerPort": 80}))
                                 .unwrap(),
-                            ]);
-                        }
+                        ]);
                     }
                 }
-                if with_hosts {
-                    c.hosts = hosts();
+            }
+            if with_hosts {
+                c.hosts = hosts();
+            }
+            c
+        })
+}
+
+// ----- ClusterNetworkPolicies --------------------------------------------
+
+/// Names of generated ClusterNetworkPolicies (equal priorities are ordered
+/// by name).
+pub const CNP_NAMES: [&str; 6] = ["c0", "c1", "c2", "c3", "c4", "c5"];
+/// Priorities: a small set, so that ties happen.
+pub const CNP_PRIORITIES: [i32; 5] = [0, 10, 10, 500, 1000];
+/// Port numbers of `destinationPort.number`.
+pub const CNP_NUMBERS: [i32; 6] = [9, 53, 80, 81, 5353, 8080];
+/// `destinationPort.range`s (inclusive, start < end).
+pub const CNP_RANGES: [(i32, i32); 7] = [
+    (9, 10),
+    (80, 81),
+    (10, 100),
+    (1, 80),
+    (100, 180),
+    (54, 5353),
+    (8080, 65535),
+];
+/// Every port of [`PROBE_PORTS`], [`CNP_NUMBERS`], and each range's edges
+/// and their neighbours.
+pub const TIER_PROBE_PORTS: [u16; 23] = [
+    1, 8, 9, 10, 11, 53, 54, 79, 80, 81, 82, 99, 100, 101, 179, 180, 181, 5352, 5353, 5354, 8079,
+    8080, 65535,
+];
+/// Fixed `networks`: outside ranges, and ranges covering the pods and the
+/// node (besides random prefixes around pod addresses).
+const CNP_NETWORKS: &[&str] = &[
+    "203.0.113.0/24",
+    "203.0.113.0/25",
+    "198.51.100.0/24",
+    "0.0.0.0/0",
+    "192.0.2.0/24",
+    "2001:db8:ffff::/48",
+    "2001:db8::/64",
+    "::/0",
+];
+
+fn arb_network() -> impl Strategy<Value = String> {
+    prop_oneof![
+        select(CNP_NETWORKS).prop_map(str::to_string),
+        (any::<bool>(), 0usize..6, 0u8..16).prop_map(|(is6, li, base)| {
+            let (addr, len) = if is6 {
+                (v6(base), [120u8, 124, 125, 126, 127, 128][li])
+            } else {
+                (v4(base), [24u8, 28, 29, 30, 31, 32][li])
+            };
+            format!("{addr}/{len}")
+                .parse::<ipnet::IpNet>()
+                .unwrap()
+                .trunc()
+                .to_string()
+        }),
+    ]
+}
+
+/// A namespace selector over the generated namespace labels, by name, or
+/// of every namespace (often: tier rules should often match).
+fn arb_ns_selector() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        2 => Just(json!({})),
+        3 => arb_selector(NS_KEYS, NS_VALS),
+        1 => select(&NAMESPACES[..])
+            .prop_map(|n| json!({"matchLabels": {"kubernetes.io/metadata.name": n}})),
+    ]
+}
+
+fn arb_namespaced_pod() -> impl Strategy<Value = Value> {
+    let pods = prop_oneof![
+        1 => Just(json!({})),
+        3 => arb_selector(POD_KEYS, POD_VALS),
+    ];
+    (arb_ns_selector(), pods).prop_map(|(n, p)| json!({"namespaceSelector": n, "podSelector": p}))
+}
+
+fn arb_cnp_peer(egress: bool) -> impl Strategy<Value = Value> {
+    let selectors = prop_oneof![
+        arb_ns_selector().prop_map(|s| json!({"namespaces": s})),
+        arb_namespaced_pod().prop_map(|p| json!({"pods": p})),
+    ];
+    let networks = prop::collection::btree_set(arb_network(), 1..=2)
+        .prop_map(|n| json!({"networks": n.into_iter().collect::<Vec<_>>()}));
+    if egress {
+        prop_oneof![2 => selectors, 1 => networks].boxed()
+    } else {
+        selectors.boxed()
+    }
+}
+
+fn arb_protocol_entry() -> impl Strategy<Value = Value> {
+    let protos = select(&["tcp", "udp", "sctp"][..]);
+    prop_oneof![
+        (protos.clone(), select(&CNP_NUMBERS[..]))
+            .prop_map(|(p, n)| json!({p: {"destinationPort": {"number": n}}})),
+        (protos, select(&CNP_RANGES[..])).prop_map(
+            |(p, (a, b))| json!({p: {"destinationPort": {"range": {"start": a, "end": b}}}})
+        ),
+        select(&["http", "dns", "sctp-p", "nope"][..])
+            .prop_map(|n| json!({"destinationNamedPort": n})),
+    ]
+}
+
+fn arb_cnp_rule(egress: bool) -> impl Strategy<Value = Value> {
+    (
+        select(&["Accept", "Deny", "Pass"][..]),
+        prop::collection::vec(arb_cnp_peer(egress), 1..=3),
+        prop::option::weighted(0.6, prop::collection::vec(arb_protocol_entry(), 1..=3)),
+        any::<bool>(),
+    )
+        .prop_map(move |(action, mut peers, protocols, keep_networks)| {
+            let mut protocols = protocols;
+            let is_net = |p: &Value| p.get("networks").is_some();
+            let is_named = |e: &Value| e.get("destinationNamedPort").is_some();
+            // Validation rejects named ports in a rule with networks
+            // peers: drop one or the other.
+            if let Some(list) = &mut protocols
+                && list.iter().any(is_named)
+                && peers.iter().any(is_net)
+            {
+                if keep_networks || peers.iter().all(is_net) {
+                    list.retain(|e| !is_named(e));
+                    if list.is_empty() {
+                        protocols = None;
+                    }
+                } else {
+                    peers.retain(|p| !is_net(p));
                 }
-                c
-            })
+            }
+            let mut o = serde_json::Map::new();
+            o.insert("action".into(), json!(action));
+            o.insert((if egress { "to" } else { "from" }).into(), json!(peers));
+            if let Some(p) = protocols {
+                o.insert("protocols".into(), json!(p));
+            }
+            Value::Object(o)
+        })
+}
+
+/// A valid, enforced ClusterNetworkPolicy named `name`: either tier, a
+/// priority of [`CNP_PRIORITIES`], a `namespaces` or `pods` subject, and
+/// in each direction no rules or 1 to 3 (so a policy may have rules in one
+/// direction only). One in ten is annotated for audit (not enforced).
+pub fn arb_cnp(name: &'static str) -> impl Strategy<Value = ClusterNetworkPolicy> {
+    (
+        prop::bool::weighted(0.1),
+        select(&["Admin", "Baseline"][..]),
+        select(&CNP_PRIORITIES[..]),
+        prop_oneof![
+            arb_ns_selector().prop_map(|s| json!({"namespaces": s})),
+            arb_namespaced_pod().prop_map(|p| json!({"pods": p})),
+        ],
+        prop::option::weighted(0.65, prop::collection::vec(arb_cnp_rule(false), 1..=3)),
+        prop::option::weighted(0.65, prop::collection::vec(arb_cnp_rule(true), 1..=3)),
+    )
+        .prop_map(move |(audit, tier, priority, subject, ingress, egress)| {
+            let mut spec = serde_json::Map::new();
+            spec.insert("tier".into(), json!(tier));
+            spec.insert("priority".into(), json!(priority));
+            spec.insert("subject".into(), subject);
+            if let Some(i) = ingress {
+                spec.insert("ingress".into(), json!(i));
+            }
+            if let Some(e) = egress {
+                spec.insert("egress".into(), json!(e));
+            }
+            let mut metadata = json!({"name": name});
+            if audit {
+                metadata["annotations"] = json!({"policy.palisade.dev/mode": "audit"});
+            }
+            serde_json::from_value(json!({
+                "apiVersion": "policy.networking.k8s.io/v1alpha2",
+                "kind": "ClusterNetworkPolicy",
+                "metadata": metadata,
+                "spec": spec,
+            }))
+            .unwrap()
+        })
+}
+
+/// 0 to 5 ClusterNetworkPolicies with distinct names.
+pub fn arb_cnps() -> impl Strategy<Value = Vec<ClusterNetworkPolicy>> {
+    prop::sample::subsequence(CNP_NAMES.to_vec(), 0..=5)
+        .prop_flat_map(|names| names.into_iter().map(arb_cnp).collect::<Vec<_>>())
+}
+
+/// A random cluster ([`arb_cluster`]) with 0 to 5 ClusterNetworkPolicies.
+pub fn arb_tier_cluster() -> impl Strategy<Value = Cluster> {
+    (arb_cluster(), arb_cnps()).prop_map(|(mut c, cnps)| {
+        for p in cnps {
+            c.add_cnp(p);
+        }
+        c
     })
+}
+
+/// Pod labels as [`arb_pod`] draws them (for relabelling).
+pub fn arb_pod_labels() -> impl Strategy<Value = Value> {
+    kv_map(POD_KEYS, POD_VALS, 2)
 }

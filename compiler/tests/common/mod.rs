@@ -1,8 +1,10 @@
 //! Shared test support, deliberately independent of the compiler's
 //! internals: object builders, a simulator of the datapath lookup over a
 //! `DesiredState` (as `palisade_common` documents it), a naive evaluator of
-//! NetworkPolicy semantics working directly on the Kubernetes objects, and
-//! a canonical form of compiled states (ids replaced by what they stand for).
+//! NetworkPolicy semantics working directly on the Kubernetes objects, a
+//! naive evaluator of the ClusterNetworkPolicy tiers around it (`tiers.rs`),
+//! and a canonical form of compiled states (ids replaced by what they stand
+//! for).
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,12 +20,14 @@ use palisade_common::{
     IDENTITY_ANY, IDENTITY_WORLD, IpcacheValue, PolicyKey, direction, endpoint_flags, proto,
     tier_code,
 };
+use palisade_compiler::api::ClusterNetworkPolicy;
 use palisade_compiler::{
     Compiler, DesiredState, EndpointEntry, IdentityInfo, MapOp, PodRef, Tables,
 };
 use serde_json::{Value, json};
 
 pub mod generate;
+pub mod tiers;
 
 pub const NODE: &str = "node-1";
 pub const OTHER_NODE: &str = "node-2";
@@ -172,6 +176,8 @@ pub struct Cluster {
     pub pods: BTreeMap<(String, String), Pod>,
     pub policies: BTreeMap<(String, String), NetworkPolicy>,
     pub hosts: Vec<IpAddr>,
+    /// ClusterNetworkPolicies by name (none unless a test adds them).
+    pub cnps: BTreeMap<String, ClusterNetworkPolicy>,
 }
 
 fn meta_key(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (String, String) {
@@ -191,6 +197,9 @@ impl Cluster {
     pub fn add_policy(&mut self, p: NetworkPolicy) {
         self.policies.insert(meta_key(&p.metadata), p);
     }
+    pub fn add_cnp(&mut self, p: ClusterNetworkPolicy) {
+        self.cnps.insert(p.metadata.name.clone().unwrap(), p);
+    }
 
     /// Compiles the cluster from scratch (everything applied, one commit).
     /// Panics if an object is rejected.
@@ -201,7 +210,12 @@ impl Cluster {
     /// [`Cluster::compile`] on a compiler `prepare` set up first (a
     /// restarted agent gives back its numbering before any object).
     pub fn compile_after(&self, prepare: impl FnOnce(&mut Compiler)) -> Compiler {
-        let mut c = Compiler::new(NODE);
+        self.compile_on(NODE, prepare)
+    }
+
+    /// [`Cluster::compile_after`] for the node named `node`.
+    pub fn compile_on(&self, node: &str, prepare: impl FnOnce(&mut Compiler)) -> Compiler {
+        let mut c = Compiler::new(node);
         prepare(&mut c);
         for n in self.namespaces.values() {
             c.apply_namespace(n).unwrap();
@@ -211,6 +225,9 @@ impl Cluster {
         }
         for p in self.policies.values() {
             c.apply_policy(p).unwrap();
+        }
+        for p in self.cnps.values() {
+            c.apply_cluster_policy(p).unwrap();
         }
         c.set_host_addresses(self.hosts.clone());
         c.commit();
@@ -311,6 +328,10 @@ impl Cluster {
             }
         }
         out.extend(["203.0.113.7", "2001:db8:ffff::7"].map(ip));
+        if !self.cnps.is_empty() {
+            out.extend(tiers::network_edges(self.cnps.values()));
+            out.extend(tiers::OUTSIDERS.map(ip));
+        }
         out
     }
 
@@ -453,24 +474,11 @@ impl Cluster {
             })
     }
 
-    /// Naive verdict for a new flow of local pod `local` in `dir` with peer
-    /// address `peer`: `(exact, conservative)`. `exact` is the letter of
-    /// the API; `conservative` additionally applies the compiler's
-    /// documented restriction for egress named ports reached only through
-    /// an ipBlock (every pod of the destination's identity must be inside
-    /// the rule's blocks).
-    pub fn naive(
-        &self,
-        local: &PodRef,
-        dir: u8,
-        peer: IpAddr,
-        ip_proto: u8,
-        port: u16,
-    ) -> (bool, bool) {
+    /// The NetworkPolicies selecting `local` in `dir` (isolating it).
+    pub fn np_selecting(&self, local: &PodRef, dir: u8) -> Vec<&NetworkPolicy> {
         let me = &self.pods[&(local.namespace.clone(), local.name.clone())];
         let mine = Self::pod_labels(me);
-        let selecting: Vec<&NetworkPolicy> = self
-            .policies
+        self.policies
             .values()
             .filter(|p| p.metadata.namespace.as_deref() == Some(local.namespace.as_str()))
             .filter(|p| {
@@ -486,7 +494,25 @@ impl Cluster {
                 let (i, e) = Self::types(p);
                 if dir == direction::INGRESS { i } else { e }
             })
-            .collect();
+            .collect()
+    }
+
+    /// Naive verdict for a new flow of local pod `local` in `dir` with peer
+    /// address `peer`: `(exact, conservative)`. `exact` is the letter of
+    /// the API; `conservative` additionally applies the compiler's
+    /// documented restriction for egress named ports reached only through
+    /// an ipBlock (every pod of the destination's identity must be inside
+    /// the rule's blocks).
+    pub fn naive(
+        &self,
+        local: &PodRef,
+        dir: u8,
+        peer: IpAddr,
+        ip_proto: u8,
+        port: u16,
+    ) -> (bool, bool) {
+        let me = &self.pods[&(local.namespace.clone(), local.name.clone())];
+        let selecting = self.np_selecting(local, dir);
         if selecting.is_empty() {
             return (true, true);
         }
@@ -694,34 +720,62 @@ pub fn replay_checked(
     ops: &[MapOp],
     probes: &Probes,
 ) -> DesiredState {
-    let verdicts = |s: &DesiredState| -> Vec<bool> {
+    try_replay(old, new, ops, probes).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`replay_checked`], returning the first violation instead of panicking.
+/// Only the probes that neither `old` nor `new` allows are evaluated after
+/// each op (the others cannot be violated); instead of probing for
+/// references to missing tables, every written policy value must name
+/// tables present, and no table may go while a value names it.
+pub fn try_replay(
+    old: &DesiredState,
+    new: &DesiredState,
+    ops: &[MapOp],
+    probes: &Probes,
+) -> Result<DesiredState, String> {
+    let verdicts = |s: &DesiredState, probes: &[&(PodRef, u8, IpAddr, u8, u16)]| {
         probes
             .iter()
-            .map(|(p, d, a, pr, port)| sim(s, p, *d, *a, *pr, *port).unwrap())
-            .collect()
+            .map(|(p, d, a, pr, port)| sim(s, p, *d, *a, *pr, *port))
+            .collect::<Result<Vec<bool>, String>>()
     };
-    let vo = verdicts(old);
-    let vn = verdicts(new);
+    let all: Vec<_> = probes.iter().collect();
+    let vo = verdicts(old, &all)?;
+    let vn = verdicts(new, &all)?;
+    let denied: Vec<_> = all
+        .iter()
+        .zip(vo.iter().zip(&vn))
+        .filter(|(_, (o, n))| !**o && !**n)
+        .map(|(p, _)| *p)
+        .collect();
     let mut cur = old.clone();
     for (i, op) in ops.iter().enumerate() {
         let before = cur.clone();
         cur.apply(op);
-        assert_ne!(before, cur, "op {i} {op:?} changes nothing");
-        let vc: Vec<bool> = probes
-            .iter()
-            .map(|(p, d, a, pr, port)| {
-                sim(&cur, p, *d, *a, *pr, *port)
-                    .unwrap_or_else(|e| panic!("after op {i} {op:?}: {e}"))
-            })
-            .collect();
-        for (j, probe) in probes.iter().enumerate() {
-            assert!(
-                !vc[j] || vo[j] || vn[j],
-                "after op {i} {op:?}: {probe:?} allowed, but neither before nor after the diff\nops: {ops:#?}"
-            );
+        if before == cur {
+            return Err(format!("op {i} {op:?} changes nothing"));
+        }
+        let dangling = match op {
+            MapOp::PolicyUpsert { value, .. } => cur.value_says(value).is_none(),
+            MapOp::PortsetRemove { id } => cur.policy.values().any(|v| v.portset == *id),
+            MapOp::TiersetRemove { id } => cur.policy.values().any(|v| v.tierset == *id),
+            _ => false,
+        };
+        if dangling {
+            return Err(format!(
+                "after op {i} {op:?}: a policy value names a missing table"
+            ));
+        }
+        let vc = verdicts(&cur, &denied).map_err(|e| format!("after op {i} {op:?}: {e}"))?;
+        if let Some(j) = vc.iter().position(|v| *v) {
+            return Err(format!(
+                "after op {i} {op:?}: {:?} allowed, but neither before nor after the diff\nops: {ops:#?}",
+                denied[j]
+            ));
         }
     }
-    cur
+    Ok(cur)
 }
 
 pub type Probes = Vec<(PodRef, u8, IpAddr, u8, u16)>;
