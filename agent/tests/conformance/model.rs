@@ -24,8 +24,8 @@
 //! Peers: `namespaces` (every pod of the selected namespaces), `pods`
 //! (namespace AND pod selector), `networks` (CIDRs, which match pod
 //! addresses too). Protocols: none matches every port of every protocol;
-//! else any entry: `tcp`/`udp`/`sctp` with no port (every port of that
-//! protocol), a `number` or a `range` (inclusive), or a
+//! else any entry: `tcp`/`udp`/`sctp` with a destination port `number`
+//! or `range` (inclusive; the CRD requires one of them), or a
 //! `destinationNamedPort`, resolved on the destination pod (its port of
 //! that name, on that port's protocol). `nodes` and `domainNames` peers are
 //! not modelled (Palisade rejects them).
@@ -363,7 +363,9 @@ fn cluster_protocols_match(protocols: &[CnpProtocol], dst: &MPod, port: u16, pro
                 return false;
             }
             match &ports.destination_port {
-                None => true,
+                None => {
+                    panic!("tcp, udp and sctp need a destinationPort (the CRD's MinProperties=1)")
+                }
                 Some(CnpPort {
                     number: Some(n),
                     range: None,
