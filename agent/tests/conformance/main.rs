@@ -1,4 +1,5 @@
-//! NetworkPolicy conformance against the real agent.
+//! NetworkPolicy and ClusterNetworkPolicy conformance against the real
+//! agent.
 //!
 //! The model of upstream Kubernetes' `test/e2e/network/netpol`: namespaces
 //! x, y, z (labelled `ns: <name>`) with pods a, b, c (labelled
@@ -16,8 +17,13 @@
 //! it reproduces, with upstream's truth tables) and a few cases of our own;
 //! `cyclonus.rs` builds the cases of the cyclonus generator
 //! (network-policy-api policy-assistant) that apply to NetworkPolicy v1,
-//! one function per upstream generator function. A case has steps; a step
-//! creates, updates or deletes policies, relabels pods or namespaces, and
+//! one function per upstream generator function; `cluster_cases.yaml` holds
+//! network-policy-api's ClusterNetworkPolicy conformance tests (v0.2.0,
+//! Admin and Baseline tiers), mapped onto this model as its header says
+//! (`houses: true` starts a case from that mapping, [`HOUSES`]), and a few
+//! cases of our own. A case has steps; a step creates, updates or deletes
+//! NetworkPolicies and ClusterNetworkPolicies (written to the manifests
+//! like the rest), relabels pods or namespaces, and
 //! creates or deletes pods and namespaces (the pods of [`EXTRA_PODS`],
 //! built with the lab but absent for Kubernetes until created), then the
 //! manifests are rewritten, `palisade sync` runs on both agents, each
@@ -30,9 +36,14 @@
 //! skipped (upstream ignores loopback).
 //!
 //! Prints one line per case and `conformance: N passed, M failed`; fails
-//! on any mismatch. `PALISADE_CONFORMANCE_FILTER=<substring>` runs only the
+//! on any mismatch, except in a case marked `known_failure` (a failure of
+//! the agent it shows, reported with its mismatches as `KNOW`; should it
+//! pass, `XPAS` says the mark can go). `cases_are_well_formed` and
+//! `truth_tables_agree_with_evaluator` need no root: the latter builds
+//! every step's state as the suite does and checks each hand table
+//! against the evaluator. `PALISADE_CONFORMANCE_FILTER=<substring>` runs only the
 //! matching cases; `PALISADE_CONFORMANCE_CT=revalidate|keep` only one
-//! mode. Needs root.
+//! mode. `conformance` needs root.
 
 #[path = "../support/mod.rs"]
 mod support;
