@@ -1,7 +1,9 @@
 //! `cargo xtask conformance`: sets the machine up, then runs the
-//! NetworkPolicy conformance suite (`agent/tests/conformance/`: the
-//! upstream e2e truth tables and the cyclonus generator's cases, probed
-//! over real pods against the real agent) with its per-case report.
+//! NetworkPolicy and ClusterNetworkPolicy conformance suite
+//! (`agent/tests/conformance/`: the upstream e2e truth tables, the cyclonus
+//! generator's cases and network-policy-api's ClusterNetworkPolicy
+//! conformance tests, probed over real pods against the real agent) with
+//! its per-case report.
 
 use std::process::Command;
 

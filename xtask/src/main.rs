@@ -51,8 +51,8 @@ enum Command {
     /// Set up, build, and run the seeds' three-tier application under the
     /// agent, applying its policies step by step (needs root).
     Demo(demo::DemoArgs),
-    /// Set up, then run the NetworkPolicy conformance suite against the
-    /// real agent (needs root).
+    /// Set up, then run the NetworkPolicy and ClusterNetworkPolicy
+    /// conformance suite against the real agent (needs root).
     Conformance {
         /// Extra arguments for the test binary (e.g. `--nocapture`).
         #[arg(last = true)]

@@ -376,6 +376,7 @@ fn case(name: String, file: &str, function: &str, description: &str, steps: Vec<
         name,
         source: format!("{UPSTREAM}/{file} {function}: \"{description}\""),
         steps,
+        ..Default::default()
     }
 }
 

@@ -1,4 +1,5 @@
-//! NetworkPolicy conformance against the real agent.
+//! NetworkPolicy and ClusterNetworkPolicy conformance against the real
+//! agent.
 //!
 //! The model of upstream Kubernetes' `test/e2e/network/netpol`: namespaces
 //! x, y, z (labelled `ns: <name>`) with pods a, b, c (labelled
@@ -16,8 +17,13 @@
 //! it reproduces, with upstream's truth tables) and a few cases of our own;
 //! `cyclonus.rs` builds the cases of the cyclonus generator
 //! (network-policy-api policy-assistant) that apply to NetworkPolicy v1,
-//! one function per upstream generator function. A case has steps; a step
-//! creates, updates or deletes policies, relabels pods or namespaces, and
+//! one function per upstream generator function; `cluster_cases.yaml` holds
+//! network-policy-api's ClusterNetworkPolicy conformance tests (v0.2.0,
+//! Admin and Baseline tiers), mapped onto this model as its header says
+//! (`houses: true` starts a case from that mapping, [`HOUSES`]), and a few
+//! cases of our own. A case has steps; a step creates, updates or deletes
+//! NetworkPolicies and ClusterNetworkPolicies (written to the manifests
+//! like the rest), relabels pods or namespaces, and
 //! creates or deletes pods and namespaces (the pods of [`EXTRA_PODS`],
 //! built with the lab but absent for Kubernetes until created), then the
 //! manifests are rewritten, `palisade sync` runs on both agents, each
@@ -30,9 +36,14 @@
 //! skipped (upstream ignores loopback).
 //!
 //! Prints one line per case and `conformance: N passed, M failed`; fails
-//! on any mismatch. `PALISADE_CONFORMANCE_FILTER=<substring>` runs only the
+//! on any mismatch, except in a case marked `known_failure` (a failure of
+//! the agent it shows, reported with its mismatches as `KNOW`; should it
+//! pass, `XPAS` says the mark can go). `cases_are_well_formed` and
+//! `truth_tables_agree_with_evaluator` need no root: the latter builds
+//! every step's state as the suite does and checks each hand table
+//! against the evaluator. `PALISADE_CONFORMANCE_FILTER=<substring>` runs only the
 //! matching cases; `PALISADE_CONFORMANCE_CT=revalidate|keep` only one
-//! mode. Needs root.
+//! mode. `conformance` needs root.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -40,11 +51,12 @@ mod support;
 mod cyclonus;
 mod model;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Instant;
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use palisade_lab::addressing::{FIRST_POD, pod_v4, pod_v6};
 use palisade_lab::description::PodDescription;
 use palisade_lab::{
     ANSWER_TIMEOUT, AppLab, DEFAULT_TIMEOUT, LabDescription, PortSpec, ProbeKind, ProbeResult,
@@ -75,13 +87,23 @@ const EXTRA_PODS: [(&str, &str, &str); 4] = [
     ("w", "a", "n1"),
 ];
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct Case {
     name: String,
     /// The upstream test name, or the generator file, function and
     /// description (`cyclonus.rs`), or what a case of our own covers.
     source: String,
+    /// Starts from network-policy-api's conformance model mapped onto ours
+    /// (see [`houses`] and `cluster_cases.yaml`) rather than the bare
+    /// x/y/z model.
+    #[serde(default)]
+    houses: bool,
+    /// A failure of the agent this case shows, in one line: the case runs
+    /// and reports its mismatches but does not fail the suite (a pass is
+    /// reported too, so the mark can go).
+    #[serde(default)]
+    known_failure: Option<String>,
     steps: Vec<Step>,
 }
 
@@ -96,8 +118,19 @@ struct Step {
     /// `ns/name` of policies to delete.
     #[serde(default)]
     delete: Vec<String>,
+    /// Deletes every NetworkPolicy and ClusterNetworkPolicy.
     #[serde(default)]
     delete_all: bool,
+    /// ClusterNetworkPolicies (cluster-scoped) to create.
+    #[serde(default)]
+    cluster_create: Vec<ClusterPolicyDoc>,
+    /// Same as cluster_create: replaces the ClusterNetworkPolicy of that
+    /// name.
+    #[serde(default)]
+    cluster_update: Vec<ClusterPolicyDoc>,
+    /// Names of ClusterNetworkPolicies to delete.
+    #[serde(default)]
+    cluster_delete: Vec<String>,
     /// `ns/pod` → the pod's complete new labels.
     #[serde(default)]
     pod_labels: BTreeMap<String, BTreeMap<String, String>>,
@@ -133,6 +166,15 @@ struct Step {
 #[serde(deny_unknown_fields)]
 struct PolicyDoc {
     namespace: String,
+    name: String,
+    spec: Value,
+}
+
+/// A ClusterNetworkPolicy (`policy.networking.k8s.io/v1alpha2`): name and
+/// spec.
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct ClusterPolicyDoc {
     name: String,
     spec: Value,
 }
@@ -240,13 +282,9 @@ fn base_ns_labels(ns: &str) -> BTreeMap<String, String> {
     BTreeMap::from([("ns".to_string(), ns.to_string())])
 }
 
-fn description() -> LabDescription {
-    let mut d = LabDescription {
-        name: "conformance".into(),
-        nodes: NODES.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    };
-    let ports: Vec<PortSpec> = PROTOCOLS
+/// The ports every pod serves.
+fn port_specs() -> Vec<PortSpec> {
+    PROTOCOLS
         .iter()
         .flat_map(|&protocol| {
             PORTS.iter().map(move |&port| PortSpec {
@@ -255,7 +293,16 @@ fn description() -> LabDescription {
                 name: Some(format!("serve-{port}-{}", protocol.as_str().to_lowercase())),
             })
         })
-        .collect();
+        .collect()
+}
+
+fn description() -> LabDescription {
+    let mut d = LabDescription {
+        name: "conformance".into(),
+        nodes: NODES.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    let ports = port_specs();
     for ns in NAMESPACES {
         d.namespaces.insert(ns.into(), base_ns_labels(ns));
         for (i, p) in PODS.iter().enumerate() {
@@ -282,113 +329,147 @@ fn description() -> LabDescription {
     d
 }
 
-struct Env {
-    app: AppLab,
-    dirs: Vec<NodeDirs>,
-    agents: Vec<Agent>,
-    policies: BTreeMap<(String, String), Value>,
-    /// The pods that exist for Kubernetes (`ns/pod`): the base pods and
-    /// the extra pods created and not deleted since.
-    pods: std::collections::BTreeSet<String>,
-    /// The namespaces that exist for Kubernetes.
-    namespaces: std::collections::BTreeSet<String>,
-    /// The last source port a UDP or SCTP probe used, by (from, to,
-    /// protocol, port).
-    source_ports: std::cell::RefCell<BTreeMap<(String, IpAddr, Protocol, u16), u16>>,
+/// network-policy-api's conformance model (`conformance/base/manifests.yaml`
+/// at v0.2.0) on ours: house → (namespace, pods). Each house's namespace and
+/// pods get the label `conformance-house: <house>` besides ours (`ns`,
+/// `pod`); upstream's pods `<name>-0` and `<name>-1` are our `a` and `b`, and
+/// the c pods of x, y, z are a third pod of their house. Ravenclaw is the
+/// extra namespace y-2 (created by the case; its pods a on n1 and b on n2).
+/// `cluster_cases.yaml` says how ports, named ports and names map.
+const HOUSES: [(&str, &str, &[&str]); 4] = [
+    ("gryffindor", "x", &["a", "b", "c"]),
+    ("slytherin", "y", &["a", "b", "c"]),
+    ("hufflepuff", "z", &["a", "b", "c"]),
+    ("ravenclaw", "y-2", &["a", "b"]),
+];
+
+/// The step that turns the x/y/z model into [`HOUSES`], applied before a
+/// `houses` case's first step.
+fn houses() -> Step {
+    let mut step = Step::default();
+    for (house, ns, pods) in HOUSES {
+        let mut ns_labels = base_ns_labels(ns);
+        ns_labels.insert("conformance-house".into(), house.into());
+        if NAMESPACES.contains(&ns) {
+            step.namespace_labels.insert(ns.into(), ns_labels);
+        } else {
+            step.create_namespaces.insert(ns.into(), ns_labels);
+        }
+        for p in pods {
+            let mut labels = base_pod_labels(p);
+            labels.insert("conformance-house".into(), house.into());
+            let key = format!("{ns}/{p}");
+            if NAMESPACES.contains(&ns) {
+                step.pod_labels.insert(key, labels);
+            } else {
+                step.create_pods.insert(key, labels);
+            }
+        }
+    }
+    step
 }
 
-impl Env {
-    fn addr(&self, pod: &str, fam: Fam) -> IpAddr {
-        let (n, p) = pod.split_once('/').unwrap();
-        let lp = self.app.pod(n, p);
-        match fam {
-            Fam::V4 => lp.ipv4().into(),
-            Fam::V6 => lp.ipv6().into(),
-        }
-    }
+/// A pod's address (`ns/pod`) in family `fam`.
+type AddrOf<'a> = &'a dyn Fn(&str, Fam) -> IpAddr;
 
-    /// Replaces the templates of `text` for family `fam`.
-    fn expand(&self, text: &str, fam: Fam) -> String {
-        let mut out = String::new();
-        let mut rest = text;
-        while let Some(start) = rest.find("${") {
-            out.push_str(&rest[..start]);
-            let len = rest[start..]
-                .find('}')
-                .unwrap_or_else(|| panic!("unterminated template in {text}"));
-            out.push_str(&self.template(&rest[start + 2..start + len], fam));
-            rest = &rest[start + len + 1..];
-        }
-        out + rest
+/// Replaces the templates of `text` for family `fam`.
+fn expand(text: &str, fam: Fam, addr: AddrOf) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let len = rest[start..]
+            .find('}')
+            .unwrap_or_else(|| panic!("unterminated template in {text}"));
+        out.push_str(&template(&rest[start + 2..start + len], fam, addr));
+        rest = &rest[start + len + 1..];
     }
+    out + rest
+}
 
-    /// One template: `${ip:x/b}` (the pod's address), `${hostmask}` (32 or
-    /// 128), `${large:x/b}` (the /4 around the pod's address, as upstream
-    /// e2e's makeLargeCIDRForIP), `${zeroes:x/b:K}` (the pod's address with
-    /// its K low bits zeroed, as cyclonus' MakeCIDRFromZeroes), and
-    /// `${fam:<IPv4 text>|<IPv6 text>}`.
-    fn template(&self, t: &str, fam: Fam) -> String {
-        let bits: u8 = match fam {
-            Fam::V4 => 32,
-            Fam::V6 => 128,
-        };
-        let net = |pod: &str, prefix: u8| {
-            ipnet::IpNet::new(self.addr(pod, fam), prefix)
-                .unwrap()
-                .trunc()
-                .to_string()
-        };
-        match t.split_once(':') {
-            None if t == "hostmask" => bits.to_string(),
-            Some(("ip", pod)) => self.addr(pod, fam).to_string(),
-            Some(("large", pod)) => net(pod, 4),
-            Some(("zeroes", arg)) => {
-                let (pod, k) = arg.rsplit_once(':').expect("${zeroes:ns/pod:K}");
-                net(pod, bits - k.parse::<u8>().expect("zeroes: K"))
-            }
-            Some(("fam", alternatives)) => {
-                let (v4, v6) = alternatives.split_once('|').expect("${fam:v4|v6}");
-                match fam {
-                    Fam::V4 => v4.to_string(),
-                    Fam::V6 => v6.to_string(),
-                }
-            }
-            _ => panic!("unknown template ${{{t}}}"),
+/// One template: `${ip:x/b}` (the pod's address), `${hostmask}` (32 or
+/// 128), `${large:x/b}` (the /4 around the pod's address, as upstream
+/// e2e's makeLargeCIDRForIP), `${zeroes:x/b:K}` (the pod's address with
+/// its K low bits zeroed, as cyclonus' MakeCIDRFromZeroes), and
+/// `${fam:<IPv4 text>|<IPv6 text>}`.
+fn template(t: &str, fam: Fam, addr: AddrOf) -> String {
+    let bits: u8 = match fam {
+        Fam::V4 => 32,
+        Fam::V6 => 128,
+    };
+    let net = |pod: &str, prefix: u8| {
+        ipnet::IpNet::new(addr(pod, fam), prefix)
+            .unwrap()
+            .trunc()
+            .to_string()
+    };
+    match t.split_once(':') {
+        None if t == "hostmask" => bits.to_string(),
+        Some(("ip", pod)) => addr(pod, fam).to_string(),
+        Some(("large", pod)) => net(pod, 4),
+        Some(("zeroes", arg)) => {
+            let (pod, k) = arg.rsplit_once(':').expect("${zeroes:ns/pod:K}");
+            net(pod, bits - k.parse::<u8>().expect("zeroes: K"))
         }
-    }
-
-    fn reset(&mut self) {
-        self.policies.clear();
-        self.pods = base_pods().into_iter().collect();
-        self.namespaces = NAMESPACES.iter().map(|n| n.to_string()).collect();
-        for ns in NAMESPACES {
-            self.app.set_namespace_labels(ns, base_ns_labels(ns));
-            for p in PODS {
-                self.app.set_pod_labels(ns, p, base_pod_labels(p));
+        Some(("fam", alternatives)) => {
+            let (v4, v6) = alternatives.split_once('|').expect("${fam:v4|v6}");
+            match fam {
+                Fam::V4 => v4.to_string(),
+                Fam::V6 => v6.to_string(),
             }
         }
+        _ => panic!("unknown template ${{{t}}}"),
+    }
+}
+
+/// What exists for Kubernetes during a case, apart from the lab: pods and
+/// namespaces with their labels, and the policies. Steps change it; the
+/// lab's manifests, the evaluator and the probes follow it.
+struct State {
+    policies: BTreeMap<(String, String), Value>,
+    /// ClusterNetworkPolicies by name.
+    cluster_policies: BTreeMap<String, Value>,
+    /// The pods that exist for Kubernetes (`ns/pod`): the base pods and
+    /// the extra pods created and not deleted since.
+    pods: BTreeSet<String>,
+    /// The namespaces that exist for Kubernetes.
+    namespaces: BTreeSet<String>,
+    /// The labels of every lab pod (`ns/pod`), existing or not.
+    pod_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// The labels of x, y, z and of the namespaces created so far.
+    ns_labels: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl State {
+    /// Where every case starts: x, y, z with a, b, c, no policy.
+    fn new() -> State {
+        State {
+            policies: BTreeMap::new(),
+            cluster_policies: BTreeMap::new(),
+            pods: base_pods().into_iter().collect(),
+            namespaces: NAMESPACES.iter().map(|n| n.to_string()).collect(),
+            pod_labels: description()
+                .pods
+                .iter()
+                .map(|p| (format!("{}/{}", p.namespace, p.name), p.labels.clone()))
+                .collect(),
+            ns_labels: NAMESPACES
+                .iter()
+                .map(|n| (n.to_string(), base_ns_labels(n)))
+                .collect(),
+        }
     }
 
-    /// The manifests of the namespaces and pods that exist.
-    fn manifests(&self) -> Vec<Value> {
-        self.app
-            .manifests()
-            .into_iter()
-            .filter(|doc| {
-                let name = doc["metadata"]["name"].as_str().unwrap_or_default();
-                match doc["kind"].as_str() {
-                    Some("Namespace") => self.namespaces.contains(name),
-                    Some("Pod") => {
-                        let ns = doc["metadata"]["namespace"].as_str().unwrap_or_default();
-                        self.pods.contains(&format!("{ns}/{name}"))
-                    }
-                    _ => true,
-                }
-            })
-            .collect()
+    /// Where `case` starts.
+    fn start(case: &Case, fam: Fam, addr: AddrOf) -> State {
+        let mut s = State::new();
+        if case.houses {
+            s.apply(&houses(), fam, addr);
+        }
+        s
     }
 
-    fn apply(&mut self, step: &Step, fam: Fam) {
+    fn apply(&mut self, step: &Step, fam: Fam, addr: AddrOf) {
         for (ns, labels) in &step.create_namespaces {
             assert!(
                 EXTRA_PODS.iter().any(|(n, _, _)| n == ns),
@@ -398,7 +479,7 @@ impl Env {
                 self.namespaces.insert(ns.clone()),
                 "create namespace {ns}: it exists"
             );
-            self.app.set_namespace_labels(ns, labels.clone());
+            self.ns_labels.insert(ns.clone(), labels.clone());
         }
         for (pod, labels) in &step.create_pods {
             let (ns, p) = pod.split_once('/').expect("create_pods: ns/pod");
@@ -411,10 +492,11 @@ impl Env {
                 "create pod {pod}: no namespace {ns}"
             );
             assert!(self.pods.insert(pod.clone()), "create pod {pod}: it exists");
-            self.app.set_pod_labels(ns, p, labels.clone());
+            self.pod_labels.insert(pod.clone(), labels.clone());
         }
         if step.delete_all {
             self.policies.clear();
+            self.cluster_policies.clear();
         }
         for d in &step.delete {
             let (ns, name) = d.split_once('/').expect("delete: ns/name");
@@ -423,24 +505,44 @@ impl Env {
                 "delete {d}: no such policy"
             );
         }
+        for name in &step.cluster_delete {
+            assert!(
+                self.cluster_policies.remove(name).is_some(),
+                "cluster_delete {name}: no such ClusterNetworkPolicy"
+            );
+        }
         for doc in step.create.iter().chain(&step.update) {
             let spec: Value =
-                serde_json::from_str(&self.expand(&doc.spec.to_string(), fam)).unwrap();
+                serde_json::from_str(&expand(&doc.spec.to_string(), fam, addr)).unwrap();
             let policy = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                                 "metadata": {"name": doc.name, "namespace": doc.namespace},
                                 "spec": spec});
             self.policies
                 .insert((doc.namespace.clone(), doc.name.clone()), policy);
         }
+        for (docs, create) in [(&step.cluster_create, true), (&step.cluster_update, false)] {
+            for doc in docs {
+                assert_eq!(
+                    self.cluster_policies.contains_key(&doc.name),
+                    !create,
+                    "ClusterNetworkPolicy {}: cluster_create is for new ones, cluster_update for existing ones",
+                    doc.name
+                );
+                let spec: Value =
+                    serde_json::from_str(&expand(&doc.spec.to_string(), fam, addr)).unwrap();
+                let policy = json!({"apiVersion": "policy.networking.k8s.io/v1alpha2",
+                                    "kind": "ClusterNetworkPolicy",
+                                    "metadata": {"name": doc.name},
+                                    "spec": spec});
+                self.cluster_policies.insert(doc.name.clone(), policy);
+            }
+        }
         for (pod, labels) in &step.pod_labels {
-            let (ns, p) = pod.split_once('/').expect("pod_labels: ns/pod");
-            assert!(
-                self.app.set_pod_labels(ns, p, labels.clone()),
-                "no pod {pod}"
-            );
+            assert!(self.pod_labels.contains_key(pod), "no pod {pod}");
+            self.pod_labels.insert(pod.clone(), labels.clone());
         }
         for (ns, labels) in &step.namespace_labels {
-            self.app.set_namespace_labels(ns, labels.clone());
+            self.ns_labels.insert(ns.clone(), labels.clone());
         }
         for pod in &step.delete_pods {
             assert!(self.pods.remove(pod), "delete pod {pod}: no such pod");
@@ -456,6 +558,193 @@ impl Env {
         }
     }
 
+    fn model_pods(&self, fam: Fam, addr: AddrOf) -> BTreeMap<String, model::MPod> {
+        let ports: Vec<(String, u16, String)> = port_specs()
+            .iter()
+            .map(|s| {
+                (
+                    s.name.clone().unwrap_or_default(),
+                    s.port,
+                    s.protocol.as_str().to_string(),
+                )
+            })
+            .collect();
+        self.pods
+            .iter()
+            .map(|key| {
+                let (ns, _) = key.split_once('/').unwrap();
+                let m = model::MPod {
+                    ns: ns.to_string(),
+                    labels: self.pod_labels[key].clone(),
+                    ip: addr(key, fam),
+                    ports: ports.clone(),
+                };
+                (key.clone(), m)
+            })
+            .collect()
+    }
+
+    fn model_namespaces(&self) -> BTreeMap<String, model::Labels> {
+        self.namespaces
+            .iter()
+            .map(|n| {
+                let mut l = self.ns_labels[n].clone();
+                l.insert("kubernetes.io/metadata.name".into(), n.clone());
+                (n.clone(), l)
+            })
+            .collect()
+    }
+
+    /// The probes of a check with their expectations: the hand table of
+    /// `check` where given (a disagreement with the evaluator goes to
+    /// `problems`), else the evaluator's.
+    fn expectations(
+        &self,
+        check: Option<&Check>,
+        pps: &[Pp],
+        fams: &[Fam],
+        addr: AddrOf,
+        problems: &mut Vec<String>,
+    ) -> Vec<Probe> {
+        let policies: Vec<NetworkPolicy> = self
+            .policies
+            .values()
+            .map(|v| serde_json::from_value(v.clone()).expect("policy parses"))
+            .collect();
+        let cluster_policies: Vec<model::ClusterPolicy> = self
+            .cluster_policies
+            .values()
+            .map(model::ClusterPolicy::from_object)
+            .collect();
+        let namespaces = self.model_namespaces();
+        let world = model::World {
+            namespaces: &namespaces,
+            policies: &policies,
+            cluster_policies: &cluster_policies,
+        };
+        let mut probes = Vec::new();
+        for &fam in fams {
+            let mpods = self.model_pods(fam, addr);
+            for pp in pps {
+                for from in &self.pods {
+                    for to in &self.pods {
+                        if from == to {
+                            continue; // loopback: ignored, as upstream does
+                        }
+                        let predicted = model::allowed(
+                            &world,
+                            &mpods[from],
+                            &mpods[to],
+                            pp.port,
+                            pp.proto.as_str(),
+                        );
+                        let want = match check {
+                            Some(c) => {
+                                let hand = hand_table(c, from, to);
+                                if hand != predicted {
+                                    problems.push(format!(
+                                        "truth table says {from} -> {to} {} {} is {}, the evaluator says {}",
+                                        pp.label(),
+                                        fam.name(),
+                                        verdict(hand),
+                                        verdict(predicted)
+                                    ));
+                                }
+                                hand
+                            }
+                            None => predicted,
+                        };
+                        probes.push(Probe {
+                            from: from.clone(),
+                            to: to.clone(),
+                            fam,
+                            pp: *pp,
+                            want,
+                        });
+                    }
+                }
+            }
+        }
+        probes
+    }
+}
+
+/// Whether a case's policies name pod addresses (then it runs once per
+/// family).
+fn uses_addresses(case: &Case) -> bool {
+    case.steps.iter().any(|s| {
+        s.create
+            .iter()
+            .chain(&s.update)
+            .map(|d| &d.spec)
+            .chain(
+                s.cluster_create
+                    .iter()
+                    .chain(&s.cluster_update)
+                    .map(|d| &d.spec),
+            )
+            .any(|spec| spec.to_string().contains("${"))
+    })
+}
+
+struct Env {
+    app: AppLab,
+    dirs: Vec<NodeDirs>,
+    agents: Vec<Agent>,
+    state: State,
+    /// The last source port a UDP or SCTP probe used, by (from, to,
+    /// protocol, port).
+    source_ports: std::cell::RefCell<BTreeMap<(String, IpAddr, Protocol, u16), u16>>,
+}
+
+/// Pod `ns/pod`'s address in the lab.
+fn lab_addr(app: &AppLab, pod: &str, fam: Fam) -> IpAddr {
+    let (n, p) = pod.split_once('/').unwrap();
+    let lp = app.pod(n, p);
+    match fam {
+        Fam::V4 => lp.ipv4().into(),
+        Fam::V6 => lp.ipv6().into(),
+    }
+}
+
+impl Env {
+    fn addr(&self, pod: &str, fam: Fam) -> IpAddr {
+        lab_addr(&self.app, pod, fam)
+    }
+
+    /// Gives the lab the labels of the state, for its manifests.
+    fn push_labels(&mut self) {
+        for (pod, labels) in &self.state.pod_labels {
+            let (ns, p) = pod.split_once('/').unwrap();
+            assert!(
+                self.app.set_pod_labels(ns, p, labels.clone()),
+                "no pod {pod}"
+            );
+        }
+        for (ns, labels) in &self.state.ns_labels {
+            self.app.set_namespace_labels(ns, labels.clone());
+        }
+    }
+
+    /// The manifests of the namespaces and pods that exist.
+    fn manifests(&self) -> Vec<Value> {
+        self.app
+            .manifests()
+            .into_iter()
+            .filter(|doc| {
+                let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+                match doc["kind"].as_str() {
+                    Some("Namespace") => self.state.namespaces.contains(name),
+                    Some("Pod") => {
+                        let ns = doc["metadata"]["namespace"].as_str().unwrap_or_default();
+                        self.state.pods.contains(&format!("{ns}/{name}"))
+                    }
+                    _ => true,
+                }
+            })
+            .collect()
+    }
+
     /// Checks that each agent enforces exactly the existing pods of its
     /// node, on their host interfaces, and has TCX links pinned on those
     /// interfaces only: a created pod is attached, a deleted one detached.
@@ -467,7 +756,7 @@ impl Env {
                 .iter()
                 .filter(|p| p.node == d.node)
                 .map(|p| (format!("{}/{}", p.namespace, p.name), p))
-                .filter(|(k, _)| self.pods.contains(k))
+                .filter(|(k, _)| self.state.pods.contains(k))
                 .map(|(k, p)| (k, self.app.lab().pod(&p.lab_name).host_veth().to_string()))
                 .collect();
             let status = a.status();
@@ -491,14 +780,13 @@ impl Env {
                     d.node
                 ));
             }
-            let pinned: std::collections::BTreeSet<String> =
-                std::fs::read_dir(d.bpffs.join("links"))
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .filter_map(|e| e.file_name().into_string().ok())
-                    .collect();
-            let want_pins: std::collections::BTreeSet<String> = want
+            let pinned: BTreeSet<String> = std::fs::read_dir(d.bpffs.join("links"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect();
+            let want_pins: BTreeSet<String> = want
                 .values()
                 .flat_map(|i| [format!("{i}_from_pod"), format!("{i}_to_pod")])
                 .collect();
@@ -513,15 +801,26 @@ impl Env {
     }
 
     /// Writes the manifests and syncs every agent.
-    fn sync(&self) -> Result<(), String> {
-        let policies: Vec<Value> = self.policies.values().cloned().collect();
+    fn sync(&mut self) -> Result<(), String> {
+        self.push_labels();
+        let files: [(&str, Vec<Value>); 2] = [
+            (
+                "10-policies.yaml",
+                self.state.policies.values().cloned().collect(),
+            ),
+            (
+                "20-cluster-policies.yaml",
+                self.state.cluster_policies.values().cloned().collect(),
+            ),
+        ];
         for d in &self.dirs {
             d.write("00-lab.yaml", &self.manifests());
-            let file = d.manifests.join("10-policies.yaml");
-            if policies.is_empty() {
-                let _ = std::fs::remove_file(&file);
-            } else {
-                d.write("10-policies.yaml", &policies);
+            for (file, docs) in &files {
+                if docs.is_empty() {
+                    let _ = std::fs::remove_file(d.manifests.join(file));
+                } else {
+                    d.write(file, docs);
+                }
             }
         }
         for a in &self.agents {
@@ -529,47 +828,6 @@ impl Env {
                 .map_err(|e| format!("palisade sync: {e}\n{}", a.log_text()))?;
         }
         self.check_endpoints()
-    }
-
-    fn model_pods(&self, fam: Fam) -> BTreeMap<String, model::MPod> {
-        self.app
-            .pods()
-            .iter()
-            .filter(|p| self.pods.contains(&format!("{}/{}", p.namespace, p.name)))
-            .map(|p| {
-                let key = format!("{}/{}", p.namespace, p.name);
-                let m = model::MPod {
-                    ns: p.namespace.clone(),
-                    labels: p.labels.clone(),
-                    ip: self.addr(&key, fam),
-                    ports: p
-                        .ports
-                        .iter()
-                        .map(|s| {
-                            (
-                                s.name.clone().unwrap_or_default(),
-                                s.port,
-                                s.protocol.as_str().to_string(),
-                            )
-                        })
-                        .collect(),
-                };
-                (key, m)
-            })
-            .collect()
-    }
-
-    fn model_namespaces(&self) -> BTreeMap<String, model::Labels> {
-        self.app
-            .namespaces()
-            .iter()
-            .filter(|(n, _)| self.namespaces.contains(*n))
-            .map(|(n, l)| {
-                let mut l = l.clone();
-                l.insert("kubernetes.io/metadata.name".into(), n.clone());
-                (n.clone(), l)
-            })
-            .collect()
     }
 }
 
@@ -588,59 +846,10 @@ struct Outcome {
 }
 
 fn run_check(env: &Env, check: Option<&Check>, pps: &[Pp], fams: &[Fam], out: &mut Outcome) {
-    let policies: Vec<NetworkPolicy> = env
-        .policies
-        .values()
-        .map(|v| serde_json::from_value(v.clone()).expect("policy parses"))
-        .collect();
-    let namespaces = env.model_namespaces();
-    let world = model::World {
-        namespaces: &namespaces,
-        policies: &policies,
-    };
-    let mut probes = Vec::new();
-    for &fam in fams {
-        let mpods = env.model_pods(fam);
-        for pp in pps {
-            for from in &env.pods {
-                for to in &env.pods {
-                    if from == to {
-                        continue; // loopback: ignored, as upstream does
-                    }
-                    let predicted = model::allowed(
-                        &world,
-                        &mpods[from],
-                        &mpods[to],
-                        pp.port,
-                        pp.proto.as_str(),
-                    );
-                    let want = match check {
-                        Some(c) => {
-                            let hand = hand_table(c, from, to);
-                            if hand != predicted {
-                                out.problems.push(format!(
-                                    "truth table says {from} -> {to} {} {} is {}, the evaluator says {}",
-                                    pp.label(),
-                                    fam.name(),
-                                    verdict(hand),
-                                    verdict(predicted)
-                                ));
-                            }
-                            hand
-                        }
-                        None => predicted,
-                    };
-                    probes.push(Probe {
-                        from: from.clone(),
-                        to: to.clone(),
-                        fam,
-                        pp: *pp,
-                        want,
-                    });
-                }
-            }
-        }
-    }
+    let addr = |pod: &str, fam: Fam| env.addr(pod, fam);
+    let probes = env
+        .state
+        .expectations(check, pps, fams, &addr, &mut out.problems);
     // Connectionless probes each get a source port no earlier probe of the
     // same pair, protocol and port used: a datagram on the tuple of a flow
     // an earlier probe left answered belongs to that flow (and with
@@ -710,31 +919,43 @@ fn verdict(allowed: bool) -> &'static str {
     if allowed { "allowed" } else { "blocked" }
 }
 
+/// What a step probes: its checks (each with its hand table), or else the
+/// ports/protocols of `probe` (all by default) with the evaluator's table.
+fn step_checks<'a>(case: &Case, step: &'a Step) -> Vec<(Option<&'a Check>, Vec<Pp>)> {
+    if step.checks.is_empty() {
+        let pps = if step.probe.is_empty() {
+            Pp::all()
+        } else {
+            step.probe.iter().map(|s| Pp::parse(s)).collect()
+        };
+        return vec![(None, pps)];
+    }
+    assert!(step.probe.is_empty(), "{}: probe and checks", case.name);
+    step.checks
+        .iter()
+        .map(|c| (Some(c), c.probe.iter().map(|s| Pp::parse(s)).collect()))
+        .collect()
+}
+
 fn run_case(env: &mut Env, case: &Case, fams: &[Fam]) -> Outcome {
     let mut out = Outcome {
         probes: 0,
         problems: Vec::new(),
     };
-    env.reset();
+    let app = &env.app;
+    let addr = |pod: &str, fam: Fam| lab_addr(app, pod, fam);
+    env.state = State::start(case, fams[0], &addr);
     for (i, step) in case.steps.iter().enumerate() {
-        env.apply(step, fams[0]);
+        let app = &env.app;
+        let addr = |pod: &str, fam: Fam| lab_addr(app, pod, fam);
+        env.state.apply(step, fams[0], &addr);
         if let Err(e) = env.sync() {
             out.problems.push(format!("step {}: {e}", i + 1));
             return out;
         }
         let before = out.problems.len();
-        if step.checks.is_empty() {
-            let pps = if step.probe.is_empty() {
-                Pp::all()
-            } else {
-                step.probe.iter().map(|s| Pp::parse(s)).collect()
-            };
-            run_check(env, None, &pps, fams, &mut out);
-        }
-        for c in &step.checks {
-            assert!(step.probe.is_empty(), "{}: probe and checks", case.name);
-            let pps: Vec<Pp> = c.probe.iter().map(|s| Pp::parse(s)).collect();
-            run_check(env, Some(c), &pps, fams, &mut out);
+        for (check, pps) in step_checks(case, step) {
+            run_check(env, check, &pps, fams, &mut out);
         }
         for p in &mut out.problems[before..] {
             *p = format!("step {}: {p}", i + 1);
@@ -743,20 +964,55 @@ fn run_case(env: &mut Env, case: &Case, fams: &[Fam]) -> Outcome {
     out
 }
 
-/// The cases of `cases.yaml`, then the generated ones.
+/// The cases of `cases.yaml`, then the generated ones, then the
+/// ClusterNetworkPolicy cases of `cluster_cases.yaml`.
 fn all_cases() -> Vec<Case> {
     let mut cases: Vec<Case> =
         serde_yaml_ng::from_str(include_str!("cases.yaml")).expect("cases.yaml parses");
     cases.extend(cyclonus::cases());
+    cases.extend(cluster_cases());
     cases
 }
 
-/// Needs no root: case names are unique (the filter can pick any one), and
-/// the generated cases per upstream file are as `cyclonus.rs` lists them.
+fn cluster_cases() -> Vec<Case> {
+    serde_yaml_ng::from_str(include_str!("cluster_cases.yaml")).expect("cluster_cases.yaml parses")
+}
+
+/// The ClusterNetworkPolicy conformance tests of network-policy-api v0.2.0
+/// (`conformance/tests`, by ShortName) that `cluster_cases.yaml` ports, one
+/// case each.
+const CLUSTER_PORTED: [&str; 22] = [
+    "CNPAdminTierIngressTCP",
+    "CNPAdminTierIngressUDP",
+    "CNPAdminTierIngressSCTP",
+    "CNPAdminTierEgressTCP",
+    "CNPAdminTierEgressUDP",
+    "CNPAdminTierEgressSCTP",
+    "CNPAdminTierGress",
+    "CNPAdminTierEgressInlineCIDRPeers",
+    "CNPAdminTierPriorityField",
+    "CNPAdminTierIntegration",
+    "CNPAdminTierEgressNamedPort",
+    "CNPAdminTierIngressNamedPort",
+    "CNPBaselineTierIngressTCP",
+    "CNPBaselineTierIngressUDP",
+    "CNPBaselineTierIngressSCTP",
+    "CNPBaselineTierEgressTCP",
+    "CNPBaselineTierEgressUDP",
+    "CNPBaselineTierEgressSCTP",
+    "CNPBaselineTierGress",
+    "CNPBaselineTierEgressInlineCIDRPeers",
+    "CNPBaselineTierEgressNamedPort",
+    "CNPBaselineTierIngressNamedPort",
+];
+
+/// Needs no root: case names are unique (the filter can pick any one), the
+/// generated cases per upstream file are as `cyclonus.rs` lists them, and
+/// `cluster_cases.yaml` ports each upstream test of [`CLUSTER_PORTED`] once.
 #[test]
 fn cases_are_well_formed() {
     let cases = all_cases();
-    let mut names = std::collections::BTreeSet::new();
+    let mut names = BTreeSet::new();
     for c in &cases {
         assert!(names.insert(c.name.as_str()), "duplicate case {}", c.name);
         assert!(!c.steps.is_empty(), "{}: no steps", c.name);
@@ -776,6 +1032,87 @@ fn cases_are_well_formed() {
     .map(|(f, n)| (f.to_string(), n))
     .collect();
     assert_eq!(counts, want);
+    let ported: Vec<&str> = cluster_cases()
+        .iter()
+        .filter_map(|c| {
+            c.source
+                .strip_prefix("network-policy-api v0.2.0 conformance/tests ")
+                .map(|r| r.split(' ').next().unwrap())
+                .map(|f| CLUSTER_PORTED.into_iter().find(|p| *p == f).unwrap_or("?"))
+        })
+        .collect();
+    let mut sorted = ported.clone();
+    sorted.sort();
+    let mut want: Vec<&str> = CLUSTER_PORTED.to_vec();
+    want.sort();
+    assert_eq!(sorted, want, "upstream tests ported by cluster_cases.yaml");
+}
+
+/// Needs no root: every hand-written truth table (upstream's, mapped onto
+/// our model, and our own) agrees with the evaluator (which reads every
+/// case's policies, hand table or not), each step's state
+/// built as the suite builds it, with addresses laid out as the lab lays
+/// them (node i, k-th pod: 198.18.i.k, 2001:db8:i::k).
+#[test]
+fn truth_tables_agree_with_evaluator() {
+    let d = description();
+    let mut next: BTreeMap<&str, u8> = BTreeMap::new();
+    let mut slot: BTreeMap<String, (u8, u8)> = BTreeMap::new();
+    for p in &d.pods {
+        let node = p.node.as_deref().unwrap();
+        let i = NODES.iter().position(|n| *n == node).unwrap() as u8 + 1;
+        let k = next.entry(node).or_insert(FIRST_POD);
+        slot.insert(format!("{}/{}", p.namespace, p.name), (i, *k));
+        *k += 1;
+    }
+    let addr = |pod: &str, fam: Fam| -> IpAddr {
+        let (i, k) = slot[pod];
+        match fam {
+            Fam::V4 => pod_v4(i, k).into(),
+            Fam::V6 => pod_v6(i, k).into(),
+        }
+    };
+    let mut problems = Vec::new();
+    let mut tables = 0;
+    for case in all_cases() {
+        for fam in [Fam::V4, Fam::V6] {
+            let mut state = State::start(&case, fam, &addr);
+            for (i, step) in case.steps.iter().enumerate() {
+                state.apply(step, fam, &addr);
+                for (check, pps) in step_checks(&case, step) {
+                    // Without a hand table, the evaluator's still runs:
+                    // a policy it cannot read fails here.
+                    tables += usize::from(check.is_some());
+                    let mut p = Vec::new();
+                    state.expectations(check, &pps, &[fam], &addr, &mut p);
+                    problems.extend(
+                        p.into_iter()
+                            .map(|p| format!("{} step {}: {p}", case.name, i + 1)),
+                    );
+                }
+            }
+        }
+    }
+    assert!(tables > 0);
+    assert!(
+        problems.is_empty(),
+        "{} disagreements:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}
+
+/// The suite's results so far.
+#[derive(Default)]
+struct Tally {
+    passed: usize,
+    failed: usize,
+    /// Failed cases (`name [families] (mode)`).
+    failures: Vec<String>,
+    /// Cases marked `known_failure` that failed, with the reason.
+    known: Vec<String>,
+    /// Cases marked `known_failure` that passed.
+    unexpected_passes: Vec<String>,
 }
 
 #[test]
@@ -795,12 +1132,10 @@ fn conformance() {
         app,
         dirs,
         agents: Vec::new(),
-        policies: BTreeMap::new(),
-        pods: Default::default(),
-        namespaces: Default::default(),
+        state: State::new(),
         source_ports: Default::default(),
     };
-    env.reset();
+    env.push_labels();
     for d in &env.dirs {
         d.write("00-lab.yaml", &env.manifests());
     }
@@ -820,8 +1155,7 @@ fn conformance() {
         !modes.is_empty(),
         "PALISADE_CONFORMANCE_CT={only:?}: no such mode"
     );
-    let (mut passed, mut failed) = (0, 0);
-    let mut failures = Vec::new();
+    let mut tally = Tally::default();
     for (mode, args) in modes {
         let t = Instant::now();
         // Stop the previous mode's agents first: one agent per node.
@@ -832,15 +1166,7 @@ fn conformance() {
             .map(|(n, d)| Agent::start(env.app.lab().node(n), d, args))
             .collect();
         println!("conformance: mode {mode} (agent arguments {args:?})");
-        run_cases(
-            &mut env,
-            &cases,
-            &filter,
-            mode,
-            &mut passed,
-            &mut failed,
-            &mut failures,
-        );
+        run_cases(&mut env, &cases, &filter, mode, &mut tally);
         println!(
             "conformance: mode {mode}: {:.1} s",
             t.elapsed().as_secs_f64()
@@ -850,33 +1176,33 @@ fn conformance() {
         "conformance: total {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    println!("conformance: {passed} passed, {failed} failed");
-    assert!(passed + failed > 0, "no case matched {filter:?}");
-    assert!(failures.is_empty(), "failed cases: {failures:?}");
+    for k in &tally.known {
+        println!("conformance: known failure: {k}");
+    }
+    for k in &tally.unexpected_passes {
+        println!("conformance: passed though marked known_failure (remove the mark?): {k}");
+    }
+    println!(
+        "conformance: {} passed, {} failed",
+        tally.passed, tally.failed
+    );
+    assert!(
+        tally.passed + tally.failed + tally.known.len() > 0,
+        "no case matched {filter:?}"
+    );
+    assert!(
+        tally.failures.is_empty(),
+        "failed cases: {:?}",
+        tally.failures
+    );
 }
 
 /// Runs the cases matching `filter` against the running agents.
-fn run_cases(
-    env: &mut Env,
-    cases: &[Case],
-    filter: &str,
-    mode: &str,
-    passed: &mut usize,
-    failed: &mut usize,
-    failures: &mut Vec<String>,
-) {
+fn run_cases(env: &mut Env, cases: &[Case], filter: &str, mode: &str, tally: &mut Tally) {
     for case in cases.iter().filter(|c| c.name.contains(filter)) {
         // Cases whose policies name pod addresses run once per family;
         // the others probe both families in one run.
-        let text = serde_json::to_string(
-            &case
-                .steps
-                .iter()
-                .flat_map(|s| s.create.iter().chain(&s.update).map(|d| d.spec.clone()))
-                .collect::<Vec<_>>(),
-        )
-        .unwrap();
-        let runs: Vec<Vec<Fam>> = if text.contains("${") {
+        let runs: Vec<Vec<Fam>> = if uses_addresses(case) {
             vec![vec![Fam::V4], vec![Fam::V6]]
         } else {
             vec![vec![Fam::V4, Fam::V6]]
@@ -886,26 +1212,41 @@ fn run_cases(
             let out = run_case(env, case, &fams);
             let fam_label: Vec<&str> = fams.iter().map(|f| f.name()).collect();
             let ok = out.problems.is_empty();
+            let label = format!("{} [{}] ({mode})", case.name, fam_label.join("+"));
             println!(
                 "{} {:<44} [{}] {:>4} probes {:>5.1} s  {}",
-                if ok { "ok  " } else { "FAIL" },
+                match (ok, &case.known_failure) {
+                    (true, None) => "ok  ",
+                    (true, Some(_)) => "XPAS",
+                    (false, None) => "FAIL",
+                    (false, Some(_)) => "KNOW",
+                },
                 case.name,
                 fam_label.join("+"),
                 out.probes,
                 t.elapsed().as_secs_f64(),
                 case.source
             );
-            if ok {
-                *passed += 1;
-            } else {
-                *failed += 1;
-                for p in out.problems.iter().take(12) {
-                    println!("       {p}");
+            if let (false, Some(why)) = (ok, &case.known_failure) {
+                println!("       known failure: {why}");
+            }
+            for p in out.problems.iter().take(12) {
+                println!("       {p}");
+            }
+            if out.problems.len() > 12 {
+                println!("       … {} more", out.problems.len() - 12);
+            }
+            match (ok, &case.known_failure) {
+                (true, None) => tally.passed += 1,
+                (true, Some(_)) => {
+                    tally.passed += 1;
+                    tally.unexpected_passes.push(label);
                 }
-                if out.problems.len() > 12 {
-                    println!("       … {} more", out.problems.len() - 12);
+                (false, None) => {
+                    tally.failed += 1;
+                    tally.failures.push(label);
                 }
-                failures.push(format!("{} [{}] ({mode})", case.name, fam_label.join("+")));
+                (false, Some(why)) => tally.known.push(format!("{label}: {why}")),
             }
         }
     }
