@@ -610,13 +610,11 @@ fn web_recreated(labels: &[(&str, &str)]) -> k8s_openapi::api::core::v1::Pod {
 
 // Found by prop_tiers (tier_changes_one_commit_at_a_time). The old
 // endpoint id of a re-created pod is consulted until the endpoint entry
-// switches, after the ipcache switch; `order.rs` holds its rows of
-// identities gaining addresses at the bottom, but only rows it has: for
-// an identity it has no entry for, a tiered direction reads "no rule
-// matches" (the default allow), not a drop. An identity new to the
-// cluster never has one.
+// switches, after the ipcache switch; in a tiered direction a missing entry
+// reads "no rule matches" (the default), so `order.rs` adds bottom entries
+// for the identities gaining addresses that such a row has no entry for
+// (an identity new to the cluster never has one).
 #[test]
-#[ignore = "known bug: a re-created pod's old endpoint has no entry for a new identity during the diff, so its own address escapes an Admin Deny"]
 fn a_recreated_pod_with_new_labels_stays_denied() {
     let mut c = env();
     apply(&mut c, deny_ingress_from_pods());
@@ -627,7 +625,6 @@ fn a_recreated_pod_with_new_labels_stays_denied() {
 }
 
 #[test]
-#[ignore = "known bug: a re-created pod's old endpoint has no entry for a new identity during the diff, so a pod relabelled in the same commit escapes an Admin Deny"]
 fn a_recreated_pod_stays_denied_from_a_relabelled_pod() {
     let mut c = env();
     apply(&mut c, deny_ingress_from_pods());

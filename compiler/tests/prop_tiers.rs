@@ -190,23 +190,12 @@ fn apply(c: &mut Compiler, model: &mut Cluster, op: &Op, to_compiler: bool) {
             model.add_ns(n.as_ref().clone());
         }
         Op::Pod(p) => {
-            let mut p = p.as_ref().clone();
-            // Restricted: a pod is never re-created (a new UID, so a new
-            // endpoint id) here, only replaced. Re-creating one while
-            // addresses move to new identities lets flows through an Admin
-            // Deny during the diff: a known bug, see the ignored tests
-            // `a_recreated_pod_*` in e2e_cluster.rs. Remove this once fixed.
-            let key = (
-                p.metadata.namespace.clone().unwrap(),
-                p.metadata.name.clone().unwrap(),
-            );
-            if let Some(old) = model.pods.get(&key) {
-                p.metadata.uid = old.metadata.uid.clone();
-            }
+            // Replaced, or re-created (the UID is drawn too): see the tests
+            // `a_recreated_pod_*` of e2e_cluster.rs.
             if to_compiler {
-                c.apply_pod(&p).unwrap();
+                c.apply_pod(p).unwrap();
             }
-            model.add_pod(p);
+            model.add_pod(p.as_ref().clone());
         }
     }
 }
