@@ -290,7 +290,11 @@ pub fn order<K: Ord + Clone, E: EndpointEntry + Clone>(
         let mut keys: Vec<&PolicyKey> = bottomed.iter().collect();
         keys.sort();
         for key in keys {
-            pre.push(write(*key, narrowed(&bottom)));
+            // Already there (maps cut short in the middle of a diff).
+            let hold = narrowed(&bottom);
+            if old.policy.get(key).copied() != hold {
+                pre.push(write(*key, hold));
+            }
         }
     }
     // Retiring rows of tiered directions: where such a row has no entry
@@ -359,7 +363,9 @@ pub fn order<K: Ord + Clone, E: EndpointEntry + Clone>(
                 } else {
                     None
                 };
-                pre.push(write(key, hold));
+                if c.old != hold {
+                    pre.push(write(key, hold));
+                }
                 if c.new.is_some() || hold.is_some() {
                     retire.push(write(key, c.new));
                 }
