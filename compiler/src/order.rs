@@ -85,7 +85,10 @@
 //! `Verdicts::bottom()` meanwhile, so that an address read with its old
 //! identities and the new flags (or the reverse) is denied. A retiring
 //! row's entry goes to the bottom, not away, where the plain rule empties
-//! it.
+//! it; and where a retiring row has no entry for an identity gaining
+//! addresses (a pod re-created while an address moves to an identity new
+//! to the cluster), one is added at the bottom and removed last: in a
+//! tiered direction a missing entry reads "no rule matches", not a drop.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
@@ -287,7 +290,52 @@ pub fn order<K: Ord + Clone, E: EndpointEntry + Clone>(
         let mut keys: Vec<&PolicyKey> = bottomed.iter().collect();
         keys.sort();
         for key in keys {
-            pre.push(write(*key, narrowed(&bottom)));
+            // Already there (maps cut short in the middle of a diff).
+            let hold = narrowed(&bottom);
+            if old.policy.get(key).copied() != hold {
+                pre.push(write(*key, hold));
+            }
+        }
+    }
+    // Retiring rows of tiered directions: where such a row has no entry
+    // for an identity gaining addresses, those addresses would read "no
+    // rule matches" (the default) once switched, not what the old
+    // contents say; they hold the bottom until the endpoint entry goes or
+    // switches. (Rows it has are held by the loop below.)
+    if !classes.gain.is_empty() {
+        let mut retiring: Vec<u32> = placed_old
+            .iter()
+            .filter(|id| !placed_new.contains(id))
+            .copied()
+            .collect();
+        retiring.sort();
+        let mut gaining: Vec<u32> = classes.gain.iter().copied().collect();
+        gaining.sort();
+        for ep_id in retiring {
+            for dir in [0u8, 1] {
+                if !tiered(ep_id, dir) {
+                    continue;
+                }
+                for &identity in &gaining {
+                    for proto in CLASSES {
+                        let key = PolicyKey {
+                            ep_id,
+                            identity,
+                            direction: dir,
+                            proto,
+                            view: 0,
+                            _pad: 0,
+                        };
+                        if old.policy.contains_key(&key) {
+                            continue;
+                        }
+                        if let Some(hold) = narrowed(&Verdicts::bottom()) {
+                            pre.push(write(key, Some(hold)));
+                            retire.push(write(key, None));
+                        }
+                    }
+                }
+            }
         }
     }
     let changed: HashSet<PolicyKey> = changes.policy.iter().map(|c| c.key).collect();
@@ -315,7 +363,9 @@ pub fn order<K: Ord + Clone, E: EndpointEntry + Clone>(
                 } else {
                     None
                 };
-                pre.push(write(key, hold));
+                if c.old != hold {
+                    pre.push(write(key, hold));
+                }
                 if c.new.is_some() || hold.is_some() {
                     retire.push(write(key, c.new));
                 }

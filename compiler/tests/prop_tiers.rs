@@ -13,7 +13,8 @@
 //!   deletions, committed one at a time: every diff, replayed op
 //!   by op, never allows a flow neither its old nor its new state allows,
 //!   ends in the new state, and the final state equals compiling the final
-//!   objects from scratch;
+//!   objects from scratch; a restart part way through a diff reconciles
+//!   from the pinned maps to the same state, just as safely;
 //! * (c) `Compiler::explain` agrees with the maps: each side's
 //!   `Judgement::allowed()` with `sim` over the maps of the node of its pod,
 //!   `Explanation::allowed()` with both sides, and `decided_by()` and the
@@ -32,7 +33,7 @@ use common::*;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use palisade_common::{direction, proto};
 use palisade_compiler::api::ClusterNetworkPolicy;
-use palisade_compiler::{Compiler, Decider, ExplainError, PodRef, Query, Side};
+use palisade_compiler::{Compiler, Decider, ExplainError, PodRef, Query, Side, reconcile};
 use proptest::prelude::*;
 use proptest::sample::select;
 use serde_json::{Value, json};
@@ -190,23 +191,12 @@ fn apply(c: &mut Compiler, model: &mut Cluster, op: &Op, to_compiler: bool) {
             model.add_ns(n.as_ref().clone());
         }
         Op::Pod(p) => {
-            let mut p = p.as_ref().clone();
-            // Restricted: a pod is never re-created (a new UID, so a new
-            // endpoint id) here, only replaced. Re-creating one while
-            // addresses move to new identities lets flows through an Admin
-            // Deny during the diff: a known bug, see the ignored tests
-            // `a_recreated_pod_*` in e2e_cluster.rs. Remove this once fixed.
-            let key = (
-                p.metadata.namespace.clone().unwrap(),
-                p.metadata.name.clone().unwrap(),
-            );
-            if let Some(old) = model.pods.get(&key) {
-                p.metadata.uid = old.metadata.uid.clone();
-            }
+            // Replaced, or re-created (the UID is drawn too): see the tests
+            // `a_recreated_pod_*` of e2e_cluster.rs.
             if to_compiler {
-                c.apply_pod(&p).unwrap();
+                c.apply_pod(p).unwrap();
             }
-            model.add_pod(p);
+            model.add_pod(p.as_ref().clone());
         }
     }
 }
@@ -224,7 +214,15 @@ enum Tamper {
     DropLastOp,
 }
 
-fn check_incremental(initial: &Cluster, ops: &[Op], tamper: Tamper) -> Result<(), String> {
+/// With `crash`, each commit is also cut short after a drawn number of
+/// its writes, and a restarted compiler (given back the numbering) must
+/// reconcile from there safely to the same state.
+fn check_incremental(
+    initial: &Cluster,
+    ops: &[Op],
+    tamper: Tamper,
+    crash: Option<prop::sample::Index>,
+) -> Result<(), String> {
     let mut c = initial.compile();
     let mut model = initial.clone();
     check_invariants(&c);
@@ -251,6 +249,31 @@ fn check_incremental(initial: &Cluster, ops: &[Op], tamper: Tamper) -> Result<()
             return Err(format!(
                 "commit {k} ({op:?}): the diff does not lead to the new state"
             ));
+        }
+        if let Some(crash) = crash {
+            let cut = crash.index(diff.ops.len() + 1);
+            let mut pinned = old.clone();
+            for op in &diff.ops[..cut] {
+                pinned.apply(op);
+            }
+            let recorded = c.numbering();
+            let restarted = model.compile_after(|r| {
+                r.remember_numbering(recorded);
+                r.reserve_numbers(&pinned);
+            });
+            if restarted.state() != &new {
+                return Err(format!(
+                    "commit {k} ({op:?}): a restart compiles another state"
+                ));
+            }
+            let writes = reconcile(&pinned, restarted.state());
+            let end = try_replay(&pinned, &new, &writes, &probes)
+                .map_err(|e| format!("commit {k} ({op:?}), reconcile after {cut} writes: {e}"))?;
+            if end != new {
+                return Err(format!(
+                    "commit {k} ({op:?}): the reconcile does not lead to the new state"
+                ));
+            }
         }
         if !c.commit().ops.is_empty() {
             return Err(format!(
@@ -419,8 +442,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases_or(48), ..ProptestConfig::default() })]
 
     #[test]
-    fn tier_changes_one_commit_at_a_time((initial, ops) in arb_case()) {
-        check_incremental(&initial, &ops, Tamper::None).map_err(TestCaseError::fail)?;
+    fn tier_changes_one_commit_at_a_time(
+        (initial, ops) in arb_case(),
+        crash in any::<prop::sample::Index>(),
+    ) {
+        check_incremental(&initial, &ops, Tamper::None, Some(crash))
+            .map_err(TestCaseError::fail)?;
     }
 }
 
@@ -545,10 +572,10 @@ fn the_incremental_check_can_fail() {
         ])))),
         Op::DelCnp("c0"),
     ];
-    check_incremental(&initial, &ops, Tamper::None).unwrap();
-    let err = check_incremental(&initial, &ops, Tamper::ReverseOps).unwrap_err();
+    check_incremental(&initial, &ops, Tamper::None, None).unwrap();
+    let err = check_incremental(&initial, &ops, Tamper::ReverseOps, None).unwrap_err();
     assert!(err.contains("allowed, but neither"), "{err}");
-    let err = check_incremental(&initial, &ops, Tamper::DropLastOp).unwrap_err();
+    let err = check_incremental(&initial, &ops, Tamper::DropLastOp, None).unwrap_err();
     assert!(err.contains("from scratch"), "{err}");
 }
 
