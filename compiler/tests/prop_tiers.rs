@@ -10,7 +10,8 @@
 //!   another protocol;
 //! * (b) CNP creations, updates (valid or rejected) and deletions, pod and
 //!   namespace relabels, pod replacements and deletions, namespace
-//!   deletions, committed one at a time: every diff, replayed op
+//!   deletions, committed one at a time (and, in a second property, up to
+//!   three per commit): every diff, replayed op
 //!   by op, never allows a flow neither its old nor its new state allows,
 //!   ends in the new state, and the final state equals compiling the final
 //!   objects from scratch; a restart part way through a diff reconciles
@@ -113,12 +114,13 @@ fn arb_op(slots: Vec<&'static str>) -> impl Strategy<Value = Op> {
     ]
 }
 
-fn arb_case() -> impl Strategy<Value = (Cluster, Vec<Op>)> {
-    arb_slot_namespaces().prop_flat_map(|slots| {
+/// A cluster and 1 to 8 commits of 1 to `batch` changes each.
+fn arb_case(batch: usize) -> impl Strategy<Value = (Cluster, Vec<Vec<Op>>)> {
+    arb_slot_namespaces().prop_flat_map(move |slots| {
         (
             arb_cluster_in(slots.clone(), false),
             arb_cnps(),
-            prop::collection::vec(arb_op(slots), 1..=8),
+            prop::collection::vec(prop::collection::vec(arb_op(slots), 1..=batch), 1..=8),
         )
             .prop_map(|(mut c, cnps, ops)| {
                 for p in cnps {
@@ -219,21 +221,23 @@ enum Tamper {
 /// reconcile from there safely to the same state.
 fn check_incremental(
     initial: &Cluster,
-    ops: &[Op],
+    batches: &[Vec<Op>],
     tamper: Tamper,
     crash: Option<prop::sample::Index>,
 ) -> Result<(), String> {
     let mut c = initial.compile();
     let mut model = initial.clone();
     check_invariants(&c);
-    for (k, op) in ops.iter().enumerate() {
-        let last = k + 1 == ops.len();
-        apply(
-            &mut c,
-            &mut model,
-            op,
-            !(last && tamper == Tamper::DropLastOp),
-        );
+    for (k, op) in batches.iter().enumerate() {
+        for (j, one) in op.iter().enumerate() {
+            let last = k + 1 == batches.len() && j + 1 == op.len();
+            apply(
+                &mut c,
+                &mut model,
+                one,
+                !(last && tamper == Tamper::DropLastOp),
+            );
+        }
         let old = c.state().clone();
         let diff = c.commit();
         let new = c.state().clone();
@@ -443,10 +447,25 @@ proptest! {
 
     #[test]
     fn tier_changes_one_commit_at_a_time(
-        (initial, ops) in arb_case(),
+        (initial, ops) in arb_case(1),
         crash in any::<prop::sample::Index>(),
     ) {
         check_incremental(&initial, &ops, Tamper::None, Some(crash))
+            .map_err(TestCaseError::fail)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases_or(32), ..ProptestConfig::default() })]
+
+    /// As above, with up to three changes per commit (a watch batch):
+    /// changes to different objects meet in one diff.
+    #[test]
+    fn tier_changes_in_batches(
+        (initial, batches) in arb_case(3),
+        crash in any::<prop::sample::Index>(),
+    ) {
+        check_incremental(&initial, &batches, Tamper::None, Some(crash))
             .map_err(TestCaseError::fail)?;
     }
 }
@@ -566,11 +585,11 @@ fn the_incremental_check_can_fail() {
     // The same addresses denied through two new prefixes: their entries
     // must come before the old prefix's entry goes.
     let ops = vec![
-        Op::Cnp(Box::new(deny(json!([
+        vec![Op::Cnp(Box::new(deny(json!([
             "203.0.113.0/25",
             "203.0.113.128/25"
-        ])))),
-        Op::DelCnp("c0"),
+        ]))))],
+        vec![Op::DelCnp("c0")],
     ];
     check_incremental(&initial, &ops, Tamper::None, None).unwrap();
     let err = check_incremental(&initial, &ops, Tamper::ReverseOps, None).unwrap_err();
