@@ -442,10 +442,7 @@ pub(crate) fn rule_name(
     let codes = rule_codes(p.tier, rank(p.priority, position, index), r.action);
     TierRuleName {
         policy: name.to_string(),
-        tier: match p.tier {
-            Tier::Admin => "admin",
-            Tier::Baseline => "baseline",
-        },
+        tier: p.tier.as_str(),
         priority: p.priority,
         direction: dir,
         index,

@@ -170,6 +170,20 @@ impl Compiler {
         crate::cluster::tier_rules(&self.engine)
     }
 
+    /// A ClusterNetworkPolicy's tier, rules and selected local endpoints.
+    /// `None` if unknown (never applied, deleted or rejected).
+    pub fn cluster_policy_summary(&self, name: &str) -> Option<crate::ClusterPolicySummary> {
+        inspect::cluster_policy_summary(&self.engine, name)
+    }
+
+    /// Pairs of enforced ClusterNetworkPolicies of one tier with the same
+    /// priority whose rules act differently on some traffic of a local
+    /// pod: there Palisade's order (by name), not the API, decides. See
+    /// [`crate::PriorityOverlap`].
+    pub fn priority_overlaps(&self) -> Vec<crate::PriorityOverlap> {
+        crate::ties::priority_overlaps(&self.engine)
+    }
+
     /// Sets this node's addresses (ipcache identity `IDENTITY_HOST`).
     pub fn set_host_addresses(&mut self, addrs: Vec<IpAddr>) {
         self.engine.set_host_addresses(addrs.into_iter().collect());

@@ -30,7 +30,9 @@ use crate::cluster::{self, TierRuleName};
 use crate::engine::Engine;
 use crate::inspect::{self, PolicyName};
 use crate::ipcache::Claim;
-use crate::model::{Action, Peers, PolicyObj, PolicyRef, Rule, Tier, resolve_named};
+use crate::model::{
+    Action, ClusterPolicyObj, Peers, PolicyObj, PolicyRef, Rule, Tier, resolve_named,
+};
 use crate::ports::class_index;
 use crate::rules::World;
 use crate::state::PodRef;
@@ -126,6 +128,10 @@ pub struct TierMatch {
     pub peer: PeerMatch,
     /// The port that matched.
     pub port: PortMatch,
+    /// The first matching rule of every other policy of the tier with the
+    /// same priority (the API leaves their order undefined; Palisade
+    /// consults them by name, so `rule` decides).
+    pub ties: Vec<TierRuleName>,
 }
 
 impl TierMatch {
@@ -450,17 +456,29 @@ fn judge(e: &Engine, local: &PodRef, dir: u8, peer: &End, q: &Query) -> Judgemen
     let tier = |tier: Tier| -> (Vec<String>, Option<TierMatch>) {
         let consulted = cluster::consulted(e, tier, dir, local);
         let names = consulted.iter().map(|(n, _, _)| n.to_string()).collect();
-        let first = consulted.iter().find_map(|(name, p, position)| {
+        let first_hit = |(name, p, position): &(&str, &ClusterPolicyObj, u32)| {
             let shaped = cluster::shape(p);
             let policy = PolicyName::new("", *name);
             let hits = matching_rules(
                 e, &world, &policy, &shaped, dir, local, peer, q.protocol, q.port,
             );
-            hits.into_iter().min_by_key(|m| m.rule).map(|m| TierMatch {
-                rule: cluster::rule_name(name, p, *position, dir, m.rule),
-                peer: m.peer,
-                port: m.port,
-            })
+            hits.into_iter()
+                .min_by_key(|m| m.rule)
+                .map(|m| (cluster::rule_name(name, p, *position, dir, m.rule), m))
+        };
+        let hits: Vec<_> = consulted
+            .iter()
+            .filter_map(|c| Some((c.1.priority, first_hit(c)?)))
+            .collect();
+        let first = hits.first().map(|(priority, (rule, m))| TierMatch {
+            rule: rule.clone(),
+            peer: m.peer.clone(),
+            port: m.port.clone(),
+            ties: hits[1..]
+                .iter()
+                .take_while(|(p, _)| p == priority)
+                .map(|(_, (r, _))| r.clone())
+                .collect(),
         });
         (names, first)
     };

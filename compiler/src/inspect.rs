@@ -7,6 +7,7 @@
 use std::net::IpAddr;
 
 use crate::audit::is_audited;
+use crate::cluster::{self, TierRuleName};
 use crate::engine::Engine;
 use crate::ipcache::Claim;
 use crate::model::PolicyRef;
@@ -56,6 +57,25 @@ pub struct PolicySummary {
     pub isolates: [Option<usize>; 2],
     /// Local endpoints it selects.
     pub selected_local: Vec<PodRef>,
+}
+
+/// What [`crate::Compiler::cluster_policy_summary`] reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterPolicySummary {
+    /// `admin` or `baseline`.
+    pub tier: &'static str,
+    /// `spec.priority`.
+    pub priority: u16,
+    /// In audit mode.
+    pub audited: bool,
+    /// Its rules, ingress then egress, each with the code the datapath
+    /// reports when the rule decides a flow.
+    pub rules: Vec<TierRuleName>,
+    /// Local endpoints its subject selects.
+    pub selected_local: Vec<PodRef>,
+    /// The other enforced policies of its tier with the same priority,
+    /// by name (the order in which the tier consults them).
+    pub same_priority: Vec<String>,
 }
 
 /// Policies of `pod`'s namespace selecting it in `dir`, split into
@@ -135,6 +155,37 @@ pub(crate) fn policy_summary(e: &Engine, name: &PolicyName) -> Option<PolicySumm
             p.obj.rules[1].as_ref().map(Vec::len),
         ],
         selected_local: p.selected.iter().cloned().collect(),
+    })
+}
+
+/// The ClusterNetworkPolicy's tier, rules and selected local endpoints.
+pub(crate) fn cluster_policy_summary(e: &Engine, name: &str) -> Option<ClusterPolicySummary> {
+    let p = e.cluster_policies.get(name)?;
+    let positions = cluster::positions(&e.cluster_policies);
+    let position = positions.get(name).copied().unwrap_or_default();
+    let rules = (0..2u8)
+        .flat_map(|dir| (0..p.rules[dir as usize].len()).map(move |i| (dir, i)))
+        .map(|(dir, i)| cluster::rule_name(name, p, position, dir, i))
+        .collect();
+    let same_priority = e
+        .cluster_policies
+        .iter()
+        .filter(|(n, q)| {
+            n.as_str() != name && !q.audit && q.tier == p.tier && q.priority == p.priority
+        })
+        .map(|(n, _)| n.clone())
+        .collect();
+    Some(ClusterPolicySummary {
+        tier: p.tier.as_str(),
+        priority: p.priority,
+        audited: p.audit,
+        rules,
+        selected_local: e
+            .policies
+            .get(&PolicyRef::cluster(name))
+            .map(|st| st.selected.iter().cloned().collect())
+            .unwrap_or_default(),
+        same_priority,
     })
 }
 

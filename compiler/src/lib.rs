@@ -149,6 +149,7 @@ mod membership;
 mod engine;
 
 mod cluster;
+mod ties;
 
 mod commit;
 mod inspect;
@@ -168,11 +169,12 @@ pub use explain::{
     RuleMatch, Side, TierMatch,
 };
 pub use identity::IdentityInfo;
-pub use inspect::{PolicyName, PolicySummary};
+pub use inspect::{ClusterPolicySummary, PolicyName, PolicySummary};
 pub use model::NAMESPACE_NAME_LABEL;
 pub use numbering::Meaning;
 pub use order::{Changes, PolicyChange, order, reconcile};
 pub use ports::PortSet;
 pub use state::{DesiredState, Endpoint, EndpointEntry, MapOp, PodRef, Tables, Write};
+pub use ties::PriorityOverlap;
 pub use validate::{MODE_ANNOTATION, MODE_AUDIT};
 pub use verdicts::{PortCodes, Verdicts};

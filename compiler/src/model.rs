@@ -239,6 +239,16 @@ pub(crate) enum Tier {
     Baseline,
 }
 
+impl Tier {
+    /// How reports name the tier: `admin` or `baseline`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Tier::Admin => "admin",
+            Tier::Baseline => "baseline",
+        }
+    }
+}
+
 /// A ClusterNetworkPolicy rule's `action`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Action {

@@ -669,3 +669,166 @@ fn a_reconcile_after_a_cut_diff_writes_no_entry_twice() {
         assert_eq!(end, new);
     }
 }
+
+/// An Admin policy of priority 10 for every namespace with one egress
+/// rule towards 203.0.113.0/24 on `ports` (all if empty).
+fn admin_10(name: &str, action: &str, ports: Value) -> ClusterNetworkPolicy {
+    let mut rule = json!({"action": action, "to": [{"networks": ["203.0.113.0/24"]}]});
+    if ports != json!([]) {
+        rule["protocols"] = ports;
+    }
+    cnp(
+        name,
+        json!({"tier": "Admin", "priority": 10, "subject": {"namespaces": {}}, "egress": [rule]}),
+    )
+}
+
+fn tcp_port(port: u16) -> Value {
+    json!([{"tcp": {"destinationPort": {"number": port}}}])
+}
+
+#[test]
+fn same_priority_overlaps_with_different_actions_are_reported() {
+    let mut c = env();
+    apply(&mut c, admin_10("b-deny", "Deny", json!([])));
+    assert!(c.priority_overlaps().is_empty(), "one policy overlaps nothing");
+    // Same priority, same traffic, same action: the order changes no verdict.
+    apply(&mut c, admin_10("c-deny", "Deny", tcp_port(443)));
+    assert!(c.priority_overlaps().is_empty());
+    // Different action on a shared port: the order (by name) decides.
+    apply(&mut c, admin_10("a-accept", "Accept", tcp_port(443)));
+    assert!(out(&c, "prod/web", BAD, 443), "a-accept is consulted first");
+    assert!(!out(&c, "prod/web", BAD, 80));
+    let overlaps = c.priority_overlaps();
+    let pairs: Vec<_> = overlaps
+        .iter()
+        .map(|o| (o.first.as_str(), o.second.as_str(), o.tier, o.priority, o.direction))
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("a-accept", "b-deny", "admin", 10, direction::EGRESS),
+            ("a-accept", "c-deny", "admin", 10, direction::EGRESS),
+        ]
+    );
+    let pods: Vec<String> = overlaps[0].pods.iter().map(ToString::to_string).collect();
+    assert_eq!(pods, ["dev/tool", "prod/db", "prod/web"]);
+    // Disjoint ports do not overlap (b-deny covers every port).
+    apply(&mut c, admin_10("a-accept", "Accept", tcp_port(8443)));
+    let pairs: Vec<_> = c
+        .priority_overlaps()
+        .into_iter()
+        .map(|o| (o.first, o.second))
+        .collect();
+    assert_eq!(pairs, [("a-accept".to_string(), "b-deny".to_string())]);
+    // A rule for any peer meets a rule for a region.
+    apply(
+        &mut c,
+        cnp(
+            "a-accept",
+            json!({"tier": "Admin", "priority": 10, "subject": {"namespaces": {}},
+                "egress": [{"action": "Pass", "to": [{"namespaces": {}}]}]}),
+        ),
+    );
+    let pairs: Vec<_> = c
+        .priority_overlaps()
+        .into_iter()
+        .map(|o| (o.first, o.second))
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("a-accept".to_string(), "b-deny".to_string()),
+            ("a-accept".to_string(), "c-deny".to_string()),
+        ],
+        "pod identities may have addresses in the region"
+    );
+    // Two different regions never meet in one flow.
+    apply(
+        &mut c,
+        cnp(
+            "a-accept",
+            json!({"tier": "Admin", "priority": 10, "subject": {"namespaces": {}},
+                "egress": [{"action": "Accept", "to": [{"networks": ["198.51.100.0/24"]}]}]}),
+        ),
+    );
+    c.delete_cluster_policy("c-deny");
+    c.commit();
+    assert!(c.priority_overlaps().is_empty());
+    // Another priority, or a subject selecting other pods: no overlap.
+    let mut other = admin_10("a-accept", "Accept", json!([]));
+    other.spec.priority = Some(11);
+    apply(&mut c, other);
+    assert!(c.priority_overlaps().is_empty());
+    let mut elsewhere = admin_10("a-accept", "Accept", json!([]));
+    elsewhere.spec.subject = serde_json::from_value(
+        json!({"pods": {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "none"}}}}),
+    )
+    .unwrap();
+    apply(&mut c, elsewhere);
+    assert!(c.priority_overlaps().is_empty());
+}
+
+#[test]
+fn explain_names_the_rules_tied_by_priority() {
+    let mut c = env();
+    apply(&mut c, admin_10("b-deny", "Deny", json!([])));
+    apply(&mut c, admin_10("a-accept", "Accept", tcp_port(443)));
+    let q = |port| palisade_compiler::Query {
+        from: palisade_compiler::Side::Pod(PodRef::new("prod", "web")),
+        to: palisade_compiler::Side::Addr(ip(BAD)),
+        protocol: proto::TCP,
+        port,
+        enforce_host: false,
+    };
+    let e = c.explain(&q(443)).unwrap();
+    let admin = e.egress.unwrap().admin.unwrap();
+    assert_eq!(admin.rule.policy, "a-accept");
+    let ties: Vec<_> = admin
+        .ties
+        .iter()
+        .map(|r| (r.policy.as_str(), r.action))
+        .collect();
+    assert_eq!(ties, [("b-deny", "Deny")]);
+    // On port 80 only b-deny matches: no tie.
+    let e = c.explain(&q(80)).unwrap();
+    let admin = e.egress.unwrap().admin.unwrap();
+    assert_eq!(admin.rule.policy, "b-deny");
+    assert!(admin.ties.is_empty());
+}
+
+#[test]
+fn cluster_policy_summary_names_rules_and_selected_pods() {
+    let mut c = env();
+    assert!(c.cluster_policy_summary("block-net").is_none());
+    apply(&mut c, deny_bad_net());
+    apply(
+        &mut c,
+        cnp(
+            "block-dev",
+            json!({"tier": "Admin", "priority": 10,
+                "subject": {"namespaces": {"matchLabels": {"team": "dev"}}},
+                "ingress": [{"action": "Deny", "from": [{"namespaces": {}}]}],
+                "egress": [{"name": "x", "action": "Pass", "to": [{"namespaces": {}}]}]}),
+        ),
+    );
+    let s = c.cluster_policy_summary("block-dev").unwrap();
+    assert_eq!((s.tier, s.priority, s.audited), ("admin", 10, false));
+    let rules: Vec<String> = s.rules.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        rules,
+        [
+            "ClusterNetworkPolicy admin/block-dev ingress[0] (priority 10, Deny)",
+            "ClusterNetworkPolicy admin/block-dev egress[0] \"x\" (priority 10, Pass)",
+        ]
+    );
+    let selected: Vec<String> = s.selected_local.iter().map(ToString::to_string).collect();
+    assert_eq!(selected, ["dev/tool"]);
+    assert_eq!(s.same_priority, ["block-net"]);
+    // The codes are those the datapath reports.
+    let codes: BTreeSet<u32> = c.tier_rules().iter().map(|r| r.code).collect();
+    assert!(s.rules.iter().all(|r| codes.contains(&r.code)));
+    c.delete_cluster_policy("block-dev");
+    c.commit();
+    assert!(c.cluster_policy_summary("block-dev").is_none());
+}
