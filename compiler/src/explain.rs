@@ -472,7 +472,7 @@ fn judge(e: &Engine, local: &PodRef, dir: u8, peer: &End, q: &Query) -> Judgemen
             .collect();
         let first = hits.first().map(|(priority, (rule, m))| TierMatch {
             rule: rule.clone(),
-            peer: m.peer.clone(),
+            peer: m.peer,
             port: m.port.clone(),
             ties: hits[1..]
                 .iter()
