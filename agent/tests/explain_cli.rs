@@ -285,6 +285,41 @@ fn offline_walks_the_tiers() {
 
     // An AdminNetworkPolicy (v1alpha1) is not enforced: said, not skipped.
     let dir = tempfile::tempdir().unwrap();
+    // A policy of the same priority whose rule matches too: the order of
+    // equal priorities is named, not hidden.
+    let tie = dir.path().join("tie.yaml");
+    std::fs::write(
+        &tie,
+        "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n\
+         metadata: {name: allow-imds-agent}\nspec: {tier: Admin, priority: 10, \
+         subject: {namespaces: {}}, egress: [{action: Accept, \
+         to: [{networks: [169.254.169.254/32]}]}]}\n",
+    )
+    .unwrap();
+    let mut a = args.clone();
+    a.extend(["-f", tie.to_str().unwrap()]);
+    a.extend(["--from", "production/frontend", "--to", "169.254.169.254"]);
+    a.extend(["--port", "80/TCP"]);
+    let (rc, out, err) = run(&a);
+    assert_eq!(rc, 0, "allow-imds-agent is consulted first (by name): {out}{err}");
+    assert!(
+        out.contains(
+            "    same priority: ClusterNetworkPolicy admin/deny-metadata egress[0] \
+             \"cloud-metadata\" (priority 10, Deny) matches too; the API leaves the order \
+             of equal priorities undefined, Palisade consults them by name\n"
+        ),
+        "{out}"
+    );
+    a.extend(["-o", "json"]);
+    let (_, out, _) = run(&a);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["egress"]["tiers"][0]["ties"],
+        json!([
+            "ClusterNetworkPolicy admin/deny-metadata egress[0] \"cloud-metadata\" (priority 10, Deny)"
+        ])
+    );
+
     let anp = dir.path().join("anp.yaml");
     std::fs::write(
         &anp,

@@ -210,6 +210,11 @@ pub struct TierReport {
     /// Its action: `Accept`, `Deny` or `Pass`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
+    /// The first matching rules of the tier's other policies with the same
+    /// priority: the API leaves their order undefined, Palisade consults
+    /// them by name, so `rule` decides.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ties: Vec<String>,
 }
 
 /// One end.
@@ -359,6 +364,9 @@ fn side_report(
         policies: policies.to_vec(),
         rule: m.map(|m| m.rule.to_string()),
         action: m.map(|m| m.rule.action.to_string()),
+        ties: m
+            .map(|m| m.ties.iter().map(ToString::to_string).collect())
+            .unwrap_or_default(),
     };
     let mut tiers = Vec::new();
     if !j.admin_selecting.is_empty() {
@@ -549,6 +557,15 @@ impl fmt::Display for ExplainReport {
                 if s.decided_by == "networkpolicy" {
                     for r in s.allowed_by.iter().skip(1) {
                         writeln!(f, "    also allowed by {}", rule_line(r))?;
+                    }
+                }
+                for t in &s.tiers {
+                    for tie in &t.ties {
+                        writeln!(
+                            f,
+                            "    same priority: {tie} matches too; the API leaves the order \
+                             of equal priorities undefined, Palisade consults them by name"
+                        )?;
                     }
                 }
             } else if s.host_exempt {
