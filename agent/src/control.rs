@@ -103,6 +103,11 @@ pub enum Request {
         /// Name.
         name: String,
     },
+    /// What a ClusterNetworkPolicy compiled to (`data`).
+    ClusterPolicyGet {
+        /// Name (cluster-scoped).
+        name: String,
+    },
     /// Why a flow is allowed or denied (`data`), see `crate::explain`.
     Explain(crate::explain::ExplainRequest),
 }

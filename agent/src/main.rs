@@ -216,9 +216,11 @@ enum EndpointCommand {
 
 #[derive(Subcommand)]
 enum PolicyCommand {
-    /// What a NetworkPolicy compiled to on this node.
+    /// What a NetworkPolicy (NAMESPACE/NAME) or a ClusterNetworkPolicy
+    /// (NAME) compiled to on this node.
     Get {
-        /// NAMESPACE/NAME.
+        /// NAMESPACE/NAME of a NetworkPolicy, or NAME of a
+        /// ClusterNetworkPolicy.
         name: String,
         #[command(flatten)]
         node: NodeArgs,

@@ -301,7 +301,10 @@ fn offline_walks_the_tiers() {
     a.extend(["--from", "production/frontend", "--to", "169.254.169.254"]);
     a.extend(["--port", "80/TCP"]);
     let (rc, out, err) = run(&a);
-    assert_eq!(rc, 0, "allow-imds-agent is consulted first (by name): {out}{err}");
+    assert_eq!(
+        rc, 0,
+        "allow-imds-agent is consulted first (by name): {out}{err}"
+    );
     assert!(
         out.contains(
             "    same priority: ClusterNetworkPolicy admin/deny-metadata egress[0] \

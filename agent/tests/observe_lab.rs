@@ -606,7 +606,11 @@ fn monitor_metrics_explain_and_audit_against_real_traffic() {
         ),
         (
             vec!["policy", "get", "no-slash", "--socket", &socket],
-            "palisade: policy \"no-slash\": expected NAMESPACE/NAME",
+            "palisade: ClusterNetworkPolicy \"no-slash\" not found (a NetworkPolicy is NAMESPACE/NAME)",
+        ),
+        (
+            vec!["policy", "get", "a/b/c", "--socket", &socket],
+            "palisade: policy \"a/b/c\": expected NAMESPACE/NAME (a NetworkPolicy) or NAME (a ClusterNetworkPolicy)",
         ),
         (
             vec![
@@ -849,5 +853,213 @@ fn global_audit_passes_would_drops_and_reports_them() {
     assert_eq!(w["audit"], json!({"ingress": true, "egress": true}), "{w}");
     assert_eq!(w["isolated"]["ingress"], true, "{w}");
     drop(mon);
+    drop(tmp);
+}
+
+fn cluster_policy(name: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": "policy.networking.k8s.io/v1alpha2",
+        "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": name},
+        "spec": spec,
+    })
+}
+
+/// A ClusterNetworkPolicy seen the way an operator sees NetworkPolicies:
+/// the monitor and the drop metrics name its tier and rule, `policy get
+/// NAME` shows its subjects and entries on this node, and a second policy
+/// of the same priority acting differently on the same traffic is
+/// reported (log, metric, `policy get`, `explain`) until it goes.
+#[test]
+fn cluster_policies_in_monitor_metrics_and_policy_get() {
+    let lab = LabSpec::new(&lab_prefix("pcn"))
+        .node("n1")
+        .pod("client", "dev", "n1")
+        .pod("web", "prod", "n1")
+        .up()
+        .expect("lab up");
+    let bpffs = Bpffs::mount();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = NodeDirs::new(tmp.path(), &bpffs, "n1");
+    let (client, web) = (lab.pod("client"), lab.pod("web"));
+    let _s: Vec<_> = [client, web]
+        .iter()
+        .map(|p| serve(*p, &Services::new().tcp(80).tcp(81)).expect("servers"))
+        .collect();
+    d.write(
+        "00-base.yaml",
+        &[
+            namespace("dev", json!({})),
+            namespace("prod", json!({})),
+            pod(client, "dev", "client", "uid-c", json!({"app": "client"})),
+            pod(web, "prod", "web", "uid-w", json!({"app": "web"})),
+        ],
+    );
+    let from_dev = json!([{"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "dev"}}}]);
+    let deny = cluster_policy(
+        "deny-dev",
+        json!({"tier": "Admin", "priority": 20,
+               "subject": {"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "prod"}}},
+               "ingress": [{"name": "no-dev-81", "action": "Deny", "from": from_dev,
+                            "protocols": [{"tcp": {"destinationPort": {"number": 81}}}]}]}),
+    );
+    d.write("10-cluster.yaml", &[deny]);
+    let agent = Agent::start(lab.node("n1"), &d, &[]);
+    agent.sync_ok();
+    let socket = d.socket.to_str().unwrap().to_string();
+    let node = lab.node("n1");
+    let all = Monitor::start(&d.socket, &["-o", "json"]);
+    let text = Monitor::start(&d.socket, &["-n", "prod"]);
+    let web4 = std::net::IpAddr::from(web.ipv4());
+    expect(
+        "admin deny",
+        &[&agent],
+        &[
+            (client, web4, P::Tcp(80), true),
+            (client, web4, P::Tcp(81), false),
+        ],
+    );
+
+    // The monitor names the tier, the policy, the rule and its priority.
+    let rule = "ClusterNetworkPolicy admin/deny-dev ingress[0] \"no-dev-81\" (priority 20, Deny)";
+    let line = text
+        .wait_for(Duration::from_secs(10), |l| l.contains(rule))
+        .unwrap_or_else(|seen| panic!("no drop naming {rule}: {seen:#?}"));
+    assert!(
+        line.contains("dev/client") && line.contains("prod/web"),
+        "{line}"
+    );
+    let line = all
+        .wait_for(Duration::from_secs(10), |l| l.contains("\"port\":81"))
+        .unwrap_or_else(|seen| panic!("no JSON drop: {seen:#?}"));
+    let ev: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(ev["reason"], "admin-denied", "{ev}");
+    let s = scrape(node);
+    assert!(
+        value(
+            &s,
+            "palisade_datapath_drops_total",
+            &[("direction", "ingress"), ("reason", "admin-denied")]
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert_eq!(
+        value(
+            &s,
+            "palisade_cluster_policy_priority_overlaps",
+            &[("tier", "admin")]
+        ),
+        Some(0.0)
+    );
+
+    // policy get NAME: tier, rules, subjects on this node, entries.
+    let (rc, out, err) = cli(&[
+        "policy", "get", "deny-dev", "--socket", &socket, "-o", "json",
+    ]);
+    assert_eq!(rc, 0, "{err}");
+    let p: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(p["kind"], "ClusterNetworkPolicy");
+    assert_eq!((&p["tier"], &p["priority"]), (&json!("admin"), &json!(20)));
+    assert_eq!(p["mode"], "enforce");
+    assert_eq!(p["selects"], json!(["prod/web"]));
+    assert_eq!(p["rules"][0]["rule"], rule);
+    let entries = p["endpoints"][0]["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{entries:#?}");
+    assert_eq!(entries[0]["direction"], "ingress");
+    assert_eq!(entries[0]["protocol"], "TCP");
+    assert_eq!(entries[0]["ports"], "81");
+    assert_eq!(entries[0]["peer"], "dev{app=client}");
+    assert_eq!(entries[0]["rule"], rule);
+    let (rc, out, _) = cli(&["policy", "get", "deny-dev", "--socket", &socket]);
+    assert_eq!(rc, 0);
+    assert!(
+        out.starts_with("ClusterNetworkPolicy deny-dev (tier admin, priority 20, enforce)\n")
+            && out.contains("  subject on this node: prod/web\n")
+            && out.contains(&format!("ingress TCP   dev{{app=client}} ports 81: {rule}")),
+        "{out}"
+    );
+
+    // A policy of the same priority accepting the same traffic: the order
+    // by name decides (allow-dev first), and that is reported.
+    let accept = cluster_policy(
+        "allow-dev",
+        json!({"tier": "Admin", "priority": 20,
+               "subject": {"pods": {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "web"}}}},
+               "ingress": [{"action": "Accept", "from": from_dev,
+                            "protocols": [{"tcp": {"destinationPort": {"range": {"start": 80, "end": 81}}}}]}]}),
+    );
+    d.write("20-tie.yaml", &[accept]);
+    agent.sync_ok();
+    expect(
+        "allow-dev first",
+        &[&agent],
+        &[(client, web4, P::Tcp(81), true)],
+    );
+    let s = scrape(node);
+    assert_eq!(
+        value(
+            &s,
+            "palisade_cluster_policy_priority_overlaps",
+            &[("tier", "admin")]
+        ),
+        Some(1.0)
+    );
+    let log = agent.log_text();
+    assert!(
+        log.contains("ClusterNetworkPolicies of the same priority act differently")
+            && log.contains("allow-dev")
+            && log.contains("deny-dev"),
+        "{log}"
+    );
+    let (_, out, _) = cli(&["policy", "get", "deny-dev", "--socket", &socket]);
+    assert!(out.contains("  same priority as: allow-dev"), "{out}");
+    assert!(
+        out.contains("    none (earlier rules of the tier decide)"),
+        "allow-dev is first on every port deny-dev names: {out}"
+    );
+    let (rc, out, _) = cli(&[
+        "explain",
+        "--live",
+        "--socket",
+        &socket,
+        "--from",
+        "dev/client",
+        "--to",
+        "prod/web",
+        "--port",
+        "81/TCP",
+    ]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(
+        out.contains(&format!("same priority: {rule} matches too")),
+        "{out}"
+    );
+
+    // Gone with the policy.
+    std::fs::remove_file(d.manifests.join("20-tie.yaml")).unwrap();
+    agent.sync_ok();
+    expect(
+        "deny again",
+        &[&agent],
+        &[(client, web4, P::Tcp(81), false)],
+    );
+    let s = scrape(node);
+    assert_eq!(
+        value(
+            &s,
+            "palisade_cluster_policy_priority_overlaps",
+            &[("tier", "admin")]
+        ),
+        Some(0.0)
+    );
+    assert!(agent.log_text().contains("same-priority overlap resolved"));
+    let (rc, _, err) = cli(&["policy", "get", "allow-dev", "--socket", &socket]);
+    assert_eq!(rc, 1);
+    assert_eq!(
+        err,
+        "palisade: ClusterNetworkPolicy \"allow-dev\" not found (a NetworkPolicy is NAMESPACE/NAME)"
+    );
+    drop((all, text));
     drop(tmp);
 }

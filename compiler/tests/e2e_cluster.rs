@@ -691,7 +691,10 @@ fn tcp_port(port: u16) -> Value {
 fn same_priority_overlaps_with_different_actions_are_reported() {
     let mut c = env();
     apply(&mut c, admin_10("b-deny", "Deny", json!([])));
-    assert!(c.priority_overlaps().is_empty(), "one policy overlaps nothing");
+    assert!(
+        c.priority_overlaps().is_empty(),
+        "one policy overlaps nothing"
+    );
     // Same priority, same traffic, same action: the order changes no verdict.
     apply(&mut c, admin_10("c-deny", "Deny", tcp_port(443)));
     assert!(c.priority_overlaps().is_empty());
@@ -702,7 +705,15 @@ fn same_priority_overlaps_with_different_actions_are_reported() {
     let overlaps = c.priority_overlaps();
     let pairs: Vec<_> = overlaps
         .iter()
-        .map(|o| (o.first.as_str(), o.second.as_str(), o.tier, o.priority, o.direction))
+        .map(|o| {
+            (
+                o.first.as_str(),
+                o.second.as_str(),
+                o.tier,
+                o.priority,
+                o.direction,
+            )
+        })
         .collect();
     assert_eq!(
         pairs,

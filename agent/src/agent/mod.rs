@@ -308,6 +308,9 @@ impl Agent {
             Request::PolicyGet { namespace, name } => {
                 let _ = reply.send(self.policy_answer(&namespace, &name));
             }
+            Request::ClusterPolicyGet { name } => {
+                let _ = reply.send(self.cluster_policy_answer(&name));
+            }
             Request::Explain(r) => {
                 let _ = reply.send(self.explain_answer(&r));
             }

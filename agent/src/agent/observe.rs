@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use palisade_common::{IDENTITY_HOST, direction, endpoint_flags, proto};
 use palisade_compiler::{IdentityInfo, ObjectKind, PodRef, PolicyName};
 use serde_json::{Value, json};
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::Agent;
 use crate::config::AgentConfig;
@@ -19,7 +19,7 @@ use crate::control::Response;
 use crate::metrics::{
     DatapathCollector, EndpointState, EndpointStateLabels, IdentityKindLabel, IdentityLabels,
     MapLabel, MapLabels, Metrics, ModeLabels, PolicyMode, SourceProblemKind, SourceProblemLabels,
-    UnenforcedLabels,
+    TierLabel, TierLabels, UnenforcedLabels,
 };
 use crate::monitor::{Directory, Hub, LocalPod};
 use crate::source::{Kind, Object, ObjectKey};
@@ -49,6 +49,9 @@ pub(super) struct Observe {
     /// count the model (identities, policies by mode) were computed at:
     /// a round that changed neither (a `status` request) skips them.
     counted: Option<(u64, u64)>,
+    /// The same-priority overlaps last reported (see
+    /// [`palisade_compiler::PriorityOverlap`]).
+    overlaps: BTreeSet<(String, u16, String, String, u8)>,
     _reader: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -78,6 +81,7 @@ impl Observe {
             last_directory: None,
             cluster: None,
             counted: None,
+            overlaps: BTreeSet::new(),
             _reader: reader,
         }
     }
@@ -258,7 +262,8 @@ impl Agent {
                 .set(n);
         }
         let counted = (self.numbers.revision, self.feed.generation());
-        if self.obs.counted != Some(counted) {
+        let recount = self.obs.counted != Some(counted);
+        if recount {
             self.obs.counted = Some(counted);
             self.count_model();
         }
@@ -326,6 +331,64 @@ impl Agent {
         for ((kind, api_version), n) in unenforced {
             m.unenforced
                 .get_or_create(&UnenforcedLabels { kind, api_version })
+                .set(n);
+        }
+        if recount {
+            self.report_overlaps();
+        }
+    }
+
+    /// Same-priority overlaps of ClusterNetworkPolicies: a warning when one
+    /// appears, a line when it is gone, and the gauge per tier.
+    fn report_overlaps(&mut self) {
+        let now = self.compiler.priority_overlaps();
+        let mut pairs = [0i64; 2];
+        let mut seen = BTreeSet::new();
+        for o in &now {
+            pairs[usize::from(o.tier != "admin")] += 1;
+            let key = (
+                o.tier.to_string(),
+                o.priority,
+                o.first.clone(),
+                o.second.clone(),
+                o.direction,
+            );
+            if !self.obs.overlaps.contains(&key) {
+                let example = o.pods.first().map(ToString::to_string).unwrap_or_default();
+                warn!(
+                    tier = o.tier,
+                    priority = o.priority,
+                    first = %o.first,
+                    second = %o.second,
+                    direction = direction::as_str(o.direction),
+                    pods = o.pods.len(),
+                    example = %example,
+                    "ClusterNetworkPolicies of the same priority act differently on the same \
+                     traffic: the API leaves their order undefined; Palisade consults {} first \
+                     (by name)",
+                    o.first
+                );
+            }
+            seen.insert(key);
+        }
+        for (tier, priority, first, second, dir) in self.obs.overlaps.difference(&seen) {
+            info!(
+                tier = %tier,
+                priority,
+                first = %first,
+                second = %second,
+                direction = direction::as_str(*dir),
+                "same-priority overlap resolved"
+            );
+        }
+        self.obs.overlaps = seen;
+        let m = &self.obs.metrics.agent;
+        for (tier, n) in [
+            (TierLabel::Admin, pairs[0]),
+            (TierLabel::Baseline, pairs[1]),
+        ] {
+            m.priority_overlaps
+                .get_or_create(&TierLabels { tier })
                 .set(n);
         }
     }
@@ -513,6 +576,90 @@ impl Agent {
                 "egress": sum.isolates[direction::EGRESS as usize].map(|n| json!({"rules": n})),
             },
             "selects": sum.selected_local.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "endpoints": endpoints,
+            "spec": spec,
+        }))
+    }
+
+    /// `policy get NAME`: a ClusterNetworkPolicy's tier, rules, subjects on
+    /// this node and the entry ports where its rules are the first match
+    /// of their tier.
+    pub(super) fn cluster_policy_answer(&self, name: &str) -> Response {
+        let Some(sum) = self.compiler.cluster_policy_summary(name) else {
+            let rejected = self
+                .compiler
+                .rejections()
+                .iter()
+                .find(|(r, _)| r.kind == ObjectKind::ClusterNetworkPolicy && r.name == name);
+            return Response::error(match rejected {
+                Some((_, e)) => format!("ClusterNetworkPolicy {name:?} is rejected: {e}"),
+                None => format!(
+                    "ClusterNetworkPolicy {name:?} not found (a NetworkPolicy is NAMESPACE/NAME)"
+                ),
+            });
+        };
+        let st = self.compiler.state();
+        let rule_of: HashMap<u32, String> =
+            sum.rules.iter().map(|r| (r.code, r.to_string())).collect();
+        let admin = sum.tier == "admin";
+        let endpoints: Vec<Value> = sum
+            .selected_local
+            .iter()
+            .filter_map(|pod| {
+                let ep = st.endpoints.get(pod)?;
+                let mut entries = Vec::new();
+                for (k, v) in st.policy.iter().filter(|(k, _)| k.ep_id == ep.ep_id) {
+                    let Some(says) = st.value_says(v) else {
+                        continue;
+                    };
+                    // The ports of each of this policy's rules in this entry.
+                    let mut ports: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+                    for (lo, hi, codes) in says.codes.ranges() {
+                        let code = if admin { codes.admin } else { codes.baseline };
+                        if rule_of.contains_key(&code) {
+                            ports.entry(code).or_default().push(if lo == hi {
+                                lo.to_string()
+                            } else {
+                                format!("{lo}-{hi}")
+                            });
+                        }
+                    }
+                    for (code, ports) in ports {
+                        entries.push(json!({
+                            "direction": direction::as_str(k.direction),
+                            "peer": identity_name(self.compiler.identity(k.identity), k.identity),
+                            "protocol": proto::Name(k.proto).to_string(),
+                            "ports": ports.join(","),
+                            "rule": rule_of[&code],
+                        }));
+                    }
+                }
+                Some(json!({"pod": pod.to_string(), "entries": entries}))
+            })
+            .collect();
+        let spec = match self.feed.object(&ObjectKey {
+            kind: Kind::ClusterNetworkPolicy,
+            namespace: String::new(),
+            name: name.to_string(),
+        }) {
+            Some(Object::ClusterNetworkPolicy(p)) => serde_json::to_value(&p.spec).ok(),
+            _ => None,
+        };
+        Self::data(json!({
+            "kind": "ClusterNetworkPolicy",
+            "policy": name,
+            "tier": sum.tier,
+            "priority": sum.priority,
+            "mode": if sum.audited { "audit" } else { "enforce" },
+            "rules": sum.rules.iter().map(|r| json!({
+                "rule": r.to_string(),
+                "direction": direction::as_str(r.direction),
+                "index": r.index,
+                "name": r.name,
+                "action": r.action,
+            })).collect::<Vec<_>>(),
+            "selects": sum.selected_local.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "same_priority": sum.same_priority,
             "endpoints": endpoints,
             "spec": spec,
         }))

@@ -110,14 +110,18 @@ pub fn endpoint_list(socket: &Path, f: Format) -> Result<String, InspectError> {
     }))
 }
 
-/// `palisade policy get NS/NAME`.
+/// `palisade policy get NS/NAME` (a NetworkPolicy) or `palisade policy get
+/// NAME` (a ClusterNetworkPolicy, which is cluster-scoped).
 pub fn policy_get(socket: &Path, name: &str, f: Format) -> Result<String, InspectError> {
+    if !name.contains('/') && !name.is_empty() {
+        return cluster_policy_get(socket, name, f);
+    }
     let Some((namespace, pname)) = name
         .split_once('/')
         .filter(|(a, b)| !a.is_empty() && !b.is_empty() && !b.contains('/'))
     else {
         return Err(InspectError::Usage(format!(
-            "policy {name:?}: expected NAMESPACE/NAME"
+            "policy {name:?}: expected NAMESPACE/NAME (a NetworkPolicy) or NAME (a ClusterNetworkPolicy)"
         )));
     };
     let v = ask(
@@ -170,6 +174,63 @@ pub fn policy_get(socket: &Path, name: &str, f: Format) -> Result<String, Inspec
                     } else {
                         ""
                     }
+                ));
+            }
+        }
+        s
+    }))
+}
+
+/// `palisade policy get NAME` for a ClusterNetworkPolicy.
+fn cluster_policy_get(socket: &Path, name: &str, f: Format) -> Result<String, InspectError> {
+    let v = ask(socket, &Request::ClusterPolicyGet { name: name.into() })?;
+    Ok(render(&v, f, |v| {
+        let text = |x: &Value| x.as_str().unwrap_or("").to_string();
+        let mut s = format!(
+            "ClusterNetworkPolicy {} (tier {}, priority {}, {})\n",
+            text(&v["policy"]),
+            text(&v["tier"]),
+            v["priority"],
+            text(&v["mode"])
+        );
+        for r in v["rules"].as_array().into_iter().flatten() {
+            s.push_str(&format!("  rule {}\n", text(&r["rule"])));
+        }
+        let names =
+            |x: &Value| -> Vec<String> { x.as_array().into_iter().flatten().map(text).collect() };
+        let sel = names(&v["selects"]);
+        s.push_str(&format!(
+            "  subject on this node: {}\n",
+            if sel.is_empty() {
+                "no local pod".into()
+            } else {
+                sel.join(", ")
+            }
+        ));
+        let ties = names(&v["same_priority"]);
+        if !ties.is_empty() {
+            s.push_str(&format!(
+                "  same priority as: {} (consulted by name; the API leaves this order undefined)\n",
+                ties.join(", ")
+            ));
+        }
+        for ep in v["endpoints"].as_array().into_iter().flatten() {
+            s.push_str(&format!(
+                "  entries of {} where a rule of this policy is its tier's first match:\n",
+                text(&ep["pod"])
+            ));
+            let entries = ep["entries"].as_array().map_or(&[][..], Vec::as_slice);
+            if entries.is_empty() {
+                s.push_str("    none (earlier rules of the tier decide)\n");
+            }
+            for e in entries {
+                s.push_str(&format!(
+                    "    {:<7} {:<5} {} ports {}: {}\n",
+                    text(&e["direction"]),
+                    text(&e["protocol"]),
+                    text(&e["peer"]),
+                    text(&e["ports"]),
+                    text(&e["rule"])
                 ));
             }
         }

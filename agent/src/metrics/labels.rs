@@ -73,6 +73,13 @@ label_enum!(
 );
 
 label_enum!(
+    /// A ClusterNetworkPolicy tier.
+    TierLabel { /// `tier: Admin`.
+        Admin => "admin", /// `tier: Baseline`.
+        Baseline => "baseline" }
+);
+
+label_enum!(
     /// What kind of source problem.
     SourceProblemKind { /// A file that does not parse.
         File => "file", /// A Namespace rejected.
@@ -233,6 +240,13 @@ pub struct ModeLabels {
 pub struct SourceProblemLabels {
     /// Kind.
     pub kind: SourceProblemKind,
+}
+
+/// `{tier}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TierLabels {
+    /// The tier.
+    pub tier: TierLabel,
 }
 
 /// `{kind, api_version}` of unenforced policy objects.

@@ -33,7 +33,7 @@ pub use datapath::DatapathCollector;
 pub use labels::{
     BuildLabels, EndpointState, EndpointStateLabels, IdentityKindLabel, IdentityLabels, MapLabel,
     MapLabels, ModeLabels, PolicyMode, SourceKind, SourceKindLabels, SourceProblemKind,
-    SourceProblemLabels, UnenforcedLabels,
+    SourceProblemLabels, TierLabel, TierLabels, UnenforcedLabels,
 };
 
 /// What the agent sets.
@@ -55,6 +55,8 @@ pub struct AgentMetrics {
     pub invalid_objects: Family<SourceProblemLabels, Gauge>,
     /// `palisade_unenforced_policy_objects{kind,api_version}`.
     pub unenforced: Family<UnenforcedLabels, Gauge>,
+    /// `palisade_cluster_policy_priority_overlaps{tier}`.
+    pub priority_overlaps: Family<TierLabels, Gauge>,
     /// `palisade_policy_sync_errors_total`.
     pub sync_errors: Counter,
     /// `palisade_policy_last_sync_timestamp_seconds`.
@@ -161,6 +163,7 @@ impl AgentMetrics {
             enforce_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             invalid_objects: Family::default(),
             unenforced: Family::default(),
+            priority_overlaps: Family::default(),
             sync_errors: Counter::default(),
             last_sync: Gauge::default(),
             revision: Gauge::default(),
@@ -208,6 +211,11 @@ impl AgentMetrics {
             "palisade_unenforced_policy_objects",
             "Network policy objects of kinds Palisade does not enforce (AdminNetworkPolicy, vendor CRDs, ...), by kind and apiVersion",
             m.unenforced.clone(),
+        );
+        reg.register(
+            "palisade_cluster_policy_priority_overlaps",
+            "Pairs of ClusterNetworkPolicies of one tier with the same priority whose rules act differently on some traffic of a local pod (per direction): there the order by name decides, which the API leaves undefined",
+            m.priority_overlaps.clone(),
         );
         reg.register(
             "palisade_policy_sync_errors",
