@@ -1060,6 +1060,48 @@ fn cluster_policies_in_monitor_metrics_and_policy_get() {
         err,
         "palisade: ClusterNetworkPolicy \"allow-dev\" not found (a NetworkPolicy is NAMESPACE/NAME)"
     );
+
+    // Rules on more distinct ports than a tier table holds: the entry
+    // denies every port (fail closed), and that is said.
+    let per_port: Vec<Value> = (0..palisade_common::TIER_SEGMENTS / 2 + 1)
+        .map(|i| {
+            json!({"action": "Accept", "from": [{"namespaces": {}}],
+                   "protocols": [{"tcp": {"destinationPort": {"number": 1000 + 2 * i}}}]})
+        })
+        .collect();
+    let many: Vec<Value> = per_port
+        .chunks(25)
+        .enumerate()
+        .map(|(p, rules)| {
+            cluster_policy(
+                &format!("ports-{p:02}"),
+                json!({"tier": "Admin", "priority": 50, "subject": {"namespaces": {}},
+                       "ingress": rules}),
+            )
+        })
+        .collect();
+    d.write("30-many-ports.yaml", &many);
+    agent.sync_ok();
+    expect(
+        "beyond a tier table: fail closed",
+        &[&agent],
+        &[(client, web4, P::Tcp(80), false)],
+    );
+    let overflows = |s: &prometheus_parse::Scrape| {
+        value(s, "palisade_tier_table_overflows", &[]).expect("overflow gauge")
+    };
+    assert!(overflows(&scrape(node)) >= 1.0);
+    assert!(
+        agent
+            .log_text()
+            .contains("need more port segments than a tier table holds"),
+        "{}",
+        agent.log_text()
+    );
+    std::fs::remove_file(d.manifests.join("30-many-ports.yaml")).unwrap();
+    agent.sync_ok();
+    expect("fits again", &[&agent], &[(client, web4, P::Tcp(80), true)]);
+    assert_eq!(overflows(&scrape(node)), 0.0);
     drop((all, text));
     drop(tmp);
 }

@@ -286,7 +286,7 @@ pub mod tier_code {
 }
 
 /// Segments in a [`TierTable`].
-pub const TIER_SEGMENTS: usize = 64;
+pub const TIER_SEGMENTS: usize = 256;
 
 /// `TIERSETS` value: the codes of every port as at most [`TIER_SEGMENTS`]
 /// segments. Segment `i` covers ports `starts[i]..starts[i + 1]` (the last

@@ -314,6 +314,23 @@ impl<K: Ord + Clone, E: Clone> Tables<K, E> {
         }
     }
 
+    /// The policy entries whose ClusterNetworkPolicy codes need more
+    /// segments than a tier table holds ([`palisade_common::TIER_SEGMENTS`]):
+    /// they hold a Deny ahead of every rule on every port instead (fail
+    /// closed), which denies more than the policies say. After a commit no
+    /// other entry holds that value.
+    pub fn tier_overflows(&self) -> impl Iterator<Item = &PolicyKey> + '_ {
+        self.policy
+            .iter()
+            .filter(|(_, v)| {
+                v.tierset == 0
+                    && v.tier_lo == 0
+                    && v.tier_hi == u16::MAX
+                    && v.codes.admin == palisade_common::tier_code::BOTTOM
+            })
+            .map(|(k, _)| k)
+    }
+
     /// What a policy value says (`None` if it names a missing table).
     pub fn value_says(&self, value: &PolicyValue) -> Option<Verdicts> {
         let allow = if value.portset == 0 {

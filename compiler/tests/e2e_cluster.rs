@@ -843,3 +843,75 @@ fn cluster_policy_summary_names_rules_and_selected_pods() {
     c.commit();
     assert!(c.cluster_policy_summary("block-dev").is_none());
 }
+
+/// `n` Admin rules, each accepting ingress from every namespace on its
+/// own TCP port (1000, 1002, ...), in policies of 25 rules.
+fn many_ports(n: usize) -> Vec<ClusterNetworkPolicy> {
+    let rules: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"action": "Accept", "from": [{"namespaces": {}}],
+                   "protocols": [{"tcp": {"destinationPort": {"number": 1000 + 2 * i}}}]})
+        })
+        .collect();
+    rules
+        .chunks(25)
+        .enumerate()
+        .map(|(p, chunk)| {
+            cnp(
+                &format!("ports-{p:02}"),
+                json!({"tier": "Admin", "priority": 50, "subject": {"namespaces": {}},
+                       "ingress": chunk}),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn codes_beyond_a_table_fail_closed_and_are_reported() {
+    use palisade_common::TIER_SEGMENTS;
+    let mut c = env();
+    // Deny TCP/81 from dev, so the entry of tool's identity has codes.
+    apply(
+        &mut c,
+        cnp(
+            "deny-81",
+            json!({"tier": "Admin", "priority": 10, "subject": {"namespaces": {}},
+                   "ingress": [{"action": "Deny", "from": [{"namespaces": {}}],
+                                "protocols": [{"tcp": {"destinationPort": {"number": 81}}}]}]}),
+        ),
+    );
+    // n ports give 2n + 1 segments (with 81 and its gap, 2n + 3).
+    let fits = (TIER_SEGMENTS - 3) / 2;
+    for p in many_ports(fits) {
+        apply(&mut c, p);
+    }
+    assert_eq!(c.state().tier_overflows().count(), 0);
+    assert!(inn(&c, "prod/web", TOOL, 80), "no rule: allowed");
+    assert!(!inn(&c, "prod/web", TOOL, 81));
+    assert!(inn(&c, "prod/web", TOOL, 1000));
+    // One more port: the entry no longer fits a table. It denies every
+    // port ahead of every rule (fail closed) and is reported.
+    let mut more = many_ports(fits + 1);
+    let last = more.pop().unwrap();
+    apply(&mut c, last.clone());
+    let over: Vec<_> = c.state().tier_overflows().copied().collect();
+    assert!(!over.is_empty());
+    // Every pod is a subject: each one's TCP ingress entries.
+    let eps: BTreeSet<u32> = c.state().endpoints.values().map(|e| e.ep_id).collect();
+    assert_eq!(over.iter().map(|k| k.ep_id).collect::<BTreeSet<_>>(), eps);
+    assert!(
+        over.iter()
+            .all(|k| k.direction == direction::INGRESS && k.proto == proto::TCP)
+    );
+    assert!(!inn(&c, "prod/web", TOOL, 80), "fail closed");
+    assert!(!inn(&c, "prod/web", TOOL, 1000), "fail closed");
+    assert!(
+        verdict(&c, "prod/web", direction::INGRESS, TOOL, proto::UDP, 53),
+        "other protocols keep their entries"
+    );
+    // Back under the limit: exact again, nothing reported.
+    c.delete_cluster_policy(last.metadata.name.as_deref().unwrap());
+    c.commit();
+    assert_eq!(c.state().tier_overflows().count(), 0);
+    assert!(inn(&c, "prod/web", TOOL, 80) && inn(&c, "prod/web", TOOL, 1000));
+}

@@ -52,6 +52,8 @@ pub(super) struct Observe {
     /// The same-priority overlaps last reported (see
     /// [`palisade_compiler::PriorityOverlap`]).
     overlaps: BTreeSet<(String, u16, String, String, u8)>,
+    /// The policy entries last reported as beyond a tier table.
+    overflows: BTreeSet<palisade_common::PolicyKey>,
     _reader: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -82,6 +84,7 @@ impl Observe {
             cluster: None,
             counted: None,
             overlaps: BTreeSet::new(),
+            overflows: BTreeSet::new(),
             _reader: reader,
         }
     }
@@ -335,6 +338,7 @@ impl Agent {
         }
         if recount {
             self.report_overlaps();
+            self.report_tier_overflows();
         }
     }
 
@@ -391,6 +395,36 @@ impl Agent {
                 .get_or_create(&TierLabels { tier })
                 .set(n);
         }
+    }
+
+    /// Entries whose tier codes do not fit a table (they deny every port:
+    /// fail closed): a warning naming each new one, and the gauge.
+    fn report_tier_overflows(&mut self) {
+        let st = self.compiler.state();
+        let now: BTreeSet<_> = st.tier_overflows().copied().collect();
+        for k in now.difference(&self.obs.overflows) {
+            let pod = st
+                .endpoints
+                .iter()
+                .find(|(_, e)| e.ep_id == k.ep_id)
+                .map(|(p, _)| p.to_string())
+                .unwrap_or_default();
+            warn!(
+                pod = %pod,
+                direction = direction::as_str(k.direction),
+                protocol = %proto::Name(k.proto),
+                peer = %identity_name(self.compiler.identity(k.identity), k.identity),
+                limit = palisade_common::TIER_SEGMENTS,
+                "the ClusterNetworkPolicy rules for this peer need more port segments than a \
+                 tier table holds: every port is denied (fail closed) until fewer distinct \
+                 port ranges apply"
+            );
+        }
+        if now.is_empty() && !self.obs.overflows.is_empty() {
+            info!("every tier table fits again");
+        }
+        self.obs.metrics.agent.tier_overflows.set(now.len() as i64);
+        self.obs.overflows = now;
     }
 
     /// The metrics that count the model: pod and CIDR identities, policies

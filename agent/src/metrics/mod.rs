@@ -57,6 +57,8 @@ pub struct AgentMetrics {
     pub unenforced: Family<UnenforcedLabels, Gauge>,
     /// `palisade_cluster_policy_priority_overlaps{tier}`.
     pub priority_overlaps: Family<TierLabels, Gauge>,
+    /// `palisade_tier_table_overflows`.
+    pub tier_overflows: Gauge,
     /// `palisade_policy_sync_errors_total`.
     pub sync_errors: Counter,
     /// `palisade_policy_last_sync_timestamp_seconds`.
@@ -164,6 +166,7 @@ impl AgentMetrics {
             invalid_objects: Family::default(),
             unenforced: Family::default(),
             priority_overlaps: Family::default(),
+            tier_overflows: Gauge::default(),
             sync_errors: Counter::default(),
             last_sync: Gauge::default(),
             revision: Gauge::default(),
@@ -216,6 +219,11 @@ impl AgentMetrics {
             "palisade_cluster_policy_priority_overlaps",
             "Pairs of ClusterNetworkPolicies of one tier with the same priority whose rules act differently on some traffic of a local pod (per direction): there the order by name decides, which the API leaves undefined",
             m.priority_overlaps.clone(),
+        );
+        reg.register(
+            "palisade_tier_table_overflows",
+            "Policy entries whose ClusterNetworkPolicy port segments exceed a tier table: they deny every port (fail closed)",
+            m.tier_overflows.clone(),
         );
         reg.register(
             "palisade_policy_sync_errors",
