@@ -223,6 +223,16 @@ pub(crate) struct RulePorts {
     pub(crate) named: Vec<(String, u8)>,
 }
 
+impl RulePorts {
+    /// Every port of every protocol, other protocols included.
+    pub(crate) fn all() -> RulePorts {
+        RulePorts {
+            numeric: std::array::from_fn(|_| PortSet::all()),
+            named: Vec::new(),
+        }
+    }
+}
+
 /// A NetworkPolicy by namespace and name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct PolicyRef {

@@ -278,15 +278,7 @@ fn rule_ports(
     let ports = ports.unwrap_or(&[]);
     if ports.is_empty() {
         // No ports: every port of every protocol, other protocols included.
-        return Ok(RulePorts {
-            numeric: [
-                PortSet::all(),
-                PortSet::all(),
-                PortSet::all(),
-                PortSet::all(),
-            ],
-            named: Vec::new(),
-        });
+        return Ok(RulePorts::all());
     }
     let mut numeric: [PortSet; 4] = Default::default();
     let mut named = Vec::new();

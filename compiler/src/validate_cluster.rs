@@ -542,19 +542,6 @@ struct RuleFields<'a> {
     protocols: Option<&'a [ClusterNetworkPolicyProtocol]>,
 }
 
-/// Every port of every protocol (other protocols too).
-fn all_ports() -> RulePorts {
-    RulePorts {
-        numeric: [
-            PortSet::all(),
-            PortSet::all(),
-            PortSet::all(),
-            PortSet::all(),
-        ],
-        named: Vec::new(),
-    }
-}
-
 fn rule(path: &str, r: RuleFields) -> Result<TierRule, FieldError> {
     if let Some(n) = r.name {
         let len = n.chars().count();
@@ -633,7 +620,7 @@ fn rule(path: &str, r: RuleFields) -> Result<TierRule, FieldError> {
                     named: Vec::new(),
                 },
             ),
-            Action::Deny | Action::Pass => (Action::Deny, Peers::All, all_ports()),
+            Action::Deny | Action::Pass => (Action::Deny, Peers::All, RulePorts::all()),
         };
         return Ok(TierRule {
             name,
@@ -660,7 +647,7 @@ fn rule(path: &str, r: RuleFields) -> Result<TierRule, FieldError> {
         }
     }
     let ports = match protocols {
-        None => all_ports(),
+        None => RulePorts::all(),
         Some(entries) => {
             let mut numeric: [PortSet; 4] = Default::default();
             let mut named = Vec::new();
