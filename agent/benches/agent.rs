@@ -1,10 +1,14 @@
 //! `cargo xtask bench agent`: the agent binary at cluster scale — 10 000
 //! pods (100 on this node, on interfaces with host routes, the rest
 //! remote), 100 namespaces, 2 000 NetworkPolicies, each selecting one local
-//! pod — fed by the manifests source and by a mock Kubernetes API server
-//! (plain HTTP, list + chunked watch, the kubeconfig pointing at it).
+//! pod, and 200 ClusterNetworkPolicies (both tiers, namespace and pod
+//! subjects, pod, namespace and CIDR peers, numbers and ranges, priorities
+//! spread over 0-999 with ties) — fed by the manifests source and by a mock
+//! Kubernetes API server (plain HTTP, list + chunked watch, the kubeconfig
+//! pointing at it).
 //!
-//! Measured, for one policy's port changed at a time:
+//! Measured, for one object changed at a time (a NetworkPolicy's port, a
+//! ClusterNetworkPolicy's port, a local pod's label), each kind in turn:
 //! * manifests, file change → enforced: the file is replaced (rename) and
 //!   the agent's `status` polled until its revision moves (the revision is
 //!   bumped in the same step as the map writes, and `status` is answered
@@ -39,7 +43,9 @@ const LOCAL: usize = 100;
 const NAMESPACES: usize = 100;
 const POLICIES: usize = 2_000;
 const POLICIES_PER_FILE: usize = 100;
-const ROUNDS: usize = 60;
+const CLUSTER_POLICIES: usize = 200;
+/// Rounds of each kind of change.
+const ROUNDS: usize = 30;
 
 fn pod_ip(p: usize) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 128, 0)) + p as u32)
@@ -52,7 +58,12 @@ fn namespace(n: usize) -> Value {
                                    "team": format!("t-{}", n % 5)}}})
 }
 
+/// Pod `p` with its `role` label (the label the benchmark flips).
 fn pod(p: usize) -> Value {
+    labelled_pod(p, p % 7)
+}
+
+fn labelled_pod(p: usize, role: usize) -> Value {
     let node = if p < LOCAL {
         "n1".to_string()
     } else {
@@ -62,7 +73,7 @@ fn pod(p: usize) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod",
            "metadata": {"name": format!("pod-{p}"), "namespace": format!("ns-{}", p % NAMESPACES),
                         "uid": format!("uid-pod-{p}"), "resourceVersion": "1",
-                        "labels": {"app": format!("app-{}", p % 50), "role": format!("r-{}", p % 7)}},
+                        "labels": {"app": format!("app-{}", p % 50), "role": format!("r-{role}")}},
            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x",
                     "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]}]},
            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})
@@ -85,6 +96,38 @@ fn policy(i: usize, port: u32, rv: u64) -> Value {
                         "uid": format!("uid-pol-{i}"), "resourceVersion": rv.to_string(),
                         "generation": 1},
            "spec": spec})
+}
+
+/// ClusterNetworkPolicy `i`: every fifth in the Baseline tier; a namespace
+/// or a pod subject; an ingress rule from pods of other teams on `port`;
+/// every third also an egress rule towards a /24 on a port range.
+fn cluster_policy(i: usize, port: u32, rv: u64) -> Value {
+    let tier = if i % 5 == 4 { "Baseline" } else { "Admin" };
+    let action = ["Deny", "Pass", "Accept"][i % 3];
+    let subject = if i.is_multiple_of(2) {
+        json!({"namespaces": {"matchLabels": {"team": format!("t-{}", i % 5)}}})
+    } else {
+        json!({"pods": {"namespaceSelector": {},
+                        "podSelector": {"matchLabels": {"app": format!("app-{}", i % 50)}}}})
+    };
+    let mut spec = json!({"tier": tier, "priority": (i * 37) % 1000 / 2 * 2, "subject": subject,
+        "ingress": [{"name": "from-team", "action": action,
+                     "from": [{"pods": {"namespaceSelector": {"matchLabels": {"team": format!("t-{}", (i + 1) % 5)}},
+                                        "podSelector": {"matchLabels": {"role": format!("r-{}", i % 7)}}}}],
+                     "protocols": [{"tcp": {"destinationPort": {"number": port}}}]}]});
+    if i.is_multiple_of(3) {
+        spec["egress"] = json!([{"action": "Deny",
+            "to": [{"networks": [format!("10.{}.{}.0/24", i % 256, i / 256)]}],
+            "protocols": [{"tcp": {"destinationPort": {"range": {"start": 1000, "end": 2000}}}}]}]);
+    }
+    json!({"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+           "metadata": {"name": format!("cnp-{i:03}"), "uid": format!("uid-cnp-{i}"),
+                        "resourceVersion": rv.to_string(), "generation": 1},
+           "spec": spec})
+}
+
+fn cluster_port(i: usize) -> u32 {
+    9000 + (i % 30) as u32
 }
 
 fn base_port(i: usize) -> u32 {
@@ -193,12 +236,27 @@ fn manifests_bench(lab: &palisade_lab::Lab, d: &NodeDirs) {
     for f in 0..POLICIES / POLICIES_PER_FILE {
         write_policies(f, &ports);
     }
+    let mut cports: Vec<u32> = (0..CLUSTER_POLICIES).map(cluster_port).collect();
+    let write_cluster = |f: usize, cports: &[u32]| {
+        let docs: Vec<Value> = (f * 50..(f + 1) * 50)
+            .map(|i| cluster_policy(i, cports[i], 1))
+            .collect();
+        d.write(&format!("30-cluster-{f:02}.yaml"), &docs);
+    };
+    for f in 0..CLUSTER_POLICIES / 50 {
+        write_cluster(f, &cports);
+    }
+    // The local pods are the first hundred of the first file.
+    let mut roles: Vec<usize> = (0..1000).map(|p| p % 7).collect();
+    let write_pods = |roles: &[usize]| {
+        let docs: Vec<Value> = (0..1000).map(|p| labelled_pod(p, roles[p])).collect();
+        d.write("10-pods-00.yaml", &docs);
+    };
     let mut cmd = AgentProcess::command(std::path::Path::new(BIN), lab.node("n1"), d);
     cmd.arg("--manifests").arg(&d.manifests);
     let a = start(cmd, d);
     assert_eq!(local_endpoints_enforced(&a), LOCAL, "{}", a.log_text());
-    let mut watched = Vec::new();
-    let mut synced = Vec::new();
+    let (mut watched, mut synced, mut cluster, mut relabel) = (vec![], vec![], vec![], vec![]);
     for round in 0..ROUNDS {
         let i = (round * 37) % POLICIES;
         ports[i] += 1000;
@@ -212,16 +270,30 @@ fn manifests_bench(lab: &palisade_lab::Lab, d: &NodeDirs) {
             synced.push(t0.elapsed());
             assert!(revision(&a) > r0);
         }
+        let c = (round * 13) % CLUSTER_POLICIES;
+        cports[c] += 1000;
+        let r0 = revision(&a);
+        let t0 = Instant::now();
+        write_cluster(c / 50, &cports);
+        cluster.push(wait_revision(&a, r0, t0));
+        let p = (round * 11) % LOCAL;
+        roles[p] = (roles[p] + 1) % 7;
+        let r0 = revision(&a);
+        let t0 = Instant::now();
+        write_pods(&roles);
+        relabel.push(wait_revision(&a, r0, t0));
     }
-    row("  file change → enforced (watcher)", watched);
-    row("  file change + sync → answered (enforced)", synced);
+    row("  NetworkPolicy file change → enforced (watcher)", watched);
+    row("  NetworkPolicy file change + sync → answered", synced);
+    row("  ClusterNetworkPolicy file change → enforced", cluster);
+    row("  local pod relabel (1000-pod file) → enforced", relabel);
     mem_row("  agent memory", memory(&a));
 }
 
 /// The mock API server: lists from memory, watches kept open; `push`
-/// sends an event to every NetworkPolicy watch.
+/// sends an event to every watch of one resource.
 struct MockApi {
-    policy_watches: Arc<Mutex<Vec<TcpStream>>>,
+    watches: Arc<Mutex<Vec<(String, TcpStream)>>>,
 }
 
 fn list_body(kind: &str, api_version: &str, items: Vec<Value>) -> Vec<u8> {
@@ -232,39 +304,58 @@ fn list_body(kind: &str, api_version: &str, items: Vec<Value>) -> Vec<u8> {
     .unwrap()
 }
 
+const PODS_PATH: &str = "/api/v1/pods";
+const POLICIES_PATH: &str = "/apis/networking.k8s.io/v1/networkpolicies";
+const CLUSTER_POLICIES_PATH: &str =
+    "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies";
+
 impl MockApi {
     fn serve(listener: TcpListener) -> MockApi {
-        let lists = Arc::new([
+        let lists: Arc<Vec<(&str, Vec<u8>)>> = Arc::new(vec![
             (
                 "/api/v1/namespaces",
                 list_body("Namespace", "v1", (0..NAMESPACES).map(namespace).collect()),
             ),
             (
-                "/api/v1/pods",
+                PODS_PATH,
                 list_body("Pod", "v1", (0..PODS).map(pod).collect()),
             ),
             (
-                "/apis/networking.k8s.io/v1/networkpolicies",
+                POLICIES_PATH,
                 list_body(
                     "NetworkPolicy",
                     "networking.k8s.io/v1",
                     (0..POLICIES).map(|i| policy(i, base_port(i), 1)).collect(),
                 ),
             ),
+            (
+                CLUSTER_POLICIES_PATH,
+                list_body(
+                    "ClusterNetworkPolicy",
+                    "policy.networking.k8s.io/v1alpha2",
+                    (0..CLUSTER_POLICIES)
+                        .map(|i| cluster_policy(i, cluster_port(i), 1))
+                        .collect(),
+                ),
+            ),
         ]);
-        let policy_watches = Arc::new(Mutex::new(Vec::new()));
-        let pw = policy_watches.clone();
+        let watches = Arc::new(Mutex::new(Vec::new()));
+        let w = watches.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { return };
-                let (lists, pw) = (lists.clone(), pw.clone());
-                std::thread::spawn(move || Self::connection(conn, &lists, &pw));
+                let (lists, w) = (lists.clone(), w.clone());
+                std::thread::spawn(move || Self::connection(conn, &lists, &w));
             }
         });
-        MockApi { policy_watches }
+        MockApi { watches }
     }
 
-    fn connection(mut conn: TcpStream, lists: &[(&str, Vec<u8>); 3], pw: &Mutex<Vec<TcpStream>>) {
+    fn connection(
+        mut conn: TcpStream,
+        lists: &[(&str, Vec<u8>)],
+        watches: &Mutex<Vec<(String, TcpStream)>>,
+    ) {
         let mut reader = BufReader::new(conn.try_clone().unwrap());
         loop {
             let mut line = String::new();
@@ -290,12 +381,8 @@ impl MockApi {
                 let _ = conn.write_all(
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
                 );
-                if path.contains("networkpolicies") {
-                    pw.lock().unwrap().push(conn);
-                } else {
-                    // Quiet watches stay open for the run.
-                    std::mem::forget(conn);
-                }
+                // Kept for the run (the namespaces' watch stays quiet).
+                watches.lock().unwrap().push((path.to_string(), conn));
                 return;
             }
             let head = format!(
@@ -308,12 +395,13 @@ impl MockApi {
         }
     }
 
-    fn push(&self, event: &Value) {
+    /// Sends `event` on every open watch of `path`.
+    fn push(&self, path: &str, event: &Value) {
         let data = format!("{}\n", event);
         let chunk = format!("{:x}\r\n{data}\r\n", data.len());
-        let mut w = self.policy_watches.lock().unwrap();
-        assert!(!w.is_empty(), "no NetworkPolicy watch open");
-        w.retain_mut(|c| c.write_all(chunk.as_bytes()).is_ok());
+        let mut w = self.watches.lock().unwrap();
+        assert!(w.iter().any(|(p, _)| p == path), "no watch of {path} open");
+        w.retain_mut(|(p, c)| p != path || c.write_all(chunk.as_bytes()).is_ok());
     }
 }
 
@@ -340,17 +428,42 @@ fn kube_bench(lab: &palisade_lab::Lab, d: &NodeDirs) {
         .env_remove("KUBERNETES_SERVICE_HOST");
     let a = start(cmd, d);
     assert_eq!(local_endpoints_enforced(&a), LOCAL, "{}", a.log_text());
-    let mut lat = Vec::new();
+    let (mut lat, mut cluster, mut relabel) = (vec![], vec![], vec![]);
     let mut ports: Vec<u32> = (0..POLICIES).map(base_port).collect();
+    let mut cports: Vec<u32> = (0..CLUSTER_POLICIES).map(cluster_port).collect();
+    let mut roles: Vec<usize> = (0..LOCAL).map(|p| p % 7).collect();
     for round in 0..ROUNDS {
+        let rv = 100 + round as u64;
         let i = (round * 37) % POLICIES;
         ports[i] += 1000;
         let r0 = revision(&a);
         let t0 = Instant::now();
-        api.push(&json!({"type": "MODIFIED", "object": policy(i, ports[i], 100 + round as u64)}));
+        api.push(
+            POLICIES_PATH,
+            &json!({"type": "MODIFIED", "object": policy(i, ports[i], rv)}),
+        );
         lat.push(wait_revision(&a, r0, t0));
+        let c = (round * 13) % CLUSTER_POLICIES;
+        cports[c] += 1000;
+        let r0 = revision(&a);
+        let t0 = Instant::now();
+        api.push(
+            CLUSTER_POLICIES_PATH,
+            &json!({"type": "MODIFIED", "object": cluster_policy(c, cports[c], rv)}),
+        );
+        cluster.push(wait_revision(&a, r0, t0));
+        let p = (round * 11) % LOCAL;
+        roles[p] = (roles[p] + 1) % 7;
+        let mut obj = labelled_pod(p, roles[p]);
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let r0 = revision(&a);
+        let t0 = Instant::now();
+        api.push(PODS_PATH, &json!({"type": "MODIFIED", "object": obj}));
+        relabel.push(wait_revision(&a, r0, t0));
     }
-    row("  watch event → enforced", lat);
+    row("  NetworkPolicy watch event → enforced", lat);
+    row("  ClusterNetworkPolicy watch event → enforced", cluster);
+    row("  local pod relabel watch event → enforced", relabel);
     mem_row("  agent memory", memory(&a));
 }
 
@@ -374,8 +487,8 @@ fn main() {
     }
     palisade_lab::netns::ip_batch(lab.node("n1").netns(), &batch).expect("local pod links");
     println!(
-        "agent at {PODS} pods ({LOCAL} local), {NAMESPACES} namespaces, {POLICIES} NetworkPolicies; \
-         {ROUNDS} single-policy changes"
+        "agent at {PODS} pods ({LOCAL} local), {NAMESPACES} namespaces, {POLICIES} NetworkPolicies, \
+         {CLUSTER_POLICIES} ClusterNetworkPolicies; {ROUNDS} changes of each kind"
     );
     for (name, f) in [
         ("m", manifests_bench as fn(&palisade_lab::Lab, &NodeDirs)),

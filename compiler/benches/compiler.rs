@@ -2,7 +2,9 @@
 //! pods (20 per namespace, 4 workloads each, a quarter dual-stack) spread
 //! over 100 nodes, and 2 000 policies (4 per namespace) mixing default
 //! deny, pod and namespace selectors with matchExpressions, ipBlocks with
-//! excepts, named ports and endPort ranges.
+//! excepts, named ports and endPort ranges; and 200 ClusterNetworkPolicies
+//! (both tiers, namespace and pod subjects, namespace, pod and CIDR
+//! peers, numbers and ranges, priorities spread with ties).
 //!
 //! Measures the full compile (apply everything, one commit), single
 //! incremental changes (apply + commit; median and p99 over 50 runs, and
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use palisade_compiler::Compiler;
+use palisade_compiler::api::ClusterNetworkPolicy;
 use serde_json::{Value, json};
 
 const NAMESPACES: usize = 500;
@@ -26,6 +29,43 @@ const NODES: usize = 100;
 const NODE: &str = "node-0";
 const RUNS: usize = 50;
 const TIERS: [&str; 4] = ["web", "api", "db", "cache"];
+const CLUSTER_POLICIES: usize = 200;
+
+/// ClusterNetworkPolicy `i`: every fifth in the Baseline tier; a team's
+/// namespaces or a workload's pods as subject; an ingress rule from
+/// another team's pods of one workload on `port`; every third an egress
+/// rule towards a /24 on a port range, every seventh an Accept for the
+/// environment's namespaces on a named port.
+fn cluster_policy(i: usize, port: u16) -> ClusterNetworkPolicy {
+    let tier = if i % 5 == 4 { "Baseline" } else { "Admin" };
+    let action = ["Deny", "Pass", "Accept"][i % 3];
+    let subject = if i.is_multiple_of(2) {
+        json!({"namespaces": {"matchLabels": {"team": format!("t{}", i % 20)}}})
+    } else {
+        json!({"pods": {"namespaceSelector": {"matchLabels": {"env": env_of(i)}},
+                        "podSelector": {"matchLabels": {"app": TIERS[i % 4]}}}})
+    };
+    let mut ingress = vec![json!({"action": action,
+        "from": [{"pods": {"namespaceSelector": {"matchLabels": {"team": format!("t{}", (i + 1) % 20)}},
+                           "podSelector": {"matchLabels": {"app": TIERS[(i + 1) % 4]}}}}],
+        "protocols": [{"tcp": {"destinationPort": {"number": port}}}]})];
+    if i.is_multiple_of(7) {
+        ingress.push(json!({"action": "Accept",
+            "from": [{"namespaces": {"matchLabels": {"env": env_of(i)}}}],
+            "protocols": [{"destinationNamedPort": "http"}]}));
+    }
+    let mut spec = json!({"tier": tier, "priority": (i * 37) % 1000 / 2 * 2,
+                          "subject": subject, "ingress": ingress});
+    if i.is_multiple_of(3) {
+        spec["egress"] = json!([{"action": "Deny",
+            "to": [{"networks": [format!("10.{}.{}.0/24", i % 256, i / 256)]}],
+            "protocols": [{"tcp": {"destinationPort": {"range": {"start": 1000, "end": 2000}}}}]}]);
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": format!("cnp-{i:03}")}, "spec": spec}))
+    .unwrap()
+}
 
 fn namespace(i: usize, env: &str) -> Namespace {
     serde_json::from_value(json!({"metadata": {"name": format!("ns-{i}"), "labels": {
@@ -196,6 +236,9 @@ fn main() {
         .flat_map(|i| (0..PODS_PER_NS).map(move |j| pod(i, j, j % 4)))
         .collect();
     let pols: Vec<NetworkPolicy> = (0..NAMESPACES).flat_map(|i| policies(i, 5432)).collect();
+    let cnps: Vec<ClusterNetworkPolicy> = (0..CLUSTER_POLICIES)
+        .map(|i| cluster_policy(i, 9000 + (i % 30) as u16))
+        .collect();
 
     let inputs_rss = status_kib("VmRSS:");
     let t = Instant::now();
@@ -209,6 +252,10 @@ fn main() {
     for p in &pols {
         c.apply_policy(p).unwrap();
     }
+    for p in &cnps {
+        c.apply_cluster_policy(p).unwrap();
+    }
+    assert!(c.rejections().is_empty(), "{:?}", c.rejections());
     c.set_host_addresses(vec!["192.0.2.10".parse().unwrap()]);
     let full = c.commit();
     let full_time = t.elapsed();
@@ -216,15 +263,17 @@ fn main() {
     let hwm_full = status_kib("VmHWM:");
 
     println!(
-        "cluster: {NAMESPACES} namespaces, {} pods over {NODES} nodes, {} policies",
+        "cluster: {NAMESPACES} namespaces, {} pods over {NODES} nodes, {} policies, {} ClusterNetworkPolicies",
         pods.len(),
-        pols.len()
+        pols.len(),
+        cnps.len()
     );
     println!(
-        "compiled for {NODE}: {} endpoints, {} policy entries, {} portsets, {} exact ipcache (v4 {} + v6 {}), {} LPM",
+        "compiled for {NODE}: {} endpoints, {} policy entries, {} portsets, {} tier tables, {} exact ipcache (v4 {} + v6 {}), {} LPM",
         s.endpoints.len(),
         s.policy.len(),
         s.portsets.len(),
+        s.tiersets.len(),
         s.ipcache_exact4.len() + s.ipcache_exact6.len(),
         s.ipcache_exact4.len(),
         s.ipcache_exact6.len(),
@@ -312,6 +361,28 @@ fn main() {
     stats(
         "policy update",
         measure(&mut c, RUNS, |c, r| c.apply_policy(&pol(r)).unwrap()),
+    );
+    // A ClusterNetworkPolicy selecting the api pods of every staging
+    // namespace,
+    // updated (its port).
+    let cnp = |r: usize| cluster_policy(1, if r.is_multiple_of(2) { 9101 } else { 9001 });
+    stats(
+        "cluster policy update",
+        measure(&mut c, RUNS, |c, r| {
+            c.apply_cluster_policy(&cnp(r)).unwrap()
+        }),
+    );
+    // Its priority moved across others (re-ranks the tier's codes).
+    let moved = |r: usize| {
+        let mut p = cluster_policy(1, 9001);
+        p.spec.priority = Some(if r.is_multiple_of(2) { 999 } else { 36 });
+        p
+    };
+    stats(
+        "cluster policy priority change",
+        measure(&mut c, RUNS, |c, r| {
+            c.apply_cluster_policy(&moved(r)).unwrap()
+        }),
     );
     // A namespace relabelled (env prod <-> dev): namespaceSelectors of
     // every namespace's policies re-evaluate it.

@@ -36,6 +36,15 @@
 //! path), a denied SYN repeated N times (to TCP/22, which the pod may not
 //! reach; drop events rate-limited as above) and M denied SYNs of distinct
 //! flows (source ports), once each. `--egress-only` prints only this table.
+//!
+//! Then the same pod's ingress with 0, 1, 100 and 1,000
+//! ClusterNetworkPolicy rules compiled from objects on top of the largest
+//! tables (`datapath/tiers.rs` says which rules): established ACK, new
+//! allowed SYN (distinct flows), denied SYN (repeated) and denied SYNs from
+//! distinct peers. `--tiers-only` prints only this table.
+
+#[path = "datapath/tiers.rs"]
+mod tiers;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -109,11 +118,26 @@ fn setup(policy_entries: u32, cidr_prefixes: u32) -> (TestDatapath, IpAddr) {
     for a in [pod(), pod6()] {
         t.allow_source(TEST_IFINDEX, a.into());
     }
+    fill_policy(&mut t, policy_entries, 2);
+    // The probe peer is in the last region.
+    let last = fill_prefixes(&mut t, cidr_prefixes, CIDR_IDENTITY_BASE);
+    let mut peer_in_cidr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    if let Some((net, id)) = last {
+        // The most specific region containing this address.
+        peer_in_cidr = IpAddr::V4(net.network());
+        t.ipcache_prefix(IpNet::V4(Ipv4Net::new(net.network(), 32).unwrap()), id);
+        t.allow(key(id), PolicyValue::range(80, 80));
+    }
+    (t, peer_in_cidr)
+}
+
+/// Filler: `n - 1` entries of other endpoints (ids from `ep_base`) and
+/// identities, so the map really holds `n` entries.
+fn fill_policy(t: &mut TestDatapath, n: u32, ep_base: u32) {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    // Filler: other endpoints and identities, so the map really holds N entries.
-    for i in 1..policy_entries {
+    for i in 1..n {
         let k = PolicyKey {
-            ep_id: 2 + (i % 1000),
+            ep_id: ep_base + (i % 1000),
             identity: 1000 + (rng.next() % 1_000_000) as u32,
             direction: (i % 2) as u8,
             proto: [proto::TCP, proto::UDP, proto::SCTP][(i % 3) as usize],
@@ -125,22 +149,22 @@ fn setup(policy_entries: u32, cidr_prefixes: u32) -> (TestDatapath, IpAddr) {
             PolicyValue::range((i % 60000) as u16, (i % 60000) as u16 + 10),
         );
     }
-    // CIDR regions: random prefixes in 10.0.0.0/8; the probe peer is in the last one.
-    let mut peer_in_cidr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
-    for i in 0..cidr_prefixes {
+}
+
+/// CIDR regions: `n` random prefixes in 10.0.0.0/8 with identities from
+/// `id_base`; the last one and its identity.
+fn fill_prefixes(t: &mut TestDatapath, n: u32, id_base: u32) -> Option<(Ipv4Net, u32)> {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ 0xffff);
+    let mut last = None;
+    for i in 0..n {
         let len = 16 + (rng.next() % 17) as u8;
         let addr = Ipv4Addr::from(0x0a00_0000 | (rng.next() as u32 & 0x00ff_ffff));
         let net = Ipv4Net::new(addr, len).unwrap().trunc();
-        let id = CIDR_IDENTITY_BASE + i;
+        let id = id_base + i;
         t.ipcache_prefix(IpNet::V4(net), id);
-        if i + 1 == cidr_prefixes {
-            // The most specific region containing this address.
-            peer_in_cidr = IpAddr::V4(net.network());
-            t.ipcache_prefix(IpNet::V4(Ipv4Net::new(net.network(), 32).unwrap()), id);
-            t.allow(key(id), PolicyValue::range(80, 80));
-        }
+        last = Some((net, id));
     }
-    (t, peer_in_cidr)
+    last
 }
 
 /// ns per run: (palisade, noop) on one packet repeated.
@@ -356,6 +380,47 @@ fn egress_table(repeat: u32, flows: u16) {
     }
 }
 
+/// The tier table: ClusterNetworkPolicy rules on the largest tables.
+fn tiers_table(repeat: u32, flows: u16) {
+    println!();
+    println!(
+        "ClusterNetworkPolicy rules selecting the pod (no rule matches the flows: every tier read), \
+         on 100000 policy entries and 50000 CIDR prefixes; repeat={repeat}, distinct flows={flows}; \
+         ns/packet (palisade / empty program = ratio)"
+    );
+    println!(
+        "{:>10} | {:>24} | {:>24} | {:>24} | {:>24}",
+        "tier rules", "established ACK", "new allowed SYN", "denied SYN", "denied, distinct peers"
+    );
+    let cell = |(a, b): (f64, f64)| format!("{a:7.1} / {b:5.1} = {:4.2}x", a / b);
+    let sources = tiers::sources(flows as usize);
+    for rules in [0, 1, 100, 1000] {
+        let mut t = tiers::setup(rules, [pod(), pod6()], [peer(), peer6()]);
+        fill_policy(&mut t, 100_000, 1_000_000);
+        fill_prefixes(&mut t, 50_000, CIDR_IDENTITY_BASE + (1 << 22));
+        let syn = PacketSpec::tcp(peer(), pod(), 40_000, 80, tcp::SYN).frame();
+        assert_eq!(t.run_program(program_names::TO_POD, &syn, 1).0, u32::MAX);
+        answer(&t, pod(), peer(), 40_000);
+        let ack = PacketSpec::tcp(peer(), pod(), 40_000, 80, tcp::ACK).frame();
+        let est = repeated(&t, &ack, repeat);
+        t.clear_ct();
+        let new = distinct(&mut t, peer(), flows);
+        let denied = PacketSpec::tcp(peer(), pod(), 40_001, 22, tcp::SYN).frame();
+        let (rv, _) = t.run_program(program_names::TO_POD, &denied, 1);
+        assert_eq!(rv, 2, "TCP/22 is denied");
+        let den = repeated(&t, &denied, repeat);
+        let _ = t.events();
+        let den_distinct = denied_from(&mut t, &sources);
+        println!(
+            "{rules:>10} | {:>24} | {:>24} | {:>24} | {:>24}",
+            cell(est),
+            cell(new),
+            cell(den),
+            cell(den_distinct)
+        );
+    }
+}
+
 fn main() {
     let repeat: u32 = std::env::args()
         .find_map(|a| {
@@ -368,6 +433,10 @@ fn main() {
     let flows: u16 = 10_000;
     if std::env::args().any(|a| a == "--egress-only") {
         egress_table(repeat, flows);
+        return;
+    }
+    if std::env::args().any(|a| a == "--tiers-only") {
+        tiers_table(repeat, flows);
         return;
     }
     println!(
@@ -453,4 +522,5 @@ fn main() {
         );
     }
     egress_table(repeat, flows);
+    tiers_table(repeat, flows);
 }
