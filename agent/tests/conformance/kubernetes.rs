@@ -92,6 +92,9 @@ pub struct Cluster {
     api: ApiServer,
     written: Objects,
     fence: u32,
+    /// Per step, how long the slower agent took to show the fence after
+    /// it was written (zero: already at the first look).
+    fence_waits: Vec<Duration>,
 }
 
 fn at<T>(what: impl std::fmt::Display, r: Result<T, kube::Error>) -> Result<T, String> {
@@ -130,6 +133,7 @@ impl Cluster {
             api,
             written: Objects::default(),
             fence: 0,
+            fence_waits: Vec::new(),
         };
         c.write_fence_base()
             .unwrap_or_else(|e| panic!("fence objects: {e}"));
@@ -499,12 +503,27 @@ impl Cluster {
         )
     }
 
+    /// How many steps found an agent that had not seen the step's writes
+    /// yet when they were done, of how many, and the longest wait.
+    pub fn fence_report(&self) -> String {
+        let waited = self.fence_waits.iter().filter(|d| !d.is_zero()).count();
+        let longest = self.fence_waits.iter().max().copied().unwrap_or_default();
+        format!(
+            "{waited} of {} steps found an agent behind the API server once the step's writes \
+             were done (longest wait {:.0} ms)",
+            self.fence_waits.len(),
+            longest.as_secs_f64() * 1000.0
+        )
+    }
+
     /// Waits (bounded) until every agent allows the fence of step `n`.
-    fn await_fence(&self, n: u32, agents: &[Agent]) -> Result<(), String> {
+    fn await_fence(&mut self, n: u32, agents: &[Agent]) -> Result<(), String> {
+        let t0 = Instant::now();
+        let mut waited = false;
         for a in agents {
-            let t0 = Instant::now();
             // Bounded by FENCE_WITHIN.
             while fence_allowed(a, n) != Some(true) {
+                waited = true;
                 if t0.elapsed() > FENCE_WITHIN {
                     return Err(format!(
                         "agent on {}: the step's API writes not seen within {FENCE_WITHIN:?} \
@@ -514,8 +533,12 @@ impl Cluster {
                         a.process.log_tail(40)
                     ));
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(5));
             }
+        }
+        if !agents.is_empty() {
+            self.fence_waits
+                .push(if waited { t0.elapsed() } else { Duration::ZERO });
         }
         Ok(())
     }

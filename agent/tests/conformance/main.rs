@@ -711,7 +711,7 @@ enum Source {
     /// Manifest files the agents read (`--manifests DIR`).
     Manifests,
     /// A real API server the agents watch (`kubernetes.rs`).
-    Kubernetes(kubernetes::Cluster),
+    Kubernetes(Box<kubernetes::Cluster>),
 }
 
 struct Env {
@@ -1302,7 +1302,7 @@ fn run_suite(mode: Mode) {
         .collect();
     let source = match mode {
         Mode::Manifests => Source::Manifests,
-        Mode::Kubernetes => Source::Kubernetes(kubernetes::Cluster::start()),
+        Mode::Kubernetes => Source::Kubernetes(Box::new(kubernetes::Cluster::start())),
     };
     let mut env = Env {
         app,
@@ -1370,6 +1370,9 @@ fn run_suite(mode: Mode) {
         mode.name(),
         started.elapsed().as_secs_f64()
     );
+    if let Source::Kubernetes(cluster) = &env.source {
+        println!("conformance (kubernetes): {}", cluster.fence_report());
+    }
     if !tally.skipped.is_empty() {
         println!(
             "conformance ({}): {} cases not in this mode (the skip lines above say why)",
