@@ -97,6 +97,7 @@ pub struct Cluster {
     fence_waits: Vec<Duration>,
 }
 
+/// An API call's error, naming what was asked.
 fn at<T>(what: impl std::fmt::Display, r: Result<T, kube::Error>) -> Result<T, String> {
     r.map_err(|e| format!("{what}: {e}"))
 }
@@ -207,6 +208,8 @@ impl Cluster {
 
     /// Makes the server hold `want` (besides the fence), then waits until
     /// every agent of `agents` has seen it (see the module documentation).
+    /// A failed write leaves what was written before recorded, so later
+    /// steps may fail on what the failed one left (reported already).
     pub fn deliver(&mut self, want: &Objects, agents: &[Agent]) -> Result<(), String> {
         let have = std::mem::take(&mut self.written);
         // What was written stays recorded as far as it got.
@@ -244,7 +247,7 @@ impl Cluster {
                 Some(_) => {}
             }
         }
-        for (key, doc) in &have.policies {
+        for key in have.policies.keys() {
             if !want.policies.contains_key(key) {
                 let (ns, name) = key.split_once('/').unwrap();
                 at(
@@ -252,7 +255,6 @@ impl Cluster {
                     self.api
                         .block_on(self.np_api(ns).delete(name, &DeleteParams::default())),
                 )?;
-                let _ = doc;
             }
         }
         for name in have.cluster_policies.keys() {
