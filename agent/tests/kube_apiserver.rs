@@ -26,22 +26,18 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, Pod as KPod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod as KPod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use palisade_lab::agent_process::AgentProcess;
-use palisade_lab::apiserver::{ApiServer, ApiServerSpec, Forward, skip_without_apiserver};
+use palisade_lab::apiserver::{ApiServer, Forward, skip_without_apiserver};
 use palisade_lab::{Lab, LabSpec, ProbeSpec, Services, probe_all, serve};
 use serde_json::{Value, json};
+use support::apiserver::{self, apply_rbac, cluster_policy_crd, rbac_docs, start_api_for_agent};
 use support::*;
-
-/// The agent's bearer token (a service account token stands in).
-const AGENT_TOKEN: &str = "palisade-agent-token";
 
 fn lab_prefix(tag: &str) -> String {
     format!("{tag}{}", std::process::id() % 100_000)
@@ -51,47 +47,8 @@ fn start_api(test: &str) -> Option<ApiServer> {
     if skip_without_apiserver(test) {
         return None;
     }
-    let api = ApiServerSpec::new()
-        .service_account(AGENT_TOKEN, "kube-system", "palisade")
-        .start()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let api = start_api_for_agent().unwrap_or_else(|e| panic!("{e}"));
     Some(api)
-}
-
-/// `deploy/rbac.yaml`'s documents, parsed.
-fn rbac_docs() -> Vec<Value> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rbac.yaml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .collect()
-}
-
-/// Creates (or replaces) the RBAC documents through the admin client.
-fn apply_rbac(api: &ApiServer, docs: &[Value]) {
-    let c = api.client();
-    api.block_on(async {
-        let pp = PatchParams::apply("palisade-test").force();
-        for d in docs {
-            let name = d["metadata"]["name"].as_str().unwrap().to_string();
-            let r = match d["kind"].as_str().unwrap() {
-                "ServiceAccount" => Api::<ServiceAccount>::namespaced(c.clone(), "kube-system")
-                    .patch(&name, &pp, &Patch::Apply(d))
-                    .await
-                    .map(drop),
-                "ClusterRole" => Api::<ClusterRole>::all(c.clone())
-                    .patch(&name, &pp, &Patch::Apply(d))
-                    .await
-                    .map(drop),
-                "ClusterRoleBinding" => Api::<ClusterRoleBinding>::all(c.clone())
-                    .patch(&name, &pp, &Patch::Apply(d))
-                    .await
-                    .map(drop),
-                k => panic!("unexpected kind {k} in deploy/rbac.yaml"),
-            };
-            r.unwrap_or_else(|e| panic!("apply {} {name}: {e}", d["kind"]));
-        }
-    });
 }
 
 fn apply<K>(api: &ApiServer, a: Api<K>, doc: Value)
@@ -188,26 +145,11 @@ fn setup(api: &ApiServer, tag: &str) -> Setup {
 /// The agent on `node` in Kubernetes mode, reaching the server through
 /// `fwd` with the agent's token.
 fn spawn_agent(api: &ApiServer, lab: &Lab, fwd: &Forward, dirs: &NodeDirs) -> AgentProcess {
-    let kubeconfig = api.kubeconfig_at(AGENT_TOKEN, fwd.addr()).unwrap();
-    let mut cmd = AgentProcess::command(Path::new(BIN), lab.node("n1"), dirs);
-    cmd.env("KUBECONFIG", kubeconfig)
-        .env_remove("KUBERNETES_SERVICE_HOST");
-    AgentProcess::spawn_command(
-        Path::new(BIN),
-        cmd,
-        dirs,
-        "info,palisade::agent::commit=debug",
-    )
-    .expect("spawn agent")
+    apiserver::spawn_agent(api, lab.node("n1"), fwd, dirs, &[])
 }
 
 fn forward(api: &ApiServer, lab: &Lab) -> Forward {
-    let listener = lab
-        .node("n1")
-        .run(|| std::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap()
-        .unwrap();
-    Forward::start(listener, ([127, 0, 0, 1], api.port()).into()).unwrap()
+    apiserver::forward(api, lab.node("n1"))
 }
 
 /// Probes until every case holds (bounded); the time it took.
@@ -658,14 +600,6 @@ fn a_kind_that_cannot_resync_holds_the_others_back() {
     eprintln!(
         "held the old state while pods could not resync; new state {t:?} after the role was fixed"
     );
-}
-
-/// `deploy/crd-clusternetworkpolicies.yaml`, parsed.
-fn cluster_policy_crd() -> Value {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crd-clusternetworkpolicies.yaml");
-    let text = std::fs::read_to_string(path).unwrap();
-    serde_yaml_ng::from_str(&text).unwrap()
 }
 
 /// An Admin ClusterNetworkPolicy denying TCP/80 from namespace dev to

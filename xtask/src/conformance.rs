@@ -3,7 +3,8 @@
 //! (`agent/tests/conformance/`: the upstream e2e truth tables, the cyclonus
 //! generator's cases and network-policy-api's ClusterNetworkPolicy
 //! conformance tests, probed over real pods against the real agent) with
-//! its per-case report.
+//! its per-case report: with manifest files, then against a real API
+//! server (Kubernetes mode).
 
 use std::process::Command;
 

@@ -5,8 +5,22 @@
 //! x, y, z (labelled `ns: <name>`) with pods a, b, c (labelled
 //! `pod: <name>`), each serving ports 80 and 81 on TCP, UDP and SCTP under
 //! the named ports `serve-<port>-<proto>`. The pods are lab pods spread over
-//! two lab nodes, each node running the `palisade` binary with `--manifests`.
-//! The suite runs twice, the agents restarted in between (see [`CT_MODES`]):
+//! two lab nodes, each node running the `palisade` binary.
+//!
+//! Two tests run the same cases with the same runner; only how objects
+//! reach the agents differs ([`Source`]): `conformance` runs the agents
+//! with `--manifests` (the state written to manifest files);
+//! `conformance_kubernetes` runs them in Kubernetes mode against a real
+//! kube-apiserver 1.20.2 with the shipped RBAC, one server for every case,
+//! the state written as API objects (`kubernetes.rs`: real Pods with
+//! `status.podIPs` patched, Namespaces, NetworkPolicies and
+//! ClusterNetworkPolicies created, replaced and deleted per step, then
+//! waited for until every agent has seen them), in the default
+//! connection-tracking mode only ([`KUBERNETES_CT_MODE`]); the cases it
+//! cannot run, and why, are [`MANIFESTS_ONLY`]. The two tests take turns.
+//!
+//! In manifests mode the suite runs twice, the agents restarted in between
+//! (see [`CT_MODES`]):
 //! in the default mode, where tracked connections are judged again after
 //! each policy change, and with `--ct-revalidate=false`, where a flow the
 //! other end has answered lives on, so every probe's new connection must
@@ -44,12 +58,15 @@
 //! every step's state as the suite does and checks each hand table
 //! against the evaluator. `PALISADE_CONFORMANCE_FILTER=<substring>` runs only the
 //! matching cases; `PALISADE_CONFORMANCE_CT=revalidate|keep` only one
-//! mode. `conformance` needs root.
+//! mode. `conformance` and `conformance_kubernetes` need root; pick one by
+//! test name (`cargo test -p palisade --test conformance
+//! conformance_kubernetes`, or `conformance -- --exact`).
 
 #[path = "../support/mod.rs"]
 mod support;
 
 mod cyclonus;
+mod kubernetes;
 mod model;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -688,10 +705,20 @@ fn uses_addresses(case: &Case) -> bool {
     })
 }
 
+/// How a case's objects reach the agents: the one thing the two modes do
+/// differently.
+enum Source {
+    /// Manifest files the agents read (`--manifests DIR`).
+    Manifests,
+    /// A real API server the agents watch (`kubernetes.rs`).
+    Kubernetes(Box<kubernetes::Cluster>),
+}
+
 struct Env {
     app: AppLab,
     dirs: Vec<NodeDirs>,
     agents: Vec<Agent>,
+    source: Source,
     state: State,
     /// The last source port a UDP or SCTP probe used, by (from, to,
     /// protocol, port).
@@ -801,9 +828,34 @@ impl Env {
         Ok(())
     }
 
-    /// Writes the manifests and syncs every agent.
+    /// Hands the state's objects to the agents (manifest files, or API
+    /// writes the agents are then seen to have read) and syncs every
+    /// agent.
     fn sync(&mut self) -> Result<(), String> {
         self.push_labels();
+        match &mut self.source {
+            Source::Manifests => self.write_manifests(),
+            Source::Kubernetes(cluster) => {
+                let state = &self.state;
+                let objects = kubernetes::objects(
+                    &self.app,
+                    &|ns| state.namespaces.contains(ns),
+                    &|pod| state.pods.contains(pod),
+                    state.policies.values().cloned(),
+                    state.cluster_policies.values().cloned(),
+                );
+                cluster.deliver(&objects, &self.agents)?;
+            }
+        }
+        for a in &self.agents {
+            a.sync()
+                .map_err(|e| format!("palisade sync: {e}\n{}", a.log_text()))?;
+        }
+        self.check_endpoints()
+    }
+
+    /// Writes the manifests of the state.
+    fn write_manifests(&self) {
         let files: [(&str, Vec<Value>); 2] = [
             (
                 "10-policies.yaml",
@@ -824,11 +876,6 @@ impl Env {
                 }
             }
         }
-        for a in &self.agents {
-            a.sync()
-                .map_err(|e| format!("palisade sync: {e}\n{}", a.log_text()))?;
-        }
-        self.check_endpoints()
     }
 }
 
@@ -1120,14 +1167,132 @@ struct Tally {
     known: Vec<String>,
     /// Cases marked `known_failure` that passed.
     unexpected_passes: Vec<String>,
+    /// (passed, failed, known failures) by connection-tracking mode and
+    /// families (`v4`, `v6`, `v4+v6`).
+    by_run: BTreeMap<(String, String), (usize, usize, usize)>,
+    /// Cases not run in this mode, with the reason.
+    skipped: Vec<String>,
 }
 
+/// How the agents get their objects, as the suite runs them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Manifests,
+    Kubernetes,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Manifests => "manifests",
+            Mode::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+/// Why a case cannot run in Kubernetes mode: the field came with 1.21, and
+/// the 1.20 API server drops it from the policy it stores (checked when the
+/// mode starts), so the agents would enforce a different policy.
+const END_PORT_1_21: &str =
+    "NetworkPolicy endPort came with Kubernetes 1.21: the 1.20 API server drops it";
+
+/// Cases that run in manifests mode only, with the reason: what the
+/// Kubernetes mode's API server (1.20) cannot hold.
+/// `manifests_only_cases_are_listed` checks the list against the cases.
+const MANIFESTS_ONLY: [(&str, &str); 13] = [
+    ("ports-end-port", END_PORT_1_21),
+    ("cyclonus-ports-ingress-tcp-53-80", END_PORT_1_21),
+    ("cyclonus-ports-ingress-tcp-53-84", END_PORT_1_21),
+    ("cyclonus-ports-ingress-udp-53-80", END_PORT_1_21),
+    ("cyclonus-ports-ingress-udp-53-84", END_PORT_1_21),
+    ("cyclonus-ports-ingress-sctp-53-80", END_PORT_1_21),
+    ("cyclonus-ports-ingress-sctp-53-84", END_PORT_1_21),
+    ("cyclonus-ports-egress-tcp-53-80", END_PORT_1_21),
+    ("cyclonus-ports-egress-tcp-53-84", END_PORT_1_21),
+    ("cyclonus-ports-egress-udp-53-80", END_PORT_1_21),
+    ("cyclonus-ports-egress-udp-53-84", END_PORT_1_21),
+    ("cyclonus-ports-egress-sctp-53-80", END_PORT_1_21),
+    ("cyclonus-ports-egress-sctp-53-84", END_PORT_1_21),
+];
+
+/// Why `case` does not run in `mode`, if it does not.
+fn not_in_mode(case: &Case, mode: Mode) -> Option<&'static str> {
+    if mode != Mode::Kubernetes {
+        return None;
+    }
+    MANIFESTS_ONLY
+        .iter()
+        .find(|(name, _)| case.name == *name)
+        .map(|(_, why)| *why)
+}
+
+/// Needs no root: the cases [`MANIFESTS_ONLY`] keeps out of Kubernetes
+/// mode are exactly those whose policies use a field the 1.20 API server
+/// drops (`endPort`), and each entry names a case.
+#[test]
+fn manifests_only_cases_are_listed() {
+    let cases = all_cases();
+    let listed: BTreeSet<&str> = MANIFESTS_ONLY.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        listed.len(),
+        MANIFESTS_ONLY.len(),
+        "MANIFESTS_ONLY repeats a case"
+    );
+    let using: BTreeSet<&str> = cases
+        .iter()
+        .filter(|c| {
+            c.steps.iter().any(|s| {
+                s.create
+                    .iter()
+                    .chain(&s.update)
+                    .any(|d| d.spec.to_string().contains("\"endPort\""))
+            })
+        })
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        listed, using,
+        "MANIFESTS_ONLY against the cases using endPort"
+    );
+}
+
+/// Manifests mode, both connection-tracking modes.
 #[test]
 fn conformance() {
+    run_suite(Mode::Manifests);
+}
+
+/// Kubernetes mode: the agents watch a real kube-apiserver 1.20.2 (one for
+/// every case) with the shipped RBAC; in the default connection-tracking
+/// mode only ([`KUBERNETES_CT_MODE`]).
+#[test]
+fn conformance_kubernetes() {
+    if palisade_lab::apiserver::skip_without_apiserver("conformance_kubernetes") {
+        return;
+    }
+    run_suite(Mode::Kubernetes);
+}
+
+/// Kubernetes mode runs the agents' default connection-tracking mode only,
+/// what a deployment runs: the mode changes the datapath, which manifests
+/// mode covers in both, not how objects reach the agents, and one mode
+/// keeps CI's wall time bounded.
+const KUBERNETES_CT_MODE: &str = "revalidate";
+
+/// The two suite tests share the machine's two cores and probe timeouts:
+/// one at a time.
+static ONE_SUITE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn run_suite(mode: Mode) {
+    let _one = ONE_SUITE.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
     let cases = all_cases();
     let filter = std::env::var("PALISADE_CONFORMANCE_FILTER").unwrap_or_default();
-    let prefix = format!("pcf{}", std::process::id() % 100_000);
+    let tag = match mode {
+        Mode::Manifests => "pcf",
+        Mode::Kubernetes => "pck",
+    };
+    let prefix = format!("{tag}{}", std::process::id() % 100_000);
     let app = AppLab::up(&description(), &prefix).expect("lab up");
     let bpffs = Bpffs::mount();
     let tmp = tempfile::tempdir().unwrap();
@@ -1135,63 +1300,103 @@ fn conformance() {
         .iter()
         .map(|n| NodeDirs::new(tmp.path(), &bpffs, n))
         .collect();
+    let source = match mode {
+        Mode::Manifests => Source::Manifests,
+        Mode::Kubernetes => Source::Kubernetes(Box::new(kubernetes::Cluster::start())),
+    };
     let mut env = Env {
         app,
         dirs,
         agents: Vec::new(),
+        source,
         state: State::new(),
         source_ports: Default::default(),
     };
-    env.push_labels();
-    for d in &env.dirs {
-        d.write("00-lab.yaml", &env.manifests());
-    }
+    // The objects every case starts from, before any agent runs.
+    env.sync()
+        .unwrap_or_else(|e| panic!("the starting objects: {e}"));
     println!(
-        "conformance: lab up with {} pods ({} of them created by steps) on {} nodes in {:.1} s",
+        "conformance ({}): lab up with {} pods ({} of them created by steps) on {} nodes in {:.1} s",
+        mode.name(),
         env.app.pods().len(),
         EXTRA_PODS.len(),
         NODES.len(),
         started.elapsed().as_secs_f64()
     );
     let only = std::env::var("PALISADE_CONFORMANCE_CT").unwrap_or_default();
-    let modes: Vec<_> = CT_MODES
+    let ct_modes: Vec<_> = CT_MODES
         .iter()
+        .filter(|(name, _)| mode == Mode::Manifests || *name == KUBERNETES_CT_MODE)
         .filter(|(name, _)| only.is_empty() || only == *name)
         .collect();
-    assert!(
-        !modes.is_empty(),
-        "PALISADE_CONFORMANCE_CT={only:?}: no such mode"
-    );
+    if ct_modes.is_empty() {
+        println!(
+            "conformance ({}): PALISADE_CONFORMANCE_CT={only:?}: not run",
+            mode.name()
+        );
+        return;
+    }
     let mut tally = Tally::default();
-    for (mode, args) in modes {
+    for (ct, args) in ct_modes {
         let t = Instant::now();
         // Stop the previous mode's agents first: one agent per node.
         env.agents.clear();
-        env.agents = NODES
-            .iter()
-            .zip(&env.dirs)
-            .map(|(n, d)| Agent::start(env.app.lab().node(n), d, args))
-            .collect();
-        println!("conformance: mode {mode} (agent arguments {args:?})");
-        run_cases(&mut env, &cases, &filter, mode, &mut tally);
+        let nodes: Vec<&palisade_lab::Node> = NODES.iter().map(|n| env.app.lab().node(n)).collect();
+        env.agents = match &mut env.source {
+            Source::Manifests => nodes
+                .iter()
+                .zip(&env.dirs)
+                .map(|(n, d)| Agent::start(n, d, args))
+                .collect(),
+            Source::Kubernetes(cluster) => nodes
+                .iter()
+                .zip(&env.dirs)
+                .map(|(n, d)| cluster.start_agent(n, d, args))
+                .collect(),
+        };
         println!(
-            "conformance: mode {mode}: {:.1} s",
+            "conformance ({}): connection tracking {ct} (agent arguments {args:?})",
+            mode.name()
+        );
+        run_cases(&mut env, &cases, &filter, mode, ct, &mut tally);
+        println!(
+            "conformance ({}): connection tracking {ct}: {:.1} s",
+            mode.name(),
             t.elapsed().as_secs_f64()
         );
     }
     println!(
-        "conformance: total {:.1} s",
+        "conformance ({}): total {:.1} s",
+        mode.name(),
         started.elapsed().as_secs_f64()
     );
+    if let Source::Kubernetes(cluster) = &env.source {
+        println!("conformance (kubernetes): {}", cluster.fence_report());
+    }
+    if !tally.skipped.is_empty() {
+        println!(
+            "conformance ({}): {} cases not in this mode (the skip lines above say why)",
+            mode.name(),
+            tally.skipped.len()
+        );
+    }
     for k in &tally.known {
         println!("conformance: known failure: {k}");
     }
     for k in &tally.unexpected_passes {
         println!("conformance: passed though marked known_failure (remove the mark?): {k}");
     }
+    for ((ct, fams), (passed, failed, known)) in &tally.by_run {
+        println!(
+            "conformance ({}): {ct} [{fams}]: {passed} passed, {failed} failed, {known} known failures",
+            mode.name()
+        );
+    }
     println!(
-        "conformance: {} passed, {} failed",
-        tally.passed, tally.failed
+        "conformance ({}): {} passed, {} failed",
+        mode.name(),
+        tally.passed,
+        tally.failed
     );
     assert!(
         tally.passed + tally.failed + tally.known.len() > 0,
@@ -1205,8 +1410,13 @@ fn conformance() {
 }
 
 /// Runs the cases matching `filter` against the running agents.
-fn run_cases(env: &mut Env, cases: &[Case], filter: &str, mode: &str, tally: &mut Tally) {
+fn run_cases(env: &mut Env, cases: &[Case], filter: &str, mode: Mode, ct: &str, tally: &mut Tally) {
     for case in cases.iter().filter(|c| c.name.contains(filter)) {
+        if let Some(why) = not_in_mode(case, mode) {
+            tally.skipped.push(format!("{}: {why}", case.name));
+            println!("skip {:<44} {why}", case.name);
+            continue;
+        }
         // Cases whose policies name pod addresses run once per family;
         // the others probe both families in one run.
         let runs: Vec<Vec<Fam>> = if uses_addresses(case) {
@@ -1219,7 +1429,21 @@ fn run_cases(env: &mut Env, cases: &[Case], filter: &str, mode: &str, tally: &mu
             let out = run_case(env, case, &fams);
             let fam_label: Vec<&str> = fams.iter().map(|f| f.name()).collect();
             let ok = out.problems.is_empty();
-            let label = format!("{} [{}] ({mode})", case.name, fam_label.join("+"));
+            let label = format!(
+                "{} [{}] ({}, {ct})",
+                case.name,
+                fam_label.join("+"),
+                mode.name()
+            );
+            let run = tally
+                .by_run
+                .entry((ct.to_string(), fam_label.join("+")))
+                .or_default();
+            match (ok, case.known_failure.is_some() && out.disputed == 0) {
+                (true, _) => run.0 += 1,
+                (false, false) => run.1 += 1,
+                (false, true) => run.2 += 1,
+            }
             // A known failure is the agent's: a hand table the evaluator
             // disputes fails whatever the mark.
             let known = case.known_failure.as_ref().filter(|_| out.disputed == 0);

@@ -3,6 +3,8 @@
 //! documents (YAML 1.2 is a superset of JSON), and reachability checks.
 #![allow(dead_code)]
 
+pub mod apiserver;
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
