@@ -1179,3 +1179,105 @@ fn watches_ask_for_bookmarks_and_follow_them() {
         .count();
     assert_eq!(lists, 1, "Namespaces listed once");
 }
+
+/// A paged list overtaken by compaction: its `continue` token expires and
+/// the server answers `410 Gone`; the agent starts the list again (after a
+/// backoff, so constant compaction cannot make a list storm) and, once
+/// compaction stops, completes it and enforces.
+#[test]
+fn an_expired_continue_token_restarts_the_list() {
+    let Some(api) = start_api_with("an_expired_continue_token_restarts_the_list", |s| s.audit())
+    else {
+        return;
+    };
+    apply_rbac(&api, &rbac_docs());
+    let s = setup(&api, "kct");
+    let namespaces = Api::<Namespace>::all(api.client());
+    // Enough Namespaces that a list of one per page takes many requests.
+    for i in 0..40 {
+        apply(
+            &api,
+            namespaces.clone(),
+            namespace(&format!("filler-{i}"), json!({})),
+        );
+    }
+    apply(
+        &api,
+        Api::<NetworkPolicy>::namespaced(api.client(), "prod"),
+        web_policy("a", 80),
+    );
+    let bpffs = Bpffs::mount();
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = NodeDirs::new(tmp.path(), &bpffs, "n1");
+    let fwd = forward(&api, &s.lab);
+    let process = spawn_agent_with(&api, &s.lab, &fwd, &dirs, &["--kube-page-size", "1"]);
+    // Write and compact continuously until a continued list is refused.
+    let expired = |api: &ApiServer| {
+        api.audit_events().into_iter().any(|e| {
+            e["user"]["username"] == AGENT_USER
+                && e["verb"] == "list"
+                && e["responseStatus"]["code"] == 410
+                && e["requestURI"]
+                    .as_str()
+                    .is_some_and(|u| query(u, "continue").is_some())
+        })
+    };
+    let t0 = Instant::now();
+    let mut n = 0;
+    while !expired(&api) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no list continue answered 410 within 30 s ({n} compactions)\n{}",
+            process.log_tail(30)
+        );
+        apply(
+            &api,
+            namespaces.clone(),
+            namespace("filler-0", json!({"churn": n.to_string()})),
+        );
+        let rev = api.etcd_revision().unwrap();
+        api.compact_etcd(rev).unwrap();
+        n += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!(
+        "a continued list answered 410 after {n} compactions ({:?})",
+        t0.elapsed()
+    );
+    // Compaction stops: the list is started again and completes.
+    let agent = Agent::ready(process, Duration::from_secs(60));
+    let (client, web, db) = (s.lab.pod("client"), s.lab.pod("web"), s.lab.pod("db"));
+    eventually(
+        "after the list restarted",
+        &agent,
+        Duration::from_secs(10),
+        &only_client_reaches_web_on_80(client, db, web.ipv4().into()),
+    );
+    let log = agent.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("410 Gone") && l.contains("continue")),
+        "the expired continue logged:\n{log}"
+    );
+    // The list that completed started from scratch: a first page (no
+    // `continue`) after the refused one.
+    let lists: Vec<_> = agent_requests(&api)
+        .into_iter()
+        .filter(|(verb, res, _)| verb == "list" && res == "namespaces")
+        .collect();
+    let fresh = lists
+        .iter()
+        .filter(|(_, _, uri)| query(uri, "continue").is_none())
+        .count();
+    assert!(fresh >= 2, "{lists:#?}");
+    let listed = log
+        .lines()
+        .filter(|l| l.contains("kind=Namespace") && l.contains("objects="))
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        listed.contains("objects=47") || listed.contains("objects=46"),
+        "every Namespace listed (40 fillers, dev, prod and the server's own): {listed}"
+    );
+}
