@@ -1272,8 +1272,8 @@ fn an_expired_continue_token_restarts_the_list() {
     assert!(fresh >= 2, "{lists:#?}");
     let listed = log
         .lines()
-        .filter(|l| l.contains("kind=Namespace") && l.contains("objects="))
-        .last()
+        .rev()
+        .find(|l| l.contains("kind=Namespace") && l.contains("objects="))
         .unwrap_or_default()
         .to_string();
     assert!(
