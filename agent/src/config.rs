@@ -70,6 +70,34 @@ pub struct AgentConfig {
     pub audit: bool,
     /// Drop metrics per pod too (`--metrics-pod-labels`).
     pub metrics_pod_labels: bool,
+    /// How the Kubernetes source lists and watches.
+    pub kube: KubeOptions,
+}
+
+/// How the Kubernetes source talks to the API server (advanced options).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KubeOptions {
+    /// Most objects per list request (`limit`; the rest is fetched with
+    /// `continue`), `--kube-page-size`.
+    pub page_size: u32,
+    /// How long each watch request lasts (`timeoutSeconds`) before it is
+    /// renewed from its last resourceVersion, `--kube-watch-timeout-secs`.
+    pub watch_timeout_secs: u32,
+}
+
+/// Default `--kube-page-size`: as client-go's reflector pages.
+pub const DEFAULT_KUBE_PAGE_SIZE: u32 = 500;
+/// Default `--kube-watch-timeout-secs` (below the API server's minimum
+/// request timeout, as kube-rs and client-go choose).
+pub const DEFAULT_KUBE_WATCH_TIMEOUT_SECS: u32 = 290;
+
+impl Default for KubeOptions {
+    fn default() -> Self {
+        KubeOptions {
+            page_size: DEFAULT_KUBE_PAGE_SIZE,
+            watch_timeout_secs: DEFAULT_KUBE_WATCH_TIMEOUT_SECS,
+        }
+    }
 }
 
 /// What the command line gave (before defaults).
@@ -101,6 +129,10 @@ pub struct ConfigInput {
     pub audit: bool,
     /// `--metrics-pod-labels`.
     pub metrics_pod_labels: bool,
+    /// `--kube-page-size`.
+    pub kube_page_size: Option<u32>,
+    /// `--kube-watch-timeout-secs`.
+    pub kube_watch_timeout_secs: Option<u32>,
 }
 
 /// Default health address: loopback only, a port no common node daemon uses.
@@ -150,6 +182,18 @@ pub enum ConfigError {
         value: String,
         /// The parse error.
         reason: String,
+    },
+    /// A Kubernetes source option is out of range.
+    #[error("{flag} {value}: must be between {min} and {max}")]
+    OutOfRange {
+        /// The option.
+        flag: &'static str,
+        /// The value given.
+        value: u32,
+        /// Smallest allowed.
+        min: u32,
+        /// Largest allowed.
+        max: u32,
     },
     /// The socket path is too long for a unix socket address.
     #[error("--socket {0}: longer than the 107 bytes a unix socket path may have")]
@@ -264,7 +308,34 @@ impl AgentConfig {
                     })?,
             )
         };
+        let range = |flag, value: Option<u32>, default, min, max| match value {
+            None => Ok(default),
+            Some(v) if (min..=max).contains(&v) => Ok(v),
+            Some(value) => Err(ConfigError::OutOfRange {
+                flag,
+                value,
+                min,
+                max,
+            }),
+        };
+        let kube = KubeOptions {
+            page_size: range(
+                "--kube-page-size",
+                input.kube_page_size,
+                DEFAULT_KUBE_PAGE_SIZE,
+                1,
+                100_000,
+            )?,
+            watch_timeout_secs: range(
+                "--kube-watch-timeout-secs",
+                input.kube_watch_timeout_secs,
+                DEFAULT_KUBE_WATCH_TIMEOUT_SECS,
+                1,
+                3600,
+            )?,
+        };
         Ok(AgentConfig {
+            kube,
             node_name,
             source,
             state_dir,
@@ -316,6 +387,8 @@ mod tests {
         assert!(c.health_addr.unwrap().ip().is_loopback());
         assert!(c.ct_revalidate, "revalidation is the default");
         assert_eq!(c.source, SourceConfig::Kubernetes);
+        assert_eq!(c.kube, KubeOptions::default());
+        assert_eq!(c.kube.page_size, 500);
     }
 
     #[test]
@@ -344,5 +417,29 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(e.to_string(), "--state-dir rel: must be an absolute path");
+        let e = AgentConfig::resolve(ConfigInput {
+            node_name: Some("n1".into()),
+            kube_page_size: Some(0),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--kube-page-size 0: must be between 1 and 100000"
+        );
+        let c = AgentConfig::resolve(ConfigInput {
+            node_name: Some("n1".into()),
+            kube_page_size: Some(2),
+            kube_watch_timeout_secs: Some(3),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            c.kube,
+            KubeOptions {
+                page_size: 2,
+                watch_timeout_secs: 3
+            }
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! `/healthz` (the agent's loop is alive) and `/readyz` (the first full
-//! sync is enforced) over plain HTTP/1.1 on `--health-addr`.
+//! sync is enforced, and the source follows changes) over plain HTTP/1.1 on `--health-addr`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +20,8 @@ fn answer(path: &str, ready: bool) -> (&'static str, &'static str) {
         "/readyz" if ready => ("200 OK", "ready\n"),
         "/readyz" => (
             "503 Service Unavailable",
-            "not ready: first sync not enforced yet\n",
+            "not ready: first sync not enforced yet, or a source cannot follow changes \
+             (see `palisade status`)\n",
         ),
         _ => ("404 Not Found", "not found\n"),
     }

@@ -94,6 +94,14 @@ struct AgentArgs {
     /// /metrics; off by default to bound cardinality.
     #[arg(long)]
     metrics_pod_labels: bool,
+    /// Kubernetes lists fetch at most this many objects per request
+    /// (`limit`, then `continue`).
+    #[arg(long, hide = true, default_value_t = config::DEFAULT_KUBE_PAGE_SIZE)]
+    kube_page_size: u32,
+    /// Each Kubernetes watch request lasts this long, then is renewed
+    /// from its last resourceVersion.
+    #[arg(long, hide = true, default_value_t = config::DEFAULT_KUBE_WATCH_TIMEOUT_SECS)]
+    kube_watch_timeout_secs: u32,
 }
 
 /// `--source-verification`.
@@ -338,6 +346,8 @@ fn run(command: Command) -> anyhow::Result<()> {
                 cni_wait_ms: Some(a.cni_wait_ms),
                 audit: a.audit,
                 metrics_pod_labels: a.metrics_pod_labels,
+                kube_page_size: Some(a.kube_page_size),
+                kube_watch_timeout_secs: Some(a.kube_watch_timeout_secs),
             })?;
             Ok(())
         }

@@ -424,3 +424,203 @@ fn pods_known_only_through_cni_stay_enforced_across_restarts() {
         );
     }
 }
+
+/// What a primary CNI writes: `ptp` + `host-local`, no palisade-cni.
+fn primary_conflist(ipam: &Path, mtu: u32) -> Value {
+    json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "plugins": [
+        {"type": "ptp", "ipMasq": false, "mtu": mtu,
+         "ipam": {"type": "host-local", "dataDir": ipam,
+                  "ranges": [[{"subnet": "198.18.201.0/24"}]],
+                  "routes": [{"dst": "0.0.0.0/0"}]}}]})
+}
+
+/// The plugin types of the conflist at `path`, in order.
+fn plugin_types(path: &Path) -> Vec<String> {
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(path).unwrap_or_default()).unwrap_or_default();
+    v["plugins"]
+        .as_array()
+        .map(|p| {
+            p.iter()
+                .map(|e| e["type"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits (bounded) until `f` holds; the time it took.
+fn within(what: &str, limit: Duration, f: impl Fn() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    t0.elapsed()
+}
+
+/// `palisade-cni install --watch` kills its child on drop.
+struct Installer(std::process::Child);
+
+impl Drop for Installer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The chain as a node gets it: the primary CNI's conflist (real `ptp` +
+/// `host-local`), and `palisade-cni install --watch` adding itself at the
+/// end. ADD through libcni gives the pod its interface and address from
+/// the real plugins and palisade-cni has it enforced from the first
+/// packet; CHECK passes; the primary CNI then rewrites its conflist
+/// without palisade-cni (as its installer does on restart): the watch puts
+/// the entry back, once, and a pod added afterwards is enforced too; DEL
+/// lets go of both.
+#[test]
+fn install_watch_keeps_a_rewritten_chain_enforced() {
+    let lab = LabSpec::new(&format!("pci{}", std::process::id() % 100_000))
+        .node("n1")
+        .pod("client", "dev", "n1")
+        .up()
+        .expect("lab up");
+    let node: &Node = lab.node("n1");
+    let client = lab.pod("client");
+    let bpffs = Bpffs::mount();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = NodeDirs::new(tmp.path(), &bpffs, "n1");
+    d.write(
+        "all.yaml",
+        &[
+            namespace("dev", json!({})),
+            namespace("prod", json!({})),
+            pod(
+                client,
+                "dev",
+                "client",
+                "uid-client",
+                json!({"app": "client"}),
+            ),
+            cni_pod("prod", "web1", "uid-web1", "web", &[]),
+            cni_pod("prod", "web2", "uid-web2", "web", &[]),
+            policy(
+                "prod",
+                "web-ingress",
+                json!({"podSelector": {"matchLabels": {"app": "web"}},
+                       "ingress": [{"from": [{"namespaceSelector": {},
+                                               "podSelector": {"matchLabels": {"app": "client"}}}],
+                                    "ports": [{"protocol": "TCP", "port": 80}]}]}),
+            ),
+        ],
+    );
+    let agent = Agent::start(node, &d, AGENT_ARGS);
+
+    // The node's CNI directories: the primary CNI's configuration only.
+    let (bin, conf, ipam) = (
+        tmp.path().join("cni-bin"),
+        tmp.path().join("net.d"),
+        tmp.path().join("ipam"),
+    );
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&conf).unwrap();
+    let file = conf.join("10-ptp.conflist");
+    std::fs::write(&file, primary_conflist(&ipam, 1500).to_string()).unwrap();
+    let installer = Installer(
+        std::process::Command::new(CNI)
+            .args(["install", "--watch", "--bin-dir"])
+            .arg(&bin)
+            .arg("--conf-dir")
+            .arg(&conf)
+            .arg("--agent-socket")
+            .arg(&d.socket)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("palisade-cni install --watch"),
+    );
+    let chained = ["ptp", "palisade-cni"].map(String::from).to_vec();
+    within("installed", Duration::from_secs(10), || {
+        plugin_types(&file) == chained
+    });
+    assert!(bin.join("palisade-cni").exists());
+
+    let driver = Driver::build(&PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cni-runtime"))
+        .expect("build the libcni driver");
+    let chain = Chain::at(
+        driver,
+        &file,
+        &tmp.path().join("cni-cache"),
+        &[&bin, Path::new(DEBIAN_PLUGIN_DIR)],
+    );
+    let tcp = Services::new().tcp(80).tcp(81);
+    let add = |id: &'static str, name: &'static str, uid: &'static str| {
+        let mut sb = Sandbox::create(&lab, id, &format!("prod/{name}")).unwrap();
+        let args = kubelet_args("prod", name, id, uid);
+        let result = chain.add(node, &mut sb, &args).expect("ADD");
+        // The address and interface come from host-local and ptp.
+        let v4 = sb.ip(false).expect("an IPv4 address");
+        assert!(v4.to_string().starts_with("198.18.201."), "{result}");
+        assert!(sb.host_ifname().is_some(), "{result}");
+        let servers = serve(&sb, &tcp).expect("servers");
+        (sb, args, servers)
+    };
+    let first_packets = |sb: &Sandbox| {
+        let w = sb.ip(false).unwrap();
+        let flows: Vec<Flow<'_>> = vec![
+            (client, w, 81, false, "client->web:81 denied"),
+            (client, w, 80, true, "client->web:80 allowed"),
+        ];
+        expect_flows("first packets after ADD", &agent, &flows);
+    };
+    let (web1, web1_args, _s1) = add("sandbox-web1", "web1", "uid-web1");
+    first_packets(&web1);
+    assert_enforced(&agent, "prod/web1", &web1);
+    chain.check(node, &web1, &web1_args).expect("CHECK web1");
+
+    // The primary CNI restarts and writes its configuration afresh.
+    std::fs::write(&file, primary_conflist(&ipam, 1400).to_string()).unwrap();
+    let t = within("repaired", Duration::from_secs(5), || {
+        plugin_types(&file) == chained
+    });
+    let v: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(
+        v["plugins"][0]["mtu"], 1400,
+        "the primary's new content kept"
+    );
+    eprintln!("conflist rewritten without palisade-cni: repaired {t:?} later");
+    // Repaired once: the watch's own write sets off nothing more.
+    let modified = std::fs::metadata(&file).unwrap().modified().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().modified().unwrap(),
+        modified
+    );
+
+    let (web2, web2_args, _s2) = add("sandbox-web2", "web2", "uid-web2");
+    first_packets(&web2);
+    assert_enforced(&agent, "prod/web2", &web2);
+    chain.check(node, &web2, &web2_args).expect("CHECK web2");
+    // web1's CHECK still passes through the repaired chain.
+    chain
+        .check(node, &web1, &web1_args)
+        .expect("CHECK web1 after the repair");
+
+    chain.del(node, &web1, &web1_args).expect("DEL web1");
+    chain.del(node, &web2, &web2_args).expect("DEL web2");
+    agent.sync_ok();
+    for p in ["prod/web1", "prod/web2"] {
+        assert_ne!(
+            endpoint_state(&agent, p).map(|e| e.1),
+            Some("enforced".into()),
+            "{p}\n{}",
+            agent.log_text()
+        );
+    }
+    // The installer said what it did.
+    let mut installer = installer;
+    let _ = installer.0.kill();
+    let mut out = String::new();
+    if let Some(mut o) = installer.0.stdout.take() {
+        let _ = std::io::Read::read_to_string(&mut o, &mut out);
+    }
+    assert_eq!(out.matches("repaired").count(), 1, "{out}");
+    assert!(out.contains("re-inserted"), "{out}");
+}

@@ -8,11 +8,22 @@
 //! * the shipped RBAC suffices: the agent syncs and enforces, and follows
 //!   policy and label changes;
 //! * a role lacking one verb makes the agent fail visibly, naming the
-//!   resource, and it recovers once the role is fixed;
+//!   resource, and not ready (`/readyz` 503) although it listed; it
+//!   recovers once the role is fixed;
 //! * an outage (the agent's path to the server cut, the server restarted, a
 //!   change made meanwhile): the change is enforced within 2 s of the path
 //!   being back, no flow neither state allows passes while it resyncs, and
 //!   the log stays bounded;
+//! * lists page: with `--kube-page-size 2` every object of a kind larger
+//!   than a page arrives (the audit log shows `limit=2` and `continue`),
+//!   and policies spread over several pages are all enforced;
+//! * etcd compacted under the agent's watches (served from etcd): each
+//!   renewed watch is answered `410 Gone`, the kind relists, the metrics
+//!   count it, and probes throughout see no flow that neither the old nor
+//!   the new state allows, and no gap in the new state during the relists;
+//! * watches ask for bookmarks, and a quiet kind's resourceVersion
+//!   advances from them (the renewed watches resume from versions no
+//!   object of that kind has);
 //! * a reconnect in which one kind (Pods, its permission gone meanwhile)
 //!   cannot relist: the others are held back, the old state stays whole
 //!   (without the hold, db reaches web through the new policy applied to
@@ -26,6 +37,8 @@
 
 mod support;
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Pod as KPod};
@@ -33,10 +46,10 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use palisade_lab::agent_process::AgentProcess;
-use palisade_lab::apiserver::{ApiServer, Forward, skip_without_apiserver};
+use palisade_lab::apiserver::{ApiServer, ApiServerSpec, Forward, skip_without_apiserver};
 use palisade_lab::{Lab, LabSpec, ProbeSpec, Services, probe_all, serve};
 use serde_json::{Value, json};
-use support::apiserver::{self, apply_rbac, cluster_policy_crd, rbac_docs, start_api_for_agent};
+use support::apiserver::{self, apply_rbac, cluster_policy_crd, rbac_docs};
 use support::*;
 
 fn lab_prefix(tag: &str) -> String {
@@ -44,12 +57,18 @@ fn lab_prefix(tag: &str) -> String {
 }
 
 fn start_api(test: &str) -> Option<ApiServer> {
+    start_api_with(test, |s| s)
+}
+
+fn start_api_with(test: &str, f: impl FnOnce(ApiServerSpec) -> ApiServerSpec) -> Option<ApiServer> {
     if skip_without_apiserver(test) {
         return None;
     }
-    let api = start_api_for_agent().unwrap_or_else(|e| panic!("{e}"));
-    Some(api)
+    Some(apiserver::start_api_for_agent_with(f).unwrap_or_else(|e| panic!("{e}")))
 }
+
+/// The agent's user name, as the audit log names it.
+const AGENT_USER: &str = "system:serviceaccount:kube-system:palisade";
 
 fn apply<K>(api: &ApiServer, a: Api<K>, doc: Value)
 where
@@ -145,7 +164,18 @@ fn setup(api: &ApiServer, tag: &str) -> Setup {
 /// The agent on `node` in Kubernetes mode, reaching the server through
 /// `fwd` with the agent's token.
 fn spawn_agent(api: &ApiServer, lab: &Lab, fwd: &Forward, dirs: &NodeDirs) -> AgentProcess {
-    apiserver::spawn_agent(api, lab.node("n1"), fwd, dirs, &[])
+    spawn_agent_with(api, lab, fwd, dirs, &[])
+}
+
+/// [`spawn_agent`] with extra agent arguments.
+fn spawn_agent_with(
+    api: &ApiServer,
+    lab: &Lab,
+    fwd: &Forward,
+    dirs: &NodeDirs,
+    args: &[&str],
+) -> AgentProcess {
+    apiserver::spawn_agent(api, lab.node("n1"), fwd, dirs, args)
 }
 
 fn forward(api: &ApiServer, lab: &Lab) -> Forward {
@@ -313,6 +343,9 @@ fn a_missing_verb_fails_visibly() {
         st.problems.iter().any(|p| p.contains("pods")),
         "the problem stays: {st:?}"
     );
+    // It listed everything, yet it is not ready: it cannot follow changes.
+    let (code, body) = http(&s.lab, "/readyz");
+    assert_eq!(code, 503, "/readyz with pods not watchable: {body}");
 
     // The shipped role fixes it: nothing else is missing.
     apply_rbac(&api, &docs);
@@ -329,6 +362,8 @@ fn a_missing_verb_fails_visibly() {
             .is_ok_and(|r| r.problems.is_empty())
         })
         .unwrap_or_else(|e| panic!("the problem stays after the role is fixed: {e}"));
+    let (code, body) = http(&s.lab, "/readyz");
+    assert_eq!(code, 200, "/readyz after the role is fixed: {body}");
     let (client, web) = (s.lab.pod("client"), s.lab.pod("web"));
     expect(
         "after the role is fixed",
@@ -350,6 +385,11 @@ struct Running {
 }
 
 fn running(api: &ApiServer, tag: &str) -> Running {
+    running_with(api, tag, &[])
+}
+
+/// [`running`] with extra agent arguments.
+fn running_with(api: &ApiServer, tag: &str, args: &[&str]) -> Running {
     apply_rbac(api, &rbac_docs());
     let s = setup(api, tag);
     let bpffs = Bpffs::mount();
@@ -357,7 +397,7 @@ fn running(api: &ApiServer, tag: &str) -> Running {
     let dirs = NodeDirs::new(tmp.path(), &bpffs, "n1");
     let fwd = forward(api, &s.lab);
     let agent = Agent::ready(
-        spawn_agent(api, &s.lab, &fwd, &dirs),
+        spawn_agent_with(api, &s.lab, &fwd, &dirs, args),
         Duration::from_secs(60),
     );
     let policies = Api::<NetworkPolicy>::namespaced(api.client(), "prod");
@@ -386,20 +426,41 @@ fn only_client_reaches_web_on_80<'a>(
     ]
 }
 
+/// GET `path` from the agent's health server inside `lab`'s node: the
+/// status code and the body. A connection reset before the request is
+/// written is retried (twice, 100 ms apart): seen rarely while the agent
+/// commits, not understood yet.
+fn http(lab: &Lab, path: &str) -> (u16, String) {
+    let get = || -> std::io::Result<String> {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect("127.0.0.1:9890")?;
+        write!(s, "GET {path} HTTP/1.0\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    };
+    let mut last = None;
+    for _ in 0..3 {
+        match lab.node("n1").run(get).unwrap() {
+            Ok(text) => {
+                let code = text
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                return (code, text);
+            }
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("GET {path} from the agent: {last:?}");
+}
+
 /// `/metrics` sample value of `name` with label `kind`, from the agent
 /// inside `lab`'s node.
 fn metric(lab: &Lab, name: &str, kind: &str) -> f64 {
-    let text = lab
-        .node("n1")
-        .run(|| {
-            use std::io::{Read as _, Write as _};
-            let mut s = std::net::TcpStream::connect("127.0.0.1:9890").expect("metrics");
-            s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out);
-            out
-        })
-        .unwrap();
+    let (_, text) = http(lab, "/metrics");
     let prefix = format!("{name}{{kind=\"{kind}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix))
@@ -687,5 +748,469 @@ fn cluster_policies_are_enforced_once_their_crd_is_installed() {
         &r.agent,
         Duration::from_secs(5),
         &np_only,
+    );
+}
+
+/// The agent's requests in the audit log: (verb, resource, request URI),
+/// oldest first.
+fn agent_requests(api: &ApiServer) -> Vec<(String, String, String)> {
+    api.audit_events()
+        .into_iter()
+        .filter(|e| e["user"]["username"] == AGENT_USER)
+        .filter(|e| e["stage"] != "ResponseComplete" || e["verb"] != "watch")
+        .map(|e| {
+            let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+            (
+                s(&e["verb"]),
+                s(&e["objectRef"]["resource"]),
+                s(&e["requestURI"]),
+            )
+        })
+        .collect()
+}
+
+/// The value of `key` in a request URI's query.
+fn query<'a>(uri: &'a str, key: &str) -> Option<&'a str> {
+    uri.split_once('?')?
+        .1
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// With two objects per page, every object still arrives: five policies
+/// (one port each) and more pods and namespaces than a page holds, all
+/// present before the agent starts, are all enforced, and the audit log
+/// shows the lists paged.
+#[test]
+fn lists_page_and_every_object_arrives() {
+    let Some(api) = start_api_with("lists_page_and_every_object_arrives", |s| s.audit()) else {
+        return;
+    };
+    apply_rbac(&api, &rbac_docs());
+    let s = setup(&api, "kpg");
+    let (client, web, db) = (s.lab.pod("client"), s.lab.pod("web"), s.lab.pod("db"));
+    let _more = serve(web, &Services::new().tcp(82).tcp(83).tcp(84)).expect("servers");
+    // One policy per port: a policy missed on a page shows as a port
+    // closed to client.
+    let policies = Api::<NetworkPolicy>::namespaced(api.client(), "prod");
+    for port in 80..85u16 {
+        let mut p = web_policy("a", port);
+        p["metadata"]["name"] = json!(format!("web-{port}"));
+        apply(&api, policies.clone(), p);
+    }
+    let bpffs = Bpffs::mount();
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = NodeDirs::new(tmp.path(), &bpffs, "n1");
+    let fwd = forward(&api, &s.lab);
+    let t0 = Instant::now();
+    let agent = Agent::ready(
+        spawn_agent_with(&api, &s.lab, &fwd, &dirs, &["--kube-page-size", "2"]),
+        Duration::from_secs(60),
+    );
+    eprintln!("synced with 2 objects per page in {:?}", t0.elapsed());
+    let w: std::net::IpAddr = web.ipv4().into();
+    let mut cases = Vec::new();
+    for port in 80..85u16 {
+        cases.extend([
+            (client, w, P::Tcp(port), true),
+            (db, w, P::Tcp(port), false),
+        ]);
+    }
+    eventually("paged lists", &agent, Duration::from_secs(5), &cases);
+    assert_eq!(agent.status().endpoints.len(), 3);
+
+    // Every list asked for 2, and the kinds larger than that were fetched
+    // in several pages (`continue`), each page within the limit.
+    let lists: Vec<_> = agent_requests(&api)
+        .into_iter()
+        .filter(|(verb, _, _)| verb == "list")
+        .collect();
+    assert!(!lists.is_empty());
+    for (_, res, uri) in &lists {
+        assert_eq!(query(uri, "limit"), Some("2"), "{res}: {uri}");
+    }
+    for res in ["networkpolicies", "pods", "namespaces"] {
+        let pages = lists
+            .iter()
+            .filter(|(_, r, uri)| r == res && query(uri, "continue").is_some())
+            .count();
+        assert!(pages >= 1, "{res} not paged: {lists:#?}");
+        eprintln!("{res}: {pages} continued pages");
+    }
+    // Later changes still arrive (the watch after a paged list).
+    api.block_on(policies.delete("web-84", &DeleteParams::default()))
+        .unwrap();
+    eventually(
+        "a policy deleted after the paged list",
+        &agent,
+        Duration::from_secs(5),
+        &[
+            (client, w, P::Tcp(84), false),
+            (client, w, P::Tcp(83), true),
+        ],
+    );
+}
+
+/// etcd compacted under the agent's watches (served from etcd, renewed
+/// every 2 s): each renewal from a compacted resourceVersion is answered
+/// `410 Gone` and the kind relists. The policy changes (made in an order
+/// whose every intermediate state allows no more than the old or the new
+/// state) are followed while probes run throughout: db never reaches web,
+/// and once the new state is in, it holds without a gap through the 410s
+/// and relists.
+#[test]
+fn compaction_gone_relists_while_probes_hold() {
+    let Some(api) = start_api_with("compaction_gone_relists_while_probes_hold", |s| {
+        s.apiserver_arg("--watch-cache=false")
+    }) else {
+        return;
+    };
+    let r = running_with(&api, "kgo", &["--kube-watch-timeout-secs", "2"]);
+    let (client, web, db) = (r.s.lab.pod("client"), r.s.lab.pod("web"), r.s.lab.pod("db"));
+    let w: std::net::IpAddr = web.ipv4().into();
+    let old = only_client_reaches_web_on_80(client, db, w);
+    eventually("before", &r.agent, Duration::from_secs(5), &old);
+    let kinds = ["NetworkPolicy", "Pod"];
+    let relists_before: Vec<f64> = kinds
+        .iter()
+        .map(|k| metric(&r.s.lab, "palisade_source_relists_total", k))
+        .collect();
+    let log_before = r.agent.log_text().matches("410 Gone").count();
+
+    let stop = AtomicBool::new(false);
+    // Set once client reached web on 81 (the new state is in): from then
+    // on the new state must hold exactly.
+    let new_in = AtomicBool::new(false);
+    let rounds = AtomicUsize::new(0);
+    let bad: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let t0 = Instant::now();
+    let relisted_after = std::thread::scope(|sc| {
+        sc.spawn(|| {
+            let t = Duration::from_millis(150);
+            // Bounded: stops when told, or after 2 minutes.
+            while !stop.load(Ordering::Relaxed) && t0.elapsed() < Duration::from_secs(120) {
+                let settled = new_in.load(Ordering::Relaxed);
+                let res = probe_all(&[
+                    ProbeSpec::tcp(db, web.ipv4(), 80).timeout(t),
+                    ProbeSpec::tcp(db, web.ipv4(), 81).timeout(t),
+                    ProbeSpec::tcp(client, web.ipv4(), 80).timeout(t),
+                    ProbeSpec::tcp(client, web.ipv4(), 81).timeout(t),
+                ]);
+                let at = t0.elapsed();
+                let mut b = bad.lock().unwrap();
+                if res[0].reached() || res[1].reached() {
+                    b.push(format!(
+                        "{at:?}: db reached web (80: {:?}, 81: {:?})",
+                        res[0], res[1]
+                    ));
+                }
+                if settled && res[2].reached() {
+                    b.push(format!(
+                        "{at:?}: client reached web:80 after the new state was in"
+                    ));
+                }
+                if settled && !res[3].reached() {
+                    b.push(format!("{at:?}: client lost web:81 (a gap): {:?}", res[3]));
+                }
+                if res[3].reached() {
+                    new_in.store(true, Ordering::Relaxed);
+                }
+                rounds.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        // db leaves app=b, the policy moves to app=b on 81, client
+        // becomes app=b: old, then nothing, then new.
+        relabel_pod(&api, "prod", "db", "c");
+        let policies = Api::<NetworkPolicy>::namespaced(api.client(), "prod");
+        apply(&api, policies, web_policy("b", 81));
+        relabel_pod(&api, "dev", "client", "b");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !new_in.load(Ordering::Relaxed) {
+            if Instant::now() > deadline {
+                stop.store(true, Ordering::Relaxed);
+                panic!(
+                    "new state not enforced within 10 s\n{}",
+                    r.agent.process.log_tail(40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The newest writes are a Namespace's, so the policy and pod
+        // watches hold resourceVersions at least two older than etcd's
+        // (a watch resumes after its version: one older still resumes);
+        // compact etcd up to now.
+        for n in ["1", "2"] {
+            apply(
+                &api,
+                Api::<Namespace>::all(api.client()),
+                namespace("dev", json!({"touched": n})),
+            );
+        }
+        let rev = api.etcd_revision().unwrap();
+        api.compact_etcd(rev).unwrap();
+        let compacted = Instant::now();
+        eprintln!("compacted etcd to revision {rev}");
+        // Each renewed watch (within 2 s) is answered 410 and relists.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let relisted = std::panic::catch_unwind(|| {
+                kinds
+                    .iter()
+                    .zip(&relists_before)
+                    .all(|(k, b)| metric(&r.s.lab, "palisade_source_relists_total", k) > *b)
+            })
+            .unwrap_or_else(|_| {
+                std::thread::sleep(Duration::from_secs(1));
+                let again = std::panic::catch_unwind(|| http(&r.s.lab, "/healthz"));
+                let ss = std::process::Command::new("ip")
+                    .args(["netns", "exec", r.s.lab.node("n1").netns(), "ss", "-tanp"])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+                stop.store(true, Ordering::Relaxed);
+                panic!(
+                    "reading /metrics failed; again: {again:?}\n{ss:?}\n{}",
+                    r.agent.process.log_tail(30)
+                )
+            });
+            if relisted {
+                let t = compacted.elapsed();
+                // Probes go on a little after the relists.
+                std::thread::sleep(Duration::from_secs(1));
+                stop.store(true, Ordering::Relaxed);
+                break t;
+            }
+            if Instant::now() > deadline {
+                stop.store(true, Ordering::Relaxed);
+                panic!(
+                    "no relist within 20 s of the compaction\n{}",
+                    r.agent.process.log_tail(60)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let rounds = rounds.into_inner();
+    let bad = bad.into_inner().unwrap();
+    let log = r.agent.log_text();
+    let gone_lines: Vec<&str> = log.lines().filter(|l| l.contains("410 Gone")).collect();
+    eprintln!(
+        "relisted {relisted_after:?} after the compaction; {rounds} probe rounds, {} wrong; \
+         410 lines: {}\n{}",
+        bad.len(),
+        gone_lines.len() - log_before,
+        gone_lines.join("\n")
+    );
+    assert!(
+        bad.is_empty(),
+        "{}\n{}",
+        bad.join("\n"),
+        r.agent.process.log_tail(40)
+    );
+    assert!(rounds >= 10, "{rounds} rounds");
+    for k in kinds {
+        assert!(
+            gone_lines
+                .iter()
+                .any(|l| l.contains(&format!("relisting {k}"))),
+            "{k} relisted after a 410: {log}"
+        );
+    }
+    // A 410 is no outage: no warning, the source current again.
+    assert!(
+        !log.contains("Kubernetes watch failed"),
+        "a 410 logged as an outage:\n{log}"
+    );
+    for k in kinds {
+        assert!(metric(&r.s.lab, "palisade_source_watch_failures_total", k) >= 1.0);
+        assert_eq!(metric(&r.s.lab, "palisade_source_current", k), 1.0);
+    }
+    expect(
+        "after the relists",
+        &[&r.agent],
+        &[
+            (client, w, P::Tcp(81), true),
+            (client, w, P::Tcp(80), false),
+            (db, w, P::Tcp(81), false),
+        ],
+    );
+}
+
+/// Every watch asks for bookmarks, and a quiet kind's resourceVersion
+/// advances from them: with watches renewed every 4 s and the API server
+/// told of etcd's progress every second, the agent renews its Namespace
+/// watch from a resourceVersion newer than any Namespace's (policies
+/// changed meanwhile), which only a bookmark can have given it.
+#[test]
+fn watches_ask_for_bookmarks_and_follow_them() {
+    let Some(api) = start_api_with("watches_ask_for_bookmarks_and_follow_them", |s| {
+        s.audit()
+            .apiserver_arg("--feature-gates=EfficientWatchResumption=true")
+            .etcd_arg("--experimental-watch-progress-notify-interval=1s")
+    }) else {
+        return;
+    };
+    let r = running_with(&api, "kbm", &["--kube-watch-timeout-secs", "4"]);
+    let (client, web, db) = (r.s.lab.pod("client"), r.s.lab.pod("web"), r.s.lab.pod("db"));
+    eventually(
+        "synced",
+        &r.agent,
+        Duration::from_secs(5),
+        &only_client_reaches_web_on_80(client, db, web.ipv4().into()),
+    );
+    // Namespaces stay quiet from here; policies change.
+    let ns_max: u64 = api
+        .block_on(Api::<Namespace>::all(api.client()).list(&Default::default()))
+        .unwrap()
+        .items
+        .iter()
+        .filter_map(|n| n.metadata.resource_version.as_deref()?.parse().ok())
+        .max()
+        .unwrap();
+    let policies = Api::<NetworkPolicy>::namespaced(api.client(), "prod");
+    for port in [81, 80] {
+        apply(&api, policies.clone(), web_policy("a", port));
+    }
+    let after_changes = api.etcd_revision().unwrap();
+    assert!(after_changes > ns_max);
+    let t0 = Instant::now();
+    let advanced = loop {
+        let watches: Vec<_> = agent_requests(&api)
+            .into_iter()
+            .filter(|(verb, _, _)| verb == "watch")
+            .collect();
+        for (_, res, uri) in &watches {
+            assert_eq!(
+                query(uri, "allowWatchBookmarks"),
+                Some("true"),
+                "{res}: {uri}"
+            );
+        }
+        let ns_rv = watches
+            .iter()
+            .filter(|(_, r, _)| r == "namespaces")
+            .filter_map(|(_, _, uri)| query(uri, "resourceVersion")?.parse::<u64>().ok())
+            .max();
+        if ns_rv.is_some_and(|v| v >= after_changes) {
+            break ns_rv.unwrap();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no Namespace watch renewed from a bookmarked resourceVersion >= {after_changes} \
+             (newest Namespace: {ns_max}) within 30 s: {watches:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    eprintln!(
+        "Namespace watch renewed from resourceVersion {advanced} ({:?} after the policy \
+         changes at {after_changes}; newest Namespace {ns_max})",
+        t0.elapsed()
+    );
+    // Following bookmarks did not cost a relist.
+    let lists = agent_requests(&api)
+        .into_iter()
+        .filter(|(verb, res, _)| verb == "list" && res == "namespaces")
+        .count();
+    assert_eq!(lists, 1, "Namespaces listed once");
+}
+
+/// A paged list overtaken by compaction: its `continue` token expires and
+/// the server answers `410 Gone`; the agent starts the list again (after a
+/// backoff, so constant compaction cannot make a list storm) and, once
+/// compaction stops, completes it and enforces.
+#[test]
+fn an_expired_continue_token_restarts_the_list() {
+    let Some(api) = start_api_with("an_expired_continue_token_restarts_the_list", |s| s.audit())
+    else {
+        return;
+    };
+    apply_rbac(&api, &rbac_docs());
+    let s = setup(&api, "kct");
+    let namespaces = Api::<Namespace>::all(api.client());
+    // Enough Namespaces that a list of one per page takes many requests.
+    for i in 0..40 {
+        apply(
+            &api,
+            namespaces.clone(),
+            namespace(&format!("filler-{i}"), json!({})),
+        );
+    }
+    apply(
+        &api,
+        Api::<NetworkPolicy>::namespaced(api.client(), "prod"),
+        web_policy("a", 80),
+    );
+    let bpffs = Bpffs::mount();
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = NodeDirs::new(tmp.path(), &bpffs, "n1");
+    let fwd = forward(&api, &s.lab);
+    let process = spawn_agent_with(&api, &s.lab, &fwd, &dirs, &["--kube-page-size", "1"]);
+    // Write and compact continuously until a continued list is refused.
+    let expired = |api: &ApiServer| {
+        api.audit_events().into_iter().any(|e| {
+            e["user"]["username"] == AGENT_USER
+                && e["verb"] == "list"
+                && e["responseStatus"]["code"] == 410
+                && e["requestURI"]
+                    .as_str()
+                    .is_some_and(|u| query(u, "continue").is_some())
+        })
+    };
+    let t0 = Instant::now();
+    let mut n = 0;
+    while !expired(&api) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no list continue answered 410 within 30 s ({n} compactions)\n{}",
+            process.log_tail(30)
+        );
+        apply(
+            &api,
+            namespaces.clone(),
+            namespace("filler-0", json!({"churn": n.to_string()})),
+        );
+        let rev = api.etcd_revision().unwrap();
+        api.compact_etcd(rev).unwrap();
+        n += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!(
+        "a continued list answered 410 after {n} compactions ({:?})",
+        t0.elapsed()
+    );
+    // Compaction stops: the list is started again and completes.
+    let agent = Agent::ready(process, Duration::from_secs(60));
+    let (client, web, db) = (s.lab.pod("client"), s.lab.pod("web"), s.lab.pod("db"));
+    eventually(
+        "after the list restarted",
+        &agent,
+        Duration::from_secs(10),
+        &only_client_reaches_web_on_80(client, db, web.ipv4().into()),
+    );
+    let log = agent.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("410 Gone") && l.contains("continue")),
+        "the expired continue logged:\n{log}"
+    );
+    // The list that completed started from scratch: a first page (no
+    // `continue`) after the refused one.
+    let lists: Vec<_> = agent_requests(&api)
+        .into_iter()
+        .filter(|(verb, res, _)| verb == "list" && res == "namespaces")
+        .collect();
+    let fresh = lists
+        .iter()
+        .filter(|(_, _, uri)| query(uri, "continue").is_none())
+        .count();
+    assert!(fresh >= 2, "{lists:#?}");
+    let listed = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("kind=Namespace") && l.contains("objects="))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        listed.contains("objects=47") || listed.contains("objects=46"),
+        "every Namespace listed (40 fillers, dev, prod and the server's own): {listed}"
     );
 }

@@ -11,6 +11,12 @@
 //! [`ApiServer::block_on`]) or a kubeconfig ([`ApiServer::kubeconfig`]).
 //! [`Forward`] makes the server reachable from inside a lab namespace (an
 //! agent on a lab node), and can cut that path to play a network outage.
+//! [`ApiServer::etcd_revision`] and [`ApiServer::compact_etcd`] reach etcd
+//! itself (its JSON gateway), so a test can compact history away as a
+//! cluster's compactor does; [`ApiServerSpec::audit`] makes the server
+//! write an audit log of every request ([`ApiServer::audit_events`]), so a
+//! test can see what a client asked for (`limit`, `continue`,
+//! `allowWatchBookmarks`, `resourceVersion`).
 //!
 //! Nothing runs a controller-manager or kubelet: no service accounts are
 //! created (the ServiceAccount admission plugin is off so pods need none),
@@ -132,6 +138,8 @@ pub struct TokenUser {
 pub struct ApiServerSpec {
     users: Vec<TokenUser>,
     etcd_args: Vec<String>,
+    apiserver_args: Vec<String>,
+    audit: bool,
 }
 
 impl ApiServerSpec {
@@ -168,6 +176,20 @@ impl ApiServerSpec {
         self
     }
 
+    /// Extra kube-apiserver flags (e.g. `--watch-cache=false`, so watches
+    /// are served from etcd and compaction reaches them).
+    pub fn apiserver_arg(mut self, arg: &str) -> ApiServerSpec {
+        self.apiserver_args.push(arg.into());
+        self
+    }
+
+    /// Writes an audit log of every request at `Metadata` level (who,
+    /// verb, request URI with its query, response code).
+    pub fn audit(mut self) -> ApiServerSpec {
+        self.audit = true;
+        self
+    }
+
     /// Starts etcd and the API server; ready when this returns.
     pub fn start(self) -> Result<ApiServer, ApiServerError> {
         ApiServer::start(self)
@@ -181,6 +203,8 @@ pub struct ApiServer {
     bin: PathBuf,
     port: u16,
     etcd_url: String,
+    etcd_port: u16,
+    extra_args: Vec<String>,
     etcd: Option<Child>,
     apiserver: Option<Child>,
     runtime: tokio::runtime::Runtime,
@@ -253,6 +277,8 @@ impl ApiServer {
             bin,
             port: free_port()?,
             etcd_url: String::new(),
+            etcd_port: 0,
+            extra_args: spec.apiserver_args.clone(),
             etcd: None,
             apiserver: None,
             runtime,
@@ -260,6 +286,19 @@ impl ApiServer {
         };
         s.start_etcd(&spec.etcd_args)?;
         s.write_files(&spec.users)?;
+        if spec.audit {
+            let policy = s.dir.join("audit-policy.yaml");
+            std::fs::write(
+                &policy,
+                "apiVersion: audit.k8s.io/v1\nkind: Policy\n\
+                 omitStages: [RequestReceived]\nrules:\n- level: Metadata\n",
+            )
+            .map_err(io(format!("write {}", policy.display())))?;
+            s.extra_args.extend([
+                format!("--audit-policy-file={}", policy.display()),
+                format!("--audit-log-path={}", s.audit_log().display()),
+            ]);
+        }
         s.start_apiserver()?;
         let client = s.client_for(ADMIN_TOKEN)?;
         s.client = Some(client);
@@ -277,6 +316,7 @@ impl ApiServer {
             })?;
         let (client, peer) = (free_port()?, free_port()?);
         self.etcd_url = format!("http://127.0.0.1:{client}");
+        self.etcd_port = client;
         let peer_url = format!("http://127.0.0.1:{peer}");
         let log_path = self.dir.join("etcd.log");
         let log = std::fs::File::create(&log_path).map_err(io("create etcd.log"))?;
@@ -390,6 +430,7 @@ impl ApiServer {
             .arg("--service-cluster-ip-range=10.96.0.0/24")
             .arg("--profiling=false")
             .arg("--v=1")
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(io("kube-apiserver.log"))?)
             .stderr(log)
@@ -460,6 +501,62 @@ impl ApiServer {
     /// it wrote them: what clients trust.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.join("certs").join("apiserver.crt")
+    }
+
+    /// The audit log ([`ApiServerSpec::audit`]).
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir.join("audit.log")
+    }
+
+    /// The audit events logged so far, oldest first (none without
+    /// [`ApiServerSpec::audit`]).
+    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.audit_log())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// etcd's current revision (the newest resourceVersion).
+    pub fn etcd_revision(&self) -> Result<u64, ApiServerError> {
+        // The key "\0": any range answers with the store's header.
+        let body = self.etcd_post("/v3/kv/range", r#"{"key":"AA=="}"#)?;
+        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| ApiServerError::Io {
+            what: format!("etcd range answer {body:?}"),
+            source: std::io::Error::other(e),
+        })?;
+        v["header"]["revision"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .ok_or_else(|| ApiServerError::Io {
+                what: format!("etcd range answer {body:?}"),
+                source: std::io::Error::other("no header.revision"),
+            })
+    }
+
+    /// Compacts etcd's history up to `revision` (as the API server's
+    /// compactor does every 5 minutes): watches and `continue` tokens from
+    /// before it are answered `410 Gone` from then on.
+    pub fn compact_etcd(&self, revision: u64) -> Result<(), ApiServerError> {
+        let body = self.etcd_post(
+            "/v3/kv/compaction",
+            &format!(r#"{{"revision":"{revision}","physical":true}}"#),
+        )?;
+        if body.contains("\"error\"") {
+            return Err(ApiServerError::Io {
+                what: format!("etcd compaction to {revision}"),
+                source: std::io::Error::other(body),
+            });
+        }
+        Ok(())
+    }
+
+    fn etcd_post(&self, path: &str, json: &str) -> Result<String, ApiServerError> {
+        http_post(self.etcd_port, path, json).ok_or_else(|| ApiServerError::Io {
+            what: format!("POST etcd {path}"),
+            source: std::io::Error::other("no answer"),
+        })
     }
 
     /// The API server's log.
@@ -555,6 +652,27 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     .ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+/// A plain HTTP POST of a JSON body on loopback `port` (etcd's gateway);
+/// the response body.
+fn http_post(port: u16, path: &str, json: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(1),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{json}",
+        json.len()
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())

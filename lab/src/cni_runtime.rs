@@ -185,6 +185,19 @@ impl Chain {
         })
     }
 
+    /// The chain configured by the file at `conflist` as it is on disk at
+    /// each call (as a runtime reads its configuration directory), with
+    /// libcni's cache in `cache_dir`.
+    pub fn at(driver: Driver, conflist: &Path, cache_dir: &Path, bin_dirs: &[&Path]) -> Chain {
+        let bin_dirs: Vec<&str> = bin_dirs.iter().filter_map(|d| d.to_str()).collect();
+        Chain {
+            driver,
+            conflist: conflist.into(),
+            bin_dirs: bin_dirs.join(":"),
+            cache_dir: cache_dir.into(),
+        }
+    }
+
     fn run(
         &self,
         node: &Node,

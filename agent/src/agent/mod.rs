@@ -170,7 +170,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             let client = kube::Client::try_default()
                 .await
                 .map_err(AgentError::Kube)?;
-            source::kube::spawn_observed(client, Some(obs.metrics.agent.source.clone()))
+            source::kube::spawn_observed(client, cfg.kube, Some(obs.metrics.agent.source.clone()))
         }
     };
     let (calls_tx, mut calls) = mpsc::channel::<Call>(64);
@@ -383,7 +383,11 @@ impl Agent {
                 }
             }
             if !self.needs_full {
-                self.ready.store(true, Ordering::Relaxed);
+                // Not ready while a source cannot follow changes (a role
+                // that lists but may not watch): what is enforced may be
+                // out of date. `palisade status` names the resource.
+                let stale = self.problems.iter().any(|p| p.stale);
+                self.ready.store(!stale, Ordering::Relaxed);
             }
         }
         self.cni_progress();

@@ -36,6 +36,10 @@ enum Cli {
         /// Remove the entry instead.
         #[arg(long)]
         uninstall: bool,
+        /// Then keep running: put the entry back whenever the primary CNI
+        /// rewrites its configuration (each repair is logged).
+        #[arg(long, conflicts_with = "uninstall")]
+        watch: bool,
     },
 }
 
@@ -46,6 +50,7 @@ fn install_cmd(cli: Cli) -> ExitCode {
         agent_socket,
         agent_timeout_ms,
         uninstall,
+        watch,
     } = cli;
     let opts = InstallOptions {
         bin_dir,
@@ -57,6 +62,9 @@ fn install_cmd(cli: Cli) -> ExitCode {
     let result = std::env::current_exe()
         .map_err(|e| e.to_string())
         .and_then(|exe| install::install(&opts, &exe).map_err(|e| e.to_string()));
+    if watch {
+        return watch_cmd(&opts, result);
+    }
     match result {
         Ok(r) => {
             if let Some(b) = r.binary {
@@ -68,6 +76,39 @@ fn install_cmd(cli: Cli) -> ExitCode {
         }
         Err(e) => {
             eprintln!("palisade-cni install: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `install --watch`: the first install (its configuration may not be
+/// there yet: the watch installs it once it is), then repairs forever.
+fn watch_cmd(opts: &InstallOptions, first: Result<install::Installed, String>) -> ExitCode {
+    match first {
+        Ok(r) => println!("installed; watching {}", r.config.display()),
+        Err(e) => eprintln!(
+            "palisade-cni install: {e}; watching {}",
+            opts.conf_dir.display()
+        ),
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let mut repairs = 0u64;
+    let result = install::watch(opts, &stop, &mut |r| match r {
+        Ok(path) => {
+            repairs += 1;
+            println!(
+                "repaired {}: {} was missing from its plugins (rewritten by the primary CNI?), \
+                 re-inserted ({repairs} repairs so far)",
+                path.display(),
+                install::PLUGIN_TYPE
+            );
+        }
+        Err(e) => eprintln!("palisade-cni install --watch: {e}"),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("palisade-cni install --watch: {e}");
             ExitCode::FAILURE
         }
     }

@@ -7,6 +7,15 @@
 //! `--uninstall` removes it. Files are written beside their target and
 //! renamed over it, so a runtime never reads half a file.
 //!
+//! A primary CNI rewrites its configuration when its own agent restarts
+//! or upgrades (Calico's and Cilium's installers write a fresh file),
+//! dropping our entry: pods created after that would run unenforced.
+//! [`watch`] (`palisade-cni install --watch`, run as a long-lived
+//! container beside the agent, as Cilium's agent keeps its chained
+//! configuration) watches the configuration directory and puts the entry
+//! back after every change, with the same idempotent, atomic patch; each
+//! repair is reported (logged by the command).
+//!
 //! ```json
 //! {"cniVersion": "1.0.0", "name": "k8s-pod-network", "plugins": [
 //!   {"type": "calico", "...": "..."},
@@ -185,6 +194,17 @@ pub fn install(opts: &InstallOptions, binary: &Path) -> Result<Installed, Instal
         write_atomic(&target, &bytes, 0o755)?;
         Some(target)
     };
+    let (config, changed) = patch_config(opts)?;
+    Ok(Installed {
+        binary: installed_bin,
+        config,
+        changed,
+    })
+}
+
+/// Patches (or with `uninstall` unpatches) the primary configuration;
+/// the file and whether it changed.
+fn patch_config(opts: &InstallOptions) -> Result<(PathBuf, bool), InstallError> {
     let path = primary_config(&opts.conf_dir)?;
     let text = std::fs::read(&path).map_err(|source| InstallError::Io {
         path: path.clone(),
@@ -211,11 +231,90 @@ pub fn install(opts: &InstallOptions, binary: &Path) -> Result<Installed, Instal
         bytes.push(b'\n');
         write_atomic(&path, &bytes, 0o644)?;
     }
-    Ok(Installed {
-        binary: installed_bin,
-        config: path,
-        changed,
-    })
+    Ok((path, changed))
+}
+
+/// How often [`watch`] checks the configuration even without a change
+/// notice (a missed event, a directory replaced).
+pub const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+/// Changes arriving this close together are handled in one pass (an
+/// installer writing several files).
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Keeps our entry in the primary configuration until `stop` is set: a
+/// pass at once, then one after every change in the configuration
+/// directory (our own temporary files aside) and every
+/// [`RECHECK_EVERY`]. Each pass is the idempotent [`install`] patch
+/// (nothing written when the entry is there); `report` gets every pass
+/// that changed the file or failed (no configuration yet, an unusable
+/// one: retried on the next change).
+pub fn watch(
+    opts: &InstallOptions,
+    stop: &std::sync::atomic::AtomicBool,
+    report: &mut dyn FnMut(Result<PathBuf, InstallError>),
+) -> Result<(), InstallError> {
+    use notify::Watcher as _;
+    use std::sync::atomic::Ordering;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let notify_err = |e: notify::Error| InstallError::Io {
+        path: opts.conf_dir.clone(),
+        what: "watch directory",
+        source: std::io::Error::other(e),
+    };
+    let mut watcher = notify::recommended_watcher(tx).map_err(notify_err)?;
+    watcher
+        .watch(&opts.conf_dir, notify::RecursiveMode::NonRecursive)
+        .map_err(notify_err)?;
+    let mut last_error = None;
+    let mut pass = |last_error: &mut Option<String>| match patch_config(opts) {
+        Ok((path, true)) => {
+            *last_error = None;
+            report(Ok(path));
+        }
+        Ok((_, false)) => *last_error = None,
+        Err(e) => {
+            // Reported once per distinct error, not every recheck.
+            let text = e.to_string();
+            if last_error.as_deref() != Some(text.as_str()) {
+                *last_error = Some(text);
+                report(Err(e));
+            }
+        }
+    };
+    pass(&mut last_error);
+    let mut last_pass = std::time::Instant::now();
+    // Bounded by `stop`: each wait is at most 200 ms.
+    while !stop.load(Ordering::Relaxed) {
+        let changed = match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            Ok(ev) => relevant(&ev),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => false,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        if !changed && last_pass.elapsed() < RECHECK_EVERY {
+            continue;
+        }
+        if changed {
+            std::thread::sleep(SETTLE);
+            while rx.try_recv().is_ok() {}
+        }
+        pass(&mut last_error);
+        last_pass = std::time::Instant::now();
+    }
+    Ok(())
+}
+
+/// A change notice worth a pass: not only our own temporary files.
+fn relevant(ev: &notify::Result<notify::Event>) -> bool {
+    let Ok(ev) = ev else { return true };
+    if matches!(ev.kind, notify::EventKind::Access(_)) {
+        return false;
+    }
+    ev.paths.is_empty()
+        || ev.paths.iter().any(|p| {
+            !p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(".palisade-tmp"))
+        })
 }
 
 #[cfg(test)]
@@ -248,6 +347,101 @@ mod tests {
         assert!(patch(&json!({"plugins": []}), &entry("/s", 1)).is_err());
         assert!(patch(&json!({"plugins": {}}), &entry("/s", 1)).is_err());
         assert!(patch(&json!([1]), &entry("/s", 1)).is_err());
+    }
+
+    /// A primary CNI rewriting its configuration without our entry (in
+    /// place, or as a new file sorting first) gets it back, once: our own
+    /// write does not set off another.
+    #[test]
+    fn watch_repairs_rewritten_configurations() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::{Duration, Instant};
+        let tmp = tempfile::tempdir().unwrap();
+        let conf = tmp.path().join("net.d");
+        std::fs::create_dir_all(&conf).unwrap();
+        let opts = InstallOptions {
+            bin_dir: tmp.path().into(),
+            conf_dir: conf.clone(),
+            agent_socket: "/run/palisade/agent.sock".into(),
+            agent_timeout_ms: 10_000,
+            uninstall: false,
+        };
+        let primary = |mtu: u32| json!({"cniVersion": "1.0.0", "name": "k", "plugins": [{"type": "ptp", "mtu": mtu}]});
+        let ours_last = |path: &Path| {
+            let v: Value = serde_json::from_slice(&std::fs::read(path).unwrap_or_default())
+                .unwrap_or_default();
+            let p = v["plugins"].as_array().cloned().unwrap_or_default();
+            p.last().is_some_and(is_ours) && p.iter().filter(|e| is_ours(e)).count() == 1
+        };
+        let stop = AtomicBool::new(false);
+        let reports = std::sync::Mutex::new(Vec::<String>::new());
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                watch(&opts, &stop, &mut |r| {
+                    reports.lock().unwrap().push(match r {
+                        Ok(p) => format!("repaired {}", p.display()),
+                        Err(e) => format!("error {e}"),
+                    })
+                })
+                .unwrap()
+            });
+            let wait = |what: &str, f: &dyn Fn() -> bool| {
+                let t0 = Instant::now();
+                while !f() {
+                    assert!(
+                        t0.elapsed() < Duration::from_secs(5),
+                        "{what}: {:?}",
+                        reports.lock().unwrap()
+                    );
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            };
+            // No configuration yet: reported, then installed once it comes.
+            wait("no config reported", &|| {
+                reports
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r.contains("no *.conf"))
+            });
+            let file = conf.join("10-k.conflist");
+            std::fs::write(&file, primary(1500).to_string()).unwrap();
+            wait("installed", &|| ours_last(&file));
+            // Rewritten in place, without our entry.
+            std::fs::write(&file, primary(1400).to_string()).unwrap();
+            wait("repaired in place", &|| ours_last(&file));
+            let v: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+            assert_eq!(
+                v["plugins"][0]["mtu"], 1400,
+                "the primary's new content kept"
+            );
+            // A new file that sorts first: that one is used, and patched.
+            let first = conf.join("05-new.conflist");
+            std::fs::write(&first, primary(9000).to_string()).unwrap();
+            wait("new first file patched", &|| ours_last(&first));
+            // Settled: no further writes (our own do not trigger passes).
+            let n = reports.lock().unwrap().len();
+            std::thread::sleep(Duration::from_millis(500));
+            assert_eq!(
+                reports.lock().unwrap().len(),
+                n,
+                "{:?}",
+                reports.lock().unwrap()
+            );
+            stop.store(true, Ordering::Relaxed);
+        });
+        let r = reports.into_inner().unwrap();
+        assert_eq!(
+            r.iter().filter(|l| l.starts_with("repaired")).count(),
+            3,
+            "{r:?}"
+        );
+        let leftovers = std::fs::read_dir(&conf)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().contains("palisade-tmp"))
+            .count();
+        assert_eq!(leftovers, 0);
     }
 
     #[test]

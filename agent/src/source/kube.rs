@@ -4,12 +4,23 @@
 //! watchers' retry policy, their log while the API is away, and the rule
 //! that the agent only ever sees a consistent snapshot.
 //!
-//! * Each watcher lists, then watches. When it fails (the API server
-//!   unreachable or restarting, `410 Gone` after compaction, a 403), it is
-//!   started again from a fresh list after a short backoff (doubling from
-//!   [`RETRY_MIN`], capped at [`RETRY_MAX`], reset by a completed list), so
-//!   a change made during an outage is enforced soon after the server is
-//!   back.
+//! * Each watcher lists, then watches. Lists are paged
+//!   ([`KubeOptions::page_size`] objects per request, then `continue`) and
+//!   read the most recent state (a quorum read, not the API server's
+//!   cache). Watches ask for bookmarks (`allowWatchBookmarks`), so the
+//!   resourceVersion a watch resumes from advances while its kind is
+//!   quiet, and each watch request ends after
+//!   [`KubeOptions::watch_timeout_secs`] and is renewed from that
+//!   resourceVersion.
+//! * When a watcher fails (the API server unreachable or restarting, a
+//!   403), it is started again from a fresh list after a short backoff
+//!   (doubling from [`RETRY_MIN`], capped at [`RETRY_MAX`], reset once it
+//!   has run [`STABLE_AFTER`]; each wait drawn from its upper half, so
+//!   agents cut off together do not relist in step), so a change made
+//!   during an outage is enforced soon after the server is back. A
+//!   `410 Gone` (the resourceVersion a watch resumes from, or a list's
+//!   `continue` token, was compacted away) is no outage: the kind relists
+//!   at once (logged at info).
 //! * Updates go to the agent only while every kind has completed its
 //!   (re)list: changes arriving while any kind is still relisting are held
 //!   and sent together once all are current. After a reconnect the agent
@@ -41,6 +52,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use super::{Change, Kind, Object, SourceHandle, SourceProblem, SourceUpdate};
+use crate::config::KubeOptions;
 use crate::metrics::SourceMetrics;
 
 /// Most watch events folded into one update.
@@ -83,14 +95,20 @@ type Item = (Kind, Ev);
 /// Runs one kind's watcher until the receiver goes: each failure ends the
 /// watcher, and a new one (a fresh list) starts after the backoff, so the
 /// receiver sees `InitDone` once the kind is current again.
-async fn watch<K>(api: Api<K>, kind: Kind, wrap: fn(K) -> Object, tx: mpsc::Sender<Item>)
-where
+async fn watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    kind: Kind,
+    wrap: fn(K) -> Object,
+    tx: mpsc::Sender<Item>,
+) where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     let mut delay = RETRY_MIN;
     'restart: loop {
         let started = Instant::now();
-        let mut events = watcher(api.clone(), watcher::Config::default()).boxed();
+        let mut listed = false;
+        let mut events = watcher(api.clone(), config.clone()).boxed();
         let error = loop {
             let ev = match events.next().await {
                 Some(Ok(e)) => match e {
@@ -98,7 +116,10 @@ where
                     watcher::Event::Delete(o) => Ev::Delete(wrap(o)),
                     watcher::Event::Init => Ev::Init,
                     watcher::Event::InitApply(o) => Ev::InitApply(wrap(o)),
-                    watcher::Event::InitDone => Ev::InitDone,
+                    watcher::Event::InitDone => {
+                        listed = true;
+                        Ev::InitDone
+                    }
                 },
                 Some(Err(e)) if not_served(&e) => {
                     if tx.send((kind, Ev::Absent)).await.is_err() {
@@ -125,15 +146,52 @@ where
                 return;
             }
         };
+        // A watch that outlived the compaction of its resourceVersion
+        // relists at once; a list whose `continue` expired (or a 410 right
+        // after a list) backs off, so constant compaction cannot make a
+        // list storm.
+        let wait = if gone(&error) && listed {
+            Duration::ZERO
+        } else {
+            jittered(delay)
+        };
         let failed = Ev::Failed {
             error,
-            retry_in: delay,
+            retry_in: wait,
         };
         if tx.send((kind, failed)).await.is_err() {
             return;
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(RETRY_MAX);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+            delay = (delay * 2).min(RETRY_MAX);
+        }
+    }
+}
+
+/// A wait drawn uniformly from `[d/2, d]`: retries of many agents (or
+/// kinds) that failed together spread out instead of hitting the API
+/// server in step, and none waits longer than `d`.
+fn jittered(d: Duration) -> Duration {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    // A fresh randomly keyed hasher per call: random enough to spread
+    // retries, without a dependency.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    let frac = (h.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    d / 2 + d.mul_f64(frac / 2.0)
+}
+
+/// The API server answered `410 Gone`: a watch's resourceVersion or a
+/// list's `continue` token is older than the oldest it still has
+/// (compacted). Only a fresh list helps.
+fn gone(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::WatchError(s) => s.code == 410,
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code == 410,
+        _ => false,
     }
 }
 
@@ -232,13 +290,16 @@ impl Folder {
                            enforcing NetworkPolicy only; {kind} objects are enforced as soon \
                            as the CRD is installed");
                 }
-                st.absent = true;
                 st.buffer = None;
                 st.ready = true;
-                out.push(Change::Replace {
-                    kind,
-                    objects: Vec::new(),
-                });
+                // Rechecked every few seconds: only the first answer
+                // empties the kind (later ones would change nothing).
+                if !std::mem::replace(&mut st.absent, true) {
+                    out.push(Change::Replace {
+                        kind,
+                        objects: Vec::new(),
+                    });
+                }
             }
             Ev::InitDone => {
                 let objects = st.buffer.take().unwrap_or_default();
@@ -260,10 +321,18 @@ impl Folder {
             Ev::Failed { error, retry_in } => {
                 st.ready = false;
                 st.buffer = None;
-                st.last_failure = Some(Instant::now());
                 if let Some(m) = &metrics {
                     m.failed(kind);
                 }
+                if gone(&error) {
+                    // Compaction overtook this watch or list: no outage,
+                    // the kind relists and is current again.
+                    info!(%kind, resource = %resource(kind),
+                          retry_in_ms = retry_in.as_millis() as u64, %error,
+                          "resourceVersion expired (410 Gone): relisting {kind}");
+                    return;
+                }
+                st.last_failure = Some(Instant::now());
                 let text = error.to_string();
                 let now = Instant::now();
                 let first = st.down.is_none();
@@ -278,6 +347,7 @@ impl Folder {
                 if let Some(message) = forbidden(&error) {
                     let res = resource(kind);
                     let p = SourceProblem {
+                        stale: true,
                         origin: format!("Kubernetes {res}"),
                         message: format!(
                             "forbidden: this agent may not list and watch {res} cluster-wide \
@@ -381,42 +451,67 @@ pub fn api_access() -> Vec<(String, String, &'static str)> {
         .collect()
 }
 
-fn watch_kind(client: Client, kind: Kind, tx: mpsc::Sender<Item>) {
+/// The watcher configuration of `opts`: most recent (quorum) paged lists,
+/// bookmarks, the watch timeout.
+fn watcher_config(opts: KubeOptions) -> watcher::Config {
+    let mut c = watcher::Config::default()
+        .page_size(opts.page_size)
+        .timeout(opts.watch_timeout_secs);
+    c.list_semantic = watcher::ListSemantic::MostRecent;
+    c.bookmarks = true;
+    c
+}
+
+fn watch_kind(client: Client, opts: KubeOptions, kind: Kind, tx: mpsc::Sender<Item>) {
+    let config = watcher_config(opts);
     match kind {
         Kind::NetworkPolicy => tokio::spawn(watch(
             Api::<NetworkPolicy>::all(client),
+            config,
             kind,
             Object::policy,
             tx,
         )),
         Kind::Namespace => tokio::spawn(watch(
             Api::<Namespace>::all(client),
+            config,
             kind,
             Object::namespace,
             tx,
         )),
         Kind::ClusterNetworkPolicy => tokio::spawn(watch(
             Api::<ClusterNetworkPolicy>::all(client),
+            config,
             kind,
             Object::cluster_policy,
             tx,
         )),
-        Kind::Pod => tokio::spawn(watch(Api::<Pod>::all(client), kind, Object::pod, tx)),
+        Kind::Pod => tokio::spawn(watch(
+            Api::<Pod>::all(client),
+            config,
+            kind,
+            Object::pod,
+            tx,
+        )),
         // Not watched (see `WATCHED`).
         Kind::Unenforced => return,
     };
 }
 
-/// Starts the watchers of [`WATCHED`] on `client`.
+/// Starts the watchers of [`WATCHED`] on `client` (default options).
 pub fn spawn(client: Client) -> SourceHandle {
-    spawn_observed(client, None)
+    spawn_observed(client, KubeOptions::default(), None)
 }
 
-/// [`spawn`], counting failures and relists in `metrics`.
-pub fn spawn_observed(client: Client, metrics: Option<SourceMetrics>) -> SourceHandle {
+/// [`spawn`] with `opts`, counting failures and relists in `metrics`.
+pub fn spawn_observed(
+    client: Client,
+    opts: KubeOptions,
+    metrics: Option<SourceMetrics>,
+) -> SourceHandle {
     let (events_tx, mut events) = mpsc::channel::<Item>(256);
     for kind in WATCHED {
-        watch_kind(client.clone(), kind, events_tx.clone());
+        watch_kind(client.clone(), opts, kind, events_tx.clone());
     }
     drop(events_tx);
     let (tx, updates) = mpsc::channel(16);
@@ -496,4 +591,87 @@ pub fn spawn_observed(client: Client, metrics: Option<SourceMetrics>) -> SourceH
         }
     });
     SourceHandle { updates, rescan }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_are_jittered_within_the_upper_half() {
+        for d in [RETRY_MIN, RETRY_MAX, Duration::from_millis(400)] {
+            let waits: Vec<Duration> = (0..64).map(|_| jittered(d)).collect();
+            assert!(
+                waits.iter().all(|w| *w >= d / 2 && *w <= d),
+                "{d:?}: {waits:?}"
+            );
+            let distinct: std::collections::BTreeSet<_> = waits.iter().collect();
+            assert!(distinct.len() > 32, "{d:?}: barely random: {waits:?}");
+            // Spread over the range, not bunched at one end.
+            let low = waits.iter().filter(|w| **w < d * 3 / 4).count();
+            assert!(
+                (8..=56).contains(&low),
+                "{d:?}: {low} of 64 in the lower quarter"
+            );
+        }
+    }
+
+    fn status(code: u16) -> Box<kube::core::Status> {
+        Box::new(kube::core::Status {
+            code,
+            message: "too old resource version: 5 (9)".into(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn gone_is_told_from_other_failures() {
+        assert!(gone(&watcher::Error::WatchError(status(410))));
+        assert!(gone(&watcher::Error::InitialListFailed(kube::Error::Api(
+            status(410)
+        ))));
+        assert!(!gone(&watcher::Error::WatchError(status(500))));
+        assert!(!gone(&watcher::Error::InitialListFailed(kube::Error::Api(
+            status(403)
+        ))));
+    }
+
+    #[test]
+    fn the_watcher_pages_asks_for_bookmarks_and_reads_the_latest() {
+        let c = watcher_config(KubeOptions {
+            page_size: 2,
+            watch_timeout_secs: 7,
+        });
+        assert_eq!(c.page_size, Some(2));
+        assert_eq!(c.timeout, Some(7));
+        assert!(c.bookmarks);
+        assert_eq!(c.list_semantic, watcher::ListSemantic::MostRecent);
+    }
+
+    /// A 410 is no outage: the kind is not current until it has relisted,
+    /// but it is not reported down and its relist is not delayed.
+    #[test]
+    fn gone_relists_without_an_outage() {
+        let mut f = Folder::default();
+        let mut out = Vec::new();
+        for kind in WATCHED {
+            f.fold(kind, Ev::Init, &mut out);
+            f.fold(kind, Ev::InitDone, &mut out);
+        }
+        assert!(f.ready());
+        f.fold(
+            Kind::Pod,
+            Ev::Failed {
+                error: watcher::Error::WatchError(status(410)),
+                retry_in: Duration::ZERO,
+            },
+            &mut out,
+        );
+        assert!(!f.ready(), "held until the relist completes");
+        assert!(f.kinds[&Kind::Pod].down.is_none());
+        assert!(f.problems().is_none());
+        f.fold(Kind::Pod, Ev::Init, &mut out);
+        f.fold(Kind::Pod, Ev::InitDone, &mut out);
+        assert!(f.ready());
+    }
 }

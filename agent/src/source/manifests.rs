@@ -359,6 +359,7 @@ impl ManifestDir {
         self.errors
             .values()
             .map(|e| SourceProblem {
+                stale: false,
                 origin: e.file.display().to_string(),
                 message: e.to_string(),
             })

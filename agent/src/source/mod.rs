@@ -234,6 +234,9 @@ pub enum Change {
 /// report): the previous content of the faulty input stays in force.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceProblem {
+    /// The source cannot follow changes (it may not watch a resource):
+    /// what is enforced may be out of date, so the agent is not ready.
+    pub stale: bool,
     /// Where (file, document, object).
     pub origin: String,
     /// What.

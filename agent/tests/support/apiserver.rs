@@ -27,9 +27,15 @@ pub const AGENT_TOKEN: &str = "palisade-agent-token";
 /// `palisade` service account of `kube-system`, which `deploy/rbac.yaml`
 /// binds.
 pub fn start_api_for_agent() -> Result<ApiServer, ApiServerError> {
-    ApiServerSpec::new()
-        .service_account(AGENT_TOKEN, "kube-system", "palisade")
-        .start()
+    start_api_for_agent_with(|s| s)
+}
+
+/// [`start_api_for_agent`] with the server's spec changed by `f` (flags,
+/// audit log, ...).
+pub fn start_api_for_agent_with(
+    f: impl FnOnce(ApiServerSpec) -> ApiServerSpec,
+) -> Result<ApiServer, ApiServerError> {
+    f(ApiServerSpec::new().service_account(AGENT_TOKEN, "kube-system", "palisade")).start()
 }
 
 /// `deploy/rbac.yaml`'s documents, parsed.
