@@ -6,7 +6,8 @@
 //! are real API objects; `status.podIPs` is patched as a kubelet would.
 //!
 //! * the shipped RBAC suffices: the agent syncs and enforces, and follows
-//!   policy and label changes;
+//!   policy and label changes; `palisade sync` right after a write answers
+//!   with the write enforced;
 //! * a role lacking one verb makes the agent fail visibly, naming the
 //!   resource, and not ready (`/readyz` 503) although it listed; it
 //!   recovers once the role is fixed;
@@ -270,6 +271,43 @@ fn shipped_rbac_syncs_and_enforces() {
     // (initial, policy, relabel, delete), relabels possibly in one.
     let rev = agent.sync_ok();
     assert!(rev >= 3, "revision {rev}");
+
+    // `palisade sync` answers with what the API server held when it was
+    // asked: right after a write returns, a sync puts it in the maps
+    // (without it the watch event may still be on its way).
+    for round in 0..10u16 {
+        let port = 8000 + round;
+        apply(
+            &api,
+            Api::<NetworkPolicy>::namespaced(api.client(), "prod"),
+            web_policy("a", port),
+        );
+        agent.sync_ok();
+        let out = std::process::Command::new(BIN)
+            .args([
+                "policy",
+                "get",
+                "prod/web-ingress",
+                "-o",
+                "json",
+                "--socket",
+            ])
+            .arg(&agent.socket)
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("round {round}: {e}: {out:?}"));
+        let ports: Vec<&str> = v["endpoints"][0]["entries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["ports"].as_str())
+            .collect();
+        assert!(
+            !ports.is_empty() && ports.iter().all(|p| *p == port.to_string()),
+            "round {round}: sync answered before the write was enforced: {v}"
+        );
+    }
     let log = agent.log_text();
     assert!(!log.contains("cannot watch"), "{log}");
 }

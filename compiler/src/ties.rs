@@ -18,13 +18,13 @@
 //! are reported without checking addresses, so the report may name a pair
 //! whose traffic does not actually meet; it never misses one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use palisade_common::{IDENTITY_ANY, IdentityKind, TierCodes, identity_kind, tier_code};
 
 use crate::cluster::{TierRow, compute_tier_row, positions};
 use crate::engine::Engine;
-use crate::model::{PolicyRef, Tier};
+use crate::model::{Action, PolicyRef, Tier};
 use crate::state::PodRef;
 use crate::verdicts::PortCodes;
 
@@ -57,23 +57,51 @@ pub(crate) fn priority_overlaps(e: &Engine) -> Vec<PriorityOverlap> {
         }
     }
     groups.retain(|_, names| names.len() > 1);
-    if groups.is_empty() {
-        return Vec::new();
-    }
     let positions = positions(&e.cluster_policies);
     let mut found: BTreeMap<(Tier, u16, &str, &str, u8), Vec<PodRef>> = BTreeMap::new();
-    for (pod, ep) in e.eps.iter() {
-        let Some(st) = e.pods.get(pod) else {
+    for (&(tier, priority), names) in &groups {
+        // Only pairs with rules of different actions in one direction can
+        // conflict; only endpoints both select.
+        let mut pairs: Vec<(&str, &str, u8)> = Vec::new();
+        for (i, a) in names.iter().enumerate() {
+            for b in &names[i + 1..] {
+                for dir in 0..2u8 {
+                    let actions = |n: &str| -> BTreeSet<Action> {
+                        e.cluster_policies[n].rules[dir as usize]
+                            .iter()
+                            .map(|r| r.action)
+                            .collect()
+                    };
+                    let (x, y) = (actions(a), actions(b));
+                    if !x.is_empty() && !y.is_empty() && (x.len() > 1 || x != y) {
+                        pairs.push((a, b, dir));
+                    }
+                }
+            }
+        }
+        if pairs.is_empty() {
             continue;
-        };
-        for (&(tier, priority), names) in &groups {
-            // Each policy's own codes for this endpoint, by name.
-            let rows: Vec<(&str, TierRow)> = names
-                .iter()
-                .filter(|n| ep.tiers.contains(&PolicyRef::cluster(n)))
-                .filter_map(|n| {
-                    let state = e.policies.get(&PolicyRef::cluster(n))?;
-                    let obj = e.cluster_policies.get(*n)?;
+        }
+        let selected = |n: &str| e.policies.get(&PolicyRef::cluster(n)).map(|st| &st.selected);
+        // Each policy's own codes for an endpoint, computed once.
+        let mut rows: BTreeMap<(&str, &PodRef), TierRow> = BTreeMap::new();
+        for (a, b, dir) in pairs {
+            let (Some(sa), Some(sb)) = (selected(a), selected(b)) else {
+                continue;
+            };
+            for pod in sa.intersection(sb) {
+                let Some(st) = e.pods.get(pod) else {
+                    continue;
+                };
+                for n in [a, b] {
+                    if rows.contains_key(&(n, pod)) {
+                        continue;
+                    }
+                    let (Some(state), Some(obj)) =
+                        (e.policies.get(&PolicyRef::cluster(n)), e.cluster_policies.get(n))
+                    else {
+                        continue;
+                    };
                     let row = compute_tier_row(
                         &st.obj,
                         &[(state, obj)],
@@ -82,35 +110,30 @@ pub(crate) fn priority_overlaps(e: &Engine) -> Vec<PriorityOverlap> {
                         &e.identities,
                         None,
                     );
-                    Some((*n, row))
-                })
-                .collect();
-            for (i, (a, row_a)) in rows.iter().enumerate() {
-                for (b, row_b) in &rows[i + 1..] {
-                    for dir in 0..2u8 {
-                        if conflict(row_a, row_b, dir, tier) {
-                            found
-                                .entry((tier, priority, a, b, dir))
-                                .or_default()
-                                .push(pod.clone());
-                        }
-                    }
+                    rows.insert((n, pod), row);
+                }
+                let (Some(ra), Some(rb)) = (rows.get(&(a, pod)), rows.get(&(b, pod))) else {
+                    continue;
+                };
+                if conflict(ra, rb, dir, tier) {
+                    found
+                        .entry((tier, priority, a, b, dir))
+                        .or_default()
+                        .push(pod.clone());
                 }
             }
         }
     }
     found
         .into_iter()
-        .map(
-            |((tier, priority, a, b, direction), pods)| PriorityOverlap {
-                tier: tier.as_str(),
-                priority,
-                first: a.to_string(),
-                second: b.to_string(),
-                direction,
-                pods,
-            },
-        )
+        .map(|((tier, priority, a, b, direction), pods)| PriorityOverlap {
+            tier: tier.as_str(),
+            priority,
+            first: a.to_string(),
+            second: b.to_string(),
+            direction,
+            pods,
+        })
         .collect()
 }
 

@@ -39,6 +39,11 @@
 //!   the list is retried every [`ABSENT_RECHECK`], so tiers are enforced
 //!   soon after the CRD is installed, without a restart. A CRD removed
 //!   takes its objects with it, which the same rule follows.
+//! * `palisade sync` (a rescan request) relists every kind: it is answered
+//!   once each kind has completed a list started after the request (a
+//!   quorum read), so a change the API server accepted before `sync` is
+//!   in the answer's maps. A watch alone gives no such point: its events
+//!   may still be on the way.
 
 use std::time::{Duration, Instant};
 
@@ -79,10 +84,17 @@ enum Ev {
     Delete(Object),
     Init,
     InitApply(Object),
-    InitDone,
+    /// The list is complete; it started at relist `generation` (see
+    /// [`spawn_observed`]).
+    InitDone {
+        generation: u64,
+    },
     /// The API server does not serve the kind (`404`: its CRD is not
-    /// installed); listed again after [`ABSENT_RECHECK`].
-    Absent,
+    /// installed) as of relist `generation`; listed again after
+    /// [`ABSENT_RECHECK`] or at the next relist request.
+    Absent {
+        generation: u64,
+    },
     /// The watcher failed and is started again after `retry_in`.
     Failed {
         error: watcher::Error,
@@ -94,23 +106,36 @@ type Item = (Kind, Ev);
 
 /// Runs one kind's watcher until the receiver goes: each failure ends the
 /// watcher, and a new one (a fresh list) starts after the backoff, so the
-/// receiver sees `InitDone` once the kind is current again.
+/// receiver sees `InitDone` once the kind is current again. A new value of
+/// `relist` (a rescan request) ends the watcher too and lists afresh at
+/// once.
 async fn watch<K>(
     api: Api<K>,
     config: watcher::Config,
     kind: Kind,
     wrap: fn(K) -> Object,
     tx: mpsc::Sender<Item>,
+    mut relist: tokio::sync::watch::Receiver<u64>,
 ) where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     let mut delay = RETRY_MIN;
     'restart: loop {
+        let generation = *relist.borrow_and_update();
         let started = Instant::now();
         let mut listed = false;
         let mut events = watcher(api.clone(), config.clone()).boxed();
         let error = loop {
-            let ev = match events.next().await {
+            let next = tokio::select! {
+                next = events.next() => next,
+                changed = relist.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    continue 'restart;
+                }
+            };
+            let ev = match next {
                 Some(Ok(e)) => match e {
                     watcher::Event::Apply(o) => Ev::Apply(wrap(o)),
                     watcher::Event::Delete(o) => Ev::Delete(wrap(o)),
@@ -118,15 +143,18 @@ async fn watch<K>(
                     watcher::Event::InitApply(o) => Ev::InitApply(wrap(o)),
                     watcher::Event::InitDone => {
                         listed = true;
-                        Ev::InitDone
+                        Ev::InitDone { generation }
                     }
                 },
                 Some(Err(e)) if not_served(&e) => {
-                    if tx.send((kind, Ev::Absent)).await.is_err() {
+                    if tx.send((kind, Ev::Absent { generation })).await.is_err() {
                         return;
                     }
                     delay = RETRY_MIN;
-                    tokio::time::sleep(ABSENT_RECHECK).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(ABSENT_RECHECK) => {}
+                        changed = relist.changed() => if changed.is_err() { return },
+                    }
                     continue 'restart;
                 }
                 Some(Err(e)) => {
@@ -243,6 +271,9 @@ struct KindState {
     last_failure: Option<Instant>,
     /// Its resource is not served (the CRD is not installed).
     absent: bool,
+    /// The relist generation of its last completed list (or "not served"
+    /// answer).
+    generation: u64,
 }
 
 struct Down {
@@ -283,7 +314,8 @@ impl Folder {
                 st.buffer = Some(Vec::new());
             }
             Ev::InitApply(o) => st.buffer.get_or_insert_with(Vec::new).push(o),
-            Ev::Absent => {
+            Ev::Absent { generation } => {
+                st.generation = generation;
                 if !st.absent {
                     warn!(%kind, resource = %resource(kind),
                           "{kind} is not served by the API server (its CRD is not installed): \
@@ -301,7 +333,8 @@ impl Folder {
                     });
                 }
             }
-            Ev::InitDone => {
+            Ev::InitDone { generation } => {
+                st.generation = generation;
                 let objects = st.buffer.take().unwrap_or_default();
                 if std::mem::take(&mut st.absent) {
                     info!(%kind, objects = objects.len(), "{kind} is served now: enforcing it");
@@ -401,6 +434,11 @@ impl Folder {
         self.kinds.values().all(|k| k.ready)
     }
 
+    /// The relist generation every kind has completed.
+    fn generation(&self) -> u64 {
+        self.kinds.values().map(|k| k.generation).min().unwrap_or(0)
+    }
+
     /// The current problems, if they changed since last sent.
     fn problems(&mut self) -> Option<Vec<SourceProblem>> {
         let now: Vec<SourceProblem> = self
@@ -462,7 +500,13 @@ fn watcher_config(opts: KubeOptions) -> watcher::Config {
     c
 }
 
-fn watch_kind(client: Client, opts: KubeOptions, kind: Kind, tx: mpsc::Sender<Item>) {
+fn watch_kind(
+    client: Client,
+    opts: KubeOptions,
+    kind: Kind,
+    tx: mpsc::Sender<Item>,
+    relist: tokio::sync::watch::Receiver<u64>,
+) {
     let config = watcher_config(opts);
     match kind {
         Kind::NetworkPolicy => tokio::spawn(watch(
@@ -471,6 +515,7 @@ fn watch_kind(client: Client, opts: KubeOptions, kind: Kind, tx: mpsc::Sender<It
             kind,
             Object::policy,
             tx,
+            relist,
         )),
         Kind::Namespace => tokio::spawn(watch(
             Api::<Namespace>::all(client),
@@ -478,6 +523,7 @@ fn watch_kind(client: Client, opts: KubeOptions, kind: Kind, tx: mpsc::Sender<It
             kind,
             Object::namespace,
             tx,
+            relist,
         )),
         Kind::ClusterNetworkPolicy => tokio::spawn(watch(
             Api::<ClusterNetworkPolicy>::all(client),
@@ -485,6 +531,7 @@ fn watch_kind(client: Client, opts: KubeOptions, kind: Kind, tx: mpsc::Sender<It
             kind,
             Object::cluster_policy,
             tx,
+            relist,
         )),
         Kind::Pod => tokio::spawn(watch(
             Api::<Pod>::all(client),
@@ -492,6 +539,7 @@ fn watch_kind(client: Client, opts: KubeOptions, kind: Kind, tx: mpsc::Sender<It
             kind,
             Object::pod,
             tx,
+            relist,
         )),
         // Not watched (see `WATCHED`).
         Kind::Unenforced => return,
@@ -510,8 +558,16 @@ pub fn spawn_observed(
     metrics: Option<SourceMetrics>,
 ) -> SourceHandle {
     let (events_tx, mut events) = mpsc::channel::<Item>(256);
+    // Each rescan request bumps the generation: every kind lists afresh.
+    let (relist_tx, relist) = tokio::sync::watch::channel(0u64);
     for kind in WATCHED {
-        watch_kind(client.clone(), opts, kind, events_tx.clone());
+        watch_kind(
+            client.clone(),
+            opts,
+            kind,
+            events_tx.clone(),
+            relist.clone(),
+        );
     }
     drop(events_tx);
     let (tx, updates) = mpsc::channel(16);
@@ -521,7 +577,9 @@ pub fn spawn_observed(
             metrics,
             ..Folder::default()
         };
-        let mut waiting: Vec<u64> = Vec::new();
+        // Rescan tokens with the relist generation that answers them.
+        let mut waiting: Vec<(u64, u64)> = Vec::new();
+        let mut generation = 0u64;
         // Changes not sent yet because some kind is (re)listing.
         let mut held: Vec<Change> = Vec::new();
         let mut sent_synced = false;
@@ -543,7 +601,11 @@ pub fn spawn_observed(
                     }
                 }
                 t = rescan_rx.recv() => match t {
-                    Some(t) => waiting.push(t),
+                    Some(t) => {
+                        generation += 1;
+                        let _ = relist_tx.send(generation);
+                        waiting.push((t, generation));
+                    }
                     None => return,
                 },
             }
@@ -563,7 +625,15 @@ pub fn spawn_observed(
                 }
                 continue;
             }
-            if held.is_empty() && waiting.is_empty() && problems.is_none() && sent_synced {
+            // The requests every kind has relisted for are answered.
+            let listed = folder.generation();
+            let answered = waiting
+                .iter()
+                .filter(|(_, g)| *g <= listed)
+                .map(|(t, _)| *t)
+                .max();
+            waiting.retain(|(_, g)| *g > listed);
+            if held.is_empty() && answered.is_none() && problems.is_none() && sent_synced {
                 continue;
             }
             if sent_synced && held.iter().any(|c| matches!(c, Change::Replace { .. })) {
@@ -575,13 +645,10 @@ pub fn spawn_observed(
             if let Some(m) = &folder.metrics {
                 m.synced();
             }
-            // Every rescan request waiting is answered by the first update
-            // sent once synced (the watch already delivers current state).
-            let token = waiting.drain(..).max();
             let update = SourceUpdate {
                 changes: std::mem::take(&mut held),
                 synced,
-                token,
+                token: answered,
                 problems,
             };
             sent_synced = true;
@@ -648,6 +715,32 @@ mod tests {
         assert_eq!(c.list_semantic, watcher::ListSemantic::MostRecent);
     }
 
+    /// A rescan is answered once every kind has listed since: the
+    /// generation is the least any kind has completed; a kind not served
+    /// counts as listed.
+    #[test]
+    fn the_relist_generation_is_the_slowest_kinds() {
+        let mut f = Folder::default();
+        let mut out = Vec::new();
+        for kind in WATCHED {
+            f.fold(kind, Ev::InitDone { generation: 0 }, &mut out);
+        }
+        assert_eq!(f.generation(), 0);
+        for kind in [Kind::NetworkPolicy, Kind::Namespace] {
+            f.fold(kind, Ev::Init, &mut out);
+            f.fold(kind, Ev::InitDone { generation: 1 }, &mut out);
+        }
+        assert_eq!(f.generation(), 0, "pods have not listed again");
+        f.fold(
+            Kind::ClusterNetworkPolicy,
+            Ev::Absent { generation: 2 },
+            &mut out,
+        );
+        f.fold(Kind::Pod, Ev::InitDone { generation: 2 }, &mut out);
+        assert_eq!(f.generation(), 1);
+        assert!(f.ready());
+    }
+
     /// A 410 is no outage: the kind is not current until it has relisted,
     /// but it is not reported down and its relist is not delayed.
     #[test]
@@ -656,7 +749,7 @@ mod tests {
         let mut out = Vec::new();
         for kind in WATCHED {
             f.fold(kind, Ev::Init, &mut out);
-            f.fold(kind, Ev::InitDone, &mut out);
+            f.fold(kind, Ev::InitDone { generation: 0 }, &mut out);
         }
         assert!(f.ready());
         f.fold(
@@ -671,7 +764,7 @@ mod tests {
         assert!(f.kinds[&Kind::Pod].down.is_none());
         assert!(f.problems().is_none());
         f.fold(Kind::Pod, Ev::Init, &mut out);
-        f.fold(Kind::Pod, Ev::InitDone, &mut out);
+        f.fold(Kind::Pod, Ev::InitDone { generation: 0 }, &mut out);
         assert!(f.ready());
     }
 }
