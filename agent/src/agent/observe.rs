@@ -297,6 +297,7 @@ impl Agent {
             SourceProblemKind::Pod,
             SourceProblemKind::NetworkPolicy,
             SourceProblemKind::ClusterNetworkPolicy,
+            SourceProblemKind::Node,
         ]
         .into_iter()
         .map(|k| (k, 0))
@@ -308,6 +309,7 @@ impl Agent {
                 ObjectKind::Pod => SourceProblemKind::Pod,
                 ObjectKind::NetworkPolicy => SourceProblemKind::NetworkPolicy,
                 ObjectKind::ClusterNetworkPolicy => SourceProblemKind::ClusterNetworkPolicy,
+                ObjectKind::Node => SourceProblemKind::Node,
             };
             *problems.entry(k).or_default() += 1;
         }

@@ -210,6 +210,11 @@ pub struct TierReport {
     /// Its action: `Accept`, `Deny` or `Pass`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
+    /// The rule's peer that matched, by kind and place among the rule's
+    /// peers of that kind (`nodes #1`: its second `nodes` peer;
+    /// `networks #0`: its first CIDR); absent when every peer matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
 }
 
 /// One end.
@@ -319,6 +324,8 @@ fn rule_report(
                     .map(|(i, _)| i)
             })
             .or(Some(k)),
+        // Only ClusterNetworkPolicy rules have nodes peers.
+        PeerMatch::Nodes(j) => Some(j),
     };
     let port_index = match &m.port {
         PortMatch::Any => None,
@@ -359,6 +366,12 @@ fn side_report(
         policies: policies.to_vec(),
         rule: m.map(|m| m.rule.to_string()),
         action: m.map(|m| m.rule.action.to_string()),
+        peer: m.and_then(|m| match m.peer {
+            PeerMatch::All => None,
+            PeerMatch::Selector(j) => Some(format!("pods/namespaces #{j}")),
+            PeerMatch::Block(k) => Some(format!("networks #{k}")),
+            PeerMatch::Nodes(j) => Some(format!("nodes #{j}")),
+        }),
     };
     let mut tiers = Vec::new();
     if !j.admin_selecting.is_empty() {
@@ -460,7 +473,17 @@ fn chain(s: &SideReport, other: &str, what: &str) -> String {
     let mut steps = Vec::new();
     let tier = |name: &str| s.tiers.iter().find(|t| t.tier == name);
     let tier_step = |label: &str, t: &TierReport| match &t.rule {
-        Some(rule) => format!("[{label}] {} by {rule}", t.action.as_deref().unwrap_or("")),
+        Some(rule) => {
+            let peer = t
+                .peer
+                .as_ref()
+                .map(|p| format!(" (peer: {p})"))
+                .unwrap_or_default();
+            format!(
+                "[{label}] {} by {rule}{peer}",
+                t.action.as_deref().unwrap_or("")
+            )
+        }
         None => format!("[{label}] no rule of {} matches", t.policies.join(", ")),
     };
     if let Some(t) = tier("admin") {
