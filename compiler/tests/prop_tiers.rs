@@ -601,8 +601,10 @@ fn the_model_check_can_fail() {
 /// policy denying egress to infra nodes: a model that drops the IPv6
 /// addresses or the selector errs.
 fn nodes_cluster() -> Cluster {
-    let mut c = Cluster::default();
-    c.hosts = hosts();
+    let mut c = Cluster {
+        hosts: hosts(),
+        ..Cluster::default()
+    };
     c.add_pod(pod("a", "p0", &[], NODE, &["192.0.2.0", "2001:db8::"], &[]));
     c.add_node(node(
         "n0",
