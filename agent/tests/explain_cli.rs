@@ -222,6 +222,61 @@ fn agent_commands_without_an_agent() {
     }
 }
 
+/// A `nodes` peer is named as such: Node objects from the manifests, the
+/// rule's second peer a nodes peer selecting them.
+#[test]
+fn offline_names_a_nodes_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("nodes.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: prod}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: prod}\n\
+         spec: {containers: [{name: c}]}\n---\n\
+         apiVersion: v1\nkind: Node\nmetadata: {name: n1, labels: {kubernetes.io/os: linux}}\n\
+         status: {addresses: [{type: InternalIP, address: 198.19.0.1}, \
+         {type: InternalIP, address: '2001:db8:fab::1'}]}\n---\n\
+         apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n\
+         metadata: {name: no-nodes}\nspec: {tier: Admin, priority: 5, subject: {namespaces: {}}, \
+         egress: [{name: kubelet, action: Deny, to: [{networks: [203.0.113.0/24]}, \
+         {nodes: {matchLabels: {kubernetes.io/os: linux}}}]}]}\n",
+    )
+    .unwrap();
+    for to in ["198.19.0.1", "2001:db8:fab::1"] {
+        let (rc, out, err) = run(&[
+            "explain",
+            "-f",
+            f.to_str().unwrap(),
+            "--from",
+            "prod/web",
+            "--to",
+            to,
+            "--port",
+            "10250/TCP",
+        ]);
+        assert_eq!(rc, 1, "{out}{err}");
+        assert!(
+            out.contains(
+                "egress of prod/web: denied: [Admin] Deny by ClusterNetworkPolicy \
+                 admin/no-nodes egress[0] \"kubelet\" (priority 5, Deny) (peer: nodes #0)\n"
+            ),
+            "{out}"
+        );
+    }
+    let (rc, out, _) = run(&[
+        "explain",
+        "-f",
+        f.to_str().unwrap(),
+        "--from",
+        "prod/web",
+        "--to",
+        "198.19.0.2",
+        "--port",
+        "10250/TCP",
+    ]);
+    assert_eq!(rc, 0, "{out}");
+}
+
 /// ClusterNetworkPolicies: the walk through the tiers on the examples of
 /// `examples/` (the demo's last step), in text and JSON, and a policy kind
 /// Palisade does not enforce named as such.
@@ -258,7 +313,8 @@ fn offline_walks_the_tiers() {
     assert!(
         out.contains(
             "egress of production/frontend: denied: [Admin] Deny by ClusterNetworkPolicy \
-             admin/deny-metadata egress[0] \"cloud-metadata\" (priority 10, Deny)\n"
+             admin/deny-metadata egress[0] \"cloud-metadata\" (priority 10, Deny) \
+             (peer: networks #0)\n"
         ),
         "{out}"
     );

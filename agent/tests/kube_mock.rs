@@ -1,5 +1,5 @@
 //! The Kubernetes source against a mock API server (tower-test): realistic
-//! list and watch JSON for NetworkPolicies, Namespaces and Pods, an API
+//! list and watch JSON for NetworkPolicies, Namespaces, Pods and Nodes, an API
 //! that fails its first list (503), a watch that ends with `410 Gone` and
 //! the relist after it. No cluster, no privileges.
 
@@ -58,6 +58,18 @@ fn netpol(name: &str, rv: &str) -> Value {
                                         "kubectl.kubernetes.io/last-applied-configuration": "{}"},
                         "managedFields": [{"manager": "kubectl", "operation": "Update"}]},
            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}})
+}
+
+fn node(name: &str, rv: &str) -> Value {
+    json!({"metadata": {"name": name, "resourceVersion": rv, "uid": format!("uid-{name}"),
+                        "labels": {"kubernetes.io/os": "linux", "kubernetes.io/hostname": name},
+                        "annotations": {"node.alpha.kubernetes.io/ttl": "0"}},
+           "spec": {"podCIDR": "198.18.1.0/24"},
+           "status": {"addresses": [{"type": "InternalIP", "address": "198.19.0.1"},
+                                    {"type": "InternalIP", "address": "2001:db8:fab::1"},
+                                    {"type": "Hostname", "address": name}],
+                      "conditions": [{"type": "Ready", "status": "True"}],
+                      "images": [{"names": ["nginx:1"], "sizeBytes": 1}]}})
 }
 
 fn event(kind: &str, obj: Value) -> Value {
@@ -136,6 +148,10 @@ async fn api(mut handle: tower_test::mock::Handle<Request<Body>, Response<MockBo
                     )],
                     false,
                 ),
+            ),
+            ("/api/v1/nodes", false, _) => (
+                200,
+                body(&[list("Node", "v1", "10", vec![node("n1", "4")])], false),
             ),
             ("/api/v1/namespaces", true, 1) => {
                 (200, body(&[event("ADDED", ns("dev", "11"))], true))
@@ -225,6 +241,7 @@ async fn lists_watches_relists_and_survives_api_errors() {
     pos("replace Namespace [prod]");
     pos("replace NetworkPolicy [deny]");
     pos("upsert Namespace dev");
+    pos("replace Node [n1]");
     assert!(
         pos("replace Pod [web]") < pos("upsert Pod prod/web"),
         "{names:?}"
@@ -246,6 +263,22 @@ async fn lists_watches_relists_and_survives_api_errors() {
         [("app".to_string(), "web-v2".to_string())]
     );
     assert_eq!(modified.uid.as_deref(), Some("uid-web"));
+    let node = all
+        .iter()
+        .find_map(|c| match c {
+            Change::Replace { objects, .. } => objects.iter().find_map(|o| match o {
+                Object::Node(n) => Some(n.clone()),
+                _ => None,
+            }),
+            _ => None,
+        })
+        .expect("node listed");
+    // A Node keeps its name, labels and addresses, nothing else.
+    assert_eq!(node.metadata.labels.as_ref().map(BTreeMap::len), Some(2));
+    assert!(node.metadata.annotations.is_none() && node.spec.is_none());
+    let st = node.status.as_ref().unwrap();
+    assert!(st.conditions.is_none() && st.images.is_none());
+    assert_eq!(st.addresses.as_ref().map(Vec::len), Some(3));
     let policy = all
         .iter()
         .find_map(|c| match c {

@@ -392,7 +392,9 @@ fn main() {
     let cnp = |r: usize| cluster_policy(ci, if r.is_multiple_of(2) { 9101 } else { 9001 });
     stats(
         "cluster policy update",
-        measure(&mut c, RUNS, |c, r| c.apply_cluster_policy(&cnp(r)).unwrap()),
+        measure(&mut c, RUNS, |c, r| {
+            c.apply_cluster_policy(&cnp(r)).unwrap()
+        }),
     );
     let moved = |r: usize| {
         let mut p = cluster_policy(ci, 9001);
@@ -401,7 +403,9 @@ fn main() {
     };
     stats(
         "cluster policy priority change",
-        measure(&mut c, RUNS, |c, r| c.apply_cluster_policy(&moved(r)).unwrap()),
+        measure(&mut c, RUNS, |c, r| {
+            c.apply_cluster_policy(&moved(r)).unwrap()
+        }),
     );
     // A namespace relabelled (env prod <-> dev): namespaceSelectors of
     // every namespace's policies re-evaluate it.

@@ -12,6 +12,21 @@
 //! cluster policies whose subject selects them in `EpState::tiers`, apart
 //! from the NetworkPolicies of `selecting` (which isolate).
 //!
+//! # Nodes peers
+//!
+//! A `nodes` peer selects Node objects by label and matches "the IPs
+//! present in the node.Status.Addresses field" of each. The shape of a
+//! rule ([`shape_rule`]) adds every address of every node a `nodes`
+//! selector of the rule selects to its blocks as a `/32` or `/128`, so a
+//! nodes peer is compiled exactly as a `networks` peer of those prefixes:
+//! each becomes a region (`cidr.rs`) in the ipcache's LPM maps, and this
+//! node's own addresses, whose exact entries carry their region beside
+//! `IDENTITY_HOST`, match it too (the node's exemption is for ingress
+//! only, so pod → node egress is judged by these entries like any other
+//! flow). [`Engine::set_node`] re-shapes every policy whose shape a node
+//! change alters; the commit's ordering then applies to the change as to
+//! any other policy edit.
+//!
 //! # Ranks
 //!
 //! A tier consults its policies by ascending `priority`, then (for equal
@@ -26,14 +41,15 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use ipnet::IpNet;
 use palisade_common::{IDENTITY_ANY, TierCodes, direction, endpoint_flags, tier_code};
 
 use crate::engine::Engine;
 use crate::error::Reason;
 use crate::identity::Identities;
 use crate::model::{
-    Action, ClusterPolicyObj, NamedPorts, Peers, PodObj, PolicyObj, PolicyRef, Tier, TierRule,
-    resolve_named,
+    Action, ClusterPolicyObj, IpBlock, NamedPorts, NodeObj, Peers, PodObj, PolicyObj, PolicyRef,
+    Rule, Tier, TierRule, resolve_named,
 };
 use crate::ports::CLASSES;
 use crate::rules::{PolicyState, RowDirt};
@@ -64,11 +80,42 @@ impl PolicyRef {
     }
 }
 
+/// The NetworkPolicy-shaped rule of a cluster policy rule: its `nodes`
+/// peers become blocks of their nodes' addresses, after the `networks`
+/// blocks (see the module documentation).
+pub(crate) fn shape_rule(r: &TierRule, nodes: &BTreeMap<String, NodeObj>) -> Rule {
+    let mut rule = r.rule.clone();
+    if r.nodes.is_empty() {
+        return rule;
+    }
+    if let Peers::Listed { blocks, .. } = &mut rule.peers {
+        let mut seen: BTreeSet<IpNet> = blocks.iter().map(|b| b.cidr).collect();
+        for sel in &r.nodes {
+            for node in nodes.values().filter(|n| sel.matches(&n.labels)) {
+                for addr in &node.addrs {
+                    let cidr = IpNet::from(*addr);
+                    if seen.insert(cidr) {
+                        blocks.push(IpBlock {
+                            cidr,
+                            except: Vec::new(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    rule
+}
+
 /// The NetworkPolicy-shaped rules of a cluster policy (for the shared
-/// matching machinery): a direction without rules is `None`.
-pub(crate) fn shape(obj: &ClusterPolicyObj) -> PolicyObj {
+/// matching machinery), with the nodes `nodes` peers select: a direction
+/// without rules is `None`.
+pub(crate) fn shape(obj: &ClusterPolicyObj, nodes: &BTreeMap<String, NodeObj>) -> PolicyObj {
     let rules = |dir: usize| {
-        let rs: Vec<_> = obj.rules[dir].iter().map(|r| r.rule.clone()).collect();
+        let rs: Vec<_> = obj.rules[dir]
+            .iter()
+            .map(|r| shape_rule(r, nodes))
+            .collect();
         (!rs.is_empty()).then_some(rs)
     };
     PolicyObj {
@@ -322,14 +369,75 @@ impl Engine {
         name: String,
         new: Option<ClusterPolicyObj>,
     ) -> Result<(), Reason> {
-        let key = PolicyRef::cluster(&name);
-        let old = self.cluster_policies.get(&name).cloned();
-        if let (Some(o), Some(n)) = (&old, &new)
+        if let (Some(o), Some(n)) = (self.cluster_policies.get(&name), &new)
             && **o == *n
         {
             return Ok(());
         }
-        let shaped = new.as_ref().map(shape);
+        self.put_cluster_policy(name, new)
+    }
+
+    /// Sets (or with `None` removes) a Node: re-shapes every cluster
+    /// policy whose `nodes` peers now match other addresses. Fails only
+    /// if a new address cannot get a region identity; the previous
+    /// version of the node then stays, for every policy.
+    pub(crate) fn set_node(&mut self, name: &str, new: Option<NodeObj>) -> Result<(), Reason> {
+        let old = self.nodes.get(name).cloned();
+        if old == new {
+            return Ok(());
+        }
+        let put = |nodes: &mut BTreeMap<String, NodeObj>, n: Option<NodeObj>| match n {
+            Some(n) => {
+                nodes.insert(name.to_string(), n);
+            }
+            None => {
+                nodes.remove(name);
+            }
+        };
+        put(&mut self.nodes, new);
+        let affected: Vec<String> = self
+            .cluster_policies
+            .iter()
+            .filter(|(_, p)| p.has_nodes())
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut done = Vec::new();
+        for pname in affected {
+            let Some(obj) = self.cluster_policies.get(&pname).cloned() else {
+                continue;
+            };
+            let shaped = shape(&obj, &self.nodes);
+            let current = self.policies.get(&PolicyRef::cluster(&pname));
+            if current.is_some_and(|st| *st.obj == shaped) {
+                continue;
+            }
+            if let Err(e) = self.put_cluster_policy(pname.clone(), Some((*obj).clone())) {
+                // Back to the old node everywhere: the prefixes just
+                // released are still registered, so acquiring them again
+                // cannot fail.
+                put(&mut self.nodes, old);
+                for d in done {
+                    if let Some(obj) = self.cluster_policies.get(&d).cloned() {
+                        let _ = self.put_cluster_policy(d, Some((*obj).clone()));
+                    }
+                }
+                return Err(e);
+            }
+            done.push(pname);
+        }
+        Ok(())
+    }
+
+    /// Sets (or with `None` removes) a ClusterNetworkPolicy, shaped with
+    /// the current nodes, even if it is unchanged.
+    fn put_cluster_policy(
+        &mut self,
+        name: String,
+        new: Option<ClusterPolicyObj>,
+    ) -> Result<(), Reason> {
+        let key = PolicyRef::cluster(&name);
+        let old = self.cluster_policies.get(&name).cloned();
+        let shaped = new.as_ref().map(|n| shape(n, &self.nodes));
         let new_prefixes = shaped.as_ref().map(|s| s.prefixes()).unwrap_or_default();
         self.acquire_prefixes(&new_prefixes)?;
         if let Some(o) = &old {

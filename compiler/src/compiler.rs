@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -162,6 +162,42 @@ impl Compiler {
             .remove(&ObjectRef::new(ObjectKind::ClusterNetworkPolicy, "", name));
         // Removing never needs a new identity, so it cannot fail.
         let _ = self.engine.set_cluster_policy(name.to_string(), None);
+    }
+
+    /// Creates or updates a Node (its labels and addresses are what
+    /// ClusterNetworkPolicy `nodes` peers match). An invalid object is
+    /// listed among the rejections and changes nothing: the last valid
+    /// version of it stays in force.
+    pub fn apply_node(&mut self, node: &Node) -> Result<(), CompileError> {
+        let mut obj = Self::meta_ref(ObjectKind::Node, &node.metadata);
+        obj.namespace.clear();
+        let (name, n) = self.record(obj.clone(), validate::node(node))?;
+        let applied = self
+            .engine
+            .set_node(&name, Some(n))
+            .map_err(|reason| CompileError {
+                object: obj.clone(),
+                field: "status.addresses".into(),
+                reason: Box::new(reason),
+            });
+        self.record(obj, applied)
+    }
+
+    /// Deletes a Node.
+    pub fn delete_node(&mut self, name: &str) {
+        self.rejections
+            .remove(&ObjectRef::new(ObjectKind::Node, "", name));
+        // Removing never needs a new identity, so it cannot fail.
+        let _ = self.engine.set_node(name, None);
+    }
+
+    /// Every known Node (valid and applied) with its addresses.
+    pub fn nodes(&self) -> Vec<(String, Vec<IpAddr>)> {
+        self.engine
+            .nodes
+            .iter()
+            .map(|(n, o)| (n.clone(), o.addrs.iter().copied().collect()))
+            .collect()
     }
 
     /// Every enforced ClusterNetworkPolicy rule, with the code the

@@ -1,11 +1,12 @@
 //! The incremental engine: owns the cluster model (this node's name,
-//! namespaces, pods) and the registries derived from it — valid policies
+//! namespaces, pods, Nodes) and the registries derived from it — valid policies
 //! (`policies.rs`), pod identities (`identity.rs`), address claims and
 //! regions (`ipcache.rs`), local endpoints (`endpoints.rs`), the audit
 //! scope (`audit.rs`) — and the record of what the next commit must
 //! recompute (`dirty.rs`). Its setters (`set_namespace`, `set_pod`,
 //! `set_policy`, `set_host_addresses`, `set_audit_all`) are the only
-//! writers of the model; each updates the registries eagerly and marks the
+//! writers of the model (with `set_cluster_policy` and `set_node` of
+//! `cluster.rs`); each updates the registries eagerly and marks the
 //! affected outputs dirty. Which local endpoints each policy selects is
 //! kept here, on both sides (`EpState::selecting`, `PolicyState::selected`).
 //!
@@ -28,7 +29,7 @@ use crate::identity::{Identities, IdentityKey};
 use crate::ipcache::Ipcache;
 use crate::membership::{self, Update};
 use crate::model::{
-    ClusterPolicyObj, NamespaceObj, PodObj, PolicyObj, PolicyRef, default_namespace_labels,
+    ClusterPolicyObj, NamespaceObj, NodeObj, PodObj, PolicyObj, PolicyRef, default_namespace_labels,
 };
 use crate::policies::Policies;
 use crate::rules::{PodState, PolicyState, RuleState, World};
@@ -44,6 +45,8 @@ pub(crate) struct Engine {
     pub(crate) policies: Policies,
     /// Valid ClusterNetworkPolicies by name.
     pub(crate) cluster_policies: BTreeMap<String, Arc<ClusterPolicyObj>>,
+    /// Valid Nodes by name (what `nodes` peers select, see `cluster.rs`).
+    pub(crate) nodes: BTreeMap<String, NodeObj>,
     pub(crate) identities: Identities,
     pub(crate) ipcache: Ipcache,
     pub(crate) eps: Endpoints,
@@ -60,6 +63,7 @@ impl Engine {
             pods: BTreeMap::new(),
             policies: Policies::default(),
             cluster_policies: BTreeMap::new(),
+            nodes: BTreeMap::new(),
             identities: Identities::default(),
             ipcache: Ipcache::default(),
             eps: Endpoints::default(),

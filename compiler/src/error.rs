@@ -16,6 +16,8 @@ pub enum ObjectKind {
     NetworkPolicy,
     /// `policy.networking.k8s.io/v1alpha2/ClusterNetworkPolicy` (cluster-scoped).
     ClusterNetworkPolicy,
+    /// `v1/Node` (cluster-scoped).
+    Node,
 }
 
 impl fmt::Display for ObjectKind {
@@ -25,6 +27,7 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Pod => "Pod",
             ObjectKind::NetworkPolicy => "NetworkPolicy",
             ObjectKind::ClusterNetworkPolicy => "ClusterNetworkPolicy",
+            ObjectKind::Node => "Node",
         })
     }
 }

@@ -14,7 +14,8 @@
 //! exemption, then the Admin tier's first matching rule (by priority, then
 //! name, then written order), then NetworkPolicy for a pod it isolates,
 //! then the Baseline tier's first matching rule. Each side names the
-//! deciding rule of each tier, or that none matched. Audited
+//! deciding rule of each tier, or that none matched; a `nodes` peer is
+//! named as such ([`PeerMatch::Nodes`]). Audited
 //! ClusterNetworkPolicies are not enforced and not reported yet.
 //!
 //! The matching mirrors the compiled entries exactly, including their one
@@ -90,8 +91,12 @@ pub enum PeerMatch {
     /// The `n`th podSelector/namespaceSelector peer of the rule (counting
     /// only such peers, in order).
     Selector(usize),
-    /// The `n`th ipBlock peer of the rule (counting only ipBlocks).
+    /// The `n`th ipBlock peer of the rule (counting only ipBlocks; a
+    /// ClusterNetworkPolicy's `networks` peers count one per CIDR).
     Block(usize),
+    /// The `n`th `nodes` peer of a ClusterNetworkPolicy rule (counting
+    /// only such peers): it selects a node that has the peer's address.
+    Nodes(usize),
 }
 
 /// Which port of a rule matched.
@@ -457,14 +462,39 @@ fn judge(e: &Engine, local: &PodRef, dir: u8, peer: &End, q: &Query) -> Judgemen
         let consulted = cluster::consulted(e, tier, dir, local);
         let names = consulted.iter().map(|(n, _, _)| n.to_string()).collect();
         let first_hit = |(name, p, position): &(&str, &ClusterPolicyObj, u32)| {
-            let shaped = cluster::shape(p);
+            let shaped = cluster::shape(p, &e.nodes);
             let policy = PolicyName::new("", *name);
             let hits = matching_rules(
                 e, &world, &policy, &shaped, dir, local, peer, q.protocol, q.port,
             );
-            hits.into_iter()
-                .min_by_key(|m| m.rule)
-                .map(|m| (cluster::rule_name(name, p, *position, dir, m.rule), m))
+            let first = hits.iter().map(|m| m.rule).min()?;
+            let rule = &p.rules[dir as usize][first];
+            // Blocks past the rule's own `networks` are its nodes'
+            // addresses: name the nodes peer (preferred over a network
+            // that also holds the address).
+            let own = match &rule.rule.peers {
+                Peers::Listed { blocks, .. } => blocks.len(),
+                Peers::All => 0,
+            };
+            let node_peer = rule.nodes.iter().position(|sel| {
+                e.nodes
+                    .values()
+                    .any(|n| sel.matches(&n.labels) && n.addrs.contains(&peer.addr))
+            });
+            let mut hits: Vec<RuleMatch> = hits.into_iter().filter(|m| m.rule == first).collect();
+            for m in &mut hits {
+                if let (PeerMatch::Block(k), Some(j)) = (m.peer, node_peer)
+                    && k >= own
+                {
+                    m.peer = PeerMatch::Nodes(j);
+                }
+            }
+            let m = hits
+                .iter()
+                .find(|m| matches!(m.peer, PeerMatch::Nodes(_)))
+                .or(hits.first())?
+                .clone();
+            Some((cluster::rule_name(name, p, *position, dir, m.rule), m))
         };
         let hits: Vec<_> = consulted
             .iter()

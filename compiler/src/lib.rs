@@ -26,7 +26,8 @@
 //! Feed every watch event to [`Compiler::apply_namespace`],
 //! [`Compiler::apply_pod`], [`Compiler::apply_policy`],
 //! [`Compiler::apply_cluster_policy`] (create or update; ClusterNetworkPolicy
-//! objects are the [`api`] types) or the `delete_*` functions, then call [`Compiler::commit`] to get the
+//! objects are the [`api`] types), [`Compiler::apply_node`] (what `nodes`
+//! peers select) or the `delete_*` functions, then call [`Compiler::commit`] to get the
 //! [`Diff`]: apply its [`MapOp`]s in order. Batching many events before one
 //! commit is cheaper than committing after each (the initial sync should
 //! apply everything, then commit once). [`Compiler::state`] is the state
@@ -72,7 +73,9 @@
 //!   `policy.networking.k8s.io/v1alpha2`): validated against the v0.2.0
 //!   CRD and its CEL rules (`validate_cluster.rs`, which also documents
 //!   the fail-closed reading of peers of unknown kinds and what is refused:
-//!   `nodes` and `domainNames` peers). Every local pod a policy's subject
+//!   `domainNames` peers). A `nodes` peer matches every address of
+//!   `status.addresses` of every Node it selects, as `/32` and `/128`
+//!   regions, following Node changes. Every local pod a policy's subject
 //!   selects gets `TIERED_*` flags in the directions it has rules, and its
 //!   entries carry each tier's first matching rule per port as a tier code
 //!   (`cluster.rs`); [`Compiler::tier_rules`] names the codes.

@@ -240,6 +240,16 @@ pub(crate) struct PolicyRef {
     pub(crate) name: String,
 }
 
+/// A Node, validated: what a ClusterNetworkPolicy `nodes` peer matches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct NodeObj {
+    /// `metadata.labels`.
+    pub(crate) labels: Labels,
+    /// Every IP address of `status.addresses` (any type), sorted, without
+    /// duplicates.
+    pub(crate) addrs: BTreeSet<IpAddr>,
+}
+
 /// A ClusterNetworkPolicy tier (`spec.tier`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Tier {
@@ -315,6 +325,11 @@ pub(crate) struct TierRule {
     /// every protocol (all four classes full), as a NetworkPolicy rule
     /// without ports. See `validate_cluster.rs`.
     pub(crate) rule: Rule,
+    /// The `nodes` peers' selectors, in written order (never with
+    /// [`Peers::All`]): every address of every node one of them selects
+    /// joins `rule`'s blocks as a `/32` or `/128` when the engine shapes
+    /// the rule (`cluster.rs`).
+    pub(crate) nodes: Vec<Selector>,
 }
 
 /// A ClusterNetworkPolicy, validated.
@@ -332,4 +347,11 @@ pub(crate) struct ClusterPolicyObj {
     pub(crate) rules: [Vec<TierRule>; 2],
     /// Audit mode (`policy.palisade.dev/mode: audit`).
     pub(crate) audit: bool,
+}
+
+impl ClusterPolicyObj {
+    /// Whether some rule has a `nodes` peer.
+    pub(crate) fn has_nodes(&self) -> bool {
+        self.rules.iter().flatten().any(|r| !r.nodes.is_empty())
+    }
 }

@@ -82,7 +82,11 @@ pub(crate) fn priority_overlaps(e: &Engine) -> Vec<PriorityOverlap> {
         if pairs.is_empty() {
             continue;
         }
-        let selected = |n: &str| e.policies.get(&PolicyRef::cluster(n)).map(|st| &st.selected);
+        let selected = |n: &str| {
+            e.policies
+                .get(&PolicyRef::cluster(n))
+                .map(|st| &st.selected)
+        };
         // Each policy's own codes for an endpoint, computed once.
         let mut rows: BTreeMap<(&str, &PodRef), TierRow> = BTreeMap::new();
         for (a, b, dir) in pairs {
@@ -97,9 +101,10 @@ pub(crate) fn priority_overlaps(e: &Engine) -> Vec<PriorityOverlap> {
                     if rows.contains_key(&(n, pod)) {
                         continue;
                     }
-                    let (Some(state), Some(obj)) =
-                        (e.policies.get(&PolicyRef::cluster(n)), e.cluster_policies.get(n))
-                    else {
+                    let (Some(state), Some(obj)) = (
+                        e.policies.get(&PolicyRef::cluster(n)),
+                        e.cluster_policies.get(n),
+                    ) else {
                         continue;
                     };
                     let row = compute_tier_row(
@@ -126,14 +131,16 @@ pub(crate) fn priority_overlaps(e: &Engine) -> Vec<PriorityOverlap> {
     }
     found
         .into_iter()
-        .map(|((tier, priority, a, b, direction), pods)| PriorityOverlap {
-            tier: tier.as_str(),
-            priority,
-            first: a.to_string(),
-            second: b.to_string(),
-            direction,
-            pods,
-        })
+        .map(
+            |((tier, priority, a, b, direction), pods)| PriorityOverlap {
+                tier: tier.as_str(),
+                priority,
+                first: a.to_string(),
+                second: b.to_string(),
+                direction,
+                pods,
+            },
+        )
         .collect()
 }
 

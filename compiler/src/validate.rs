@@ -17,7 +17,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort,
 };
@@ -26,7 +26,7 @@ use palisade_common::{direction, proto};
 
 use crate::error::{CompileError, FieldError, ObjectKind, ObjectRef, Reason};
 use crate::model::{
-    IpBlock, NAMESPACE_NAME_LABEL, NamedPorts, NamespaceObj, PeerSelector, Peers, PodObj,
+    IpBlock, NAMESPACE_NAME_LABEL, NamedPorts, NamespaceObj, NodeObj, PeerSelector, Peers, PodObj,
     PolicyObj, PolicyRef, Rule, RulePorts,
 };
 use crate::ports::{PortSet, class_index};
@@ -128,6 +128,54 @@ fn ip(value: &str, path: &str) -> Result<IpAddr, FieldError> {
             },
         )
     })
+}
+
+/// The `status.addresses` types that must hold an IP address.
+const NODE_IP_TYPES: [&str; 2] = ["InternalIP", "ExternalIP"];
+
+/// Validates a Node (cluster-scoped); returns its name and what `nodes`
+/// peers match: its labels and every address of `status.addresses` that
+/// is an IP, whatever its type. An `InternalIP` or `ExternalIP` entry
+/// that is not an IP address is an error (never skipped: a Deny rule
+/// would then miss the address the node really has).
+pub(crate) fn node(node: &Node) -> Result<(String, NodeObj), CompileError> {
+    let name = node.metadata.name.clone().unwrap_or_default();
+    let obj = ObjectRef::new(ObjectKind::Node, "", name.clone());
+    if name.is_empty() {
+        return Err(FieldError::new("metadata.name", Reason::Required).on(obj));
+    }
+    if node
+        .metadata
+        .namespace
+        .as_deref()
+        .is_some_and(|n| !n.is_empty())
+    {
+        return Err(FieldError::new(
+            "metadata.namespace",
+            Reason::ClusterScoped {
+                kind: ObjectKind::Node,
+            },
+        )
+        .on(obj));
+    }
+    let labels = node.metadata.labels.clone().unwrap_or_default();
+    check_labels(&labels, "metadata.labels").map_err(|e| e.on(obj.clone()))?;
+    let mut addrs = BTreeSet::new();
+    let listed = node.status.as_ref().and_then(|s| s.addresses.as_ref());
+    for (i, a) in listed.into_iter().flatten().enumerate() {
+        let path = format!("status.addresses[{i}].address");
+        match IpAddr::from_str(&a.address) {
+            Ok(addr) => {
+                addrs.insert(addr);
+            }
+            Err(_) if NODE_IP_TYPES.contains(&a.type_.as_str()) => {
+                return Err(ip(&a.address, &path).expect_err("not an IP").on(obj));
+            }
+            // A host or DNS name.
+            Err(_) => {}
+        }
+    }
+    Ok((name, NodeObj { labels, addrs }))
 }
 
 /// Validates a pod.

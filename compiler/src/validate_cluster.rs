@@ -36,10 +36,13 @@
 //! string, and a name no container port can carry simply matches nothing,
 //! which is what the API means.
 //!
-//! Refused although valid: `nodes` and `domainNames` peers ("... are not
-//! supported yet"), after the schema checks. `domainNames` is Accept-only,
-//! so refusing never loosens; a refused `nodes` rule keeps the last valid
-//! version of its object in force.
+//! `nodes` peers keep their selector: the engine matches it against the
+//! Node objects it knows and puts every address of every selected node
+//! into the rule as a `/32` or `/128` block (`cluster.rs`).
+//!
+//! Refused although valid: `domainNames` peers ("... are not supported
+//! yet"), after the schema checks. `domainNames` is Accept-only, so
+//! refusing never loosens.
 //!
 //! Unknown enumeration values (`tier`, `action`) are refused, as the v0.2.0
 //! CRD's enums do; the API defines no fail-closed reading for them.
@@ -330,6 +333,7 @@ impl PeerFields<'_> {
 enum PeerKind {
     Selector(PeerSelector),
     Networks(Vec<IpNet>),
+    Nodes(Selector),
     /// Valid, but not enforced by this version: refuse the object (at this
     /// path) once the schema checks pass.
     Unsupported(String, &'static str),
@@ -366,9 +370,8 @@ fn peer(p: &PeerFields, allowed: &'static str, path: &str) -> Result<PeerKind, F
         }));
     }
     if let Some(nodes) = p.nodes {
-        let at = format!("{path}.nodes");
-        Selector::compile(nodes, &at)?;
-        return Ok(PeerKind::Unsupported(at, "nodes peers"));
+        let nodes = Selector::compile(nodes, &format!("{path}.nodes"))?;
+        return Ok(PeerKind::Nodes(nodes));
     }
     if let Some(nets) = p.networks {
         return networks(nets, &format!("{path}.networks")).map(PeerKind::Networks);
@@ -626,13 +629,16 @@ fn rule(path: &str, r: RuleFields) -> Result<TierRule, FieldError> {
             name,
             action,
             rule: Rule { peers, ports },
+            nodes: Vec::new(),
         });
     }
     let mut selectors = Vec::new();
     let mut blocks: Vec<IpBlock> = Vec::new();
+    let mut nodes = Vec::new();
     for p in peers {
         match p {
             PeerKind::Selector(s) => selectors.push(s),
+            PeerKind::Nodes(s) => nodes.push(s),
             PeerKind::Networks(nets) => {
                 for cidr in nets {
                     if !blocks.iter().any(|b| b.cidr == cidr) {
@@ -676,5 +682,6 @@ fn rule(path: &str, r: RuleFields) -> Result<TierRule, FieldError> {
             peers: Peers::Listed { selectors, blocks },
             ports,
         },
+        nodes,
     })
 }

@@ -23,6 +23,15 @@ const BAD: &str = "203.0.113.7";
 /// Outside every prefix the tests name.
 const GOOD: &str = "198.51.100.9";
 
+/// This node's addresses (node-1).
+const HOST4: &str = "192.0.2.10";
+const HOST6: &str = "2001:db8:fab::1";
+/// node-2's addresses, and the one it moves to.
+const N2_V4: &str = "192.0.2.20";
+const N2_V6: &str = "2001:db8:fab::2";
+const N2_MOVED: &str = "192.0.2.21";
+const NODE_ADDRS: [&str; 5] = [HOST4, HOST6, N2_V4, N2_V6, N2_MOVED];
+
 fn cnp(name: &str, spec: Value) -> ClusterNetworkPolicy {
     serde_json::from_value(json!({
         "apiVersion": "policy.networking.k8s.io/v1alpha2",
@@ -42,6 +51,7 @@ fn step(c: &mut Compiler, f: impl FnOnce(&mut Compiler)) {
     let new = c.state().clone();
     let extra: BTreeSet<_> = [WEB, DB, TOOL, BAD, GOOD, "203.0.113.8"]
         .into_iter()
+        .chain(NODE_ADDRS)
         .map(ip)
         .collect();
     let probes = probes(&old, &new, &extra, &[53, 80, 81, 443, 8080, 9090]);
@@ -481,6 +491,10 @@ impl Objects {
         for p in self.cnps.values() {
             c.apply_cluster_policy(p).unwrap();
         }
+        for n in self.cluster.nodes.values() {
+            c.apply_node(n).unwrap();
+        }
+        c.set_host_addresses(self.cluster.hosts.clone());
         c.commit();
         c
     }
@@ -914,4 +928,269 @@ fn codes_beyond_a_table_fail_closed_and_are_reported() {
     c.commit();
     assert_eq!(c.state().tier_overflows().count(), 0);
     assert!(inn(&c, "prod/web", TOOL, 80) && inn(&c, "prod/web", TOOL, 1000));
+}
+
+// ----- nodes peers ---------------------------------------------------------
+
+/// node-1 (this node: worker) and node-2 (infra), both Linux, dual-stack.
+fn with_nodes(c: &mut Compiler) {
+    step(c, |c| {
+        c.set_host_addresses(vec![ip(HOST4), ip(HOST6)]);
+        c.apply_node(&node_1(&[("role", "worker")])).unwrap();
+        c.apply_node(&node_2(N2_V4)).unwrap();
+    });
+}
+
+fn node_1(extra: &[(&str, &str)]) -> k8s_openapi::api::core::v1::Node {
+    let mut labels = vec![("kubernetes.io/os", "linux")];
+    labels.extend_from_slice(extra);
+    node(
+        NODE,
+        &labels,
+        &[
+            ("InternalIP", HOST4),
+            ("InternalIP", HOST6),
+            ("Hostname", NODE),
+        ],
+    )
+}
+
+fn node_2(v4: &str) -> k8s_openapi::api::core::v1::Node {
+    node(
+        "node-2",
+        &[("kubernetes.io/os", "linux"), ("role", "infra")],
+        &[("InternalIP", v4), ("InternalIP", N2_V6)],
+    )
+}
+
+fn deny_to_nodes(selector: Value) -> ClusterNetworkPolicy {
+    cnp(
+        "no-nodes",
+        json!({"tier": "Admin", "priority": 10, "subject": {"namespaces": {"matchLabels": {"team": "prod"}}},
+            "egress": [{"name": "not-the-nodes", "action": "Deny", "to": [{"nodes": selector}]}]}),
+    )
+}
+
+#[test]
+fn a_nodes_peer_selects_nodes_by_label_both_families() {
+    let mut c = env();
+    with_nodes(&mut c);
+    apply(
+        &mut c,
+        deny_to_nodes(json!({"matchLabels": {"role": "infra"}})),
+    );
+    for addr in [N2_V4, N2_V6] {
+        assert!(!out(&c, "prod/web", addr, 22), "{addr}");
+        assert!(!verdict(
+            &c,
+            "prod/web",
+            direction::EGRESS,
+            addr,
+            proto::UDP,
+            53
+        ));
+        assert!(!verdict(&c, "prod/web", direction::EGRESS, addr, ICMP, 0));
+        // The subject is prod only.
+        assert!(out(&c, "dev/tool", addr, 22), "{addr}");
+    }
+    // node-1 is not infra; pods and the outside are not nodes.
+    for addr in [HOST4, HOST6, DB, GOOD] {
+        assert!(out(&c, "prod/web", addr, 22), "{addr}");
+    }
+}
+
+#[test]
+fn an_empty_nodes_selector_selects_every_node_this_one_included() {
+    let mut c = env();
+    with_nodes(&mut c);
+    apply(&mut c, deny_to_nodes(json!({})));
+    // This node's addresses resolve to the host identity in the exact
+    // ipcache; their region still carries the rule.
+    for addr in [HOST4, HOST6, N2_V4, N2_V6] {
+        assert!(!out(&c, "prod/web", addr, 10250), "{addr}");
+        assert!(!out(&c, "prod/db", addr, 10250), "{addr}");
+    }
+    assert!(out(&c, "prod/web", DB, 80) && out(&c, "prod/web", GOOD, 80));
+    // Egress rules only: the node's traffic to the pods is not affected.
+    assert!(inn(&c, "prod/web", HOST4, 8080));
+}
+
+#[test]
+fn accept_to_nodes_before_a_deny_of_everything() {
+    let mut c = env();
+    with_nodes(&mut c);
+    // The upstream conformance shape: accept one port on Linux nodes,
+    // deny nodes and the internet after it.
+    apply(
+        &mut c,
+        cnp(
+            "nodes-then-world",
+            json!({"tier": "Admin", "priority": 75, "subject": {"namespaces": {}},
+                "egress": [
+                    {"action": "Accept", "to": [{"nodes": {"matchLabels": {"kubernetes.io/os": "linux"}}}],
+                        "protocols": [{"tcp": {"destinationPort": {"number": 10250}}}]},
+                    {"action": "Deny", "to": [{"nodes": {"matchLabels": {"kubernetes.io/os": "linux"}}},
+                        {"networks": ["0.0.0.0/0", "::/0"]}]}]}),
+        ),
+    );
+    for addr in [HOST4, HOST6, N2_V4, N2_V6] {
+        for pod in ["prod/web", "dev/tool"] {
+            assert!(out(&c, pod, addr, 10250), "{pod} -> {addr}");
+            assert!(!out(&c, pod, addr, 10251), "{pod} -> {addr}");
+            assert!(!verdict(
+                &c,
+                pod,
+                direction::EGRESS,
+                addr,
+                proto::UDP,
+                10250
+            ));
+        }
+    }
+    assert!(!out(&c, "prod/web", GOOD, 10250));
+    assert!(!out(&c, "prod/web", DB, 10250));
+}
+
+#[test]
+fn nodes_peers_follow_node_changes() {
+    let mut c = env();
+    with_nodes(&mut c);
+    apply(
+        &mut c,
+        deny_to_nodes(json!({"matchLabels": {"role": "infra"}})),
+    );
+    assert!(out(&c, "prod/web", HOST4, 22) && out(&c, "prod/web", HOST6, 22));
+    // node-1 relabelled infra: its addresses are denied too.
+    step(&mut c, |c| {
+        c.apply_node(&node_1(&[("role", "infra")])).unwrap()
+    });
+    assert!(!out(&c, "prod/web", HOST4, 22) && !out(&c, "prod/web", HOST6, 22));
+    // node-2 moves to another IPv4 address: the old one is free, the new
+    // one denied, its IPv6 address still denied.
+    assert!(out(&c, "prod/web", N2_MOVED, 22));
+    step(&mut c, |c| c.apply_node(&node_2(N2_MOVED)).unwrap());
+    assert!(out(&c, "prod/web", N2_V4, 22));
+    assert!(!out(&c, "prod/web", N2_MOVED, 22) && !out(&c, "prod/web", N2_V6, 22));
+    // An invalid update keeps the last valid version (fail closed).
+    let mut bad = node_2(N2_V4);
+    bad.metadata.labels = None;
+    bad.status.as_mut().unwrap().addresses.as_mut().unwrap()[0].address = "192.0.2.999".into();
+    step(&mut c, |c| {
+        let err = c.apply_node(&bad).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"Node node-2: status.addresses[0].address: invalid IP address "192.0.2.999""#
+        );
+    });
+    assert!(!out(&c, "prod/web", N2_MOVED, 22));
+    // node-2 deleted: its addresses are ordinary outside addresses.
+    step(&mut c, |c| c.delete_node("node-2"));
+    assert!(out(&c, "prod/web", N2_MOVED, 22) && out(&c, "prod/web", N2_V6, 22));
+    assert!(c.rejections().is_empty());
+    // node-1 relabelled back: nothing is denied any more.
+    step(&mut c, |c| c.apply_node(&node_1(&[])).unwrap());
+    assert!(out(&c, "prod/web", HOST4, 22) && out(&c, "prod/web", HOST6, 22));
+}
+
+#[test]
+fn nodes_changes_incrementally_equal_compiling_from_scratch() {
+    let mut objs = Objects::default();
+    let mut c = env();
+    for (n, team) in [("prod", "prod"), ("dev", "dev")] {
+        objs.cluster.add_ns(ns(n, &[("team", team)]));
+    }
+    let serve = [
+        ("http", "TCP", 8080),
+        ("metrics", "TCP", 9090),
+        ("dns", "UDP", 53),
+    ];
+    for (n, name, app, addr) in [
+        ("prod", "web", "web", WEB),
+        ("prod", "db", "db", DB),
+        ("dev", "tool", "tool", TOOL),
+    ] {
+        objs.cluster
+            .add_pod(pod(n, name, &[("app", app)], NODE, &[addr], &serve));
+    }
+    let check = |c: &Compiler, objs: &Objects, what: &str| {
+        assert_eq!(canon(c), canon(&objs.compile()), "after {what}");
+    };
+    // The policy before any node, then nodes arriving, changing, leaving.
+    let p = deny_to_nodes(
+        json!({"matchExpressions": [{"key": "role", "operator": "In", "values": ["infra"]}]}),
+    );
+    step(&mut c, |c| c.apply_cluster_policy(&p).unwrap());
+    objs.cnps.insert("no-nodes".into(), p);
+    check(&c, &objs, "the policy");
+    step(&mut c, |c| c.set_host_addresses(vec![ip(HOST4), ip(HOST6)]));
+    objs.cluster.hosts = vec![ip(HOST4), ip(HOST6)];
+    for (what, n) in [
+        ("node-1", node_1(&[])),
+        ("node-2", node_2(N2_V4)),
+        ("node-1 infra", node_1(&[("role", "infra")])),
+        ("node-2 moved", node_2(N2_MOVED)),
+    ] {
+        step(&mut c, |c| c.apply_node(&n).unwrap());
+        objs.cluster.add_node(n);
+        check(&c, &objs, what);
+    }
+    // A NetworkPolicy allowing the node addresses as an ipBlock shares
+    // their regions.
+    let netpol = np(
+        "prod",
+        "web",
+        json!({"podSelector": {}, "egress": [{"to": [{"ipBlock": {"cidr": "192.0.2.20/32"}}]}]}),
+    );
+    step(&mut c, |c| c.apply_policy(&netpol).unwrap());
+    objs.cluster.add_policy(netpol);
+    check(&c, &objs, "a NetworkPolicy on a node address");
+    step(&mut c, |c| c.delete_node("node-2"));
+    objs.cluster.nodes.remove("node-2");
+    check(&c, &objs, "node-2 deleted");
+    step(&mut c, |c| c.delete_cluster_policy("no-nodes"));
+    objs.cnps.remove("no-nodes");
+    check(&c, &objs, "the policy deleted");
+    step(&mut c, |c| c.delete_node(NODE));
+    objs.cluster.nodes.remove(NODE);
+    check(&c, &objs, "node-1 deleted");
+}
+
+#[test]
+fn explain_names_the_nodes_peer() {
+    use palisade_compiler::{PeerMatch, Query, Side};
+    let mut c = env();
+    with_nodes(&mut c);
+    apply(
+        &mut c,
+        cnp(
+            "nodes-then-world",
+            json!({"tier": "Admin", "priority": 75, "subject": {"namespaces": {}},
+                "egress": [
+                    {"name": "world", "action": "Deny", "to": [{"pods": {"podSelector": {"matchLabels": {"app": "db"}}}},
+                        {"networks": ["0.0.0.0/0"]},
+                        {"nodes": {"matchLabels": {"role": "worker"}}},
+                        {"nodes": {"matchLabels": {"role": "infra"}}}]}]}),
+        ),
+    );
+    let ask = |to: &str| {
+        c.explain(&Query {
+            from: Side::Pod(PodRef::new("prod", "web")),
+            to: Side::Addr(ip(to)),
+            protocol: proto::TCP,
+            port: 22,
+            enforce_host: false,
+        })
+        .unwrap()
+    };
+    for (addr, peer) in [
+        (N2_V4, PeerMatch::Nodes(1)),
+        (HOST4, PeerMatch::Nodes(0)),
+        (GOOD, PeerMatch::Block(0)),
+    ] {
+        let e = ask(addr);
+        assert!(!e.allowed(), "{addr}");
+        let m = e.egress.unwrap().admin.unwrap();
+        assert_eq!(m.rule.name.as_deref(), Some("world"));
+        assert_eq!(m.peer, peer, "{addr}");
+    }
 }

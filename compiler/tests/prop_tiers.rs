@@ -5,12 +5,14 @@
 //!
 //! * (a) the compiled maps, read as the datapath reads them (`sim`), give
 //!   the model's verdict for every local pod, both directions, every
-//!   interesting peer address (pods, node, network edges, outsiders),
+//!   interesting peer address (pods, this node, Node objects' addresses,
+//!   network edges, outsiders),
 //!   TCP/UDP/SCTP on ports around every generated port and range edge, and
 //!   another protocol;
 //! * (b) CNP creations, updates (valid or rejected) and deletions, pod and
 //!   namespace relabels, pod replacements and deletions, namespace
-//!   deletions, committed one at a time (and, in a second property, up to
+//!   deletions, Node creations, updates (labels, addresses; valid or
+//!   rejected) and deletions, committed one at a time (and, in a second property, up to
 //!   three per commit): every diff, replayed op
 //!   by op, never allows a flow neither its old nor its new state allows,
 //!   ends in the new state, and the final state equals compiling the final
@@ -31,7 +33,7 @@ use std::net::IpAddr;
 use common::generate::*;
 use common::tiers::{Model, Step};
 use common::*;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use palisade_common::{direction, proto};
 use palisade_compiler::api::ClusterNetworkPolicy;
 use palisade_compiler::{Compiler, Decider, ExplainError, PodRef, Query, Side, reconcile};
@@ -98,6 +100,11 @@ enum Op {
     Relabel(usize, Value),
     Ns(Box<Namespace>),
     Pod(Box<Pod>),
+    /// A Node created, relabelled or readdressed.
+    Node(Box<Node>),
+    /// An invalid version of a Node: rejected, the last valid one stays.
+    BadNode(Box<Node>),
+    DelNode(&'static str),
 }
 
 fn arb_op(slots: Vec<&'static str>) -> impl Strategy<Value = Op> {
@@ -111,6 +118,9 @@ fn arb_op(slots: Vec<&'static str>) -> impl Strategy<Value = Op> {
         3 => (0..POD_SLOTS, arb_pod_labels()).prop_map(|(i, l)| Op::Relabel(i, l)),
         1 => arb_namespace().prop_map(|n| Op::Ns(Box::new(n))),
         1 => pod.prop_map(|p| Op::Pod(Box::new(p))),
+        3 => select(&NODE_NAMES[..]).prop_flat_map(arb_node).prop_map(|n| Op::Node(Box::new(n))),
+        1 => select(&NODE_NAMES[..]).prop_flat_map(arb_node).prop_map(|n| Op::BadNode(Box::new(n))),
+        1 => select(&NODE_NAMES[..]).prop_map(Op::DelNode),
     ]
 }
 
@@ -120,11 +130,15 @@ fn arb_case(batch: usize) -> impl Strategy<Value = (Cluster, Vec<Vec<Op>>)> {
         (
             arb_cluster_in(slots.clone(), false),
             arb_cnps(),
+            arb_nodes(),
             prop::collection::vec(prop::collection::vec(arb_op(slots), 1..=batch), 1..=8),
         )
-            .prop_map(|(mut c, cnps, ops)| {
+            .prop_map(|(mut c, cnps, nodes, ops)| {
                 for p in cnps {
                     c.add_cnp(p);
+                }
+                for n in nodes {
+                    c.add_node(n);
                 }
                 (c, ops)
             })
@@ -191,6 +205,30 @@ fn apply(c: &mut Compiler, model: &mut Cluster, op: &Op, to_compiler: bool) {
                 c.apply_namespace(n).unwrap();
             }
             model.add_ns(n.as_ref().clone());
+        }
+        Op::Node(n) => {
+            if to_compiler {
+                c.apply_node(n).unwrap();
+            }
+            model.add_node(n.as_ref().clone());
+        }
+        Op::BadNode(n) => {
+            let mut bad = n.as_ref().clone();
+            let status = bad.status.get_or_insert_with(Default::default);
+            status.addresses.get_or_insert_with(Vec::new).push(
+                serde_json::from_value(json!({"type": "InternalIP", "address": "10.0.0.300"}))
+                    .unwrap(),
+            );
+            if to_compiler {
+                let err = c.apply_node(&bad).unwrap_err();
+                assert!(err.field.starts_with("status.addresses["), "{err}");
+            }
+        }
+        Op::DelNode(name) => {
+            if to_compiler {
+                c.delete_node(name);
+            }
+            model.nodes.remove(*name);
         }
         Op::Pod(p) => {
             // Replaced, or re-created (the UID is drawn too): see the tests
@@ -553,6 +591,45 @@ fn the_model_check_can_fail() {
         Model::PassAsAccept,
         Model::BaselineFirst,
     ] {
+        let err = check_tiers(&c, m).expect_err(&format!("{m:?} is found out"));
+        assert!(err.contains("the maps say"), "{m:?}: {err}");
+    }
+}
+
+/// Pod `p0` on this node, Nodes `n0` (role: infra; this node's IPv4 and
+/// IPv6 addresses) and `n1` (role: worker, 198.51.100.20), and an Admin
+/// policy denying egress to infra nodes: a model that drops the IPv6
+/// addresses or the selector errs.
+fn nodes_cluster() -> Cluster {
+    let mut c = Cluster {
+        hosts: hosts(),
+        ..Cluster::default()
+    };
+    c.add_pod(pod("a", "p0", &[], NODE, &["192.0.2.0", "2001:db8::"], &[]));
+    c.add_node(node(
+        "n0",
+        &[("role", "infra")],
+        &[("InternalIP", "192.0.2.15"), ("InternalIP", "2001:db8::f")],
+    ));
+    c.add_node(node(
+        "n1",
+        &[("role", "worker")],
+        &[("ExternalIP", "198.51.100.20"), ("Hostname", "n1")],
+    ));
+    c.add_cnp(cnp(
+        "c0",
+        json!({"tier": "Admin", "priority": 10, "subject": {"namespaces": {}},
+            "egress": [{"action": "Deny", "to": [{"nodes": {"matchLabels": {"role": "infra"}}}]}]}),
+    ));
+    c
+}
+
+#[test]
+fn the_model_check_of_nodes_can_fail() {
+    let c = nodes_cluster();
+    check_tiers(&c, Model::Faithful).unwrap();
+    check_explain(&c, Model::Faithful, None).unwrap();
+    for m in [Model::NodesV4Only, Model::NodesIgnoreSelector] {
         let err = check_tiers(&c, m).expect_err(&format!("{m:?} is found out"));
         assert!(err.contains("the maps say"), "{m:?}: {err}");
     }

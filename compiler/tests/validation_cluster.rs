@@ -565,20 +565,112 @@ fn named_ports_never_with_networks_nodes_or_domain_names() {
 }
 
 #[test]
-fn nodes_peers_are_refused() {
-    expect(
-        egress(
-            json!({"action": "Deny", "to": [{"namespaces": {}}, {"nodes": {"matchLabels": {"kubernetes.io/os": "linux"}}}]}),
-        ),
-        "spec.egress[0].to[1].nodes: nodes peers are not supported yet",
-    );
-    // The schema comes first: an invalid selector is reported as such.
+fn nodes_peers_are_accepted_and_validated() {
+    for sel in [
+        json!({}),
+        json!({"matchLabels": {"kubernetes.io/os": "linux"}}),
+        json!({"matchExpressions": [{"key": "node-role.kubernetes.io/control-plane", "operator": "DoesNotExist"}]}),
+    ] {
+        for action in ["Accept", "Deny", "Pass"] {
+            accept(egress(
+                json!({"action": action, "to": [{"namespaces": {}}, {"nodes": sel}],
+                    "protocols": [{"tcp": {"destinationPort": {"number": 10250}}}]}),
+            ));
+        }
+    }
+    // The schema still applies: an invalid selector is reported as such.
     let m = reject(egress(json!({"action": "Deny", "to": [
         {"nodes": {"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]}}]})));
     assert!(
         m.contains("spec.egress[0].to[0].nodes.matchExpressions[0].values"),
         "{m}"
     );
+    expect(
+        egress(json!({"action": "Deny", "to": [{"nodes": {"matchLabels": {"bad key!": "x"}}}]})),
+        r#"spec.egress[0].to[0].nodes.matchLabels: invalid label key "bad key!": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"#,
+    );
+    // One field per peer.
+    expect(
+        egress(json!({"action": "Deny", "to": [{"nodes": {}, "networks": ["10.0.0.0/8"]}]})),
+        "spec.egress[0].to[0]: must specify exactly one of namespaces, pods, nodes, networks, domainNames (got nodes, networks)",
+    );
+    // Ingress peers have no nodes: an unknown field there fails closed
+    // (a Deny of everything), it is not read as a nodes peer.
+    let c = accept(ingress(json!({"action": "Deny", "from": [{"nodes": {}}]})));
+    assert_eq!(c.tier_rules()[0].action, "Deny");
+}
+
+/// Nodes are validated as the API server stores them: by name, cluster
+/// scope, labels and the IP-typed addresses; a bad Node is rejected with
+/// its field and changes nothing.
+#[test]
+fn node_objects_are_validated() {
+    let reject_node = |n: &k8s_openapi::api::core::v1::Node| {
+        let mut c = compiler();
+        let err = c.apply_node(n).unwrap_err();
+        let r = ObjectRef::new(
+            ObjectKind::Node,
+            "",
+            n.metadata.name.clone().unwrap_or_default(),
+        );
+        assert_eq!(err.object, r);
+        assert_eq!(c.rejections().get(&r), Some(&err));
+        assert!(c.nodes().is_empty());
+        assert!(c.commit().ops.is_empty());
+        err.to_string()
+    };
+    assert_eq!(
+        reject_node(&node(
+            "n1",
+            &[],
+            &[("InternalIP", "10.0.0.1"), ("ExternalIP", "10.0.0.300")]
+        )),
+        r#"Node n1: status.addresses[1].address: invalid IP address "10.0.0.300""#
+    );
+    assert_eq!(
+        reject_node(&node("n1", &[("bad key!", "x")], &[])),
+        r#"Node n1: metadata.labels: invalid label key "bad key!": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"#
+    );
+    assert_eq!(
+        reject_node(&node("", &[], &[])),
+        "Node : metadata.name: required value"
+    );
+    let mut namespaced = node("n1", &[], &[]);
+    namespaced.metadata.namespace = Some("prod".into());
+    assert_eq!(
+        reject_node(&namespaced),
+        "Node n1: metadata.namespace: not allowed: Node is cluster-scoped"
+    );
+    // Host and DNS names are not IPs and match nothing; every IP counts,
+    // both families, whatever its type.
+    let mut c = compiler();
+    c.apply_node(&node(
+        "n1",
+        &[("kubernetes.io/os", "linux")],
+        &[
+            ("Hostname", "n1"),
+            ("InternalDNS", "n1.cluster.local"),
+            ("InternalIP", "10.0.0.1"),
+            ("InternalIP", "fd00::1"),
+            ("ExternalIP", "192.0.2.1"),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(
+        c.nodes(),
+        vec![(
+            "n1".to_string(),
+            ["10.0.0.1", "192.0.2.1", "fd00::1"].map(ip).to_vec()
+        )]
+    );
+    // A rejected update keeps the last valid version; a valid one or a
+    // delete clears the rejection.
+    c.apply_node(&node("n1", &[], &[("InternalIP", "nope")]))
+        .unwrap_err();
+    assert_eq!(c.nodes()[0].1.len(), 3);
+    assert_eq!(c.rejections().len(), 1);
+    c.delete_node("n1");
+    assert!(c.rejections().is_empty() && c.nodes().is_empty());
 }
 
 #[test]
@@ -933,17 +1025,23 @@ spec:
 fn upstream_objects_parse_and_are_accepted() {
     let mut c = compiler();
     let mut names = Vec::new();
-    for yaml in [GRESS_RULES, INLINE_CIDR, PRIORITY_FIELD, DENY_WITH_PORTS] {
+    for yaml in [
+        GRESS_RULES,
+        INLINE_CIDR,
+        PRIORITY_FIELD,
+        DENY_WITH_PORTS,
+        NODES_AND_CIDRS,
+    ] {
         for obj in parse_all(yaml) {
             c.apply_cluster_policy(&obj)
                 .unwrap_or_else(|e| panic!("{e}"));
             names.push(obj.metadata.name.unwrap());
         }
     }
-    assert_eq!(names.len(), 6);
+    assert_eq!(names.len(), 7);
     assert!(c.rejections().is_empty());
     let rules = c.tier_rules();
-    assert_eq!(rules.len(), 4 + 2 + 2 + 2 + 1 + 1 + 1);
+    assert_eq!(rules.len(), 4 + 2 + 2 + 2 + 1 + 1 + 1 + 2);
     assert!(rules.iter().any(|r| r.policy == "default"
         && r.tier == "baseline"
         && r.name.as_deref() == Some("allow-all-ingress-from-slytherin")));
@@ -979,10 +1077,6 @@ fn upstream_invalid_objects_are_rejected() {
     assert_eq!(
         reject_obj(&parse_all(INVALID_ACTION)[0]),
         r#"ClusterNetworkPolicy invalid-ingress-action: spec.ingress[0].action: unsupported value "Invalid": must be one of Accept, Deny, Pass"#
-    );
-    assert_eq!(
-        reject_obj(&parse_all(NODES_AND_CIDRS)[0]),
-        "ClusterNetworkPolicy node-and-cidr-as-peers-example: spec.egress[0].to[0].nodes: nodes peers are not supported yet"
     );
 }
 

@@ -174,6 +174,7 @@ impl Feed {
             }
             Object::NetworkPolicy(np) => c.apply_policy(np),
             Object::ClusterNetworkPolicy(cnp) => c.apply_cluster_policy(cnp),
+            Object::Node(n) => c.apply_node(n),
             Object::Unenforced(u) => {
                 // Said once per object: an unchanged object is not fed again.
                 warn!(object = %u, "network policy NOT ENFORCED: Palisade enforces NetworkPolicy \
@@ -216,6 +217,7 @@ impl Feed {
             }
             Kind::NetworkPolicy => c.delete_policy(&key.namespace, &key.name),
             Kind::ClusterNetworkPolicy => c.delete_cluster_policy(&key.name),
+            Kind::Node => c.delete_node(&key.name),
             Kind::Unenforced => info!(object = %key.name, "unenforced network policy removed"),
         }
     }

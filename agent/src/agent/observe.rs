@@ -305,6 +305,7 @@ impl Agent {
             SourceProblemKind::Pod,
             SourceProblemKind::NetworkPolicy,
             SourceProblemKind::ClusterNetworkPolicy,
+            SourceProblemKind::Node,
         ]
         .into_iter()
         .map(|k| (k, 0))
@@ -316,6 +317,7 @@ impl Agent {
                 ObjectKind::Pod => SourceProblemKind::Pod,
                 ObjectKind::NetworkPolicy => SourceProblemKind::NetworkPolicy,
                 ObjectKind::ClusterNetworkPolicy => SourceProblemKind::ClusterNetworkPolicy,
+                ObjectKind::Node => SourceProblemKind::Node,
             };
             *problems.entry(k).or_default() += 1;
         }

@@ -215,6 +215,11 @@ pub struct TierReport {
     /// them by name, so `rule` decides.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ties: Vec<String>,
+    /// The rule's peer that matched, by kind and place among the rule's
+    /// peers of that kind (`nodes #1`: its second `nodes` peer;
+    /// `networks #0`: its first CIDR); absent when every peer matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
 }
 
 /// One end.
@@ -324,6 +329,8 @@ fn rule_report(
                     .map(|(i, _)| i)
             })
             .or(Some(k)),
+        // Only ClusterNetworkPolicy rules have nodes peers.
+        PeerMatch::Nodes(j) => Some(j),
     };
     let port_index = match &m.port {
         PortMatch::Any => None,
@@ -367,6 +374,12 @@ fn side_report(
         ties: m
             .map(|m| m.ties.iter().map(ToString::to_string).collect())
             .unwrap_or_default(),
+        peer: m.and_then(|m| match m.peer {
+            PeerMatch::All => None,
+            PeerMatch::Selector(j) => Some(format!("pods/namespaces #{j}")),
+            PeerMatch::Block(k) => Some(format!("networks #{k}")),
+            PeerMatch::Nodes(j) => Some(format!("nodes #{j}")),
+        }),
     };
     let mut tiers = Vec::new();
     if !j.admin_selecting.is_empty() {
@@ -468,7 +481,17 @@ fn chain(s: &SideReport, other: &str, what: &str) -> String {
     let mut steps = Vec::new();
     let tier = |name: &str| s.tiers.iter().find(|t| t.tier == name);
     let tier_step = |label: &str, t: &TierReport| match &t.rule {
-        Some(rule) => format!("[{label}] {} by {rule}", t.action.as_deref().unwrap_or("")),
+        Some(rule) => {
+            let peer = t
+                .peer
+                .as_ref()
+                .map(|p| format!(" (peer: {p})"))
+                .unwrap_or_default();
+            format!(
+                "[{label}] {} by {rule}{peer}",
+                t.action.as_deref().unwrap_or("")
+            )
+        }
         None => format!("[{label}] no rule of {} matches", t.policies.join(", ")),
     };
     if let Some(t) = tier("admin") {

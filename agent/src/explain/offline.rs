@@ -76,7 +76,7 @@ pub fn load_files(files: &[PathBuf]) -> Result<(Compiler, RawPolicies, Vec<Strin
     // the result, but rejections read better.
     objects.sort_by_key(|o| match o {
         Object::Namespace(_) => 0,
-        Object::Pod(_) => 1,
+        Object::Pod(_) | Object::Node(_) => 1,
         Object::NetworkPolicy(_) | Object::ClusterNetworkPolicy(_) => 2,
         Object::Unenforced(_) => 3,
     });
@@ -102,6 +102,7 @@ pub fn load_files(files: &[PathBuf]) -> Result<(Compiler, RawPolicies, Vec<Strin
                 c.apply_policy(np)
             }
             Object::ClusterNetworkPolicy(cnp) => c.apply_cluster_policy(cnp),
+            Object::Node(n) => c.apply_node(n),
             Object::Unenforced(u) => {
                 warnings.push(format!("NOT ENFORCED by Palisade: {u}"));
                 Ok(())

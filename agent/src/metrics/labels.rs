@@ -86,7 +86,8 @@ label_enum!(
         Namespace => "namespace", /// A Pod rejected.
         Pod => "pod", /// A NetworkPolicy rejected.
         NetworkPolicy => "networkpolicy", /// A ClusterNetworkPolicy rejected.
-        ClusterNetworkPolicy => "clusternetworkpolicy" }
+        ClusterNetworkPolicy => "clusternetworkpolicy", /// A Node rejected.
+        Node => "node" }
 );
 
 label_enum!(
@@ -271,7 +272,8 @@ label_enum!(
         Namespace => "Namespace", /// `v1/Pod`.
         Pod => "Pod", /// `networking.k8s.io/v1/NetworkPolicy`.
         NetworkPolicy => "NetworkPolicy", /// `policy.networking.k8s.io/v1alpha2/ClusterNetworkPolicy`.
-        ClusterNetworkPolicy => "ClusterNetworkPolicy", /// Policy objects of kinds not enforced.
+        ClusterNetworkPolicy => "ClusterNetworkPolicy", /// `v1/Node`.
+        Node => "Node", /// Policy objects of kinds not enforced.
         Unenforced => "unenforced" }
 );
 

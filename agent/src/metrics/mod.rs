@@ -96,6 +96,7 @@ impl SourceMetrics {
                 crate::source::Kind::Pod => SourceKind::Pod,
                 crate::source::Kind::NetworkPolicy => SourceKind::NetworkPolicy,
                 crate::source::Kind::ClusterNetworkPolicy => SourceKind::ClusterNetworkPolicy,
+                crate::source::Kind::Node => SourceKind::Node,
                 crate::source::Kind::Unenforced => SourceKind::Unenforced,
             },
         }

@@ -1,6 +1,8 @@
 //! The Kubernetes source: one watcher each for NetworkPolicies,
-//! ClusterNetworkPolicies, Namespaces and Pods (cluster-wide: remote pods
-//! feed the ipcache). Owns the
+//! ClusterNetworkPolicies, Namespaces, Pods (cluster-wide: remote pods
+//! feed the ipcache) and Nodes (what ClusterNetworkPolicy `nodes` peers
+//! select: labels and `status.addresses`, the rest of a Node dropped as it
+//! arrives, so status heartbeats change nothing). Owns the
 //! watchers' retry policy, their log while the API is away, and the rule
 //! that the agent only ever sees a consistent snapshot.
 //!
@@ -26,7 +28,7 @@
 //!   and sent together once all are current. After a reconnect the agent
 //!   therefore never compiles new policies against old pod labels (a mixed
 //!   snapshot no state ever had). The first update, marked `synced`, is
-//!   sent once all three have listed (`InitDone`).
+//!   sent once every kind has listed (`InitDone`).
 //! * While disconnected nothing is sent, so the last compiled state stays
 //!   enforced: the agent never flushes maps because the API is away. The
 //!   log says so once per kind, then at most every [`REMIND_EVERY`] (or when
@@ -48,7 +50,7 @@
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt as _, StreamExt as _};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
@@ -230,6 +232,7 @@ fn resource(kind: Kind) -> String {
         Kind::ClusterNetworkPolicy => ClusterNetworkPolicy::plural(&()).into_owned(),
         Kind::Namespace => Namespace::plural(&()).into_owned(),
         Kind::Pod => Pod::plural(&()).into_owned(),
+        Kind::Node => Node::plural(&()).into_owned(),
         Kind::Unenforced => "unenforced policies".into(),
     }
 }
@@ -456,11 +459,12 @@ impl Folder {
 }
 
 /// The kinds the watchers follow, cluster-wide.
-pub const WATCHED: [Kind; 4] = [
+pub const WATCHED: [Kind; 5] = [
     Kind::NetworkPolicy,
     Kind::ClusterNetworkPolicy,
     Kind::Namespace,
     Kind::Pod,
+    Kind::Node,
 ];
 /// The API verbs a watcher uses: its (re)list and its watch. With
 /// [`WATCHED`] this is all the agent asks of the API server; the
@@ -481,6 +485,7 @@ pub fn api_access() -> Vec<(String, String, &'static str)> {
                 Kind::ClusterNetworkPolicy => names::<ClusterNetworkPolicy>(),
                 Kind::Namespace => names::<Namespace>(),
                 Kind::Pod => names::<Pod>(),
+                Kind::Node => names::<Node>(),
                 Kind::Unenforced => return None,
             };
             Some(WATCH_VERBS.map(|verb| (group.clone(), resource.clone(), verb)))
@@ -538,6 +543,14 @@ fn watch_kind(
             config,
             kind,
             Object::pod,
+            tx,
+            relist,
+        )),
+        Kind::Node => tokio::spawn(watch(
+            Api::<Node>::all(client),
+            config,
+            kind,
+            Object::node,
             tx,
             relist,
         )),

@@ -1,5 +1,5 @@
-//! Where the agent learns about Namespaces, Pods, NetworkPolicies and
-//! ClusterNetworkPolicies (and the policy objects of kinds it does not
+//! Where the agent learns about Namespaces, Pods, NetworkPolicies,
+//! ClusterNetworkPolicies and Nodes (what their `nodes` peers select; and the policy objects of kinds it does not
 //! enforce, so that it can say so): a directory of manifests
 //! ([`manifests`]) or the Kubernetes API ([`kube`]). Both feed the agent
 //! core the same [`SourceUpdate`]s.
@@ -12,7 +12,7 @@ pub mod yaml;
 use std::fmt;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, NodeStatus, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use palisade_compiler::api::ClusterNetworkPolicy;
@@ -31,6 +31,8 @@ pub enum Kind {
     NetworkPolicy,
     /// `policy.networking.k8s.io/v1alpha2/ClusterNetworkPolicy`.
     ClusterNetworkPolicy,
+    /// `v1/Node` (what ClusterNetworkPolicy `nodes` peers select).
+    Node,
     /// A network policy object of a kind Palisade does not enforce
     /// ([`UnenforcedPolicy`]): kept only to be reported.
     Unenforced,
@@ -43,6 +45,7 @@ impl fmt::Display for Kind {
             Kind::Pod => "Pod",
             Kind::NetworkPolicy => "NetworkPolicy",
             Kind::ClusterNetworkPolicy => "ClusterNetworkPolicy",
+            Kind::Node => "Node",
             Kind::Unenforced => "unenforced policy",
         })
     }
@@ -127,6 +130,8 @@ pub enum Object {
     NetworkPolicy(Arc<NetworkPolicy>),
     /// A ClusterNetworkPolicy.
     ClusterNetworkPolicy(Arc<ClusterNetworkPolicy>),
+    /// A Node: its name, labels and `status.addresses` only.
+    Node(Arc<Node>),
     /// A policy object Palisade does not enforce.
     Unenforced(Arc<UnenforcedPolicy>),
 }
@@ -175,6 +180,27 @@ impl Object {
         Object::ClusterNetworkPolicy(Arc::new(cnp))
     }
 
+    /// A Node: only what `nodes` peers read (name, namespace, labels,
+    /// `status.addresses`): a Node's status is large and changes often
+    /// (conditions, images).
+    pub fn node(n: Node) -> Object {
+        let metadata = ObjectMeta {
+            name: n.metadata.name,
+            namespace: n.metadata.namespace,
+            labels: n.metadata.labels,
+            ..ObjectMeta::default()
+        };
+        let addresses = n.status.and_then(|s| s.addresses);
+        Object::Node(Arc::new(Node {
+            metadata,
+            spec: None,
+            status: Some(NodeStatus {
+                addresses,
+                ..NodeStatus::default()
+            }),
+        }))
+    }
+
     /// The object's kind.
     pub fn kind(&self) -> Kind {
         match self {
@@ -182,6 +208,7 @@ impl Object {
             Object::Pod(_) => Kind::Pod,
             Object::NetworkPolicy(_) => Kind::NetworkPolicy,
             Object::ClusterNetworkPolicy(_) => Kind::ClusterNetworkPolicy,
+            Object::Node(_) => Kind::Node,
             Object::Unenforced(_) => Kind::Unenforced,
         }
     }
@@ -204,6 +231,7 @@ impl Object {
             Object::ClusterNetworkPolicy(o) => {
                 key(Kind::ClusterNetworkPolicy, &None, &o.metadata.name)
             }
+            Object::Node(o) => key(Kind::Node, &None, &o.metadata.name),
             Object::Unenforced(u) => ObjectKey {
                 kind: Kind::Unenforced,
                 namespace: u.namespace.clone(),

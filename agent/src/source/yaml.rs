@@ -1,5 +1,6 @@
 //! Parsing a manifest file: every YAML document in it, kinds Namespace,
-//! Pod, NetworkPolicy and ClusterNetworkPolicy in normal Kubernetes form;
+//! Pod, NetworkPolicy, ClusterNetworkPolicy and Node (what `nodes` peers
+//! select) in normal Kubernetes form;
 //! network policy objects of other kinds or API groups become
 //! [`UnenforcedPolicy`] reports; other kinds are skipped. An error names the file, the document (its index and the line
 //! it starts on), the object when known, the field path and the line.
@@ -12,7 +13,7 @@ use std::fmt;
 use std::hash::{Hash as _, Hasher as _};
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use palisade_compiler::api::ClusterNetworkPolicy;
 use serde::Deserialize;
@@ -217,7 +218,7 @@ fn parse_document(
     let api_version = header.api_version.clone().unwrap_or_default();
     let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
     let want = match (kind.as_str(), group) {
-        ("Namespace" | "Pod", _) => "v1",
+        ("Namespace" | "Pod" | "Node", _) => "v1",
         ("NetworkPolicy", "" | "networking.k8s.io") => "networking.k8s.io/v1",
         ("ClusterNetworkPolicy", "policy.networking.k8s.io") => CLUSTER_POLICY_API_VERSION,
         // A policy of another implementation or version: reported, never
@@ -236,7 +237,7 @@ fn parse_document(
     };
     let meta = header.metadata.unwrap_or_default();
     let name = meta.name.clone().unwrap_or_default();
-    let namespaced = !matches!(kind.as_str(), "Namespace" | "ClusterNetworkPolicy");
+    let namespaced = !matches!(kind.as_str(), "Namespace" | "ClusterNetworkPolicy" | "Node");
     let namespace = meta
         .namespace
         .clone()
@@ -285,6 +286,21 @@ fn parse_document(
                 });
             }
             Object::cluster_policy(p)
+        }
+        "Node" => {
+            let n: Node = typed(doc, &base)?;
+            if n.metadata
+                .namespace
+                .as_deref()
+                .is_some_and(|n| !n.is_empty())
+            {
+                return Err(ManifestError {
+                    field: Some("metadata.namespace".into()),
+                    message: "a Node is cluster-scoped: it has no namespace".into(),
+                    ..base
+                });
+            }
+            Object::node(n)
         }
         _ => {
             let mut p: NetworkPolicy = typed(doc, &base)?;
@@ -402,6 +418,52 @@ spec:
         let bad = format!("{changed}---\nkind: Pod\nmetadata: [\n");
         let e = parse_manifest_reusing(Path::new("a.yaml"), &bad, &docs).unwrap_err();
         assert_eq!(e.document, 6);
+    }
+
+    #[test]
+    fn nodes_are_cluster_scoped_and_slimmed() {
+        let text = "\
+apiVersion: v1
+kind: Node
+metadata:
+  name: n1
+  labels: {kubernetes.io/os: linux}
+  annotations: {big: x}
+spec: {podCIDR: 198.18.1.0/24}
+status:
+  addresses:
+  - {type: InternalIP, address: 198.19.0.1}
+  - {type: InternalIP, address: '2001:db8:fab::1'}
+  - {type: Hostname, address: n1}
+  conditions: [{type: Ready, status: 'True'}]
+";
+        let objs = parse_manifest(Path::new("n.yaml"), text).unwrap();
+        assert_eq!(objs[0].key().to_string(), "Node n1");
+        let Object::Node(n) = &objs[0] else {
+            panic!("{:?}", objs[0]);
+        };
+        assert_eq!(n.metadata.labels.as_ref().unwrap().len(), 1);
+        assert!(n.metadata.annotations.is_none() && n.spec.is_none());
+        let status = n.status.as_ref().unwrap();
+        assert!(status.conditions.is_none());
+        assert_eq!(status.addresses.as_ref().unwrap().len(), 3);
+        let e = parse_manifest(
+            Path::new("n.yaml"),
+            &text.replace("name: n1\n", "name: n1\n  namespace: x\n"),
+        )
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("metadata.namespace"));
+        assert_eq!(e.object.as_deref(), Some("Node n1"));
+        let e = parse_manifest(
+            Path::new("n.yaml"),
+            &text.replace("address: 198.19.0.1", "address: [1]"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.field.as_deref(),
+            Some("status.addresses[0].address"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -43,11 +43,18 @@
 //! manifests are rewritten, `palisade sync` runs on both agents, each
 //! agent's endpoints are checked against the existing pods of its node,
 //! and every ordered pair of distinct existing pods is probed (in parallel) for the
-//! step's ports/protocols, in IPv4 and in IPv6, and compared with the
+//! step's ports/protocols (or, in a step with `to_nodes`, every existing
+//! pod towards each lab node's own address, where a host-network server
+//! answers on [`HOST_PORTS`]), in IPv4 and in IPv6, and compared with the
 //! expected truth table: the upstream one where the case gives it
 //! (cross-checked against an independent evaluator, `model.rs`), else the
 //! evaluator's, as cyclonus computes it with its matcher. Self pairs are
 //! skipped (upstream ignores loopback).
+//!
+//! The lab nodes exist for Kubernetes as Node objects (in the manifests,
+//! labelled `kubernetes.io/os: linux` and `kubernetes.io/hostname`, with
+//! their fabric addresses as `InternalIP`s), for ClusterNetworkPolicy
+//! `nodes` peers.
 //!
 //! Prints one line per case and `conformance: N passed, M failed`; fails
 //! on any mismatch, except in a case marked `known_failure` (a failure of
@@ -74,11 +81,11 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use palisade_lab::addressing::{FIRST_POD, pod_v4, pod_v6};
+use palisade_lab::addressing::{FIRST_POD, node_v4, node_v6, pod_v4, pod_v6};
 use palisade_lab::description::PodDescription;
 use palisade_lab::{
     ANSWER_TIMEOUT, AppLab, DEFAULT_TIMEOUT, LabDescription, PortSpec, ProbeKind, ProbeResult,
-    ProbeSpec, Protocol, probe_all,
+    ProbeSpec, Protocol, Servers, Services, probe_all, serve,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -89,6 +96,21 @@ const PODS: [&str; 3] = ["a", "b", "c"];
 const PORTS: [u16; 2] = [80, 81];
 const PROTOCOLS: [Protocol; 3] = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
 const NODES: [&str; 2] = ["n1", "n2"];
+/// The ports a host-network server on every lab node serves on TCP, UDP
+/// and SCTP: network-policy-api's conformance suite's default
+/// `HostNetworkPorts` (34345 to 34352; its `centaur` host-networked pods).
+const HOST_PORTS: [u16; 8] = [34345, 34346, 34347, 34348, 34349, 34350, 34351, 34352];
+/// How a node is named where pods are named (`ns/pod`): `node/<name>`,
+/// which no namespace of the model is called.
+const NODE_PREFIX: &str = "node/";
+
+/// The labels of lab node `n` as a Node object.
+fn node_labels(n: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("kubernetes.io/os".to_string(), "linux".to_string()),
+        ("kubernetes.io/hostname".to_string(), n.to_string()),
+    ])
+}
 /// The agents' connection-tracking modes the suite runs in, in order:
 /// (name, extra agent arguments).
 const CT_MODES: [(&str, &[&str]); 2] = [("revalidate", &[]), ("keep", &["--ct-revalidate=false"])];
@@ -178,6 +200,10 @@ struct Step {
     /// port/protocol.
     #[serde(default)]
     probe: Vec<String>,
+    /// Probe from every existing pod to each lab node's address
+    /// (`node/n1`, `node/n2` in tables) instead of between pods.
+    #[serde(default)]
+    to_nodes: bool,
 }
 
 #[derive(Deserialize, Clone)]
@@ -596,8 +622,34 @@ impl State {
                     labels: self.pod_labels[key].clone(),
                     ip: addr(key, fam),
                     ports: ports.clone(),
+                    host: false,
                 };
                 (key.clone(), m)
+            })
+            .chain(NODES.iter().map(|n| {
+                let key = format!("{NODE_PREFIX}{n}");
+                let m = model::MPod {
+                    ns: String::new(),
+                    labels: model::Labels::new(),
+                    ip: addr(&key, fam),
+                    ports: Vec::new(),
+                    host: true,
+                };
+                (key, m)
+            }))
+            .collect()
+    }
+
+    /// The lab nodes as Node objects: labels and both addresses.
+    fn model_nodes(addr: AddrOf) -> Vec<model::MNode> {
+        NODES
+            .iter()
+            .map(|n| {
+                let key = format!("{NODE_PREFIX}{n}");
+                model::MNode {
+                    labels: node_labels(n),
+                    ips: vec![addr(&key, Fam::V4), addr(&key, Fam::V6)],
+                }
             })
             .collect()
     }
@@ -615,13 +667,15 @@ impl State {
 
     /// The probes of a check with their expectations: the hand table of
     /// `check` where given (a disagreement with the evaluator goes to
-    /// `problems`), else the evaluator's.
+    /// `problems`), else the evaluator's. Between pods, or with
+    /// `to_nodes` from every pod to every node.
     fn expectations(
         &self,
         check: Option<&Check>,
         pps: &[Pp],
         fams: &[Fam],
         addr: AddrOf,
+        to_nodes: bool,
         problems: &mut Vec<String>,
     ) -> Vec<Probe> {
         let policies: Vec<NetworkPolicy> = self
@@ -635,17 +689,24 @@ impl State {
             .map(model::ClusterPolicy::from_object)
             .collect();
         let namespaces = self.model_namespaces();
+        let nodes = Self::model_nodes(addr);
         let world = model::World {
             namespaces: &namespaces,
             policies: &policies,
             cluster_policies: &cluster_policies,
+            nodes: &nodes,
+        };
+        let targets: Vec<String> = if to_nodes {
+            NODES.iter().map(|n| format!("{NODE_PREFIX}{n}")).collect()
+        } else {
+            self.pods.iter().cloned().collect()
         };
         let mut probes = Vec::new();
         for &fam in fams {
             let mpods = self.model_pods(fam, addr);
             for pp in pps {
                 for from in &self.pods {
-                    for to in &self.pods {
+                    for to in &targets {
                         if from == to {
                             continue; // loopback: ignored, as upstream does
                         }
@@ -715,6 +776,9 @@ enum Source {
 }
 
 struct Env {
+    /// Each node's host-network servers ([`HOST_PORTS`]; dropped before
+    /// the lab).
+    _node_servers: Vec<Servers>,
     app: AppLab,
     dirs: Vec<NodeDirs>,
     agents: Vec<Agent>,
@@ -725,8 +789,15 @@ struct Env {
     source_ports: std::cell::RefCell<BTreeMap<(String, IpAddr, Protocol, u16), u16>>,
 }
 
-/// Pod `ns/pod`'s address in the lab.
+/// Pod `ns/pod`'s (or node `node/<name>`'s) address in the lab.
 fn lab_addr(app: &AppLab, pod: &str, fam: Fam) -> IpAddr {
+    if let Some(n) = pod.strip_prefix(NODE_PREFIX) {
+        let node = app.lab().node(n);
+        return match fam {
+            Fam::V4 => node.ipv4().into(),
+            Fam::V6 => node.ipv6().into(),
+        };
+    }
     let (n, p) = pod.split_once('/').unwrap();
     let lp = app.pod(n, p);
     match fam {
@@ -754,11 +825,22 @@ impl Env {
         }
     }
 
-    /// The manifests of the namespaces and pods that exist.
+    /// The manifests of the namespaces and pods that exist, and of the
+    /// nodes.
     fn manifests(&self) -> Vec<Value> {
+        let nodes = NODES.iter().map(|n| {
+            let node = self.app.lab().node(n);
+            json!({"apiVersion": "v1", "kind": "Node",
+                   "metadata": {"name": n, "labels": node_labels(n)},
+                   "status": {"addresses": [
+                       {"type": "InternalIP", "address": node.ipv4().to_string()},
+                       {"type": "InternalIP", "address": node.ipv6().to_string()},
+                       {"type": "Hostname", "address": n}]}})
+        });
         self.app
             .manifests()
             .into_iter()
+            .chain(nodes)
             .filter(|doc| {
                 let name = doc["metadata"]["name"].as_str().unwrap_or_default();
                 match doc["kind"].as_str() {
@@ -896,12 +978,19 @@ struct Outcome {
     disputed: usize,
 }
 
-fn run_check(env: &Env, check: Option<&Check>, pps: &[Pp], fams: &[Fam], out: &mut Outcome) {
+fn run_check(
+    env: &Env,
+    check: Option<&Check>,
+    pps: &[Pp],
+    fams: &[Fam],
+    to_nodes: bool,
+    out: &mut Outcome,
+) {
     let addr = |pod: &str, fam: Fam| env.addr(pod, fam);
     let before = out.problems.len();
     let probes = env
         .state
-        .expectations(check, pps, fams, &addr, &mut out.problems);
+        .expectations(check, pps, fams, &addr, to_nodes, &mut out.problems);
     out.disputed += out.problems.len() - before;
     // Connectionless probes each get a source port no earlier probe of the
     // same pair, protocol and port used: a datagram on the tuple of a flow
@@ -1009,7 +1098,7 @@ fn run_case(env: &mut Env, case: &Case, fams: &[Fam]) -> Outcome {
         }
         let before = out.problems.len();
         for (check, pps) in step_checks(case, step) {
-            run_check(env, check, &pps, fams, &mut out);
+            run_check(env, check, &pps, fams, step.to_nodes, &mut out);
         }
         for p in &mut out.problems[before..] {
             *p = format!("step {}: {p}", i + 1);
@@ -1035,7 +1124,7 @@ fn cluster_cases() -> Vec<Case> {
 /// The ClusterNetworkPolicy conformance tests of network-policy-api v0.2.0
 /// (`conformance/tests`, by ShortName) that `cluster_cases.yaml` ports, one
 /// case each.
-const CLUSTER_PORTED: [&str; 22] = [
+const CLUSTER_PORTED: [&str; 24] = [
     "CNPAdminTierIngressTCP",
     "CNPAdminTierIngressUDP",
     "CNPAdminTierIngressSCTP",
@@ -1048,6 +1137,7 @@ const CLUSTER_PORTED: [&str; 22] = [
     "CNPAdminTierIntegration",
     "CNPAdminTierEgressNamedPort",
     "CNPAdminTierIngressNamedPort",
+    "CNPAdminTierEgressNodePeers",
     "CNPBaselineTierIngressTCP",
     "CNPBaselineTierIngressUDP",
     "CNPBaselineTierIngressSCTP",
@@ -1058,6 +1148,7 @@ const CLUSTER_PORTED: [&str; 22] = [
     "CNPBaselineTierEgressInlineCIDRPeers",
     "CNPBaselineTierEgressNamedPort",
     "CNPBaselineTierIngressNamedPort",
+    "CNPBaselineTierEgressNodePeers",
 ];
 
 /// Needs no root: case names are unique (the filter can pick any one), the
@@ -1120,6 +1211,13 @@ fn truth_tables_agree_with_evaluator() {
         *k += 1;
     }
     let addr = |pod: &str, fam: Fam| -> IpAddr {
+        if let Some(n) = pod.strip_prefix(NODE_PREFIX) {
+            let i = NODES.iter().position(|m| *m == n).unwrap() as u8 + 1;
+            return match fam {
+                Fam::V4 => node_v4(i).into(),
+                Fam::V6 => node_v6(i).into(),
+            };
+        }
         let (i, k) = slot[pod];
         match fam {
             Fam::V4 => pod_v4(i, k).into(),
@@ -1138,7 +1236,7 @@ fn truth_tables_agree_with_evaluator() {
                     // a policy it cannot read fails here.
                     tables += usize::from(check.is_some());
                     let mut p = Vec::new();
-                    state.expectations(check, &pps, &[fam], &addr, &mut p);
+                    state.expectations(check, &pps, &[fam], &addr, step.to_nodes, &mut p);
                     problems.extend(
                         p.into_iter()
                             .map(|p| format!("{} step {}: {p}", case.name, i + 1)),
@@ -1304,8 +1402,16 @@ fn run_suite(mode: Mode) {
         Mode::Manifests => Source::Manifests,
         Mode::Kubernetes => Source::Kubernetes(Box::new(kubernetes::Cluster::start())),
     };
+    let services = HOST_PORTS
+        .iter()
+        .fold(Services::new(), |s, &p| s.tcp(p).udp(p).sctp(p));
+    let node_servers = NODES
+        .iter()
+        .map(|n| serve(app.lab().node(n), &services).expect("node servers"))
+        .collect();
     let mut env = Env {
         app,
+        _node_servers: node_servers,
         dirs,
         agents: Vec::new(),
         source,

@@ -2,7 +2,7 @@
 //! and ClusterNetworkPolicy (`policy.networking.k8s.io/v1alpha2`, from the
 //! API's documented semantics): given namespaces, pods (labels, addresses,
 //! named ports) and policies, is a connection from pod `src` to pod `dst`
-//! on (port, protocol) allowed? It computes the truth tables of the
+//! (or to an address of a node) on (port, protocol) allowed? It computes the truth tables of the
 //! cyclonus generator's cases (`cyclonus.rs`) and of our own, and
 //! cross-checks the hand-written upstream tables. It shares no code with
 //! the compiler: it reads ClusterNetworkPolicies with its own types.
@@ -27,8 +27,14 @@
 //! else any entry: `tcp`/`udp`/`sctp` with a destination port `number`
 //! or `range` (inclusive; the CRD requires one of them), or a
 //! `destinationNamedPort`, resolved on the destination pod (its port of
-//! that name, on that port's protocol). `nodes` and `domainNames` peers are
-//! not modelled (Palisade rejects them).
+//! that name, on that port's protocol). `nodes` (egress only): every
+//! address in `status.addresses` of every Node its selector selects
+//! (empty: every node), whatever is behind the address. `domainNames`
+//! peers are not modelled (Palisade rejects them).
+//!
+//! A destination that is a node's address (a host-networked server) is
+//! not a pod: no ingress policy applies to it, pod and namespace peers
+//! never match it, `networks`/`ipBlock` and `nodes` peers do.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -47,6 +53,15 @@ pub struct MPod {
     pub ip: IpAddr,
     /// (name, port, protocol)
     pub ports: Vec<(String, u16, String)>,
+    /// An address of a node, not a pod (`ns` and `labels` empty, no
+    /// ports).
+    pub host: bool,
+}
+
+/// A Node: its labels and the IP addresses of `status.addresses`.
+pub struct MNode {
+    pub labels: Labels,
+    pub ips: Vec<IpAddr>,
 }
 
 pub struct World<'a> {
@@ -54,6 +69,7 @@ pub struct World<'a> {
     pub namespaces: &'a BTreeMap<String, Labels>,
     pub policies: &'a [NetworkPolicy],
     pub cluster_policies: &'a [ClusterPolicy],
+    pub nodes: &'a [MNode],
 }
 
 /// A ClusterNetworkPolicy: its name and spec, in the evaluator's own types
@@ -237,6 +253,9 @@ fn peer_matches(w: &World, peer: &NetworkPolicyPeer, policy_ns: &str, other: &MP
             e.contains(&other.ip)
         });
     }
+    if other.host {
+        return false;
+    }
     let ns_ok = match &peer.namespace_selector {
         None => other.ns == policy_ns,
         Some(s) => selects(s, &w.namespaces[&other.ns]),
@@ -323,13 +342,23 @@ fn subject_selects(w: &World, s: &CnpSubject, pod: &MPod) -> bool {
 
 fn cluster_peer_matches(w: &World, peer: &CnpPeer, other: &MPod) -> bool {
     assert!(
-        peer.nodes.is_none() && peer.domain_names.is_none(),
-        "nodes and domainNames peers are not modelled"
+        peer.domain_names.is_none(),
+        "domainNames peers are not modelled"
     );
     let set = usize::from(peer.namespaces.is_some())
         + usize::from(peer.pods.is_some())
+        + usize::from(peer.nodes.is_some())
         + usize::from(!peer.networks.is_empty());
     assert_eq!(set, 1, "a peer sets exactly one field");
+    if let Some(sel) = &peer.nodes {
+        return w
+            .nodes
+            .iter()
+            .any(|n| selects(sel, &n.labels) && n.ips.contains(&other.ip));
+    }
+    if other.host && (peer.namespaces.is_some() || peer.pods.is_some()) {
+        return false;
+    }
     if let Some(ns) = &peer.namespaces {
         return selects(ns, &w.namespaces[&other.ns]);
     }
@@ -454,5 +483,5 @@ pub fn allowed(w: &World, src: &MPod, dst: &MPod, port: u16, proto: &str) -> boo
         );
     }
     direction(w, src, dst, dst, port, proto, false)
-        && direction(w, dst, src, dst, port, proto, true)
+        && (dst.host || direction(w, dst, src, dst, port, proto, true))
 }

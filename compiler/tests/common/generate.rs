@@ -4,11 +4,12 @@
 //! every operator, ipBlocks with excepts that overlap across policies,
 //! numeric, ranged and named ports, every policyTypes form), and
 //! ClusterNetworkPolicies (both tiers, tied priorities, both subject kinds,
-//! every peer kind, numeric, ranged and named ports).
+//! every peer kind but `domainNames`, numeric, ranged and named ports), and
+//! Nodes (labels, v4/v6 addresses, some shared with this node or pods).
 
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use palisade_compiler::api::ClusterNetworkPolicy;
 use proptest::prelude::*;
@@ -440,6 +441,58 @@ fn arb_namespaced_pod() -> impl Strategy<Value = Value> {
     (arb_ns_selector(), pods).prop_map(|(n, p)| json!({"namespaceSelector": n, "podSelector": p}))
 }
 
+// ----- Nodes ---------------------------------------------------------------
+
+/// Names of generated Node objects.
+pub const NODE_NAMES: [&str; 3] = ["n0", "n1", "n2"];
+const NODE_KEYS: &[&str] = &["kubernetes.io/os", "role"];
+const NODE_VALS: &[&str] = &["linux", "infra"];
+/// Node addresses: this node's ([`hosts`]), outside ones of both
+/// families, and pod addresses (which a node may well list too).
+const NODE_ADDRS: &[&str] = &[
+    "192.0.2.15",
+    "2001:db8::f",
+    "198.51.100.20",
+    "2001:db8:1::20",
+    "203.0.113.20",
+    "198.51.100.21",
+    "192.0.2.3",
+    "2001:db8::4",
+];
+
+/// A Node named `name`: labels over [`NODE_KEYS`], 0 to 3 IP addresses of
+/// [`NODE_ADDRS`] (InternalIP or ExternalIP) and sometimes a Hostname
+/// entry (not an IP: matches nothing).
+pub fn arb_node(name: &'static str) -> impl Strategy<Value = Node> {
+    (
+        kv_map(NODE_KEYS, NODE_VALS, 2),
+        prop::collection::btree_set(select(NODE_ADDRS), 0..=3),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(move |(labels, addrs, external, hostname)| {
+            let ty = if external { "ExternalIP" } else { "InternalIP" };
+            let mut list: Vec<Value> = addrs
+                .into_iter()
+                .map(|a| json!({"type": ty, "address": a}))
+                .collect();
+            if hostname {
+                list.push(json!({"type": "Hostname", "address": name}));
+            }
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "labels": labels},
+                "status": {"addresses": list},
+            }))
+            .unwrap()
+        })
+}
+
+/// 0 to 3 Nodes with distinct names.
+pub fn arb_nodes() -> impl Strategy<Value = Vec<Node>> {
+    prop::sample::subsequence(NODE_NAMES.to_vec(), 0..=3)
+        .prop_flat_map(|names| names.into_iter().map(arb_node).collect::<Vec<_>>())
+}
+
 fn arb_cnp_peer(egress: bool) -> impl Strategy<Value = Value> {
     let selectors = prop_oneof![
         arb_ns_selector().prop_map(|s| json!({"namespaces": s})),
@@ -447,8 +500,13 @@ fn arb_cnp_peer(egress: bool) -> impl Strategy<Value = Value> {
     ];
     let networks = prop::collection::btree_set(arb_network(), 1..=2)
         .prop_map(|n| json!({"networks": n.into_iter().collect::<Vec<_>>()}));
+    let nodes = prop_oneof![
+        1 => Just(json!({})),
+        2 => arb_selector(NODE_KEYS, NODE_VALS),
+    ]
+    .prop_map(|s| json!({"nodes": s}));
     if egress {
-        prop_oneof![2 => selectors, 1 => networks].boxed()
+        prop_oneof![4 => selectors, 2 => networks, 1 => nodes].boxed()
     } else {
         selectors.boxed()
     }
@@ -476,10 +534,10 @@ fn arb_cnp_rule(egress: bool) -> impl Strategy<Value = Value> {
     )
         .prop_map(move |(action, mut peers, protocols, keep_networks)| {
             let mut protocols = protocols;
-            let is_net = |p: &Value| p.get("networks").is_some();
+            let is_net = |p: &Value| p.get("networks").is_some() || p.get("nodes").is_some();
             let is_named = |e: &Value| e.get("destinationNamedPort").is_some();
             // Validation rejects named ports in a rule with networks
-            // peers: drop one or the other.
+            // or nodes peers: drop one or the other.
             if let Some(list) = &mut protocols
                 && list.iter().any(is_named)
                 && peers.iter().any(is_net)
@@ -550,11 +608,15 @@ pub fn arb_cnps() -> impl Strategy<Value = Vec<ClusterNetworkPolicy>> {
         .prop_flat_map(|names| names.into_iter().map(arb_cnp).collect::<Vec<_>>())
 }
 
-/// A random cluster ([`arb_cluster`]) with 0 to 5 ClusterNetworkPolicies.
+/// A random cluster ([`arb_cluster`]) with 0 to 5 ClusterNetworkPolicies
+/// and 0 to 3 Nodes.
 pub fn arb_tier_cluster() -> impl Strategy<Value = Cluster> {
-    (arb_cluster(), arb_cnps()).prop_map(|(mut c, cnps)| {
+    (arb_cluster(), arb_cnps(), arb_nodes()).prop_map(|(mut c, cnps, nodes)| {
         for p in cnps {
             c.add_cnp(p);
+        }
+        for n in nodes {
+            c.add_node(n);
         }
         c
     })

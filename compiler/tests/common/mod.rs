@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -66,6 +66,18 @@ pub fn pod(
 }
 
 /// A NetworkPolicy from its JSON `spec`.
+/// A Node with labels and `status.addresses` (`(type, address)`).
+pub fn node(name: &str, kv: &[(&str, &str)], addresses: &[(&str, &str)]) -> Node {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels(kv)},
+        "status": {"addresses": addresses
+            .iter()
+            .map(|(t, a)| json!({"type": t, "address": a}))
+            .collect::<Vec<_>>()},
+    }))
+    .unwrap()
+}
+
 pub fn np(namespace: &str, name: &str, spec: Value) -> NetworkPolicy {
     serde_json::from_value(
         json!({"metadata": {"namespace": namespace, "name": name}, "spec": spec}),
@@ -178,6 +190,8 @@ pub struct Cluster {
     pub hosts: Vec<IpAddr>,
     /// ClusterNetworkPolicies by name (none unless a test adds them).
     pub cnps: BTreeMap<String, ClusterNetworkPolicy>,
+    /// Node objects by name (what `nodes` peers select).
+    pub nodes: BTreeMap<String, Node>,
 }
 
 fn meta_key(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (String, String) {
@@ -199,6 +213,20 @@ impl Cluster {
     }
     pub fn add_cnp(&mut self, p: ClusterNetworkPolicy) {
         self.cnps.insert(p.metadata.name.clone().unwrap(), p);
+    }
+    pub fn add_node(&mut self, n: Node) {
+        self.nodes.insert(n.metadata.name.clone().unwrap(), n);
+    }
+
+    /// Every address of a Node's `status.addresses` that is an IP.
+    pub fn node_ips(n: &Node) -> Vec<IpAddr> {
+        n.status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|a| IpAddr::from_str(&a.address).ok())
+            .collect()
     }
 
     /// Compiles the cluster from scratch (everything applied, one commit).
@@ -228,6 +256,9 @@ impl Cluster {
         }
         for p in self.cnps.values() {
             c.apply_cluster_policy(p).unwrap();
+        }
+        for n in self.nodes.values() {
+            c.apply_node(n).unwrap();
         }
         c.set_host_addresses(self.hosts.clone());
         c.commit();
@@ -328,6 +359,9 @@ impl Cluster {
             }
         }
         out.extend(["203.0.113.7", "2001:db8:ffff::7"].map(ip));
+        for n in self.nodes.values() {
+            out.extend(Self::node_ips(n));
+        }
         if !self.cnps.is_empty() {
             out.extend(tiers::network_edges(self.cnps.values()));
             out.extend(tiers::OUTSIDERS.map(ip));

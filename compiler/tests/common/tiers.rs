@@ -21,7 +21,9 @@
 //! `protocols` entries matches (none given: every protocol and port):
 //! `namespaces` selects every live pod of the matching namespaces, `pods`
 //! the live pods matching both selectors, `networks` every address inside
-//! one of the CIDRs (pod, node or outside address alike); `tcp`/`udp`/`sctp`
+//! one of the CIDRs (pod, node or outside address alike), `nodes` every
+//! IP address in `status.addresses` of the Node objects its selector
+//! selects (empty: every node); `tcp`/`udp`/`sctp`
 //! match that protocol on the port or inclusive range, and
 //! `destinationNamedPort` a container port of that name on the destination
 //! pod (the local pod for ingress, the peer pod for egress), with the
@@ -82,6 +84,10 @@ pub enum Model {
     PassAsAccept,
     /// The Baseline tier before NetworkPolicy.
     BaselineFirst,
+    /// A `nodes` peer matches only its nodes' IPv4 addresses.
+    NodesV4Only,
+    /// A `nodes` peer selects every node, whatever its labels.
+    NodesIgnoreSelector,
 }
 
 /// A rule's action.
@@ -148,6 +154,7 @@ enum PeerRef<'a> {
     Namespaces(&'a LabelSelector),
     Pods(&'a NamespacedPod),
     Networks(&'a [String]),
+    Nodes(&'a LabelSelector),
 }
 
 /// A rule of either direction.
@@ -195,10 +202,11 @@ fn rules(p: &ClusterNetworkPolicy, dir: u8) -> Vec<RuleRef<'_>> {
                     .to
                     .iter()
                     .map(
-                        |peer| match (&peer.namespaces, &peer.pods, &peer.networks) {
-                            (Some(n), None, None) => PeerRef::Namespaces(n),
-                            (None, Some(p), None) => PeerRef::Pods(p),
-                            (None, None, Some(n)) => PeerRef::Networks(n),
+                        |peer| match (&peer.namespaces, &peer.pods, &peer.networks, &peer.nodes) {
+                            (Some(n), None, None, None) => PeerRef::Namespaces(n),
+                            (None, Some(p), None, None) => PeerRef::Pods(p),
+                            (None, None, Some(n), None) => PeerRef::Networks(n),
+                            (None, None, None, Some(n)) => PeerRef::Nodes(n),
                             _ => panic!("the model knows no peer {peer:?}"),
                         },
                     )
@@ -283,7 +291,13 @@ impl Cluster {
         }
     }
 
-    fn peer_matches(&self, peer: &PeerRef, addr: IpAddr, peer_pod: Option<&Pod>) -> bool {
+    fn peer_matches(
+        &self,
+        peer: &PeerRef,
+        addr: IpAddr,
+        peer_pod: Option<&Pod>,
+        model: Model,
+    ) -> bool {
         match peer {
             PeerRef::Namespaces(s) => peer_pod.is_some_and(|q| {
                 Self::sel(s, &self.ns_labels(q.metadata.namespace.as_deref().unwrap()))
@@ -300,6 +314,16 @@ impl Cluster {
             PeerRef::Networks(nets) => nets
                 .iter()
                 .any(|n| IpNet::from_str(n).unwrap().contains(&addr)),
+            PeerRef::Nodes(s) => {
+                if model == Model::NodesV4Only && addr.is_ipv6() {
+                    return false;
+                }
+                self.nodes.values().any(|n| {
+                    (model == Model::NodesIgnoreSelector
+                        || Self::sel(s, &n.metadata.labels.clone().unwrap_or_default()))
+                        && Self::node_ips(n).contains(&addr)
+                })
+            }
         }
     }
 
@@ -345,7 +369,9 @@ impl Cluster {
         };
         for (name, p) in self.consulted(tier, me, model) {
             for (index, r) in rules(p, dir).into_iter().enumerate() {
-                if r.peers.iter().any(|x| self.peer_matches(x, peer, peer_pod))
+                if r.peers
+                    .iter()
+                    .any(|x| self.peer_matches(x, peer, peer_pod, model))
                     && protocols_match(r.protocols, ip_proto, port, dst)
                 {
                     return Some(Hit {

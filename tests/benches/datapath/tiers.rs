@@ -45,7 +45,7 @@ fn cluster_policies(n: usize) -> Vec<ClusterNetworkPolicy> {
     let rules: Vec<(bool, Value)> = (0..n)
         .map(|i| {
             let action = ["Deny", "Pass", "Accept"][i % 3];
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 let port = 2000 + (i / 2) % 100;
                 let from = json!([{"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "dev"}}}]);
                 (true, json!({"action": action, "from": from,
@@ -138,7 +138,7 @@ pub fn sources(n: usize) -> Vec<IpAddr> {
     (0..n)
         .map(|i| {
             let i = i as u32;
-            IpAddr::V4(if i % 2 == 0 {
+            IpAddr::V4(if i.is_multiple_of(2) {
                 Ipv4Addr::from(0x0a00_0000 | (i.wrapping_mul(2_654_435_761) & 0x007f_ff00) | 1)
             } else {
                 Ipv4Addr::from(0x0a80_0000 | ((i / 2) % 1000) << 8 | (i % 250 + 1))
