@@ -301,6 +301,14 @@ fn daemonset_has_what_a_node_agent_needs() {
         assert_eq!(im.get(host), flag(&cmd, flag_name).as_ref(), "{host}");
     }
 
+    // A sidecar keeps it in the chain: the same command, watching.
+    let sidecar = container(&pod.containers, "cni-watch");
+    let mut watch_cmd = cmd.clone();
+    watch_cmd.push("--watch".into());
+    assert_eq!(sidecar.command.as_ref(), Some(&watch_cmd));
+    assert_eq!(mounted(sidecar), im, "the sidecar sees the same host directories");
+    assert_eq!(sidecar.env, init.env);
+
     // Every container has requests; every ConfigMap key referenced exists.
     let data = m.config.data.as_ref().unwrap();
     for c in pod

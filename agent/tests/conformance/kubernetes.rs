@@ -11,6 +11,9 @@
 //!   it against what it wrote before and makes exactly those changes:
 //!   create, relabel (read, then replace), replace, delete. Between cases
 //!   the same diff cleans up what the previous case left.
+//! * The lab nodes are Node objects (labels, then `status.addresses`
+//!   patched as a kubelet would), created once before any agent starts,
+//!   for the `nodes` peers of ClusterNetworkPolicies.
 //! * Pods are real Pod objects (`spec.nodeName`, containers and their named
 //!   ports) whose `status.podIPs` is then patched as a kubelet would. There
 //!   is no kubelet, controller-manager or namespace controller: pods are
@@ -18,10 +21,10 @@
 //!   emptied first (its pods and policies deleted), then finalized through
 //!   `/finalize` as the namespace controller would, and waited for until it
 //!   is gone (so a later case can create it again).
-//! * The agents' watches are not synchronous with the writes: `palisade
-//!   sync` answers once the agent's sources are current, which in
-//!   Kubernetes mode means its watches are connected, not that they have
-//!   delivered a write the server has just accepted. So after each step
+//! * The agents' watches are not synchronous with the writes. `palisade
+//!   sync` relists every kind, so its answer holds what the server held
+//!   when it was asked; the fence checks the same independently of the
+//!   agent (and held before `sync` relisted): after each step
 //!   [`Cluster::deliver`] writes a fence and waits (bounded) until every
 //!   agent has seen it; then `palisade sync` puts what they have seen in
 //!   the maps. A watch delivers one kind's events in order, so the fence
@@ -48,7 +51,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, Pod as KPod};
+use k8s_openapi::api::core::v1::{Namespace, Node as KNode, Pod as KPod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Api;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
@@ -341,6 +344,34 @@ impl Cluster {
 
     /// Creates the Pod of `doc` (without its status), then patches its
     /// status as the kubelet would once the pod runs.
+    /// Creates the Node objects `docs`, then their status (addresses) as a
+    /// kubelet reports it.
+    pub fn create_nodes(&self, docs: &[Value]) -> Result<(), String> {
+        let api = Api::<KNode>::all(self.api.client());
+        for doc in docs {
+            let name = name_of(doc);
+            let mut spec = doc.clone();
+            let status = spec.as_object_mut().unwrap().remove("status");
+            let node: KNode =
+                serde_json::from_value(spec).map_err(|e| format!("Node {name}: {e}"))?;
+            at(
+                format!("create Node {name}"),
+                self.api.block_on(api.create(&PostParams::default(), &node)),
+            )?;
+            if let Some(status) = status {
+                at(
+                    format!("Node {name}: patch status"),
+                    self.api.block_on(api.patch_status(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({ "status": status })),
+                    )),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     fn create_pod(&self, doc: &Value) -> Result<(), String> {
         let (ns, name) = (ns_of(doc), name_of(doc));
         let mut spec = doc.clone();

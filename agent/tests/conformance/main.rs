@@ -111,6 +111,24 @@ fn node_labels(n: &str) -> BTreeMap<String, String> {
         ("kubernetes.io/hostname".to_string(), n.to_string()),
     ])
 }
+
+/// The lab nodes as Node objects: labels and both addresses (and a
+/// hostname, which is not an IP and matches nothing).
+fn node_docs(app: &AppLab) -> Vec<Value> {
+    NODES
+        .iter()
+        .map(|n| {
+            let node = app.lab().node(n);
+            json!({"apiVersion": "v1", "kind": "Node",
+                   "metadata": {"name": n, "labels": node_labels(n)},
+                   "status": {"addresses": [
+                       {"type": "InternalIP", "address": node.ipv4().to_string()},
+                       {"type": "InternalIP", "address": node.ipv6().to_string()},
+                       {"type": "Hostname", "address": n}]}})
+        })
+        .collect()
+}
+
 /// The agents' connection-tracking modes the suite runs in, in order:
 /// (name, extra agent arguments).
 const CT_MODES: [(&str, &[&str]); 2] = [("revalidate", &[]), ("keep", &["--ct-revalidate=false"])];
@@ -828,19 +846,10 @@ impl Env {
     /// The manifests of the namespaces and pods that exist, and of the
     /// nodes.
     fn manifests(&self) -> Vec<Value> {
-        let nodes = NODES.iter().map(|n| {
-            let node = self.app.lab().node(n);
-            json!({"apiVersion": "v1", "kind": "Node",
-                   "metadata": {"name": n, "labels": node_labels(n)},
-                   "status": {"addresses": [
-                       {"type": "InternalIP", "address": node.ipv4().to_string()},
-                       {"type": "InternalIP", "address": node.ipv6().to_string()},
-                       {"type": "Hostname", "address": n}]}})
-        });
         self.app
             .manifests()
             .into_iter()
-            .chain(nodes)
+            .chain(node_docs(&self.app))
             .filter(|doc| {
                 let name = doc["metadata"]["name"].as_str().unwrap_or_default();
                 match doc["kind"].as_str() {
@@ -1400,7 +1409,14 @@ fn run_suite(mode: Mode) {
         .collect();
     let source = match mode {
         Mode::Manifests => Source::Manifests,
-        Mode::Kubernetes => Source::Kubernetes(Box::new(kubernetes::Cluster::start())),
+        Mode::Kubernetes => {
+            let cluster = kubernetes::Cluster::start();
+            // The lab nodes do not change: created once, before any agent.
+            cluster
+                .create_nodes(&node_docs(&app))
+                .unwrap_or_else(|e| panic!("the lab's Node objects: {e}"));
+            Source::Kubernetes(Box::new(cluster))
+        }
     };
     let services = HOST_PORTS
         .iter()
