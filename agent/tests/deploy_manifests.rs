@@ -306,7 +306,11 @@ fn daemonset_has_what_a_node_agent_needs() {
     let mut watch_cmd = cmd.clone();
     watch_cmd.push("--watch".into());
     assert_eq!(sidecar.command.as_ref(), Some(&watch_cmd));
-    assert_eq!(mounted(sidecar), im, "the sidecar sees the same host directories");
+    assert_eq!(
+        mounted(sidecar),
+        im,
+        "the sidecar sees the same host directories"
+    );
     assert_eq!(sidecar.env, init.env);
 
     // Every container has requests; every ConfigMap key referenced exists.
