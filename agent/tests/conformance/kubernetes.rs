@@ -342,55 +342,49 @@ impl Cluster {
         .map(drop)
     }
 
-    /// Creates the Pod of `doc` (without its status), then patches its
-    /// status as the kubelet would once the pod runs.
     /// Creates the Node objects `docs`, then their status (addresses) as a
     /// kubelet reports it.
     pub fn create_nodes(&self, docs: &[Value]) -> Result<(), String> {
         let api = Api::<KNode>::all(self.api.client());
         for doc in docs {
-            let name = name_of(doc);
-            let mut spec = doc.clone();
-            let status = spec.as_object_mut().unwrap().remove("status");
-            let node: KNode =
-                serde_json::from_value(spec).map_err(|e| format!("Node {name}: {e}"))?;
-            at(
-                format!("create Node {name}"),
-                self.api.block_on(api.create(&PostParams::default(), &node)),
-            )?;
-            if let Some(status) = status {
-                at(
-                    format!("Node {name}: patch status"),
-                    self.api.block_on(api.patch_status(
-                        &name,
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({ "status": status })),
-                    )),
-                )?;
-            }
+            self.create_then_status(&api, &format!("Node {}", name_of(doc)), doc)?;
         }
         Ok(())
     }
 
+    /// Creates the Pod of `doc` (without its status), then patches its
+    /// status as the kubelet would once the pod runs.
     fn create_pod(&self, doc: &Value) -> Result<(), String> {
         let (ns, name) = (ns_of(doc), name_of(doc));
+        self.create_then_status(&self.pod_api(&ns), &format!("Pod {ns}/{name}"), doc)
+    }
+
+    /// Creates `doc` through `api` without its `status` (and `uid`, which
+    /// the server assigns), then patches the status in, as the kubelet
+    /// does for its pods and its node.
+    fn create_then_status<K>(&self, api: &Api<K>, what: &str, doc: &Value) -> Result<(), String>
+    where
+        K: kube::Resource
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
         let mut spec = doc.clone();
         let status = spec.as_object_mut().unwrap().remove("status");
         if let Some(m) = spec["metadata"].as_object_mut() {
             m.remove("uid");
         }
-        let pod: KPod =
-            serde_json::from_value(spec).map_err(|e| format!("Pod {ns}/{name}: {e}"))?;
-        let api = self.pod_api(&ns);
+        let obj: K = serde_json::from_value(spec).map_err(|e| format!("{what}: {e}"))?;
         at(
-            format!("create Pod {ns}/{name}"),
-            self.api.block_on(api.create(&PostParams::default(), &pod)),
+            format!("create {what}"),
+            self.api.block_on(api.create(&PostParams::default(), &obj)),
         )?;
         if let Some(status) = status {
             at(
-                format!("Pod {ns}/{name}: patch status"),
+                format!("{what}: patch status"),
                 self.api.block_on(api.patch_status(
-                    &name,
+                    &name_of(doc),
                     &PatchParams::default(),
                     &Patch::Merge(json!({ "status": status })),
                 )),
