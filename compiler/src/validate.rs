@@ -133,6 +133,23 @@ fn ip(value: &str, path: &str) -> Result<IpAddr, FieldError> {
 /// The `status.addresses` types that must hold an IP address.
 const NODE_IP_TYPES: [&str; 2] = ["InternalIP", "ExternalIP"];
 
+/// A cluster-scoped object's metadata: a name, and no namespace.
+pub(crate) fn cluster_scoped(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    kind: ObjectKind,
+) -> Result<(), FieldError> {
+    if meta.name.as_deref().is_none_or(str::is_empty) {
+        return Err(FieldError::new("metadata.name", Reason::Required));
+    }
+    if meta.namespace.as_deref().is_some_and(|n| !n.is_empty()) {
+        return Err(FieldError::new(
+            "metadata.namespace",
+            Reason::ClusterScoped { kind },
+        ));
+    }
+    Ok(())
+}
+
 /// Validates a Node (cluster-scoped); returns its name and what `nodes`
 /// peers match: its labels and every address of `status.addresses` that
 /// is an IP, whatever its type. An `InternalIP` or `ExternalIP` entry
@@ -141,23 +158,7 @@ const NODE_IP_TYPES: [&str; 2] = ["InternalIP", "ExternalIP"];
 pub(crate) fn node(node: &Node) -> Result<(String, NodeObj), CompileError> {
     let name = node.metadata.name.clone().unwrap_or_default();
     let obj = ObjectRef::new(ObjectKind::Node, "", name.clone());
-    if name.is_empty() {
-        return Err(FieldError::new("metadata.name", Reason::Required).on(obj));
-    }
-    if node
-        .metadata
-        .namespace
-        .as_deref()
-        .is_some_and(|n| !n.is_empty())
-    {
-        return Err(FieldError::new(
-            "metadata.namespace",
-            Reason::ClusterScoped {
-                kind: ObjectKind::Node,
-            },
-        )
-        .on(obj));
-    }
+    cluster_scoped(&node.metadata, ObjectKind::Node).map_err(|e| e.on(obj.clone()))?;
     let labels = node.metadata.labels.clone().unwrap_or_default();
     check_labels(&labels, "metadata.labels").map_err(|e| e.on(obj.clone()))?;
     let mut addrs = BTreeSet::new();

@@ -109,11 +109,11 @@ pub(crate) fn cluster_policy(
 ) -> Result<(String, ClusterPolicyObj), CompileError> {
     let name = cnp.metadata.name.clone().unwrap_or_default();
     let obj = ObjectRef::new(ObjectKind::ClusterNetworkPolicy, "", name.clone());
-    let model = object(cnp, &name).map_err(|e| e.on(obj))?;
+    let model = object(cnp).map_err(|e| e.on(obj))?;
     Ok((name, model))
 }
 
-fn object(cnp: &ClusterNetworkPolicy, name: &str) -> Result<ClusterPolicyObj, FieldError> {
+fn object(cnp: &ClusterNetworkPolicy) -> Result<ClusterPolicyObj, FieldError> {
     if let Some(v) = cnp.api_version.as_deref()
         && v != api::API_VERSION
     {
@@ -124,22 +124,7 @@ fn object(cnp: &ClusterNetworkPolicy, name: &str) -> Result<ClusterPolicyObj, Fi
     {
         return Err(unsupported("kind", k, api::KIND));
     }
-    if name.is_empty() {
-        return Err(FieldError::new("metadata.name", Reason::Required));
-    }
-    if cnp
-        .metadata
-        .namespace
-        .as_deref()
-        .is_some_and(|n| !n.is_empty())
-    {
-        return Err(FieldError::new(
-            "metadata.namespace",
-            Reason::ClusterScoped {
-                kind: ObjectKind::ClusterNetworkPolicy,
-            },
-        ));
-    }
+    crate::validate::cluster_scoped(&cnp.metadata, ObjectKind::ClusterNetworkPolicy)?;
     let spec = &cnp.spec;
     let tier = match &spec.tier {
         None => return Err(FieldError::new("spec.tier", Reason::Required)),
