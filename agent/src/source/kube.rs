@@ -766,6 +766,8 @@ mod tests {
             &mut out,
         );
         f.fold(Kind::Pod, Ev::InitDone { generation: 2 }, &mut out);
+        assert_eq!(f.generation(), 0, "nodes have not listed again");
+        f.fold(Kind::Node, Ev::InitDone { generation: 1 }, &mut out);
         assert_eq!(f.generation(), 1);
         assert!(f.ready());
     }
