@@ -365,7 +365,7 @@ fn rbac_grants_exactly_what_the_watchers_use() {
         .map(|(g, r, v)| (g, r, v.to_string()))
         .collect();
     assert_eq!(granted, needed);
-    assert_eq!(needed.len(), 10, "{needed:?}");
+    assert_eq!(needed.len(), 28, "{needed:?}");
 
     let b = &m.binding;
     assert_eq!(b.role_ref.kind, "ClusterRole");

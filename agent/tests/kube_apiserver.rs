@@ -22,6 +22,10 @@
 //!   renewed watch is answered `410 Gone`, the kind relists, the metrics
 //!   count it, and probes throughout see no flow that neither the old nor
 //!   the new state allows, and no gap in the new state during the relists;
+//! * policy kinds Palisade does not enforce (AdminNetworkPolicy v1alpha1
+//!   from its CRD) are listed and followed, logged once each, counted in
+//!   `palisade_unenforced_policy_objects` and named by `explain --live`,
+//!   without holding enforcement back;
 //! * watches ask for bookmarks, and a quiet kind's resourceVersion
 //!   advances from them (the renewed watches resume from versions no
 //!   object of that kind has);
@@ -1251,4 +1255,136 @@ fn an_expired_continue_token_restarts_the_list() {
         listed.contains("objects=47") || listed.contains("objects=46"),
         "every Namespace listed (40 fillers, dev, prod and the server's own): {listed}"
     );
+}
+
+/// The `palisade_unenforced_policy_objects` sample of AdminNetworkPolicy
+/// (0 when the series is absent: no such object).
+fn unenforced_admin_policies(lab: &Lab) -> f64 {
+    let (_, text) = http(lab, "/metrics");
+    text.lines()
+        .find(|l| {
+            l.starts_with("palisade_unenforced_policy_objects{")
+                && l.contains("kind=\"AdminNetworkPolicy\"")
+                && l.contains("api_version=\"policy.networking.k8s.io/v1alpha1\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits (bounded: 15 s) until `f` holds.
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "{what}: not within 15 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn policies_palisade_does_not_enforce_are_reported() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let Some(api) = start_api("policies_palisade_does_not_enforce_are_reported") else {
+        return;
+    };
+    // The v1alpha1 AdminNetworkPolicy CRD (its schema does not matter here).
+    apply(
+        &api,
+        Api::<CustomResourceDefinition>::all(api.client()),
+        json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "adminnetworkpolicies.policy.networking.k8s.io",
+                         "annotations": {"api-approved.kubernetes.io":
+                             "https://github.com/kubernetes/enhancements/pull/3450"}},
+            "spec": {"group": "policy.networking.k8s.io", "scope": "Cluster",
+                     "names": {"plural": "adminnetworkpolicies", "singular": "adminnetworkpolicy",
+                               "kind": "AdminNetworkPolicy", "listKind": "AdminNetworkPolicyList"},
+                     "versions": [{"name": "v1alpha1", "served": true, "storage": true,
+                                   "schema": {"openAPIV3Schema": {"type": "object",
+                                       "x-kubernetes-preserve-unknown-fields": true}}}]}
+        }),
+    );
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("policy.networking.k8s.io", "v1alpha1", "AdminNetworkPolicy"),
+        "adminnetworkpolicies",
+    );
+    let anps: Api<DynamicObject> = Api::all_with(api.client(), &ar);
+    let anp = |name: &str| -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy",
+            "metadata": {"name": name},
+            "spec": {"priority": 10, "subject": {"namespaces": {}},
+                     "egress": [{"action": "Deny", "to": [{"networks": ["169.254.169.254/32"]}]}]}
+        }))
+        .unwrap()
+    };
+    // Served within seconds (bounded).
+    let t0 = Instant::now();
+    while let Err(e) = api.block_on(anps.create(&PostParams::default(), &anp("old-style"))) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "CRD not served: {e}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Listed at start, then followed by watch; enforcement unaffected.
+    let r = running(&api, "kun");
+    let (client, web, db) = (r.s.lab.pod("client"), r.s.lab.pod("web"), r.s.lab.pod("db"));
+    let w = web.ipv4().into();
+    eventually(
+        "NetworkPolicy enforced",
+        &r.agent,
+        Duration::from_secs(5),
+        &only_client_reaches_web_on_80(client, db, w),
+    );
+    wait_until("the listed AdminNetworkPolicy counted", || {
+        unenforced_admin_policies(&r.s.lab) == 1.0
+    });
+    api.block_on(anps.create(&PostParams::default(), &anp("another")))
+        .unwrap();
+    wait_until("the created one counted", || {
+        unenforced_admin_policies(&r.s.lab) == 2.0
+    });
+    let log = r.agent.log_text();
+    for name in ["old-style", "another"] {
+        let line = format!("AdminNetworkPolicy (policy.networking.k8s.io/v1alpha1) {name}");
+        assert_eq!(
+            log.lines()
+                .filter(|l| l.contains("NOT ENFORCED") && l.contains(&line))
+                .count(),
+            1,
+            "said once: {name}\n{log}"
+        );
+    }
+    // `explain --live` says so too.
+    let out = std::process::Command::new(BIN)
+        .args([
+            "explain",
+            "--live",
+            "--from",
+            "dev/client",
+            "--to",
+            "prod/web",
+        ])
+        .args(["--port", "80/TCP", "--socket"])
+        .arg(&r.agent.socket)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("AdminNetworkPolicy (policy.networking.k8s.io/v1alpha1) old-style"),
+        "{text}"
+    );
+    // Deleted: no longer counted.
+    for name in ["old-style", "another"] {
+        api.block_on(anps.delete(name, &DeleteParams::default()))
+            .unwrap();
+    }
+    wait_until("deletes followed", || {
+        unenforced_admin_policies(&r.s.lab) == 0.0
+    });
 }

@@ -41,6 +41,9 @@
 //!   the list is retried every [`ABSENT_RECHECK`], so tiers are enforced
 //!   soon after the CRD is installed, without a restart. A CRD removed
 //!   takes its objects with it, which the same rule follows.
+//! * Policy kinds Palisade does not enforce (AdminNetworkPolicy, other
+//!   implementations' CRDs) are watched to be reported only
+//!   (`kube_unenforced.rs`): they never hold the others back.
 //! * `palisade sync` (a rescan request) relists every kind: it is answered
 //!   once each kind has completed a list started after the request (a
 //!   quorum read), so a change the API server accepted before `sync` is
@@ -239,12 +242,12 @@ fn resource(kind: Kind) -> String {
 
 /// The list failed because the API server does not serve the resource at
 /// all (`404` on the list: a CRD not installed).
-fn not_served(error: &watcher::Error) -> bool {
+pub(super) fn not_served(error: &watcher::Error) -> bool {
     matches!(error, watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.code == 404)
 }
 
 /// A 403 from the API server: the agent's identity may not list or watch.
-fn forbidden(error: &watcher::Error) -> Option<&str> {
+pub(super) fn forbidden(error: &watcher::Error) -> Option<&str> {
     let e = match error {
         watcher::Error::InitialListFailed(e)
         | watcher::Error::WatchStartFailed(e)
@@ -491,6 +494,13 @@ pub fn api_access() -> Vec<(String, String, &'static str)> {
             Some(WATCH_VERBS.map(|verb| (group.clone(), resource.clone(), verb)))
         })
         .flatten()
+        .chain(
+            super::kube_unenforced::RESOURCES
+                .iter()
+                .flat_map(|(group, _, plural, _)| {
+                    WATCH_VERBS.map(|verb| (group.to_string(), plural.to_string(), verb))
+                }),
+        )
         .collect()
 }
 
@@ -571,6 +581,9 @@ pub fn spawn_observed(
     metrics: Option<SourceMetrics>,
 ) -> SourceHandle {
     let (events_tx, mut events) = mpsc::channel::<Item>(256);
+    // Policy kinds only reported: their changes never wait for a relist.
+    let (unenforced_tx, mut unenforced) = mpsc::unbounded_channel::<Change>();
+    super::kube_unenforced::spawn(client.clone(), unenforced_tx.clone());
     // Each rescan request bumps the generation: every kind lists afresh.
     let (relist_tx, relist) = tokio::sync::watch::channel(0u64);
     for kind in WATCHED {
@@ -586,6 +599,8 @@ pub fn spawn_observed(
     let (tx, updates) = mpsc::channel(16);
     let (rescan, mut rescan_rx) = mpsc::unbounded_channel::<u64>();
     tokio::spawn(async move {
+        // Keeps the channel open (a closed one would always be ready).
+        let _unenforced_tx = unenforced_tx;
         let mut folder = Folder {
             metrics,
             ..Folder::default()
@@ -613,6 +628,7 @@ pub fn spawn_observed(
                         }
                     }
                 }
+                c = unenforced.recv() => held.extend(c),
                 t = rescan_rx.recv() => match t {
                     Some(t) => {
                         generation += 1;

@@ -5,6 +5,7 @@
 //! core the same [`SourceUpdate`]s.
 
 pub mod kube;
+pub mod kube_unenforced;
 pub mod manifests;
 pub mod pod;
 pub mod yaml;
