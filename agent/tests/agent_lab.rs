@@ -354,6 +354,34 @@ fn web_policy() -> serde_json::Value {
     )
 }
 
+/// An Admin ClusterNetworkPolicy of one ingress rule on `prod/web` from
+/// pods labelled `app: FROM` in any namespace.
+fn admin_rule(
+    name: &str,
+    priority: u32,
+    action: &str,
+    from: &str,
+    protocol: serde_json::Value,
+) -> serde_json::Value {
+    json!({
+        "apiVersion": "policy.networking.k8s.io/v1alpha2",
+        "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "tier": "Admin",
+            "priority": priority,
+            "subject": {"pods": {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "web"}}}},
+            "ingress": [{
+                "action": action,
+                "from": [{"pods": {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": from}}}}],
+                "protocols": [protocol],
+            }],
+        },
+    })
+}
+
+/// Clean restarts and crashes never change a verdict, NetworkPolicy's or
+/// the Admin tier's, while probes run throughout.
 #[test]
 fn restart_keeps_enforcing_without_wrong_verdicts() {
     use std::sync::Mutex;
@@ -378,6 +406,22 @@ fn restart_keeps_enforcing_without_wrong_verdicts() {
         pod(web, "prod", "web", "uid-w", json!({"app": "web"})),
         pod(other, "dev", "other", "uid-o", json!({"app": "other"})),
         web_policy(),
+        // The Admin tier over the NetworkPolicy, both ways: a Deny of
+        // what it allows and an Accept of what it does not.
+        admin_rule(
+            "no-client-80",
+            10,
+            "Deny",
+            "client",
+            json!({"tcp": {"destinationPort": {"number": 80}}}),
+        ),
+        admin_rule(
+            "other-dns",
+            20,
+            "Accept",
+            "other",
+            json!({"udp": {"destinationPort": {"number": 53}}}),
+        ),
     ];
     d.write("all.yaml", &base);
     let mut agent = Agent::start(lab.node("n1"), &d, &[]);
@@ -386,11 +430,11 @@ fn restart_keeps_enforcing_without_wrong_verdicts() {
     let mut cases = Vec::new();
     for dst in both(web) {
         cases.extend([
-            (client, dst, P::Tcp(80), true),
+            (client, dst, P::Tcp(80), false),
             (client, dst, P::Udp(53), true),
             (client, dst, P::Tcp(81), false),
             (other, dst, P::Tcp(80), false),
-            (other, dst, P::Udp(53), false),
+            (other, dst, P::Udp(53), true),
         ]);
     }
     expect("before restart", &[&agent], &cases);
@@ -453,8 +497,9 @@ fn restart_keeps_enforcing_without_wrong_verdicts() {
     // The restarted agents adopted the pinned maps and reconciled by diff:
     // with the allocation table every unchanged object kept its numbers, so
     // the first restart wrote only what changed while it was down (the new
-    // pod's ipcache entry and the two rows admitting it to web) and the
-    // second wrote nothing.
+    // pod's ipcache entry and web's two rows for its identity, the TCP one
+    // twice: its Admin Deny before the NetworkPolicy's allow, as
+    // make-before-break orders them) and the second wrote nothing.
     let log = agent.log_text();
     let writes: Vec<&str> = log
         .lines()
@@ -463,7 +508,7 @@ fn restart_keeps_enforcing_without_wrong_verdicts() {
         .map(|w| w.split_whitespace().next().unwrap_or(""))
         .collect();
     assert_eq!(writes.len(), 3, "{log}");
-    assert_eq!(&writes[1..], ["3", "0"], "{log}");
+    assert_eq!(&writes[1..], ["4", "0"], "{log}");
     assert_eq!(log.matches("pinned maps adopted").count(), 3, "{log}");
     expect("after restarts", &[&agent], &cases);
 }
