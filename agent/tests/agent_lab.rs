@@ -697,6 +697,14 @@ fn cni_add_attaches_pending_then_compiled() {
         namespace("prod", json!({})),
         pod(client, "dev", "client", "uid-c", json!({"app": "client"})),
         web_policy(),
+        // An Admin Accept never opens a pending pod.
+        admin_rule(
+            "client-81",
+            10,
+            "Accept",
+            "client",
+            json!({"tcp": {"destinationPort": {"number": 81}}}),
+        ),
     ];
     d.write("all.yaml", &base);
     let agent = Agent::start(
@@ -748,7 +756,8 @@ fn cni_add_attaches_pending_then_compiled() {
     for dst in both(web) {
         cases.extend([
             (client, dst, P::Tcp(80), true),
-            (client, dst, P::Tcp(81), false),
+            (client, dst, P::Tcp(81), true),
+            (client, dst, P::Sctp(9000), false),
         ]);
     }
     expect("compiled", &[&agent], &cases);
