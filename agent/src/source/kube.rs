@@ -583,7 +583,7 @@ pub fn spawn_observed(
     let (events_tx, mut events) = mpsc::channel::<Item>(256);
     // Policy kinds only reported: their changes never wait for a relist.
     let (unenforced_tx, mut unenforced) = mpsc::unbounded_channel::<Change>();
-    super::kube_unenforced::spawn(client.clone(), unenforced_tx.clone());
+    super::kube_unenforced::spawn(client.clone(), watcher_config(opts), unenforced_tx.clone());
     // Each rescan request bumps the generation: every kind lists afresh.
     let (relist_tx, relist) = tokio::sync::watch::channel(0u64);
     for kind in WATCHED {

@@ -93,10 +93,12 @@ pub const RESOURCES: [PolicyResource; 9] = [
 /// again; and the wait after any other failure.
 pub const RECHECK: Duration = Duration::from_secs(30);
 
-/// Starts one watcher per [`RESOURCES`] entry; their changes go to `tx`.
-pub fn spawn(client: Client, tx: mpsc::UnboundedSender<Change>) {
+/// Starts one watcher per [`RESOURCES`] entry, listing and watching as
+/// `config` says (the enforced kinds' paging, bookmarks and timeout); their
+/// changes go to `tx`.
+pub fn spawn(client: Client, config: watcher::Config, tx: mpsc::UnboundedSender<Change>) {
     for r in RESOURCES {
-        tokio::spawn(watch(client.clone(), r, tx.clone()));
+        tokio::spawn(watch(client.clone(), r, config.clone(), tx.clone()));
     }
 }
 
@@ -117,7 +119,12 @@ fn delete(u: UnenforcedPolicy) -> Change {
     Change::Delete(Object::Unenforced(Arc::new(u)).key())
 }
 
-async fn watch(client: Client, r: PolicyResource, tx: mpsc::UnboundedSender<Change>) {
+async fn watch(
+    client: Client,
+    r: PolicyResource,
+    config: watcher::Config,
+    tx: mpsc::UnboundedSender<Change>,
+) {
     let (group, version, plural, kind) = r;
     let ar =
         ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
@@ -126,7 +133,7 @@ async fn watch(client: Client, r: PolicyResource, tx: mpsc::UnboundedSender<Chan
     let mut known: BTreeSet<UnenforcedPolicy> = BTreeSet::new();
     let mut said_forbidden = false;
     loop {
-        let mut events = watcher(api.clone(), watcher::Config::default()).boxed();
+        let mut events = watcher(api.clone(), config.clone()).boxed();
         let mut listing: Option<BTreeSet<UnenforcedPolicy>> = None;
         let failure = loop {
             let ev = match events.next().await {
