@@ -189,6 +189,39 @@ pub(crate) fn tier_flags<'a>(
     flags
 }
 
+/// The `VIEW_TIERED_*` flags of an endpoint selected by the cluster
+/// policies `tiers` whose NetworkPolicy flags are `np_flags`: a direction
+/// in which some audited policy applies (an audited cluster policy with
+/// rules there, or audited NetworkPolicies that isolate where enforced
+/// ones do not: `VIEW_ISOLATED`) and some cluster policy, enforced or
+/// audited, has rules (see `endpoint_flags::VIEW_TIERED_INGRESS`).
+pub(crate) fn view_tier_flags<'a>(
+    tiers: impl Iterator<Item = &'a PolicyRef>,
+    cluster: &BTreeMap<String, Arc<ClusterPolicyObj>>,
+    np_flags: u32,
+) -> u32 {
+    let (mut tiered, mut audited) = (0u32, 0u32);
+    for r in tiers {
+        let Some(p) = cluster.get(&r.name) else {
+            continue;
+        };
+        for dir in [direction::INGRESS, direction::EGRESS] {
+            if !p.rules[dir as usize].is_empty() {
+                tiered |= endpoint_flags::view_tiered(dir);
+                if p.audit {
+                    audited |= endpoint_flags::view_tiered(dir);
+                }
+            }
+        }
+    }
+    for dir in [direction::INGRESS, direction::EGRESS] {
+        if np_flags & endpoint_flags::view_isolated(dir) != 0 {
+            audited |= endpoint_flags::view_tiered(dir);
+        }
+    }
+    tiered & audited
+}
+
 fn raise_numeric(row: &mut TierRow, id: u32, dir: u8, rule: &TierRule, codes: TierCodes) {
     for (i, class) in CLASSES.iter().enumerate() {
         for &(lo, hi) in rule.rule.ports.numeric[i].ranges() {
@@ -215,9 +248,10 @@ fn raise_named(
 }
 
 /// Computes the tier codes of endpoint `ep` (a local pod) for the cells
-/// of `filter` (all if `None` or full), from the enforced cluster
-/// policies among `tiers` (materialised ones; `positions` from
-/// [`positions`]).
+/// of `filter` (all if `None` or full), from the cluster policies among
+/// `tiers` (materialised ones; `positions` from [`positions`]): the
+/// enforced ones, and with `with_audited` the audited ones too (the audit
+/// view's codes).
 pub(crate) fn compute_tier_row(
     ep: &PodObj,
     tiers: &[(&PolicyState, &ClusterPolicyObj)],
@@ -225,11 +259,12 @@ pub(crate) fn compute_tier_row(
     names: &[&str],
     identities: &Identities,
     filter: Option<&RowDirt>,
+    with_audited: bool,
 ) -> TierRow {
     let mut row = TierRow::new();
     let filter = filter.filter(|f| !f.full);
     for (i, (st, obj)) in tiers.iter().enumerate() {
-        if obj.audit || !st.materialized {
+        if (obj.audit && !with_audited) || !st.materialized {
             continue;
         }
         let position = positions.get(names[i]).copied().unwrap_or(MAX_POSITION);

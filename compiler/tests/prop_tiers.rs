@@ -18,6 +18,10 @@
 //!   ends in the new state, and the final state equals compiling the final
 //!   objects from scratch; a restart part way through a diff reconciles
 //!   from the pinned maps to the same state, just as safely;
+//! * (d) with some ClusterNetworkPolicies in audit mode, the audit view
+//!   (read as the datapath reads it, `sim_view`) reports exactly the flows
+//!   the maps let through that the model denies with every policy
+//!   enforced;
 //! * (c) `Compiler::explain` agrees with the maps: each side's
 //!   `Judgement::allowed()` with `sim` over the maps of the node of its pod,
 //!   `Explanation::allowed()` with both sides, and `decided_by()` and the
@@ -76,6 +80,60 @@ fn check_tiers(cluster: &Cluster, model: Model) -> Result<(), String> {
                     if got != want.allowed() {
                         return Err(format!(
                             "{}: the maps say {got}, the model {want:?}",
+                            flow(&pod, dir, a, pr, port)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+// ----- (d) the audit view against the model -------------------------------
+
+const AUDIT: &str = "policy.palisade.dev/mode";
+
+/// `cluster` with the ClusterNetworkPolicies of `mask` annotated for audit.
+fn audited(mut cluster: Cluster, mask: &[bool]) -> Cluster {
+    for (p, &on) in cluster.cnps.values_mut().zip(mask) {
+        if on {
+            p.metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(AUDIT.into(), "audit".into());
+        }
+    }
+    cluster
+}
+
+/// Every flow the maps let through is reported by the audit view exactly
+/// when the model, with every policy enforced, denies it.
+fn check_audit_view(cluster: &Cluster) -> Result<(), String> {
+    let c = cluster.compile();
+    check_invariants(&c);
+    let state = c.state();
+    let mut enforced = cluster.clone();
+    for p in enforced.cnps.values_mut() {
+        if let Some(a) = p.metadata.annotations.as_mut() {
+            a.remove(AUDIT);
+        }
+    }
+    let addrs = cluster.probe_addresses();
+    for pod in cluster.endpoints() {
+        for dir in [direction::INGRESS, direction::EGRESS] {
+            for &a in &addrs {
+                for (pr, port) in cases(&TIER_PROBE_PORTS) {
+                    if !sim(state, &pod, dir, a, pr, port)? {
+                        // Dropped: the view is not asked.
+                        continue;
+                    }
+                    let got = sim_view(state, &pod, dir, a, pr, port)?;
+                    let want = enforced.tiered(&pod, dir, a, pr, port, Model::Faithful);
+                    if got == want.allowed() {
+                        return Err(format!(
+                            "{}: the audit view denies: {got}; with every policy enforced \
+                             the model says {want:?}",
                             flow(&pod, dir, a, pr, port)
                         ));
                     }
@@ -514,6 +572,19 @@ proptest! {
     #[test]
     fn explain_walks_the_tiers_like_the_maps(cluster in arb_tier_cluster()) {
         check_explain(&cluster, Model::Faithful, None).map_err(TestCaseError::fail)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases_or(96), ..ProptestConfig::default() })]
+
+    /// (d): ClusterNetworkPolicies in audit mode.
+    #[test]
+    fn the_audit_view_is_the_model_with_every_policy_enforced(
+        cluster in arb_tier_cluster(),
+        mask in prop::collection::vec(prop::bool::weighted(0.4), 5),
+    ) {
+        check_audit_view(&audited(cluster, &mask)).map_err(TestCaseError::fail)?;
     }
 }
 

@@ -199,7 +199,12 @@ fn arb_contents() -> impl Strategy<Value = Contents> {
                     ..Contents::endpoint(
                         EP,
                         POD,
-                        u32::from(flags) & (0x3f | ef::TIERED_INGRESS | ef::TIERED_EGRESS),
+                        u32::from(flags)
+                            & (0x3f
+                                | ef::TIERED_INGRESS
+                                | ef::TIERED_EGRESS
+                                | ef::VIEW_TIERED_INGRESS
+                                | ef::VIEW_TIERED_EGRESS),
                     )
                 };
                 c.policy = entries.into_iter().collect();
