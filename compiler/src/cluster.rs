@@ -552,6 +552,8 @@ pub struct TierRuleName {
     pub action: &'static str,
     /// The rule's `tier_code` (what the datapath reports).
     pub code: u32,
+    /// The policy is in audit mode (its rules are only reported).
+    pub audit: bool,
 }
 
 impl std::fmt::Display for TierRuleName {
@@ -568,7 +570,11 @@ impl std::fmt::Display for TierRuleName {
         if let Some(n) = &self.name {
             write!(f, " {n:?}")?;
         }
-        write!(f, " (priority {}, {})", self.priority, self.action)
+        write!(f, " (priority {}, {}", self.priority, self.action)?;
+        if self.audit {
+            f.write_str(", audit mode")?;
+        }
+        f.write_str(")")
     }
 }
 
@@ -596,17 +602,20 @@ pub(crate) fn rule_name(
             Action::Pass => "Pass",
         },
         code: codes.admin.max(codes.baseline),
+        audit: p.audit,
     }
 }
 
-/// The enforced cluster policies of `tier` with rules in `dir` whose
-/// subject selects `pod`, in the order the tier consults them, each with
-/// its position (see the module documentation).
+/// The enforced cluster policies (with `with_audited`, the audited ones
+/// too) of `tier` with rules in `dir` whose subject selects `pod`, in the
+/// order the tier consults them, each with its position (see the module
+/// documentation).
 pub(crate) fn consulted<'a>(
     e: &'a Engine,
     tier: Tier,
     dir: u8,
     pod: &PodRef,
+    with_audited: bool,
 ) -> Vec<(&'a str, &'a ClusterPolicyObj, u32)> {
     let selecting = e.cluster_selecting(pod);
     let positions = positions(&e.cluster_policies);
@@ -615,7 +624,7 @@ pub(crate) fn consulted<'a>(
         .iter()
         .filter(|(name, p)| {
             p.tier == tier
-                && !p.audit
+                && (with_audited || !p.audit)
                 && !p.rules[dir as usize].is_empty()
                 && selecting.contains(&PolicyRef::cluster(name))
         })
@@ -631,14 +640,12 @@ pub(crate) fn consulted<'a>(
     out
 }
 
-/// Every enforced cluster policy rule with its code.
+/// Every cluster policy rule with its code, audited ones too (audit
+/// events name them).
 pub(crate) fn tier_rules(e: &Engine) -> Vec<TierRuleName> {
     let positions = positions(&e.cluster_policies);
     let mut out = Vec::new();
     for (name, p) in &e.cluster_policies {
-        if p.audit {
-            continue;
-        }
         let position = positions
             .get(name.as_str())
             .copied()
