@@ -535,8 +535,10 @@ fn new_flow(
         && !facts.unverified
     {
         // Clears the slot: a new entry is unanswered, so the flow's next
-        // packets this way are judged by policy until the other end answers.
+        // packets this way are judged by policy until the other end answers,
+        // and the answer reaches the entry.
         flowcache::remember(pkt, ifindex, dir, &entry, now, cfg);
+        flowcache::forget_answer(pkt, ifindex, dir);
     }
     Verdict::Forward(reason)
 }
