@@ -1102,6 +1102,78 @@ fn cluster_policies_in_monitor_metrics_and_policy_get() {
     agent.sync_ok();
     expect("fits again", &[&agent], &[(client, web4, P::Tcp(80), true)]);
     assert_eq!(overflows(&scrape(node)), 0.0);
-    drop((all, text));
+
+    // Audit mode: an audited Admin Deny ahead of everything passes what
+    // it would deny, reports it naming the rule, counts it, and explain
+    // walks the tiers with it enforced.
+    let audits = Monitor::start(&d.socket, &["--type", "audit"]);
+    let audited = annotated(
+        cluster_policy(
+            "audit-dev",
+            json!({"tier": "Admin", "priority": 5, "subject": {"namespaces": {}},
+                   "ingress": [{"action": "Deny", "from": from_dev,
+                                "protocols": [{"tcp": {"destinationPort": {"number": 80}}}]}]}),
+        ),
+        "audit",
+    );
+    d.write("40-audit.yaml", &[audited]);
+    agent.sync_ok();
+    expect(
+        "audited deny: passed",
+        &[&agent],
+        &[
+            (client, web4, P::Tcp(80), true),
+            (client, web4, P::Tcp(81), false),
+        ],
+    );
+    let audit_rule =
+        "ClusterNetworkPolicy admin/audit-dev ingress[0] (priority 5, Deny, audit mode)";
+    let line = audits
+        .wait_for(Duration::from_secs(10), |l| l.contains(audit_rule))
+        .unwrap_or_else(|seen| panic!("no audit event naming {audit_rule}: {seen:#?}"));
+    assert!(
+        line.contains("would be denied (audit mode: passed)") && line.contains("TCP/80"),
+        "{line}"
+    );
+    assert!(
+        value(
+            &scrape(node),
+            "palisade_datapath_audits_total",
+            &[("direction", "ingress"), ("reason", "admin-denied")]
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+    let (rc, out, _) = cli(&[
+        "explain",
+        "--live",
+        "--socket",
+        &socket,
+        "--from",
+        "dev/client",
+        "--to",
+        "prod/web",
+        "--port",
+        "80/TCP",
+    ]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "audit: ClusterNetworkPolicy audit-dev (audit mode) would deny it: {audit_rule}"
+        )),
+        "{out}"
+    );
+    let (_, out, _) = cli(&[
+        "policy",
+        "get",
+        "audit-dev",
+        "--socket",
+        &socket,
+        "-o",
+        "json",
+    ]);
+    let p: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(p["mode"], "audit");
+    drop((all, text, audits));
     drop(tmp);
 }

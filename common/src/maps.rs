@@ -109,6 +109,18 @@ pub mod endpoint_flags {
     pub const TIERED_INGRESS: u32 = 1 << 7;
     /// Same as [`TIERED_INGRESS`] for egress.
     pub const TIERED_EGRESS: u32 = 1 << 8;
+    /// The audit view of ingress is a tier walk: some audited policy
+    /// applies there (an audited ClusterNetworkPolicy, or an audited
+    /// NetworkPolicy that isolates where the enforced ones do not) and some
+    /// ClusterNetworkPolicy, enforced or audited, does too. The view's
+    /// entries (`PolicyKey::view == 1`) then hold every policy's allows and
+    /// codes, enforced and audited, and the view is isolated where
+    /// [`ISOLATED_INGRESS`] or [`VIEW_ISOLATED_INGRESS`] says so. New flows
+    /// that policy lets through are walked again in the view and the ones
+    /// it would deny are reported.
+    pub const VIEW_TIERED_INGRESS: u32 = 1 << 9;
+    /// Same as [`VIEW_TIERED_INGRESS`] for egress.
+    pub const VIEW_TIERED_EGRESS: u32 = 1 << 10;
 
     /// The isolation bit for a direction.
     pub const fn isolated(direction: u8) -> u32 {
@@ -140,6 +152,14 @@ pub mod endpoint_flags {
             VIEW_ISOLATED_INGRESS
         } else {
             VIEW_ISOLATED_EGRESS
+        }
+    }
+    /// The audit-view tier bit for a direction.
+    pub const fn view_tiered(direction: u8) -> u32 {
+        if direction == crate::direction::INGRESS {
+            VIEW_TIERED_INGRESS
+        } else {
+            VIEW_TIERED_EGRESS
         }
     }
 }

@@ -79,21 +79,29 @@ pub(crate) fn endpoint_flags<'a>(
 }
 
 /// The view bits of a flags word.
-pub(crate) const VIEW_BITS: u32 =
-    endpoint_flags::VIEW_ISOLATED_INGRESS | endpoint_flags::VIEW_ISOLATED_EGRESS;
+pub(crate) const VIEW_BITS: u32 = endpoint_flags::VIEW_ISOLATED_INGRESS
+    | endpoint_flags::VIEW_ISOLATED_EGRESS
+    | endpoint_flags::VIEW_TIERED_INGRESS
+    | endpoint_flags::VIEW_TIERED_EGRESS;
+
+/// Whether the endpoint with `flags` has an audit view in `dir`.
+pub(crate) fn has_view(flags: u32, dir: u8) -> bool {
+    flags & (endpoint_flags::view_isolated(dir) | endpoint_flags::view_tiered(dir)) != 0
+}
 
 /// Entries of one endpoint in both views: `(peer identity, direction,
 /// class, view) → ports`.
 pub(crate) type ViewRow = BTreeMap<(u32, u8, u8, u8), crate::ports::PortSet>;
 
-/// Computes the endpoint's entries (see the module docs) for the cells of
-/// `filter`.
+/// Computes the endpoint's NetworkPolicy entries (see the module docs)
+/// for the cells of `filter`; `flags` are the endpoint's (its views).
 pub(crate) fn compute_rows(
     ep: &PodObj,
     policies: &[&PolicyState],
     identities: &Identities,
     filter: Option<&RowDirt>,
     scope: &AuditScope,
+    flags: u32,
 ) -> ViewRow {
     let enforced: Vec<&PolicyState> = policies
         .iter()
@@ -104,10 +112,9 @@ pub(crate) fn compute_rows(
     for ((id, dir, class), ports) in compute_row(ep, &enforced, identities, filter) {
         out.insert((id, dir, class, 0), ports);
     }
-    let flags = endpoint_flags(policies.iter().copied(), scope);
     if flags & VIEW_BITS != 0 {
         for ((id, dir, class), ports) in compute_row(ep, policies, identities, filter) {
-            if flags & endpoint_flags::view_isolated(dir) != 0 {
+            if has_view(flags, dir) {
                 out.insert((id, dir, class, 1), ports);
             }
         }

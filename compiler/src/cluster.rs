@@ -189,6 +189,39 @@ pub(crate) fn tier_flags<'a>(
     flags
 }
 
+/// The `VIEW_TIERED_*` flags of an endpoint selected by the cluster
+/// policies `tiers` whose NetworkPolicy flags are `np_flags`: a direction
+/// in which some audited policy applies (an audited cluster policy with
+/// rules there, or audited NetworkPolicies that isolate where enforced
+/// ones do not: `VIEW_ISOLATED`) and some cluster policy, enforced or
+/// audited, has rules (see `endpoint_flags::VIEW_TIERED_INGRESS`).
+pub(crate) fn view_tier_flags<'a>(
+    tiers: impl Iterator<Item = &'a PolicyRef>,
+    cluster: &BTreeMap<String, Arc<ClusterPolicyObj>>,
+    np_flags: u32,
+) -> u32 {
+    let (mut tiered, mut audited) = (0u32, 0u32);
+    for r in tiers {
+        let Some(p) = cluster.get(&r.name) else {
+            continue;
+        };
+        for dir in [direction::INGRESS, direction::EGRESS] {
+            if !p.rules[dir as usize].is_empty() {
+                tiered |= endpoint_flags::view_tiered(dir);
+                if p.audit {
+                    audited |= endpoint_flags::view_tiered(dir);
+                }
+            }
+        }
+    }
+    for dir in [direction::INGRESS, direction::EGRESS] {
+        if np_flags & endpoint_flags::view_isolated(dir) != 0 {
+            audited |= endpoint_flags::view_tiered(dir);
+        }
+    }
+    tiered & audited
+}
+
 fn raise_numeric(row: &mut TierRow, id: u32, dir: u8, rule: &TierRule, codes: TierCodes) {
     for (i, class) in CLASSES.iter().enumerate() {
         for &(lo, hi) in rule.rule.ports.numeric[i].ranges() {
@@ -215,9 +248,10 @@ fn raise_named(
 }
 
 /// Computes the tier codes of endpoint `ep` (a local pod) for the cells
-/// of `filter` (all if `None` or full), from the enforced cluster
-/// policies among `tiers` (materialised ones; `positions` from
-/// [`positions`]).
+/// of `filter` (all if `None` or full), from the cluster policies among
+/// `tiers` (materialised ones; `positions` from [`positions`]): the
+/// enforced ones, and with `with_audited` the audited ones too (the audit
+/// view's codes).
 pub(crate) fn compute_tier_row(
     ep: &PodObj,
     tiers: &[(&PolicyState, &ClusterPolicyObj)],
@@ -225,11 +259,12 @@ pub(crate) fn compute_tier_row(
     names: &[&str],
     identities: &Identities,
     filter: Option<&RowDirt>,
+    with_audited: bool,
 ) -> TierRow {
     let mut row = TierRow::new();
     let filter = filter.filter(|f| !f.full);
     for (i, (st, obj)) in tiers.iter().enumerate() {
-        if obj.audit || !st.materialized {
+        if (obj.audit && !with_audited) || !st.materialized {
             continue;
         }
         let position = positions.get(names[i]).copied().unwrap_or(MAX_POSITION);
@@ -517,6 +552,8 @@ pub struct TierRuleName {
     pub action: &'static str,
     /// The rule's `tier_code` (what the datapath reports).
     pub code: u32,
+    /// The policy is in audit mode (its rules are only reported).
+    pub audit: bool,
 }
 
 impl std::fmt::Display for TierRuleName {
@@ -533,7 +570,11 @@ impl std::fmt::Display for TierRuleName {
         if let Some(n) = &self.name {
             write!(f, " {n:?}")?;
         }
-        write!(f, " (priority {}, {})", self.priority, self.action)
+        write!(f, " (priority {}, {}", self.priority, self.action)?;
+        if self.audit {
+            f.write_str(", audit mode")?;
+        }
+        f.write_str(")")
     }
 }
 
@@ -561,17 +602,20 @@ pub(crate) fn rule_name(
             Action::Pass => "Pass",
         },
         code: codes.admin.max(codes.baseline),
+        audit: p.audit,
     }
 }
 
-/// The enforced cluster policies of `tier` with rules in `dir` whose
-/// subject selects `pod`, in the order the tier consults them, each with
-/// its position (see the module documentation).
+/// The enforced cluster policies (with `with_audited`, the audited ones
+/// too) of `tier` with rules in `dir` whose subject selects `pod`, in the
+/// order the tier consults them, each with its position (see the module
+/// documentation).
 pub(crate) fn consulted<'a>(
     e: &'a Engine,
     tier: Tier,
     dir: u8,
     pod: &PodRef,
+    with_audited: bool,
 ) -> Vec<(&'a str, &'a ClusterPolicyObj, u32)> {
     let selecting = e.cluster_selecting(pod);
     let positions = positions(&e.cluster_policies);
@@ -580,7 +624,7 @@ pub(crate) fn consulted<'a>(
         .iter()
         .filter(|(name, p)| {
             p.tier == tier
-                && !p.audit
+                && (with_audited || !p.audit)
                 && !p.rules[dir as usize].is_empty()
                 && selecting.contains(&PolicyRef::cluster(name))
         })
@@ -596,14 +640,12 @@ pub(crate) fn consulted<'a>(
     out
 }
 
-/// Every enforced cluster policy rule with its code.
+/// Every cluster policy rule with its code, audited ones too (audit
+/// events name them).
 pub(crate) fn tier_rules(e: &Engine) -> Vec<TierRuleName> {
     let positions = positions(&e.cluster_policies);
     let mut out = Vec::new();
     for (name, p) in &e.cluster_policies {
-        if p.audit {
-            continue;
-        }
         let position = positions
             .get(name.as_str())
             .copied()

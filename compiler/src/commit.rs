@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use palisade_common::PolicyKey;
+use palisade_common::{PolicyKey, direction, endpoint_flags};
 
 use crate::audit::ViewRow;
 use crate::diff::{Changes, build};
@@ -43,13 +43,20 @@ fn view_key(ep_id: u32, identity: u32, dir: u8, class: u8, view: u8) -> PolicyKe
     }
 }
 
+/// The flags of local endpoint `ep`: isolation, audit, tiers and views.
+fn endpoint_flags(e: &Engine, ep: &crate::endpoints::EpState) -> u32 {
+    let np = crate::audit::endpoint_flags(
+        ep.selecting.iter().filter_map(|r| e.policies.get(r)),
+        &e.audit,
+    );
+    np | crate::cluster::tier_flags(ep.tiers.iter(), &e.cluster_policies)
+        | crate::cluster::view_tier_flags(ep.tiers.iter(), &e.cluster_policies, np)
+}
+
 fn endpoint_value(e: &Engine, pod: &PodRef) -> Option<Endpoint> {
     let ep = e.eps.get(pod)?;
     let state = e.pods.get(pod)?;
-    let flags = crate::audit::endpoint_flags(
-        ep.selecting.iter().filter_map(|r| e.policies.get(r)),
-        &e.audit,
-    ) | crate::cluster::tier_flags(ep.tiers.iter(), &e.cluster_policies);
+    let flags = endpoint_flags(e, ep);
     Some(Endpoint {
         ep_id: ep.ep_id,
         identity: state.identity?,
@@ -111,8 +118,15 @@ pub(crate) fn commit(e: &mut Engine, out: &mut Output) -> Vec<MapOp> {
                 .iter()
                 .filter_map(|r| e.policies.get(r))
                 .collect();
-            let view: ViewRow =
-                crate::audit::compute_rows(&pod.obj, &pols, &e.identities, Some(&dirt), &e.audit);
+            let flags = endpoint_flags(e, ep);
+            let view: ViewRow = crate::audit::compute_rows(
+                &pod.obj,
+                &pols,
+                &e.identities,
+                Some(&dirt),
+                &e.audit,
+                flags,
+            );
             row.extend(
                 view.into_iter()
                     .map(|(k, ports)| (k, Verdicts::allowing(ports))),
@@ -137,9 +151,28 @@ pub(crate) fn commit(e: &mut Engine, out: &mut Output) -> Vec<MapOp> {
                 &names,
                 &e.identities,
                 Some(&dirt),
+                false,
             );
             for ((id, dir, class), c) in codes {
                 row.entry((id, dir, class, 0)).or_default().codes = c;
+            }
+            // The audit view's codes: every cluster policy's.
+            let view_tiered = endpoint_flags::view_tiered;
+            if flags & (view_tiered(direction::INGRESS) | view_tiered(direction::EGRESS)) != 0 {
+                let codes = crate::cluster::compute_tier_row(
+                    &pod.obj,
+                    &tiers,
+                    &positions,
+                    &names,
+                    &e.identities,
+                    Some(&dirt),
+                    true,
+                );
+                for ((id, dir, class), c) in codes {
+                    if flags & view_tiered(dir) != 0 {
+                        row.entry((id, dir, class, 1)).or_default().codes = c;
+                    }
+                }
             }
         }
         let full = dirt.full || owner.is_none();

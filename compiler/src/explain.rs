@@ -15,8 +15,10 @@
 //! name, then written order), then NetworkPolicy for a pod it isolates,
 //! then the Baseline tier's first matching rule. Each side names the
 //! deciding rule of each tier, or that none matched; a `nodes` peer is
-//! named as such ([`PeerMatch::Nodes`]). Audited
-//! ClusterNetworkPolicies are not enforced and not reported yet.
+//! named as such ([`PeerMatch::Nodes`]). Audited ClusterNetworkPolicies
+//! are not enforced: where one selects the pod, the walk is done again
+//! with them enforced too ([`Judgement::audit_decided_by`], the datapath's
+//! audit view).
 //!
 //! The matching mirrors the compiled entries exactly, including their one
 //! conservative corner (egress named ports towards ipBlocks match only if
@@ -176,6 +178,14 @@ pub struct Judgement {
     pub baseline_selecting: Vec<String>,
     /// The Baseline tier's first matching rule.
     pub baseline: Option<TierMatch>,
+    /// Audited ClusterNetworkPolicies selecting the pod in this direction
+    /// (both tiers, by name).
+    pub audited_cluster: Vec<String>,
+    /// With audited ClusterNetworkPolicies enforced too: the Admin tier's
+    /// first matching rule (`None` also when `audited_cluster` is empty).
+    pub audit_admin: Option<TierMatch>,
+    /// Same for the Baseline tier.
+    pub audit_baseline: Option<TierMatch>,
 }
 
 impl Judgement {
@@ -212,13 +222,59 @@ impl Judgement {
         }
     }
 
+    /// Which step of the walk would decide this side if audited policies
+    /// were enforced too (`None` when no audited policy selects the pod
+    /// here): the datapath's audit view.
+    pub fn audit_decided_by(&self) -> Option<Decider> {
+        if self.audited.is_empty() && self.audited_cluster.is_empty() {
+            return None;
+        }
+        if self.host_exempt {
+            return Some(Decider::Host);
+        }
+        let (admin, baseline) = if self.audited_cluster.is_empty() {
+            (&self.admin, &self.baseline)
+        } else {
+            (&self.audit_admin, &self.audit_baseline)
+        };
+        match admin.as_ref().map(TierMatch::action) {
+            Some(Action::Accept) => return Some(Decider::Admin(true)),
+            Some(Action::Deny) => return Some(Decider::Admin(false)),
+            Some(Action::Pass) | None => {}
+        }
+        if self.isolated() || !self.audited.is_empty() {
+            let allowed = !self.allowed_by.is_empty() || !self.audit_allowed_by.is_empty();
+            return Some(Decider::NetworkPolicy(allowed));
+        }
+        Some(match baseline.as_ref().map(TierMatch::action) {
+            Some(Action::Deny) => Decider::Baseline(false),
+            Some(_) => Decider::Baseline(true),
+            None => Decider::Default,
+        })
+    }
+
+    /// The tier rule that would decide this side with audited policies
+    /// enforced too, if a tier decides.
+    pub fn audit_rule(&self) -> Option<&TierMatch> {
+        let (admin, baseline) = if self.audited_cluster.is_empty() {
+            (&self.admin, &self.baseline)
+        } else {
+            (&self.audit_admin, &self.audit_baseline)
+        };
+        match self.audit_decided_by()? {
+            Decider::Admin(_) => admin.as_ref(),
+            Decider::Baseline(_) => baseline.as_ref(),
+            _ => None,
+        }
+    }
+
     /// Whether the flow would pass this side if audited policies were
     /// enforced too (`None` when no audited policy selects the pod here).
     pub fn audit_allowed(&self) -> Option<bool> {
-        if self.audited.is_empty() {
-            return None;
-        }
-        Some(self.host_exempt || !self.allowed_by.is_empty() || !self.audit_allowed_by.is_empty())
+        self.audit_decided_by().map(|d| match d {
+            Decider::Host | Decider::Default => true,
+            Decider::Admin(a) | Decider::NetworkPolicy(a) | Decider::Baseline(a) => a,
+        })
     }
 }
 
@@ -458,8 +514,8 @@ fn judge(e: &Engine, local: &PodRef, dir: u8, peer: &End, q: &Query) -> Judgemen
             })
             .collect()
     };
-    let tier = |tier: Tier| -> (Vec<String>, Option<TierMatch>) {
-        let consulted = cluster::consulted(e, tier, dir, local);
+    let tier = |tier: Tier, with_audited: bool| -> (Vec<String>, Option<TierMatch>) {
+        let consulted = cluster::consulted(e, tier, dir, local, with_audited);
         let names = consulted.iter().map(|(n, _, _)| n.to_string()).collect();
         let first_hit = |(name, p, position): &(&str, &ClusterPolicyObj, u32)| {
             let shaped = cluster::shape(p, &e.nodes);
@@ -512,9 +568,24 @@ fn judge(e: &Engine, local: &PodRef, dir: u8, peer: &End, q: &Query) -> Judgemen
         });
         (names, first)
     };
-    let (admin_selecting, admin) = tier(Tier::Admin);
-    let (baseline_selecting, baseline) = tier(Tier::Baseline);
+    let (admin_selecting, admin) = tier(Tier::Admin, false);
+    let (baseline_selecting, baseline) = tier(Tier::Baseline, false);
+    let mut audited_cluster: Vec<String> = [Tier::Admin, Tier::Baseline]
+        .into_iter()
+        .flat_map(|t| cluster::consulted(e, t, dir, local, true))
+        .filter(|(_, p, _)| p.audit)
+        .map(|(n, _, _)| n.to_string())
+        .collect();
+    audited_cluster.sort();
+    let (audit_admin, audit_baseline) = if audited_cluster.is_empty() {
+        (None, None)
+    } else {
+        (tier(Tier::Admin, true).1, tier(Tier::Baseline, true).1)
+    };
     Judgement {
+        audited_cluster,
+        audit_admin,
+        audit_baseline,
         pod: local.clone(),
         direction: dir,
         admin_selecting,

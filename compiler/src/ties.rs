@@ -114,6 +114,7 @@ pub(crate) fn priority_overlaps(e: &Engine) -> Vec<PriorityOverlap> {
                         &[n],
                         &e.identities,
                         None,
+                        false,
                     );
                     rows.insert((n, pod), row);
                 }

@@ -18,6 +18,10 @@
 //!   ends in the new state, and the final state equals compiling the final
 //!   objects from scratch; a restart part way through a diff reconciles
 //!   from the pinned maps to the same state, just as safely;
+//! * (d) with some ClusterNetworkPolicies in audit mode, the audit view
+//!   (read as the datapath reads it, `sim_view`) reports exactly the flows
+//!   the maps let through that the model denies with every policy
+//!   enforced, and `explain`'s audit walk says the same;
 //! * (c) `Compiler::explain` agrees with the maps: each side's
 //!   `Judgement::allowed()` with `sim` over the maps of the node of its pod,
 //!   `Explanation::allowed()` with both sides, and `decided_by()` and the
@@ -77,6 +81,91 @@ fn check_tiers(cluster: &Cluster, model: Model) -> Result<(), String> {
                         return Err(format!(
                             "{}: the maps say {got}, the model {want:?}",
                             flow(&pod, dir, a, pr, port)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+// ----- (d) the audit view against the model -------------------------------
+
+const AUDIT: &str = "policy.palisade.dev/mode";
+
+/// `cluster` with the ClusterNetworkPolicies of `mask` annotated for audit.
+fn audited(mut cluster: Cluster, mask: &[bool]) -> Cluster {
+    for (p, &on) in cluster.cnps.values_mut().zip(mask) {
+        if on {
+            p.metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(AUDIT.into(), "audit".into());
+        }
+    }
+    cluster
+}
+
+/// Every flow the maps let through is reported by the audit view exactly
+/// when the model, with every policy enforced, denies it.
+fn check_audit_view(cluster: &Cluster) -> Result<(), String> {
+    let c = cluster.compile();
+    check_invariants(&c);
+    let state = c.state();
+    let mut enforced = cluster.clone();
+    for p in enforced.cnps.values_mut() {
+        if let Some(a) = p.metadata.annotations.as_mut() {
+            a.remove(AUDIT);
+        }
+    }
+    let addrs = cluster.probe_addresses();
+    for pod in cluster.endpoints() {
+        for dir in [direction::INGRESS, direction::EGRESS] {
+            for &a in &addrs {
+                for (pr, port) in cases(&TIER_PROBE_PORTS) {
+                    if !sim(state, &pod, dir, a, pr, port)? {
+                        // Dropped: the view is not asked.
+                        continue;
+                    }
+                    let got = sim_view(state, &pod, dir, a, pr, port)?;
+                    let want = enforced.tiered(&pod, dir, a, pr, port, Model::Faithful);
+                    if got == want.allowed() {
+                        return Err(format!(
+                            "{}: the audit view denies: {got}; with every policy enforced \
+                             the model says {want:?}",
+                            flow(&pod, dir, a, pr, port)
+                        ));
+                    }
+                    // Explain walks the same view.
+                    let (from, to) = if dir == direction::INGRESS {
+                        (Side::Addr(a), Side::Pod(pod.clone()))
+                    } else {
+                        (Side::Pod(pod.clone()), Side::Addr(a))
+                    };
+                    let q = Query {
+                        from,
+                        to,
+                        protocol: pr,
+                        port,
+                        enforce_host: true,
+                    };
+                    let e = match c.explain(&q) {
+                        Ok(e) => e,
+                        Err(ExplainError::NoAddress { .. }) => continue,
+                        Err(e) => return Err(format!("{}: {e}", flow(&pod, dir, a, pr, port))),
+                    };
+                    let side = if dir == direction::INGRESS {
+                        e.ingress
+                    } else {
+                        e.egress
+                    };
+                    let side = side.ok_or("the pod's side is not judged")?;
+                    if (side.audit_allowed() == Some(false)) != got {
+                        return Err(format!(
+                            "{}: the audit view denies: {got}; explain's audit walk: {:?}",
+                            flow(&pod, dir, a, pr, port),
+                            side.audit_decided_by()
                         ));
                     }
                 }
@@ -517,6 +606,19 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases_or(32), ..ProptestConfig::default() })]
+
+    /// (d): ClusterNetworkPolicies in audit mode.
+    #[test]
+    fn the_audit_view_is_the_model_with_every_policy_enforced(
+        cluster in arb_tier_cluster(),
+        mask in prop::collection::vec(prop::bool::weighted(0.4), 5),
+    ) {
+        check_audit_view(&audited(cluster, &mask)).map_err(TestCaseError::fail)?;
+    }
+}
+
 // ----- the checks can fail -------------------------------------------------
 
 fn cnp(name: &str, spec: Value) -> ClusterNetworkPolicy {
@@ -715,4 +817,35 @@ fn coverage_stats() {
     for (k, v) in stats {
         println!("{k}: {v}");
     }
+}
+
+/// An audited Admin Deny is not enforced, is reported by the audit view
+/// and named by explain's audit walk (the property above is not vacuous).
+#[test]
+fn an_audited_deny_is_reported_not_enforced() {
+    // c0 (Admin 10) denies p0 → p1; audited, c4 (Admin 10, Accept
+    // 192.0.2.0/24) decides instead.
+    let cluster = audited(fixed_cluster(), &[true]);
+    assert!(common::tiers::is_audit(&cluster.cnps["c0"]));
+    check_audit_view(&cluster).unwrap();
+    let c = cluster.compile();
+    let p0 = PodRef::new("a", "p0");
+    let db: IpAddr = "192.0.2.1".parse().unwrap();
+    assert!(sim(c.state(), &p0, direction::EGRESS, db, proto::TCP, 5432).unwrap());
+    assert!(sim_view(c.state(), &p0, direction::EGRESS, db, proto::TCP, 5432).unwrap());
+    let q = Query {
+        from: Side::Pod(p0.clone()),
+        to: Side::Addr(db),
+        protocol: proto::TCP,
+        port: 5432,
+        enforce_host: true,
+    };
+    let side = c.explain(&q).unwrap().egress.unwrap();
+    assert_eq!(side.audit_allowed(), Some(false));
+    assert_eq!(side.audited_cluster, ["c0"]);
+    let rule = &side.audit_rule().expect("a tier decides").rule;
+    assert_eq!(
+        (rule.policy.as_str(), rule.action, rule.audit),
+        ("c0", "Deny", true)
+    );
 }

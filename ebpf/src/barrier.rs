@@ -76,6 +76,12 @@ impl Parsed {
 /// `v`, as far as the verifier knows, any number.
 #[inline(always)]
 pub fn opaque(v: u8) -> u8 {
+    opaque64(v as u64) as u8
+}
+
+/// [`opaque`] for a wider value.
+#[inline(always)]
+pub fn opaque64(v: u64) -> u64 {
     match OPAQUE_SCRATCH.get_ptr_mut(0) {
         Some(slot) => unsafe {
             core::ptr::write_volatile(slot, v);

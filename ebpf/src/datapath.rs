@@ -50,8 +50,10 @@ struct Facts {
     ep: EndpointInfo,
     pkt: Option<&'static Packet>,
     peer_identity: u32,
-    /// A would-drop to report although the packet passes (audit).
-    audit: Option<DropReason>,
+    /// The `DropReason` of a would-drop to report although the packet
+    /// passes (audit); 0 for none. A number, not an `Option`, so that it can
+    /// pass the verifier barrier.
+    audit: u8,
     /// `bpf_ktime_get_coarse_ns()` if the pipeline read it (0: not read).
     now: u64,
     /// The tier rule that denied (its `tier_code`), 0 if none did.
@@ -108,7 +110,7 @@ pub fn handle(ctx: &TcContext, dir: u8) -> i32 {
         ep: NO_ENDPOINT,
         pkt: None,
         peer_identity: 0,
-        audit: None,
+        audit: 0,
         now: 0,
         rule_code: 0,
         unverified: false,
@@ -120,8 +122,8 @@ pub fn handle(ctx: &TcContext, dir: u8) -> i32 {
     match verdict {
         Verdict::Forward(reason) => {
             events::count(dir, verdict::FORWARDED, barrier::opaque(reason as u8), len);
-            if let Some(would) = facts.audit {
-                let would = barrier::opaque(would as u8);
+            if facts.audit != 0 {
+                let would = barrier::opaque(facts.audit);
                 events::count(dir, verdict::AUDIT, would, len);
                 events::count_endpoint(facts.ep.ep_id, dir, verdict::AUDIT, would);
                 report(ctx, cfg, event_kind::AUDIT, would, dir, ifindex, &facts);
@@ -202,8 +204,8 @@ fn unjudgeable(
                 Verdict::Forward(otherwise)
             } else if ep.flags & endpoint_flags::audit(dir) != 0 {
                 // An unverified source, already reported, says more.
-                if facts.audit.is_none() {
-                    facts.audit = Some(reason);
+                if facts.audit == 0 {
+                    facts.audit = reason as u8;
                 }
                 Verdict::Forward(ForwardReason::Audited)
             } else {
@@ -236,7 +238,7 @@ fn source_verdict(found: bool, ifindex: u32, cfg: &Config, facts: &mut Facts) ->
     };
     facts.ep = ep;
     if cfg.flags & config_flags::SOURCE_VERIFY_AUDIT != 0 {
-        facts.audit = Some(DropReason::InvalidSource);
+        facts.audit = DropReason::InvalidSource as u8;
         facts.unverified = true;
         return None;
     }
@@ -501,21 +503,20 @@ fn new_flow(
             rule,
         } => {
             // An unverified source, already reported, says more.
-            if facts.audit.is_none() {
-                facts.audit = Some(reason);
+            if facts.audit == 0 {
+                facts.audit = reason as u8;
                 facts.rule_code = rule;
             }
             ct_extra = ct_flags::AUDITED;
             ForwardReason::Audited
         }
         Decision::Host => ForwardReason::Host,
-        Decision::Allowed => ForwardReason::PolicyAllowed,
-        Decision::NotIsolated { view_denied } => {
-            // Audited policies would isolate the pod: report what they
-            // would drop.
-            if view_denied && facts.audit.is_none() {
-                facts.audit = Some(DropReason::PolicyDenied);
-            }
+        Decision::Allowed { view } => {
+            report_view(view, facts);
+            ForwardReason::PolicyAllowed
+        }
+        Decision::NotIsolated { view } => {
+            report_view(view, facts);
             ForwardReason::NotIsolated
         }
     };
@@ -534,10 +535,28 @@ fn new_flow(
         && !facts.unverified
     {
         // Clears the slot: a new entry is unanswered, so the flow's next
-        // packets this way are judged by policy until the other end answers.
+        // packets this way are judged by policy until the other end answers,
+        // and the answer reaches the entry.
         flowcache::remember(pkt, ifindex, dir, &entry, now, cfg);
+        flowcache::forget_answer(pkt, ifindex, dir);
     }
     Verdict::Forward(reason)
+}
+
+/// Policies in audit mode would deny a flow policy lets through: report
+/// it (an unverified source, already reported, says more). Either way the
+/// verifier goes on from one state: what is reported and its rule pass
+/// the barrier (`barrier`).
+#[inline(always)]
+fn report_view(view: decision::ViewDenied, facts: &mut Facts) {
+    let (audit, rule) = if view.denied && facts.audit == 0 {
+        (view.reason as u8, view.rule)
+    } else {
+        (facts.audit, facts.rule_code)
+    };
+    let both = barrier::opaque64((audit as u64) << 32 | rule as u64);
+    facts.audit = (both >> 32) as u8;
+    facts.rule_code = both as u32;
 }
 
 #[inline(always)]
@@ -599,7 +618,7 @@ fn revalidate(
     let peer = peer_of(pkt, peer_addr, cfg, facts).ok_or(DropReason::Internal)?;
     // A policy-pending endpoint allows nothing (fail closed).
     let allowed = match decision::decide(&ep, orig_dir, &peer, pkt.proto, orig_port, cfg, false) {
-        Decision::NotIsolated { .. } | Decision::Host | Decision::Allowed => true,
+        Decision::NotIsolated { .. } | Decision::Host | Decision::Allowed { .. } => true,
         Decision::Pending | Decision::Denied { .. } => false,
     };
     if allowed {
@@ -612,7 +631,7 @@ fn revalidate(
         // judge the flow again once audit mode ends.
         entry.epoch = cfg.policy_epoch;
         entry.flags |= ct_flags::AUDITED;
-        facts.audit = Some(DropReason::PolicyRevoked);
+        facts.audit = DropReason::PolicyRevoked as u8;
         return Ok(());
     }
     conntrack::remove(pkt, ifindex, dir);

@@ -38,12 +38,19 @@ fn jiffies() -> u64 {
 /// The slot of a packet's tuple in `dir`.
 #[inline(always)]
 fn slot(pkt: &Packet, ifindex: u32, dir: u8) -> u32 {
-    let mut h = pkt.saddr[0]
-        ^ pkt.daddr[0]
-        ^ pkt.saddr[3]
-        ^ pkt.daddr[3]
-        ^ ((pkt.sport as u32) << 16 | pkt.dport as u32)
-        ^ ifindex;
+    slot_of(
+        pkt,
+        (pkt.sport as u32) << 16 | pkt.dport as u32,
+        ifindex,
+        dir,
+    )
+}
+
+/// The slot of `pkt`'s addresses with `ports` (its own, or swapped for
+/// the flow's other direction: the addresses' part is symmetric).
+#[inline(always)]
+fn slot_of(pkt: &Packet, ports: u32, ifindex: u32, dir: u8) -> u32 {
+    let mut h = pkt.saddr[0] ^ pkt.daddr[0] ^ pkt.saddr[3] ^ pkt.daddr[3] ^ ports ^ ifindex;
     h ^= h >> 16;
     h ^= h >> 8;
     let family = if pkt.is_v4() { 0 } else { 1 };
@@ -54,16 +61,29 @@ fn slot(pkt: &Packet, ifindex: u32, dir: u8) -> u32 {
 /// SCTP INIT and INIT ACK): such packets always take the full path (where
 /// a SYN or an INIT is judged by policy, see `conntrack`). The answer to
 /// an opening packet goes there too (a SYN-ACK carries SYN; an INIT ACK
-/// is listed): an allowed SYN or INIT that replaced an answered entry
-/// clears only its own direction's slot, and the answer must reach the
-/// entry to mark it answered again, not pass from the other direction's
-/// slot left from before.
+/// is listed); an allowed SYN or INIT that replaced an answered entry also
+/// clears this CPU's slot of the other direction ([`forget_answer`]), so
+/// that an answer of another kind reaches the entry too.
 #[inline(always)]
 fn changes_state(pkt: &Packet) -> bool {
     match pkt.proto {
         proto::TCP => pkt.l4_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0,
         proto::SCTP => pkt.l4_flags == SCTP_INIT || pkt.l4_flags == SCTP_INIT_ACK,
         _ => false,
+    }
+}
+
+/// Clears the slot of the other direction of `pkt`'s flow (the slot its
+/// answer would hit) on this CPU. An opening packet that replaced an
+/// answered entry leaves it unanswered: its answer must reach the entry to
+/// mark it answered again, not pass from a slot filled before (an SCTP
+/// answer need not be INIT ACK, and a TCP one after a retried SYN may be a
+/// plain ACK).
+#[inline(always)]
+pub fn forget_answer(pkt: &Packet, ifindex: u32, dir: u8) {
+    let ports = (pkt.dport as u32) << 16 | pkt.sport as u32;
+    if let Some(e) = FLOW_CACHE.get_ptr_mut(slot_of(pkt, ports, ifindex, dir ^ 1)) {
+        unsafe { (*e).valid = 0 };
     }
 }
 

@@ -136,7 +136,7 @@ static PACKET_SCRATCH: PerCpuArray<barrier::Parsed> = PerCpuArray::with_max_entr
 
 /// One number per CPU: see `barrier` (private; never pinned).
 #[map(name = "OPAQUE_SCRATCH")]
-static OPAQUE_SCRATCH: PerCpuArray<u8> = PerCpuArray::with_max_entries(1, 0);
+static OPAQUE_SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Drop and audit events for `palisade monitor`.
 #[map(name = "EVENTS")]

@@ -60,18 +60,27 @@ pub fn allows(ep_id: u32, dir: u8, view: u8, peer: &IpcacheValue, ip_proto: u8, 
     entry_allows(&key, port)
 }
 
-/// Everything the entries of `view` say of the flow, for an endpoint some
-/// ClusterNetworkPolicy applies to: every entry is consulted, the
+/// Everything the entries of `view` say of the flow with a peer of pod
+/// identity `identity` and CIDR identity `cidr_identity`, for an endpoint
+/// some ClusterNetworkPolicy applies to: every entry is consulted, the
 /// NetworkPolicy allows are ORed and each tier's codes give the largest
 /// (its first matching rule across the three entries).
 #[inline(always)]
-pub fn said(ep_id: u32, dir: u8, view: u8, peer: &IpcacheValue, ip_proto: u8, port: u16) -> Said {
+pub fn said(
+    ep_id: u32,
+    dir: u8,
+    view: u8,
+    identity: u32,
+    cidr_identity: u32,
+    ip_proto: u8,
+    port: u16,
+) -> Said {
     let mut key = key(ep_id, dir, view, ip_proto);
     let mut said = Said::default();
-    key.identity = peer.identity;
+    key.identity = identity;
     entry_says(&key, port, &mut said);
-    if peer.cidr_identity != peer.identity {
-        key.identity = peer.cidr_identity;
+    if cidr_identity != identity {
+        key.identity = cidr_identity;
         entry_says(&key, port, &mut said);
     }
     key.identity = IDENTITY_ANY;
@@ -141,10 +150,10 @@ fn codes_of(v: &PolicyValue, port: u16) -> TierCodes {
 
 /// `TierTable::lookup`: the codes of `port` in `table`, as `admin << 32 |
 /// baseline`. A global function: the verifier checks it once, on its own,
-/// instead of once per path that reaches a lookup (three per decision),
-/// which took the programs over the kernel's limit. The verifier treats
-/// the argument as possibly null; it never is (a null table denies ahead
-/// of every rule all the same: fail closed).
+/// instead of once per path that reaches a lookup (three per walk), which
+/// multiplied the walk's states. The verifier treats the argument as
+/// possibly null; it never is (a null table denies ahead of every rule all
+/// the same: fail closed).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn palisade_tier_search(table: *const TierTable, port: u32) -> u64 {

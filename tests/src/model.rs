@@ -210,61 +210,85 @@ impl Contents {
         let host_exempt = dir == direction::INGRESS
             && self.identities(peer).0 == IDENTITY_HOST
             && self.config_flags & config_flags::ENFORCE_HOST == 0;
-        let (isolated, audit, view_isolated) = if dir == direction::INGRESS {
-            (
-                endpoint_flags::ISOLATED_INGRESS,
-                endpoint_flags::AUDIT_INGRESS,
-                endpoint_flags::VIEW_ISOLATED_INGRESS,
-            )
-        } else {
-            (
-                endpoint_flags::ISOLATED_EGRESS,
-                endpoint_flags::AUDIT_EGRESS,
-                endpoint_flags::VIEW_ISOLATED_EGRESS,
-            )
-        };
+        let flags = ep.flags;
+        let isolated = flags & endpoint_flags::isolated(dir) != 0;
+        let tiered = flags & endpoint_flags::tiered(dir) != 0;
         let deny = |reason| {
-            if ep.flags & audit != 0 {
+            if flags & endpoint_flags::audit(dir) != 0 {
                 Expect::Audited(reason)
             } else {
                 Expect::Drop(reason)
             }
         };
-        if ep.flags & endpoint_flags::tiered(dir) != 0 {
+        // What the audit view says of a flow policy lets through.
+        let view = || {
             if host_exempt {
                 return Expect::Pass;
             }
-            let (allowed, admin, baseline) = self.says(ep.ep_id, dir, 0, peer, spec);
-            match tier_code::action(admin) {
-                tier_code::ACCEPT => return Expect::Pass,
-                tier_code::DENY => return deny(DropReason::AdminDenied),
-                _ => {}
-            }
-            if ep.flags & isolated != 0 {
-                return if allowed {
-                    Expect::Pass
-                } else {
-                    deny(DropReason::PolicyDenied)
+            let view_isolated = flags & endpoint_flags::view_isolated(dir) != 0;
+            if flags & endpoint_flags::view_tiered(dir) != 0 {
+                let said = self.says(ep.ep_id, dir, 1, peer, spec);
+                return match walk(said, isolated || view_isolated) {
+                    Walk::Denied(reason) => Expect::Audited(reason),
+                    _ => Expect::Pass,
                 };
             }
-            return if tier_code::action(baseline) == tier_code::DENY {
-                deny(DropReason::BaselineDenied)
-            } else {
-                Expect::Pass
-            };
-        }
-        if ep.flags & isolated == 0 {
-            if ep.flags & view_isolated != 0
-                && !host_exempt
-                && !self.allowed(ep.ep_id, dir, 1, peer, spec)
-            {
+            if view_isolated && !self.allowed(ep.ep_id, dir, 1, peer, spec) {
                 return Expect::Audited(DropReason::PolicyDenied);
             }
+            Expect::Pass
+        };
+        if tiered {
+            if host_exempt {
+                return Expect::Pass;
+            }
+            return match walk(self.says(ep.ep_id, dir, 0, peer, spec), isolated) {
+                Walk::Denied(reason) => deny(reason),
+                _ => view(),
+            };
+        }
+        if !isolated {
+            return view();
+        }
+        if host_exempt {
             return Expect::Pass;
         }
-        if host_exempt || self.allowed(ep.ep_id, dir, 0, peer, spec) {
-            return Expect::Pass;
+        if self.allowed(ep.ep_id, dir, 0, peer, spec) {
+            return view();
         }
         deny(DropReason::PolicyDenied)
+    }
+}
+
+/// What one view's entries say of a flow, walked as the API orders the
+/// tiers.
+enum Walk {
+    /// No policy decides.
+    Open,
+    /// A rule allows it.
+    Allowed,
+    /// Denied, and why.
+    Denied(DropReason),
+}
+
+/// The tiers' walk over `(NetworkPolicy allows, Admin code, Baseline
+/// code)`; `isolated`: some NetworkPolicy of the view isolates the pod.
+fn walk((allowed, admin, baseline): (bool, u32, u32), isolated: bool) -> Walk {
+    match tier_code::action(admin) {
+        tier_code::ACCEPT => return Walk::Allowed,
+        tier_code::DENY => return Walk::Denied(DropReason::AdminDenied),
+        _ => {}
+    }
+    if isolated {
+        return if allowed {
+            Walk::Allowed
+        } else {
+            Walk::Denied(DropReason::PolicyDenied)
+        };
+    }
+    match tier_code::action(baseline) {
+        tier_code::DENY => Walk::Denied(DropReason::BaselineDenied),
+        tier_code::ACCEPT | tier_code::PASS => Walk::Allowed,
+        _ => Walk::Open,
     }
 }

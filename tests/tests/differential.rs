@@ -199,7 +199,12 @@ fn arb_contents() -> impl Strategy<Value = Contents> {
                     ..Contents::endpoint(
                         EP,
                         POD,
-                        u32::from(flags) & (0x3f | ef::TIERED_INGRESS | ef::TIERED_EGRESS),
+                        u32::from(flags)
+                            & (0x3f
+                                | ef::TIERED_INGRESS
+                                | ef::TIERED_EGRESS
+                                | ef::VIEW_TIERED_INGRESS
+                                | ef::VIEW_TIERED_EGRESS),
                     )
                 };
                 c.policy = entries.into_iter().collect();
@@ -843,5 +848,53 @@ fn a_syn_on_a_half_open_entry_is_judged_by_current_policy() {
         // The peer may still answer the attempt policy allowed.
         let (dir, synack) = seq_packet(&f, true, tcp::SYN | tcp::ACK);
         assert_eq!(t.run(dir, &synack.frame()), Action::Pass, "v6={v6}");
+    }
+}
+
+/// A sequence the property above found: a connection the peer opens and
+/// the pod answers, re-opened by the peer (a second INIT or SYN), answered
+/// again by a plain packet; after the allow is removed (no new epoch), the
+/// peer's next packet belongs to an answered connection. The answer used to
+/// pass from the flow-cache slot its first answer filled, leaving the entry
+/// unanswered (stricter than the model).
+#[test]
+fn a_connection_reopened_and_answered_stays_answered() {
+    for (kind, protocol) in [(0, proto::TCP), (2, proto::SCTP)] {
+        let mut c = seq_contents(ef::ISOLATED_INGRESS | ef::ISOLATED_EGRESS);
+        let mut t = seq_datapath(&c);
+        let f = SeqFlow {
+            v6: false,
+            peer: 0,
+            kind,
+            opened_by_pod: false,
+            port: 80,
+            opener_port: 40_001,
+        };
+        let key = PolicyKey {
+            ep_id: EP,
+            identity: IDENTITY_ANY,
+            direction: palisade_common::direction::INGRESS,
+            proto: protocol,
+            view: 0,
+            _pad: 0,
+        };
+        let send = |reply, flags| SeqStep::Send {
+            flow: 0,
+            send: Send::Packet { reply, flags },
+        };
+        let steps = [
+            SeqStep::Policy { key, allow: true },
+            send(false, tcp::SYN),
+            send(true, tcp::SYN | tcp::ACK),
+            send(false, tcp::SYN),
+            send(true, tcp::ACK),
+            SeqStep::Policy { key, allow: false },
+            send(false, tcp::ACK | tcp::PSH),
+        ];
+        assert_eq!(
+            seq_disagreement(&mut t, &mut c, &[f], &steps),
+            None,
+            "protocol {protocol}"
+        );
     }
 }

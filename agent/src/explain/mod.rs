@@ -188,6 +188,16 @@ pub struct SideReport {
     /// Audited rules allowing it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub audit_allowed_by: Vec<RuleReport>,
+    /// Audited ClusterNetworkPolicies selecting the pod in this direction.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audited_cluster: Vec<String>,
+    /// With audited policies enforced too, what would decide (as
+    /// `decided_by`; absent: no audited policy here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_decided_by: Option<String>,
+    /// The tier rule that would decide then, if a tier would.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_rule: Option<String>,
     /// The ClusterNetworkPolicy tiers consulted, in order (absent: none
     /// selects the pod in this direction).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -388,16 +398,26 @@ fn side_report(
     if !j.baseline_selecting.is_empty() {
         tiers.push(tier("baseline", &j.baseline_selecting, j.baseline.as_ref()));
     }
-    SideReport {
-        tiers,
-        decided_by: match j.decided_by() {
+    let decider = |d: Decider| {
+        match d {
             Decider::Host => "host",
             Decider::Admin(_) => "admin",
             Decider::NetworkPolicy(_) => "networkpolicy",
             Decider::Baseline(_) => "baseline",
             Decider::Default => "default",
         }
-        .into(),
+        .to_string()
+    };
+    SideReport {
+        tiers,
+        decided_by: decider(j.decided_by()),
+        audited_cluster: j
+            .audited_cluster
+            .iter()
+            .map(|n| format!("ClusterNetworkPolicy {n}"))
+            .collect(),
+        audit_decided_by: j.audit_decided_by().map(decider),
+        audit_rule: j.audit_rule().map(|t| t.rule.to_string()),
         pod: j.pod.to_string(),
         direction: direction::as_str(j.direction).into(),
         isolated: j.isolated(),
@@ -618,11 +638,21 @@ impl fmt::Display for ExplainReport {
                 }
             }
             if let Some(a) = s.audit_allowed {
+                let audited: Vec<&str> = s
+                    .audited
+                    .iter()
+                    .chain(&s.audited_cluster)
+                    .map(String::as_str)
+                    .collect();
                 writeln!(
                     f,
-                    "    audit: {} (audit mode) would {} it",
-                    s.audited.join(", "),
-                    if a { "allow" } else { "deny" }
+                    "    audit: {} (audit mode) would {} it{}",
+                    audited.join(", "),
+                    if a { "allow" } else { "deny" },
+                    s.audit_rule
+                        .as_ref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
                 )?;
                 for r in &s.audit_allowed_by {
                     writeln!(f, "      allowed by {}", rule_line(r))?;

@@ -141,6 +141,59 @@ pub fn sim<K: Ord + Clone, E: EndpointEntry + Clone>(
     if !isolated && !tiered {
         return Ok(true);
     }
+    let said = says(state, ep.ep_id(), dir, 0, peer, ip_proto, port)?;
+    Ok(if tiered { walk(said, isolated) } else { said.0 })
+}
+
+/// Whether the audit view of the endpoint entry at `pod` would deny a new
+/// flow in `dir` with peer `peer` (false where it has no view there), as
+/// the datapath reads the view's entries for a flow policy lets through.
+pub fn sim_view<K: Ord + Clone, E: EndpointEntry + Clone>(
+    state: &Tables<K, E>,
+    pod: &K,
+    dir: u8,
+    peer: IpAddr,
+    ip_proto: u8,
+    port: u16,
+) -> Result<bool, String> {
+    let Some(ep) = state.endpoints.get(pod) else {
+        return Ok(false);
+    };
+    let flags = ep.flags();
+    let view_isolated = flags & endpoint_flags::view_isolated(dir) != 0;
+    if flags & endpoint_flags::view_tiered(dir) != 0 {
+        let isolated = flags & endpoint_flags::isolated(dir) != 0 || view_isolated;
+        let said = says(state, ep.ep_id(), dir, 1, peer, ip_proto, port)?;
+        return Ok(!walk(said, isolated));
+    }
+    if view_isolated {
+        return Ok(!says(state, ep.ep_id(), dir, 1, peer, ip_proto, port)?.0);
+    }
+    Ok(false)
+}
+
+/// The tiers' walk over what the entries say.
+fn walk((allowed, admin, baseline): (bool, u32, u32), isolated: bool) -> bool {
+    match tier_code::action(admin) {
+        tier_code::ACCEPT => true,
+        tier_code::DENY => false,
+        _ if isolated => allowed,
+        _ => tier_code::action(baseline) != tier_code::DENY,
+    }
+}
+
+/// What the entries of `view` say of a flow: (NetworkPolicy allows, Admin
+/// code, Baseline code), over the peer's identity, its CIDR identity and
+/// any peer.
+fn says<K: Ord + Clone, E: EndpointEntry + Clone>(
+    state: &Tables<K, E>,
+    ep_id: u32,
+    dir: u8,
+    view: u8,
+    peer: IpAddr,
+    ip_proto: u8,
+    port: u16,
+) -> Result<(bool, u32, u32), String> {
     let v = lookup(state, peer);
     let class = proto::policy_class(ip_proto);
     let port = if proto::has_ports(ip_proto) { port } else { 0 };
@@ -152,11 +205,11 @@ pub fn sim<K: Ord + Clone, E: EndpointEntry + Clone>(
     let (mut allowed, mut admin, mut baseline) = (false, tier_code::NONE, tier_code::NONE);
     for id in ids {
         let key = PolicyKey {
-            ep_id: ep.ep_id(),
+            ep_id,
             identity: id,
             direction: dir,
             proto: class,
-            view: 0,
+            view,
             _pad: 0,
         };
         if let Some(val) = state.policy.get(&key) {
@@ -169,15 +222,7 @@ pub fn sim<K: Ord + Clone, E: EndpointEntry + Clone>(
             baseline = baseline.max(codes.baseline);
         }
     }
-    if !tiered {
-        return Ok(allowed);
-    }
-    Ok(match tier_code::action(admin) {
-        tier_code::ACCEPT => true,
-        tier_code::DENY => false,
-        _ if isolated => allowed,
-        _ => tier_code::action(baseline) != tier_code::DENY,
-    })
+    Ok((allowed, admin, baseline))
 }
 
 // ----- the cluster and the naive evaluator -------------------------------
@@ -705,10 +750,18 @@ pub fn check_invariants(c: &Compiler) {
     let ep_ids: BTreeSet<u32> = s.endpoints.values().map(|e| e.ep_id).collect();
     assert_eq!(ep_ids.len(), s.endpoints.len(), "endpoint ids are unique");
     assert!(!ep_ids.contains(&0), "ep_id 0 is never used");
+    let views: BTreeMap<u32, u32> = s.endpoints.values().map(|e| (e.ep_id, e.flags)).collect();
     let mut used = BTreeSet::new();
     for (k, v) in &s.policy {
         assert!(ep_ids.contains(&k.ep_id), "entry {k:?} of no endpoint");
-        assert_eq!((k.view, k._pad), (0, 0));
+        assert_eq!(k._pad, 0);
+        // Audit-view entries only where the endpoint has a view.
+        let view_bits =
+            endpoint_flags::view_isolated(k.direction) | endpoint_flags::view_tiered(k.direction);
+        assert!(
+            k.view == 0 || (k.view == 1 && views[&k.ep_id] & view_bits != 0),
+            "{k:?} of an endpoint without that view"
+        );
         assert!(
             !matches!(
                 canon_id(c, k.identity),
