@@ -443,7 +443,16 @@ fn audit_mode_enforces_nothing() {
     p.metadata.annotations = Some([(MODE_ANNOTATION.to_string(), "audit".to_string())].into());
     apply(&mut c, p);
     assert!(out(&c, "prod/web", BAD, 443));
-    assert!(c.tier_rules().is_empty());
+    // Its rules are named (audit events name them), as audited.
+    let rules = c.tier_rules();
+    assert!(
+        !rules.is_empty() && rules.iter().all(|r| r.audit),
+        "{rules:?}"
+    );
+    // Not tiered: an audit view walked through the tiers instead.
+    let flags = c.state().endpoints[&PodRef::new("prod", "web")].flags;
+    assert_eq!(flags & endpoint_flags::tiered(direction::EGRESS), 0);
+    assert_ne!(flags & endpoint_flags::view_tiered(direction::EGRESS), 0);
     // Switching to enforce takes effect.
     apply(&mut c, deny_bad_net());
     assert!(!out(&c, "prod/web", BAD, 443));
