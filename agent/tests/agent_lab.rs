@@ -422,6 +422,15 @@ fn restart_keeps_enforcing_without_wrong_verdicts() {
             "other",
             json!({"udp": {"destinationPort": {"number": 53}}}),
         ),
+        // A second coded range on the same entry: its codes need a tier
+        // table (TIERSETS), which a restart must find pinned.
+        admin_rule(
+            "other-mdns",
+            21,
+            "Accept",
+            "other",
+            json!({"udp": {"destinationPort": {"number": 5353}}}),
+        ),
     ];
     d.write("all.yaml", &base);
     let mut agent = Agent::start(lab.node("n1"), &d, &[]);

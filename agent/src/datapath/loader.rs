@@ -10,10 +10,11 @@ use palisade_common::{map_names, program_names};
 use super::{DatapathError, Maps, OBJECT};
 
 /// Every map in the object, for pinning.
-const ALL_MAPS: [&str; 18] = [
+const ALL_MAPS: [&str; 19] = [
     map_names::ENDPOINTS,
     map_names::POLICY,
     map_names::PORTSETS,
+    map_names::TIERSETS,
     map_names::IPCACHE_EXACT4,
     map_names::IPCACHE_EXACT6,
     map_names::IPCACHE_V4,
