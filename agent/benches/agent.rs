@@ -28,111 +28,23 @@
 mod support;
 
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use palisade::control::{Request, request};
 use palisade_lab::LabSpec;
 use palisade_lab::agent_process::AgentProcess;
+use palisade_lab::scale::{
+    CLUSTER_POLICIES, LOCAL, NAMESPACES, PODS, POLICIES, base_port, cluster_policy, cluster_port,
+    labelled_pod, namespace, pod, pod_ip, policy,
+};
 use serde_json::{Value, json};
 use support::{Agent, BIN, Bpffs, NodeDirs};
 
-const PODS: usize = 10_000;
-const LOCAL: usize = 100;
-const NAMESPACES: usize = 100;
-const POLICIES: usize = 2_000;
 const POLICIES_PER_FILE: usize = 100;
-const CLUSTER_POLICIES: usize = 200;
 /// Rounds of each kind of change.
 const ROUNDS: usize = 30;
-
-fn pod_ip(p: usize) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 128, 0)) + p as u32)
-}
-
-fn namespace(n: usize) -> Value {
-    json!({"apiVersion": "v1", "kind": "Namespace",
-           "metadata": {"name": format!("ns-{n}"), "uid": format!("uid-ns-{n}"), "resourceVersion": "1",
-                        "labels": {"kubernetes.io/metadata.name": format!("ns-{n}"),
-                                   "team": format!("t-{}", n % 5)}}})
-}
-
-/// Pod `p` with its `role` label (the label the benchmark flips).
-fn pod(p: usize) -> Value {
-    labelled_pod(p, p % 7)
-}
-
-fn labelled_pod(p: usize, role: usize) -> Value {
-    let node = if p < LOCAL {
-        "n1".to_string()
-    } else {
-        format!("node-{}", p % 99 + 2)
-    };
-    let ip = pod_ip(p).to_string();
-    json!({"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": format!("pod-{p}"), "namespace": format!("ns-{}", p % NAMESPACES),
-                        "uid": format!("uid-pod-{p}"), "resourceVersion": "1",
-                        "labels": {"app": format!("app-{}", p % 50), "role": format!("r-{role}")}},
-           "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x",
-                    "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]}]},
-           "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})
-}
-
-/// Policy `i` in namespace `i % 100` selects `app-(i % 50)`: one local pod.
-fn policy(i: usize, port: u32, rv: u64) -> Value {
-    let mut spec = json!({"podSelector": {"matchLabels": {"app": format!("app-{}", i % 50)}},
-        "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": format!("t-{}", i % 5)}},
-                               "podSelector": {"matchLabels": {"role": format!("r-{}", i % 7)}}}],
-                     "ports": [{"protocol": "TCP", "port": port}]}]});
-    if i.is_multiple_of(4) {
-        spec["policyTypes"] = json!(["Ingress", "Egress"]);
-        spec["egress"] = json!([{"to": [{"ipBlock": {"cidr": format!("10.{}.0.0/16", i % 256),
-                                                      "except": [format!("10.{}.1.0/24", i % 256)]}}],
-                                 "ports": [{"protocol": "TCP", "port": 443}]}]);
-    }
-    json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-           "metadata": {"name": format!("pol-{i}"), "namespace": format!("ns-{}", i % NAMESPACES),
-                        "uid": format!("uid-pol-{i}"), "resourceVersion": rv.to_string(),
-                        "generation": 1},
-           "spec": spec})
-}
-
-/// ClusterNetworkPolicy `i`: every fifth in the Baseline tier; a namespace
-/// or a pod subject; an ingress rule from pods of other teams on `port`;
-/// every third also an egress rule towards a /24 on a port range.
-fn cluster_policy(i: usize, port: u32, rv: u64) -> Value {
-    let tier = if i % 5 == 4 { "Baseline" } else { "Admin" };
-    let action = ["Deny", "Pass", "Accept"][i % 3];
-    let subject = if i.is_multiple_of(2) {
-        json!({"namespaces": {"matchLabels": {"team": format!("t-{}", i % 5)}}})
-    } else {
-        json!({"pods": {"namespaceSelector": {},
-                        "podSelector": {"matchLabels": {"app": format!("app-{}", i % 50)}}}})
-    };
-    let mut spec = json!({"tier": tier, "priority": (i * 37) % 1000 / 2 * 2, "subject": subject,
-        "ingress": [{"name": "from-team", "action": action,
-                     "from": [{"pods": {"namespaceSelector": {"matchLabels": {"team": format!("t-{}", (i + 1) % 5)}},
-                                        "podSelector": {"matchLabels": {"role": format!("r-{}", i % 7)}}}}],
-                     "protocols": [{"tcp": {"destinationPort": {"number": port}}}]}]});
-    if i.is_multiple_of(3) {
-        spec["egress"] = json!([{"action": "Deny",
-            "to": [{"networks": [format!("10.{}.{}.0/24", i % 256, i / 256)]}],
-            "protocols": [{"tcp": {"destinationPort": {"range": {"start": 1000, "end": 2000}}}}]}]);
-    }
-    json!({"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
-           "metadata": {"name": format!("cnp-{i:03}"), "uid": format!("uid-cnp-{i}"),
-                        "resourceVersion": rv.to_string(), "generation": 1},
-           "spec": spec})
-}
-
-fn cluster_port(i: usize) -> u32 {
-    9000 + (i % 30) as u32
-}
-
-fn base_port(i: usize) -> u32 {
-    8000 + (i % 30) as u32
-}
 
 /// The revision, once `status` can be read.
 fn revision(a: &Agent) -> u64 {

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::datapath::DatapathLog;
+
 /// Where the agent reads Namespaces, Pods and NetworkPolicies from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SourceConfig {
@@ -70,6 +72,8 @@ pub struct AgentConfig {
     pub audit: bool,
     /// Drop metrics per pod too (`--metrics-pod-labels`).
     pub metrics_pod_labels: bool,
+    /// What the datapath writes to the agent's log (`--datapath-log`).
+    pub datapath_log: DatapathLog,
     /// How the Kubernetes source lists and watches.
     pub kube: KubeOptions,
 }
@@ -129,6 +133,8 @@ pub struct ConfigInput {
     pub audit: bool,
     /// `--metrics-pod-labels`.
     pub metrics_pod_labels: bool,
+    /// `--datapath-log`.
+    pub datapath_log: DatapathLog,
     /// `--kube-page-size`.
     pub kube_page_size: Option<u32>,
     /// `--kube-watch-timeout-secs`.
@@ -351,6 +357,7 @@ impl AgentConfig {
                 .map_or(DEFAULT_CNI_WAIT, Duration::from_millis),
             audit: input.audit,
             metrics_pod_labels: input.metrics_pod_labels,
+            datapath_log: input.datapath_log,
         })
     }
 

@@ -94,6 +94,14 @@ struct AgentArgs {
     /// /metrics; off by default to bound cardinality.
     #[arg(long)]
     metrics_pod_labels: bool,
+    /// Write the datapath's rare-path records to this log (target
+    /// palisade::datapath): `info` packets on an interface with no
+    /// endpoint and new flows of policy-pending pods; `debug` also packets
+    /// whose headers do not parse and later fragments without their first
+    /// fragment. At most 20 records a second per CPU (bursts of 50); the
+    /// agent warns about the ones it suppressed. Off: no cost.
+    #[arg(long, value_enum, default_value_t = DatapathLogArg::Off)]
+    datapath_log: DatapathLogArg,
     /// Kubernetes lists fetch at most this many objects per request
     /// (`limit`, then `continue`).
     #[arg(long, hide = true, default_value_t = config::DEFAULT_KUBE_PAGE_SIZE)]
@@ -118,6 +126,24 @@ impl From<SourceVerificationArg> for config::SourceVerification {
             SourceVerificationArg::Enforce => config::SourceVerification::Enforce,
             SourceVerificationArg::Audit => config::SourceVerification::Audit,
             SourceVerificationArg::Off => config::SourceVerification::Off,
+        }
+    }
+}
+
+/// `--datapath-log`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum DatapathLogArg {
+    Off,
+    Info,
+    Debug,
+}
+
+impl From<DatapathLogArg> for config::DatapathLog {
+    fn from(a: DatapathLogArg) -> Self {
+        match a {
+            DatapathLogArg::Off => config::DatapathLog::Off,
+            DatapathLogArg::Info => config::DatapathLog::Info,
+            DatapathLogArg::Debug => config::DatapathLog::Debug,
         }
     }
 }
@@ -210,6 +236,64 @@ struct ExplainArgs {
     output: OutputFormat,
 }
 
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum GraphFormat {
+    Json,
+    Dot,
+    Table,
+    Svg,
+    Html,
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("scope").required(true).args(["namespace", "all_namespaces", "pod"])))]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["manifests", "files"])))]
+struct GraphArgs {
+    /// The pods of this namespace and every peer they reach or are
+    /// reached by.
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// Every namespace, aggregated by namespace.
+    #[arg(long)]
+    all_namespaces: bool,
+    /// One pod (NAMESPACE/NAME) and its peers.
+    #[arg(long)]
+    pod: Option<String>,
+    /// Read the cluster from the YAML manifests of this directory.
+    #[arg(long)]
+    manifests: Option<PathBuf>,
+    /// Read the cluster from these manifest files.
+    #[arg(short = 'f', long = "file", num_args = 1..)]
+    files: Vec<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    output: GraphFormat,
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("new").required(true).args(["after", "files"])))]
+struct DiffArgs {
+    /// The manifests before the change (a directory).
+    #[arg(long)]
+    before: PathBuf,
+    /// The manifests after the change (a directory).
+    #[arg(long)]
+    after: Option<PathBuf>,
+    /// Or: the changed files (each replaces the file of the same name in
+    /// --before, or is added).
+    #[arg(short = 'f', long = "file", num_args = 1..)]
+    files: Vec<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    output: DiffFormat,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum DiffFormat {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum EndpointCommand {
     /// Local pods: interface, identity, isolation per direction, attached.
@@ -261,6 +345,18 @@ enum Command {
     /// Is a flow allowed, and why (offline on manifests, or --live).
     /// Exit status: 0 allowed, 1 denied, 2 error.
     Explain(Box<ExplainArgs>),
+    /// What policy allows between workloads, computed offline from
+    /// manifests (no agent, no root): nodes are workloads, CIDR regions
+    /// policies name, node addresses and the world; edges the allowed
+    /// ports with the rules behind them. Rejected objects are named and
+    /// left out (the output says the picture is partial).
+    Graph(Box<GraphArgs>),
+    /// Which connections a change of manifests opens and closes, per pod
+    /// pair and port/protocol, offline. Warns about egress allow-all-except
+    /// rules that open egress other policies had isolated. Exit status:
+    /// 0 no change in connectivity, 1 something opens, 3 only closes,
+    /// 2 error.
+    Diff(Box<DiffArgs>),
     /// Local endpoints of the running agent.
     Endpoint {
         #[command(subcommand)]
@@ -306,7 +402,7 @@ fn cleanup(node: NodeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging() {
+fn init_logging(datapath_log: config::DatapathLog) {
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // kube's client logs every failed connection attempt at ERROR (three a
@@ -315,6 +411,15 @@ fn init_logging() {
     // for kube_client explicitly, keep its connection errors out.
     let asked = std::env::var("RUST_LOG").is_ok_and(|v| v.contains("kube_client"));
     if !asked && let Ok(d) = "kube_client::client::builder=off".parse() {
+        filter = filter.add_directive(d);
+    }
+    // The datapath's records are asked for by --datapath-log; RUST_LOG
+    // naming their target still decides.
+    let named = std::env::var("RUST_LOG").is_ok_and(|v| v.contains("palisade::datapath"));
+    if !named
+        && let Some(d) = datapath_log.filter_directive()
+        && let Ok(d) = d.parse()
+    {
         filter = filter.add_directive(d);
     }
     tracing_subscriber::fmt()
@@ -331,7 +436,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             if a.cleanup {
                 return cleanup(a.node);
             }
-            init_logging();
+            init_logging(a.datapath_log.into());
             cli::agent::run(ConfigInput {
                 node_name: a.node.node_name,
                 manifests: a.manifests,
@@ -346,6 +451,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 cni_wait_ms: Some(a.cni_wait_ms),
                 audit: a.audit,
                 metrics_pod_labels: a.metrics_pod_labels,
+                datapath_log: a.datapath_log.into(),
                 kube_page_size: Some(a.kube_page_size),
                 kube_watch_timeout_secs: Some(a.kube_watch_timeout_secs),
             })?;
@@ -384,7 +490,42 @@ fn run(command: Command) -> anyhow::Result<()> {
             cli::monitor::run(&opts, &mut std::io::stdout(), &mut std::io::stderr())?;
             Ok(())
         }
-        Command::Explain(_) => unreachable!("handled in main"),
+        Command::Explain(_) | Command::Diff(_) => unreachable!("handled in main"),
+        Command::Graph(a) => {
+            let scope = if let Some(ns) = a.namespace {
+                palisade_analysis::graph::Scope::Namespace(ns)
+            } else if let Some(p) = a.pod {
+                let (ns, name) = p
+                    .split_once('/')
+                    .with_context(|| format!("--pod {p}: expected NAMESPACE/NAME"))?;
+                palisade_analysis::graph::Scope::Pod(palisade_compiler::PodRef::new(ns, name))
+            } else {
+                palisade_analysis::graph::Scope::AllNamespaces
+            };
+            let input = match a.manifests {
+                Some(d) => cli::graph::Input::Dir(d),
+                None => cli::graph::Input::Files(a.files),
+            };
+            let (g, warnings) = cli::graph::compute(&input, &scope)?;
+            for w in warnings {
+                eprintln!("palisade: warning: {w}");
+            }
+            if g.partial() {
+                eprintln!(
+                    "palisade: warning: the picture is partial: {} object(s) left out",
+                    g.rejected.len()
+                );
+            }
+            let format = match a.output {
+                GraphFormat::Json => cli::graph::Format::Json,
+                GraphFormat::Dot => cli::graph::Format::Dot,
+                GraphFormat::Table => cli::graph::Format::Table,
+                GraphFormat::Svg => cli::graph::Format::Svg,
+                GraphFormat::Html => cli::graph::Format::Html,
+            };
+            print!("{}", cli::graph::render(&g, &scope, format));
+            Ok(())
+        }
         Command::Endpoint {
             command: EndpointCommand::List { node, output },
         } => {
@@ -474,10 +615,39 @@ fn explain(a: ExplainArgs) -> ExitCode {
     }
 }
 
+/// `palisade diff`: 0 no change, 1 something opens, 3 only closes,
+/// 2 error.
+fn diff(a: DiffArgs) -> ExitCode {
+    let after = match a.after {
+        Some(d) => cli::diff::After::Dir(d),
+        None => cli::diff::After::Changed(a.files),
+    };
+    match cli::diff::run(&a.before, &after) {
+        Ok((rep, warnings)) => {
+            for w in warnings {
+                eprintln!("palisade: warning: {w}");
+            }
+            match a.output {
+                DiffFormat::Text => print!("{rep}"),
+                DiffFormat::Json => {
+                    println!("{}", serde_json::to_string_pretty(&rep).unwrap_or_default())
+                }
+            }
+            ExitCode::from(rep.exit_status())
+        }
+        Err(e) => {
+            eprintln!("palisade: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cmd = Cli::parse().command;
-    if let Command::Explain(a) = cmd {
-        return explain(*a);
+    match cmd {
+        Command::Explain(a) => return explain(*a),
+        Command::Diff(a) => return diff(*a),
+        _ => {}
     }
     match run(cmd) {
         Ok(()) => ExitCode::SUCCESS,

@@ -82,6 +82,10 @@ pub mod defaults {
     pub const OTHER_TIMEOUT_S: u32 = 60;
     /// Fragment state, seconds (Linux's `ipfrag_time`).
     pub const FRAG_TIMEOUT_S: u32 = 30;
+    /// Datapath log records (`--datapath-log`) per second per CPU.
+    pub const DATAPATH_LOG_PER_SEC: u32 = 20;
+    /// Datapath log token bucket depth.
+    pub const DATAPATH_LOG_BURST: u32 = 50;
 }
 
 const _: () = assert!(size_of::<Config>() == 48);

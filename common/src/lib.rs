@@ -169,6 +169,15 @@ pub mod map_names {
     pub const EVENT_RATE: &str = "EVENT_RATE";
     /// `RingBuf` of [`crate::DropEvent`].
     pub const EVENTS: &str = "EVENTS";
+    /// `PerCpuArray<EventStats>` with one entry: datapath log records
+    /// written, rate limited, or not written for want of room (never
+    /// pinned: it counts for the load whose records the agent reads).
+    pub const LOG_STATS: &str = "LOG_STATS";
+    /// `PerCpuArray<RateLimitState>` with one entry: the datapath log's
+    /// token bucket (never pinned).
+    pub const LOG_RATE: &str = "LOG_RATE";
+    /// `aya-log`'s ring of datapath log records (never pinned).
+    pub const AYA_LOGS: &str = "AYA_LOGS";
 }
 
 /// Program names in the object file.

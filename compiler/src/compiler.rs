@@ -16,12 +16,13 @@ use crate::commit::{self, Output};
 use crate::diff::Diff;
 use crate::engine::Engine;
 use crate::error::{CompileError, ObjectKind, ObjectRef};
-use crate::explain::{self, ExplainError, Explanation, Query};
+use crate::explain::{self, End, ExplainError, Explanation, Query, Side};
 use crate::identity::{self, IdentityInfo};
 use crate::inspect::{self, PolicyName, PolicySummary};
 use crate::model::PolicyRef;
 use crate::numbering::{self, Meaning};
 use crate::state::{DesiredState, EndpointEntry, PodRef, Tables};
+use crate::survey::SideSurvey;
 use crate::{api, validate, validate_cluster};
 
 /// The compiler for one node. See the crate documentation.
@@ -364,6 +365,41 @@ impl Compiler {
     /// This node's addresses as last set.
     pub fn host_addresses(&self) -> Vec<IpAddr> {
         inspect::host_addresses(&self.engine)
+    }
+
+    /// The pod's identity, if it is live (see the crate documentation):
+    /// pods with the same identity and CIDR region are judged alike.
+    pub fn pod_identity(&self, pod: &PodRef) -> Option<u32> {
+        self.engine.pods.get(pod)?.identity
+    }
+
+    /// Where the verdict of `pod`'s traffic in `dir` may change with the
+    /// destination port: per TCP, UDP and SCTP, the sorted first ports of
+    /// the intervals within which every port is judged alike (see
+    /// `survey.rs`).
+    pub fn port_boundaries(&self, pod: &PodRef, dir: u8) -> [Vec<u16>; 3] {
+        crate::survey::port_boundaries(&self.engine, pod, dir)
+    }
+
+    /// One side of every flow of `pod` in `dir` (its egress as sender,
+    /// its ingress as receiver), judged per peer over whole port ranges
+    /// (see `survey.rs`); `enforce_host` as in [`Query`].
+    pub fn side_survey(&self, pod: &PodRef, dir: u8, enforce_host: bool) -> SideSurvey<'_> {
+        SideSurvey::new(&self.engine, pod, dir, enforce_host)
+    }
+
+    /// The two ends of a flow `from → to` as [`Compiler::explain`] resolves
+    /// them (one address family: an address side decides it, else the
+    /// sender's IPv4 address first).
+    pub fn resolve_flow(&self, from: &Side, to: &Side) -> Result<(End, End), ExplainError> {
+        explain::resolve_flow(&self.engine, from, to)
+    }
+
+    /// Every CIDR prefix valid policies name, sorted: the regions of the
+    /// ipcache (an external address belongs to the most specific one that
+    /// holds it, else to the world).
+    pub fn region_prefixes(&self) -> Vec<ipnet::IpNet> {
+        crate::survey::region_prefixes(&self.engine)
     }
 
     /// Every known pod (valid and applied), live or not.

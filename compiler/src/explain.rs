@@ -494,69 +494,167 @@ fn matching_rules(
     out
 }
 
-fn judge(e: &Engine, local: &PodRef, dir: u8, peer: &End, q: &Query) -> Judgement {
-    let (selecting, audited) = inspect::selecting(e, local, dir);
-    let world = e.world();
-    let rules_of = |names: &[PolicyName]| -> Vec<RuleMatch> {
-        names
-            .iter()
-            .flat_map(|n| {
-                let key = PolicyRef {
-                    namespace: n.namespace.clone(),
-                    name: n.name.clone(),
-                };
-                e.policies
-                    .get(&key)
-                    .map(|p| {
-                        matching_rules(e, &world, n, &p.obj, dir, local, peer, q.protocol, q.port)
-                    })
-                    .unwrap_or_default()
+/// The ClusterNetworkPolicies of one tier consulted for a side, in order,
+/// with their NetworkPolicy-shaped rules.
+struct TierContext<'e> {
+    names: Vec<String>,
+    policies: Vec<(&'e str, &'e ClusterPolicyObj, u32, PolicyObj)>,
+}
+
+impl<'e> TierContext<'e> {
+    fn new(e: &'e Engine, tier: Tier, dir: u8, local: &PodRef, with_audited: bool) -> Self {
+        let consulted = cluster::consulted(e, tier, dir, local, with_audited);
+        TierContext {
+            names: consulted.iter().map(|(n, _, _)| n.to_string()).collect(),
+            policies: consulted
+                .into_iter()
+                .map(|(n, p, pos)| (n, p, pos, cluster::shape(p, &e.nodes)))
+                .collect(),
+        }
+    }
+}
+
+/// Everything judging one side (one pod, one direction) needs that does
+/// not depend on the peer or the port: the policies selecting the pod and
+/// the tiers consulted for it, found once and reused for every peer and
+/// port (a survey judges thousands). [`judge`] is this plus one
+/// [`SideContext::judge`].
+pub(crate) struct SideContext<'e> {
+    e: &'e Engine,
+    world: World<'e>,
+    local: PodRef,
+    dir: u8,
+    selecting: Vec<PolicyName>,
+    audited: Vec<PolicyName>,
+    enforced_objs: Vec<(PolicyName, &'e PolicyObj)>,
+    audited_objs: Vec<(PolicyName, &'e PolicyObj)>,
+    admin: TierContext<'e>,
+    baseline: TierContext<'e>,
+    audited_cluster: Vec<String>,
+    /// With audited ClusterNetworkPolicies (only when some select the pod).
+    audit_tiers: Option<(TierContext<'e>, TierContext<'e>)>,
+}
+
+impl<'e> SideContext<'e> {
+    pub(crate) fn new(e: &'e Engine, local: &PodRef, dir: u8) -> Self {
+        let (selecting, audited) = inspect::selecting(e, local, dir);
+        let objs = |names: &[PolicyName]| -> Vec<(PolicyName, &'e PolicyObj)> {
+            names
+                .iter()
+                .filter_map(|n| {
+                    let key = PolicyRef {
+                        namespace: n.namespace.clone(),
+                        name: n.name.clone(),
+                    };
+                    e.policies.get(&key).map(|p| (n.clone(), &*p.obj))
+                })
+                .collect()
+        };
+        let mut audited_cluster: Vec<String> = [Tier::Admin, Tier::Baseline]
+            .into_iter()
+            .flat_map(|t| cluster::consulted(e, t, dir, local, true))
+            .filter(|(_, p, _)| p.audit)
+            .map(|(n, _, _)| n.to_string())
+            .collect();
+        audited_cluster.sort();
+        let audit_tiers = (!audited_cluster.is_empty()).then(|| {
+            (
+                TierContext::new(e, Tier::Admin, dir, local, true),
+                TierContext::new(e, Tier::Baseline, dir, local, true),
+            )
+        });
+        SideContext {
+            e,
+            world: e.world(),
+            local: local.clone(),
+            dir,
+            enforced_objs: objs(&selecting),
+            audited_objs: objs(&audited),
+            selecting,
+            audited,
+            admin: TierContext::new(e, Tier::Admin, dir, local, false),
+            baseline: TierContext::new(e, Tier::Baseline, dir, local, false),
+            audited_cluster,
+            audit_tiers,
+        }
+    }
+
+    /// Whether enforced policies isolate the pod in this direction.
+    pub(crate) fn isolated(&self) -> bool {
+        !self.selecting.is_empty()
+    }
+
+    fn rules_of(&self, objs: &[(PolicyName, &PolicyObj)], peer: &End, q: &Query) -> Vec<RuleMatch> {
+        objs.iter()
+            .flat_map(|(n, p)| {
+                matching_rules(
+                    self.e,
+                    &self.world,
+                    n,
+                    p,
+                    self.dir,
+                    &self.local,
+                    peer,
+                    q.protocol,
+                    q.port,
+                )
             })
             .collect()
-    };
-    let tier = |tier: Tier, with_audited: bool| -> (Vec<String>, Option<TierMatch>) {
-        let consulted = cluster::consulted(e, tier, dir, local, with_audited);
-        let names = consulted.iter().map(|(n, _, _)| n.to_string()).collect();
-        let first_hit = |(name, p, position): &(&str, &ClusterPolicyObj, u32)| {
-            let shaped = cluster::shape(p, &e.nodes);
-            let policy = PolicyName::new("", *name);
-            let hits = matching_rules(
-                e, &world, &policy, &shaped, dir, local, peer, q.protocol, q.port,
-            );
-            let first = hits.iter().map(|m| m.rule).min()?;
-            let rule = &p.rules[dir as usize][first];
-            // Blocks past the rule's own `networks` are its nodes'
-            // addresses: name the nodes peer (preferred over a network
-            // that also holds the address).
-            let own = match &rule.rule.peers {
-                Peers::Listed { blocks, .. } => blocks.len(),
-                Peers::All => 0,
-            };
-            let node_peer = rule.nodes.iter().position(|sel| {
-                e.nodes
-                    .values()
-                    .any(|n| sel.matches(&n.labels) && n.addrs.contains(&peer.addr))
-            });
-            let mut hits: Vec<RuleMatch> = hits.into_iter().filter(|m| m.rule == first).collect();
-            for m in &mut hits {
-                if let (PeerMatch::Block(k), Some(j)) = (m.peer, node_peer)
-                    && k >= own
-                {
-                    m.peer = PeerMatch::Nodes(j);
+    }
+
+    /// The first matching rule of a tier, with its ties.
+    fn tier_match(&self, t: &TierContext<'_>, peer: &End, q: &Query) -> Option<TierMatch> {
+        let (e, dir) = (self.e, self.dir);
+        let first_hit =
+            |(name, p, position, shaped): &(&str, &ClusterPolicyObj, u32, PolicyObj)| {
+                let policy = PolicyName::new("", *name);
+                let hits = matching_rules(
+                    e,
+                    &self.world,
+                    &policy,
+                    shaped,
+                    dir,
+                    &self.local,
+                    peer,
+                    q.protocol,
+                    q.port,
+                );
+                let first = hits.iter().map(|m| m.rule).min()?;
+                let rule = &p.rules[dir as usize][first];
+                // Blocks past the rule's own `networks` are its nodes'
+                // addresses: name the nodes peer (preferred over a network
+                // that also holds the address).
+                let own = match &rule.rule.peers {
+                    Peers::Listed { blocks, .. } => blocks.len(),
+                    Peers::All => 0,
+                };
+                let node_peer = rule.nodes.iter().position(|sel| {
+                    e.nodes
+                        .values()
+                        .any(|n| sel.matches(&n.labels) && n.addrs.contains(&peer.addr))
+                });
+                let mut hits: Vec<RuleMatch> =
+                    hits.into_iter().filter(|m| m.rule == first).collect();
+                for m in &mut hits {
+                    if let (PeerMatch::Block(k), Some(j)) = (m.peer, node_peer)
+                        && k >= own
+                    {
+                        m.peer = PeerMatch::Nodes(j);
+                    }
                 }
-            }
-            let m = hits
-                .iter()
-                .find(|m| matches!(m.peer, PeerMatch::Nodes(_)))
-                .or(hits.first())?
-                .clone();
-            Some((cluster::rule_name(name, p, *position, dir, m.rule), m))
-        };
-        let hits: Vec<_> = consulted
+                let m = hits
+                    .iter()
+                    .find(|m| matches!(m.peer, PeerMatch::Nodes(_)))
+                    .or(hits.first())?
+                    .clone();
+                Some((cluster::rule_name(name, p, *position, dir, m.rule), m))
+            };
+        let hits: Vec<_> = t
+            .policies
             .iter()
             .filter_map(|c| Some((c.1.priority, first_hit(c)?)))
             .collect();
-        let first = hits.first().map(|(priority, (rule, m))| TierMatch {
+        hits.first().map(|(priority, (rule, m))| TierMatch {
             rule: rule.clone(),
             peer: m.peer,
             port: m.port.clone(),
@@ -565,56 +663,61 @@ fn judge(e: &Engine, local: &PodRef, dir: u8, peer: &End, q: &Query) -> Judgemen
                 .take_while(|(p, _)| p == priority)
                 .map(|(_, (r, _))| r.clone())
                 .collect(),
-        });
-        (names, first)
-    };
-    let (admin_selecting, admin) = tier(Tier::Admin, false);
-    let (baseline_selecting, baseline) = tier(Tier::Baseline, false);
-    let mut audited_cluster: Vec<String> = [Tier::Admin, Tier::Baseline]
-        .into_iter()
-        .flat_map(|t| cluster::consulted(e, t, dir, local, true))
-        .filter(|(_, p, _)| p.audit)
-        .map(|(n, _, _)| n.to_string())
-        .collect();
-    audited_cluster.sort();
-    let (audit_admin, audit_baseline) = if audited_cluster.is_empty() {
-        (None, None)
-    } else {
-        (tier(Tier::Admin, true).1, tier(Tier::Baseline, true).1)
-    };
-    Judgement {
-        audited_cluster,
-        audit_admin,
-        audit_baseline,
-        pod: local.clone(),
-        direction: dir,
-        admin_selecting,
-        admin,
-        baseline_selecting,
-        baseline,
-        allowed_by: rules_of(&selecting),
-        audit_allowed_by: rules_of(&audited),
-        selecting,
-        audited,
-        host_exempt: dir == direction::INGRESS && peer.kind == PeerKind::Host && !q.enforce_host,
+        })
+    }
+
+    /// Judges this side of the flow with `peer` (`q`'s protocol and port).
+    pub(crate) fn judge(&self, peer: &End, q: &Query) -> Judgement {
+        let (audit_admin, audit_baseline) = match &self.audit_tiers {
+            Some((a, b)) => (self.tier_match(a, peer, q), self.tier_match(b, peer, q)),
+            None => (None, None),
+        };
+        Judgement {
+            audited_cluster: self.audited_cluster.clone(),
+            audit_admin,
+            audit_baseline,
+            pod: self.local.clone(),
+            direction: self.dir,
+            admin_selecting: self.admin.names.clone(),
+            admin: self.tier_match(&self.admin, peer, q),
+            baseline_selecting: self.baseline.names.clone(),
+            baseline: self.tier_match(&self.baseline, peer, q),
+            allowed_by: self.rules_of(&self.enforced_objs, peer, q),
+            audit_allowed_by: self.rules_of(&self.audited_objs, peer, q),
+            selecting: self.selecting.clone(),
+            audited: self.audited.clone(),
+            host_exempt: self.dir == direction::INGRESS
+                && peer.kind == PeerKind::Host
+                && !q.enforce_host,
+        }
     }
 }
 
-/// Explains the verdict for a new flow `from → to` (see the module docs).
-pub(crate) fn explain(e: &Engine, q: &Query) -> Result<Explanation, ExplainError> {
-    // Pick the family: an address side decides; pods follow.
-    let fam = match (&q.from, &q.to) {
+fn judge(e: &Engine, local: &PodRef, dir: u8, peer: &End, q: &Query) -> Judgement {
+    SideContext::new(e, local, dir).judge(peer, q)
+}
+
+/// The addresses and owners of a flow's two ends, of one family: an
+/// address side decides it; pods follow (the sender's IPv4 address first).
+pub(crate) fn resolve_flow(e: &Engine, from: &Side, to: &Side) -> Result<(End, End), ExplainError> {
+    let fam = match (from, to) {
         (Side::Addr(a), _) | (_, Side::Addr(a)) => Some(family(a)),
         _ => None,
     };
-    let from = resolve(e, &q.from, fam)?;
-    let to = resolve(e, &q.to, Some(fam.unwrap_or(family(&from.addr))))?;
+    let from = resolve(e, from, fam)?;
+    let to = resolve(e, to, Some(fam.unwrap_or(family(&from.addr))))?;
     if family(&from.addr) != family(&to.addr) {
         return Err(ExplainError::FamilyMismatch {
             from: from.addr,
             to: to.addr,
         });
     }
+    Ok((from, to))
+}
+
+/// Explains the verdict for a new flow `from → to` (see the module docs).
+pub(crate) fn explain(e: &Engine, q: &Query) -> Result<Explanation, ExplainError> {
+    let (from, to) = resolve_flow(e, &q.from, &q.to)?;
     let egress = match &from.kind {
         PeerKind::Pod(p) => Some(judge(e, p, direction::EGRESS, &to, q)),
         _ => None,

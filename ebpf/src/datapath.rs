@@ -33,6 +33,7 @@ use crate::{
     events, fastpath, flowcache, frags, ipcache,
     packet::{Fragment, Packet, opposite},
     parse::{self, Frame},
+    rare,
     source::{self, FrameSource},
     wire::tcp_flags::RST as TCP_RST,
 };
@@ -172,20 +173,30 @@ fn now_ns() -> u64 {
     unsafe { bpf_ktime_get_coarse_ns() }
 }
 
-/// The endpoint on `ifindex`; fails closed when there is none.
+/// The endpoint on `ifindex`; fails closed when there is none (and says
+/// so in the datapath log). `pkt`: the packet, if parsed, for the log.
 #[inline(always)]
-fn endpoint(ifindex: u32, cfg: &Config) -> Result<Option<EndpointInfo>, DropReason> {
+fn endpoint(
+    ifindex: u32,
+    dir: u8,
+    cfg: &Config,
+    pkt: Option<&Packet>,
+) -> Result<Option<EndpointInfo>, DropReason> {
     match unsafe { ENDPOINTS.get(&ifindex) } {
         Some(ep) => Ok(Some(*ep)),
         None if cfg.flags & config_flags::UNKNOWN_ENDPOINT_PASS != 0 => Ok(None),
         // Fail closed: our program is on the interface but the agent has not
         // (or no longer) described the pod behind it.
-        None => Err(DropReason::UnknownEndpoint),
+        None => {
+            rare::note(DropReason::UnknownEndpoint, true, dir, ifindex, pkt);
+            Err(DropReason::UnknownEndpoint)
+        }
     }
 }
 
 /// Verdict for a packet that cannot be judged by policy (malformed,
 /// non-IP, unmatched fragment): drop only if the pod is isolated in `dir`.
+/// Either way the datapath log says so (`rare`).
 #[inline(always)]
 fn unjudgeable(
     ifindex: u32,
@@ -195,8 +206,9 @@ fn unjudgeable(
     reason: DropReason,
     otherwise: ForwardReason,
 ) -> Verdict {
-    match endpoint(ifindex, cfg) {
-        Err(r) => Verdict::Drop(r),
+    let verdict = match endpoint(ifindex, dir, cfg, facts.pkt) {
+        // Logged as an unknown endpoint.
+        Err(r) => return Verdict::Drop(r),
         Ok(None) => Verdict::Forward(otherwise),
         Ok(Some(ep)) => {
             facts.ep = ep;
@@ -212,7 +224,10 @@ fn unjudgeable(
                 Verdict::Drop(reason)
             }
         }
-    }
+    };
+    let dropped = matches!(verdict, Verdict::Drop(_));
+    rare::note(reason, dropped, dir, ifindex, facts.pkt);
+    verdict
 }
 
 /// Whether source verification applies: the pod's egress, unless it is
@@ -231,7 +246,7 @@ fn source_verdict(found: bool, ifindex: u32, cfg: &Config, facts: &mut Facts) ->
     if found {
         return None;
     }
-    let ep = match endpoint(ifindex, cfg) {
+    let ep = match endpoint(ifindex, direction::EGRESS, cfg, facts.pkt) {
         Err(r) => return Some(Verdict::Drop(r)),
         Ok(None) => return None,
         Ok(Some(ep)) => ep,
@@ -476,7 +491,7 @@ fn new_flow(
     cfg: &Config,
     facts: &mut Facts,
 ) -> Verdict {
-    let ep = match endpoint(ifindex, cfg) {
+    let ep = match endpoint(ifindex, dir, cfg, facts.pkt) {
         Err(r) => return Verdict::Drop(r),
         Ok(None) => return Verdict::Forward(ForwardReason::NotIsolated),
         Ok(Some(ep)) => ep,
@@ -488,7 +503,10 @@ fn new_flow(
     };
     let mut ct_extra = 0u16;
     let reason = match decision::decide(&ep, dir, &peer, pkt.proto, pkt.policy_port(), cfg, true) {
-        Decision::Pending => return Verdict::Drop(DropReason::PolicyPending),
+        Decision::Pending => {
+            rare::note(DropReason::PolicyPending, true, dir, ifindex, Some(pkt));
+            return Verdict::Drop(DropReason::PolicyPending);
+        }
         Decision::Denied {
             audit: false,
             reason,
@@ -592,7 +610,7 @@ fn revalidate(
     // The opener's direction, and the peer and destination port as the
     // opener's packet carried them.
     let orig_dir = if reply { opposite(dir) } else { dir };
-    let ep = match endpoint(ifindex, cfg)? {
+    let ep = match endpoint(ifindex, dir, cfg, facts.pkt)? {
         Some(ep) => ep,
         None => return Ok(()),
     };

@@ -5,8 +5,8 @@
 
 use aya_ebpf::helpers::{bpf_ktime_get_ns, generated::bpf_ktime_get_coarse_ns};
 use palisade_common::{
-    Config, DROP_EVENT_VERSION, DropEvent, EndpointDropKey, EndpointInfo, defaults, direction,
-    metrics_index,
+    Config, DROP_EVENT_VERSION, DropEvent, EndpointDropKey, EndpointInfo, RateLimitState, defaults,
+    direction, metrics_index,
 };
 
 use crate::{EP_DROPS, EVENT_RATE, EVENT_STATS, EVENTS, METRICS, packet::Packet};
@@ -47,23 +47,11 @@ pub fn count_endpoint(ep_id: u32, dir: u8, verdict: u8, reason: u8) {
     }
 }
 
-/// Takes one token from this CPU's bucket; false when the limit is hit.
+/// Takes one token from a per-CPU bucket refilled at `rate` a second up
+/// to `burst`; false when the limit is hit. The one token bucket of the
+/// datapath: drop and audit events here, log records in `rare`.
 #[inline(always)]
-fn take_token(cfg: &Config, now: u64) -> bool {
-    let Some(state) = EVENT_RATE.get_ptr_mut(0) else {
-        return false;
-    };
-    let state = unsafe { &mut *state };
-    let rate = if cfg.events_per_sec == 0 {
-        defaults::EVENTS_PER_SEC
-    } else {
-        cfg.events_per_sec
-    };
-    let burst = if cfg.events_burst == 0 {
-        defaults::EVENTS_BURST
-    } else {
-        cfg.events_burst
-    };
+pub fn take_token(state: &mut RateLimitState, rate: u32, burst: u32, now: u64) -> bool {
     let cap = burst as u64 * MICRO;
     let mut elapsed = now.wrapping_sub(state.last_ns);
     if elapsed > MAX_REFILL_NS {
@@ -81,6 +69,26 @@ fn take_token(cfg: &Config, now: u64) -> bool {
     }
     state.tokens_micro = tokens - MICRO;
     true
+}
+
+/// Takes one token from this CPU's event bucket (`EVENT_RATE`, the rate
+/// and burst `CONFIG` sets); false when the limit is hit.
+#[inline(always)]
+fn take_event_token(cfg: &Config, now: u64) -> bool {
+    let Some(state) = EVENT_RATE.get_ptr_mut(0) else {
+        return false;
+    };
+    let rate = if cfg.events_per_sec == 0 {
+        defaults::EVENTS_PER_SEC
+    } else {
+        cfg.events_per_sec
+    };
+    let burst = if cfg.events_burst == 0 {
+        defaults::EVENTS_BURST
+    } else {
+        cfg.events_burst
+    };
+    take_token(unsafe { &mut *state }, rate, burst, now)
 }
 
 /// Everything a drop or audit record says.
@@ -122,7 +130,7 @@ pub fn report(cfg: &Config, r: &Report) {
         return;
     };
     let stats = unsafe { &mut *stats };
-    if !take_token(cfg, coarse) {
+    if !take_event_token(cfg, coarse) {
         stats.rate_limited += 1;
         return;
     }

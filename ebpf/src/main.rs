@@ -22,6 +22,7 @@ mod ipcache;
 mod packet;
 mod parse;
 mod policy;
+mod rare;
 mod source;
 mod wire;
 
@@ -129,6 +130,15 @@ static EVENT_STATS: PerCpuArray<EventStats> = PerCpuArray::with_max_entries(1, 0
 /// Per-CPU token bucket of the event rate limiter.
 #[map(name = "EVENT_RATE")]
 static EVENT_RATE: PerCpuArray<RateLimitState> = PerCpuArray::with_max_entries(1, 0);
+
+/// What happened to datapath log records (written, rate limited, no room
+/// in the ring): see `rare`.
+#[map(name = "LOG_STATS")]
+static LOG_STATS: PerCpuArray<EventStats> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU token bucket of datapath log records (private; never pinned).
+#[map(name = "LOG_RATE")]
+static LOG_RATE: PerCpuArray<RateLimitState> = PerCpuArray::with_max_entries(1, 0);
 
 /// One packet view per CPU: see `barrier` (private; never pinned).
 #[map(name = "PACKET_SCRATCH")]

@@ -99,6 +99,7 @@ mod names;
 pub mod netns;
 pub mod probes;
 pub mod raw;
+pub mod scale;
 pub mod sctp;
 pub mod servers;
 mod sock;

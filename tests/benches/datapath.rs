@@ -42,6 +42,14 @@
 //! tables (`datapath/tiers.rs` says which rules): established ACK, new
 //! allowed SYN (distinct flows), denied SYN (repeated) and denied SYNs from
 //! distinct peers. `--tiers-only` prints only this table.
+//!
+//! Then the datapath log (`--datapath-log`), off (the default) and debug,
+//! loaded side by side in the same run, on the ingress of the isolated pod:
+//! the established ACK (fast path: never looks at the switch), a later
+//! fragment without state and a TCP packet cut short in its header (rare
+//! paths: each writes a record when logging is on; at most 20 a second per
+//! CPU, so almost all runs take the rate-limited path), each repeated N
+//! times. `--log-only` prints only this table.
 
 #[path = "datapath/tiers.rs"]
 mod tiers;
@@ -49,6 +57,7 @@ mod tiers;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net};
+use palisade::datapath::DatapathLog;
 use palisade_common::{
     CIDR_IDENTITY_BASE, Config, EndpointInfo, IDENTITY_ANY, IDENTITY_WORLD, IpcacheValue,
     PolicyKey, PolicyValue,
@@ -58,7 +67,7 @@ use palisade_common::{
 };
 use palisade_tests::{
     bpf::{TEST_IFINDEX, TestDatapath},
-    packet::{PacketSpec, tcp},
+    packet::{PacketSpec, ethernet, ipv4, tcp},
 };
 
 const EP: u32 = 1;
@@ -421,6 +430,80 @@ fn tiers_table(repeat: u32, flows: u16) {
     }
 }
 
+/// Off and debug datapath logging side by side (see the module's doc).
+fn log_table(repeat: u32) {
+    println!();
+    println!(
+        "datapath log (--datapath-log), ingress of an isolated pod, repeat={repeat}; ns/packet (palisade / empty program = ratio)"
+    );
+    println!(
+        "{:>8} | {:>24} | {:>24} | {:>24}",
+        "log", "established ACK", "later fragment, no state", "truncated TCP header"
+    );
+    let (IpAddr::V4(src), IpAddr::V4(dst)) = (peer(), pod()) else {
+        unreachable!("IPv4 probe addresses")
+    };
+    let fragment = ethernet(
+        0x0800,
+        &ipv4(src, dst, proto::UDP, &[], Some((7, 100, true)), &[7; 16]),
+    );
+    let truncated = ethernet(0x0800, &ipv4(src, dst, proto::TCP, &[], None, &[0, 80, 0]));
+    for (name, log) in [("off", DatapathLog::Off), ("debug", DatapathLog::Debug)] {
+        let mut t = TestDatapath::with_datapath_log(log);
+        log_setup(&mut t);
+        let syn = PacketSpec::tcp(peer(), pod(), 40_000, 80, tcp::SYN).frame();
+        let ack = PacketSpec::tcp(peer(), pod(), 40_000, 80, tcp::ACK).frame();
+        assert_eq!(t.run_program(program_names::TO_POD, &syn, 1).0, u32::MAX);
+        answer(&t, pod(), peer(), 40_000);
+        let est = repeated(&t, &ack, repeat);
+        // Both drop (the pod is isolated for ingress).
+        assert_eq!(t.run_program(program_names::TO_POD, &fragment, 1).0, 2);
+        assert_eq!(t.run_program(program_names::TO_POD, &truncated, 1).0, 2);
+        let frag = repeated(&t, &fragment, repeat);
+        let _ = t.events();
+        let trunc = repeated(&t, &truncated, repeat);
+        let _ = t.events();
+        let cell = |(a, b): (f64, f64)| format!("{a:7.1} / {b:5.1} = {:4.2}x", a / b);
+        println!(
+            "{name:>8} | {:>24} | {:>24} | {:>24}",
+            cell(est),
+            cell(frag),
+            cell(trunc)
+        );
+    }
+}
+
+/// The isolated pod and its peer of [`setup`], without the filler tables.
+fn log_setup(t: &mut TestDatapath) {
+    t.set_endpoint(EndpointInfo {
+        ep_id: EP,
+        identity: POD,
+        flags: ef::ISOLATED_INGRESS,
+        _pad: 0,
+    });
+    for (addr, identity) in [(pod(), POD), (peer(), PEER)] {
+        t.ipcache_exact(
+            addr,
+            IpcacheValue {
+                identity,
+                cidr_identity: IDENTITY_WORLD,
+            },
+        );
+    }
+    t.allow(
+        PolicyKey {
+            ep_id: EP,
+            identity: PEER,
+            direction: INGRESS,
+            proto: proto::TCP,
+            view: 0,
+            _pad: 0,
+        },
+        PolicyValue::range(80, 80),
+    );
+    t.allow_source(TEST_IFINDEX, pod().into());
+}
+
 fn main() {
     let repeat: u32 = std::env::args()
         .find_map(|a| {
@@ -437,6 +520,10 @@ fn main() {
     }
     if std::env::args().any(|a| a == "--tiers-only") {
         tiers_table(repeat, flows);
+        return;
+    }
+    if std::env::args().any(|a| a == "--log-only") {
+        log_table(repeat);
         return;
     }
     println!(
@@ -523,4 +610,5 @@ fn main() {
     }
     egress_table(repeat, flows);
     tiers_table(repeat, flows);
+    log_table(repeat);
 }

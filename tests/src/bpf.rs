@@ -11,7 +11,7 @@ use aya::{
     programs::{TestRun, TestRunOptions},
 };
 use ipnet::IpNet;
-use palisade::datapath::{Datapath, LoadOptions};
+use palisade::datapath::{Datapath, DatapathLog, LoadOptions};
 use palisade_common::{
     Config, Counter, DropEvent, EndpointInfo, IpcacheValue, PolicyKey, PolicyValue, PortBitmap,
     SOURCE_ALLOWED, SourceKey4, SourceKey6, TierTable, direction, metrics_index, program_names,
@@ -55,6 +55,25 @@ impl TestDatapath {
             policy_entries: Some(200_000),
             ipcache_exact_entries: Some(16_384),
             ipcache_lpm_entries: Some(65_536),
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("load datapath: {e}"));
+        TestDatapath {
+            dp,
+            config: Config::default(),
+        }
+    }
+
+    /// [`TestDatapath::new`], with the programs writing the datapath log
+    /// records `log` asks for (nobody reads them: the ring fills, then
+    /// records are counted as having had no room).
+    pub fn with_datapath_log(log: DatapathLog) -> Self {
+        let dp = Datapath::load(&LoadOptions {
+            ct_entries: Some(16_384),
+            policy_entries: Some(200_000),
+            ipcache_exact_entries: Some(16_384),
+            ipcache_lpm_entries: Some(65_536),
+            datapath_log: log,
             ..Default::default()
         })
         .unwrap_or_else(|e| panic!("load datapath: {e}"));

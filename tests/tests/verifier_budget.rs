@@ -7,30 +7,45 @@
 //! so the reserve is for them too. Run with `--nocapture` to see the
 //! counts. Needs root.
 
+use palisade::datapath::{Datapath, DatapathLog, LoadOptions};
 use palisade_common::program_names;
 use palisade_tests::bpf::TestDatapath;
 
 /// The kernel's limit (BPF_COMPLEXITY_LIMIT_INSNS).
 const KERNEL_LIMIT: u32 = 1_000_000;
 
-#[test]
-fn programs_verify_well_inside_the_instruction_limit() {
-    let t = TestDatapath::new();
+/// The programs of `dp` the verifier processed more than three quarters
+/// of the limit for, printing every count.
+fn over_budget(dp: &Datapath, what: &str) -> Vec<String> {
     let mut over = Vec::new();
     for name in [program_names::FROM_POD, program_names::TO_POD] {
-        let info =
-            t.dp.program(name)
-                .expect("program")
-                .info()
-                .expect("program info");
+        let info = dp
+            .program(name)
+            .expect("program")
+            .info()
+            .expect("program info");
         let processed = info
             .verified_instruction_count()
             .expect("kernel reports verified instructions");
-        println!("{name}: the verifier processed {processed} instructions");
+        println!("{name} ({what}): the verifier processed {processed} instructions");
         if processed > KERNEL_LIMIT / 4 * 3 {
-            over.push(format!("{name} ({processed})"));
+            over.push(format!("{name} ({what}, {processed})"));
         }
     }
+    over
+}
+
+#[test]
+fn programs_verify_well_inside_the_instruction_limit() {
+    let t = TestDatapath::new();
+    let mut over = over_budget(&t.dp, "datapath log off");
+    // With `--datapath-log debug` the verifier also walks the log records.
+    let logging = Datapath::load(&LoadOptions {
+        datapath_log: DatapathLog::Debug,
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("load datapath with --datapath-log debug: {e}"));
+    over.extend(over_budget(&logging, "datapath log debug"));
     assert!(
         over.is_empty(),
         "the verifier processed more than three quarters of the kernel's limit of {KERNEL_LIMIT} instructions for {}",

@@ -4,8 +4,9 @@
 //!   `clippy` (the eBPF crate is linted too),
 //! * `bpf-linker` 0.13 built against the nightly's own LLVM 22,
 //! * Debian packages the tests and the lab use (iproute2, nftables,
-//!   iputils-ping; the reference CNI plugins, and Go with libcni's source,
-//!   from which the lab builds its small CNI runtime driver),
+//!   iputils-ping, graphviz; the reference CNI plugins, and Go with libcni's source,
+//!   from which the lab builds its small CNI runtime driver; Chromium and
+//!   its WebDriver server for the graph page's browser test),
 //! * a real API server for the cluster tests: etcd (Debian's `etcd-server`)
 //!   and a pinned `kube-apiserver` built once from Debian's `kubernetes`
 //!   source package and cached by version (see [`kube_apiserver`]).
@@ -19,7 +20,7 @@ use crate::cmd::{output, run as run_cmd};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// (what shows the package is installed: a command on the PATH's system
 /// directories, or an absolute path; the package).
-const DEBIAN_PACKAGES: [(&str, &str); 8] = [
+const DEBIAN_PACKAGES: [(&str, &str); 11] = [
     ("ip", "iproute2"),
     ("nft", "nftables"),
     ("ping", "iputils-ping"),
@@ -32,6 +33,11 @@ const DEBIAN_PACKAGES: [(&str, &str); 8] = [
     ("etcd", "etcd-server"),
     // The API server tests make a service account signing key with it.
     ("openssl", "openssl"),
+    // `palisade graph -o dot` output is checked by Graphviz's parser.
+    ("dot", "graphviz"),
+    // The graph's HTML page is tested in a real headless browser.
+    ("chromium", "chromium"),
+    ("chromedriver", "chromium-driver"),
 ];
 
 pub fn run() -> anyhow::Result<()> {

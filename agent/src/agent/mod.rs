@@ -31,7 +31,7 @@ pub use error::AgentError;
 
 use crate::config::{AgentConfig, SourceConfig};
 use crate::control::{self, Call, Request, Response};
-use crate::datapath::{AttachMode, Datapath, LoadOptions};
+use crate::datapath::{AttachMode, Datapath, DatapathLog, LoadOptions};
 use crate::dirs;
 use crate::maps::{Mirror, read_state};
 use crate::net::{self, NetSnapshot};
@@ -116,8 +116,14 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
 
     let mut dp = Datapath::load(&LoadOptions {
         pin_dir: Some(cfg.bpffs_dir.clone()),
+        datapath_log: cfg.datapath_log,
         ..Default::default()
     })?;
+    let datapath_log = if cfg.datapath_log == DatapathLog::Off {
+        None
+    } else {
+        Some(tokio::spawn(dp.take_logger()?.run()))
+    };
     let links_dir = cfg.links_dir();
     std::fs::create_dir_all(&links_dir).map_err(dir_err(&links_dir))?;
     let mirror = read_state(&dp.maps)?;
@@ -237,6 +243,9 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         agent.step().await;
     };
     server.abort();
+    if let Some(h) = datapath_log {
+        h.abort();
+    }
     if let Some(h) = health_task {
         h.abort();
     }

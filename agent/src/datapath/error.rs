@@ -61,6 +61,15 @@ pub enum DatapathError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    /// The datapath log's ring could not be read.
+    #[error("map {name}: {source}")]
+    Log {
+        /// Map name.
+        name: &'static str,
+        /// Cause.
+        #[source]
+        source: aya_log::Error,
+    },
     /// A link pin could not be created or removed.
     #[error("link pin {path}: {message}")]
     LinkPin {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use aya::{Ebpf, EbpfLoader, programs::SchedClassifier};
 use palisade_common::{map_names, program_names};
 
-use super::{DatapathError, Maps, OBJECT};
+use super::{DatapathError, DatapathLog, DatapathLogger, Maps, OBJECT};
 
 /// Every map in the object, for pinning.
 const ALL_MAPS: [&str; 19] = [
@@ -46,6 +46,9 @@ pub struct LoadOptions {
     pub ipcache_exact_entries: Option<u32>,
     /// Capacity of each ipcache LPM trie (default `capacity::IPCACHE_LPM`).
     pub ipcache_lpm_entries: Option<u32>,
+    /// What the programs log (default: nothing); read the records with
+    /// [`Datapath::take_logger`].
+    pub datapath_log: DatapathLog,
 }
 
 /// The loaded object: programs ready to attach and typed map handles.
@@ -59,7 +62,9 @@ pub struct Datapath {
 impl Datapath {
     /// Loads the embedded object.
     pub fn load(opts: &LoadOptions) -> Result<Self, DatapathError> {
+        let log_level = opts.datapath_log.object_level();
         let mut loader = EbpfLoader::new();
+        loader.override_global(aya_log::LEVEL, &log_level, true);
         if let Some(n) = opts.ct_entries {
             loader.map_max_entries(map_names::CT_V4, n);
             loader.map_max_entries(map_names::CT_V6, n);
@@ -125,6 +130,13 @@ impl Datapath {
             .ok_or(DatapathError::MissingProgram(name))?
             .try_into()
             .map_err(|source| DatapathError::Program { name, source })
+    }
+
+    /// The reader of the programs' log records (once: the ring moves into
+    /// it). Records are written only if the object was loaded with
+    /// [`LoadOptions::datapath_log`] on.
+    pub fn take_logger(&mut self) -> Result<DatapathLogger, DatapathError> {
+        DatapathLogger::take(&mut self.ebpf)
     }
 
     /// The directory maps are pinned in, if any.

@@ -10,8 +10,10 @@
 //! place, and a namespace's allow-all egress it withstands), runs
 //! `palisade sync` after each step and probes the flows the seeds test.
 //! Each step prints expected vs observed verdicts and the drops the agents
-//! reported; the run ends with a summary, exits non-zero on any mismatch,
-//! and removes everything (also on failure and Ctrl-C).
+//! reported, and writes `palisade graph -o html` of namespace production
+//! to `target/demo/graph-step-N.html`; the run ends with a summary, exits
+//! non-zero on any mismatch, and removes everything but the graphs (also on
+//! failure and Ctrl-C).
 
 mod drops;
 mod flows;
@@ -74,6 +76,34 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         0 => Ok(()),
         n => bail!("{n} observed verdicts differ from the expected ones"),
     }
+}
+
+/// Where the demo leaves the graphs it draws: `target/demo/`.
+fn graphs_dir() -> PathBuf {
+    examples_dir()
+        .parent()
+        .expect("examples/ is inside the workspace")
+        .join("target/demo")
+}
+
+/// `palisade graph -o html` of what the manifests allow around namespace
+/// `production` after step `step`, written to `target/demo/`; returns the
+/// file's path. The same offline analysis a user runs on their manifests.
+fn write_graph(bin: &Path, manifests: &Path, step: usize) -> anyhow::Result<PathBuf> {
+    let dir = graphs_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let out = Command::new(bin)
+        .args(["graph", "-n", "production", "-o", "html", "--manifests"])
+        .arg(manifests)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("run palisade graph")?;
+    if !out.status.success() {
+        bail!("palisade graph after step {step} failed: {}", out.status);
+    }
+    let path = dir.join(format!("graph-step-{step}.html"));
+    std::fs::write(&path, &out.stdout).with_context(|| format!("write {}", path.display()))?;
+    Ok(path)
 }
 
 /// `cargo build` of the agent; returns the binary's path.
@@ -377,6 +407,8 @@ fn demo(bin: &Path) -> anyhow::Result<usize> {
             );
         }
         drops.report(&agents, nodes, &paint);
+        let graph = write_graph(bin, &agents[0].dirs.manifests, i)?;
+        println!("    graph of namespace production: {}", graph.display());
         println!(
             "    {} in {:.2} s",
             if wrong == 0 {
