@@ -382,4 +382,34 @@ mod tests {
             r#"{"ok":true,"revision":3}"#
         );
     }
+
+    #[test]
+    fn graph_request_names_exactly_one_scope() {
+        use palisade_analysis::graph::Scope;
+        let r: Request =
+            serde_json::from_str(r#"{"op":"graph","namespace":"prod","window_seconds":60}"#)
+                .unwrap();
+        let Request::Graph(g) = r else { panic!() };
+        assert_eq!(g.scope(), Ok(Scope::Namespace("prod".into())));
+        assert_eq!(g.window_seconds, Some(60));
+        let pod = GraphRequest {
+            pod: Some("prod/web".into()),
+            ..Default::default()
+        };
+        assert!(matches!(pod.scope(), Ok(Scope::Pod(_))));
+        for bad in [
+            GraphRequest::default(),
+            GraphRequest {
+                pod: Some("web".into()),
+                ..Default::default()
+            },
+            GraphRequest {
+                namespace: Some("a".into()),
+                all_namespaces: true,
+                ..Default::default()
+            },
+        ] {
+            assert!(bad.scope().is_err(), "{bad:?}");
+        }
+    }
 }

@@ -154,3 +154,24 @@ pub fn render(g: &Graph, scope: &Scope, format: Format) -> String {
         Format::Html => graph::html::render(g),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_window;
+
+    #[test]
+    fn windows() {
+        for (s, secs) in [
+            ("300", 300),
+            ("90s", 90),
+            ("5m", 300),
+            ("2min", 120),
+            ("1h", 3600),
+        ] {
+            assert_eq!(parse_window(s).unwrap(), secs, "{s}");
+        }
+        for bad in ["", "0", "5d", "m", "-1", "1.5m"] {
+            assert!(parse_window(bad).is_err(), "{bad}");
+        }
+    }
+}
