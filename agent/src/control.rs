@@ -110,6 +110,49 @@ pub enum Request {
     },
     /// Why a flow is allowed or denied (`data`), see `crate::explain`.
     Explain(crate::explain::ExplainRequest),
+    /// The graph of a scope with the live overlay (`data`: the graph's
+    /// JSON, `palisade graph -o json`).
+    Graph(GraphRequest),
+}
+
+/// `palisade graph --live`: the scope (exactly one of `namespace`, `pod`,
+/// `all_namespaces`) and the drops' window.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphRequest {
+    /// The pods of this namespace and their peers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// One pod (`NAMESPACE/NAME`) and its peers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// Every namespace, aggregated by namespace.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all_namespaces: bool,
+    /// How far back drops count, in seconds (default 300; capped at what
+    /// the agent keeps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_seconds: Option<u64>,
+}
+
+impl GraphRequest {
+    /// The scope it names.
+    pub fn scope(&self) -> Result<palisade_analysis::graph::Scope, String> {
+        use palisade_analysis::graph::Scope;
+        match (&self.namespace, &self.pod, self.all_namespaces) {
+            (Some(ns), None, false) if !ns.is_empty() => Ok(Scope::Namespace(ns.clone())),
+            (None, Some(p), false) => match p.split_once('/') {
+                Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                    Ok(Scope::Pod(palisade_compiler::PodRef::new(ns, name)))
+                }
+                _ => Err(format!("--pod {p:?}: expected NAMESPACE/NAME")),
+            },
+            (None, None, true) => Ok(Scope::AllNamespaces),
+            _ => Err(
+                "graph: give exactly one scope: -n NAMESPACE, --pod NAMESPACE/NAME or --all-namespaces"
+                    .into(),
+            ),
+        }
+    }
 }
 
 /// One local endpoint in a status answer.
@@ -338,5 +381,35 @@ mod tests {
             serde_json::to_string(&ok).unwrap(),
             r#"{"ok":true,"revision":3}"#
         );
+    }
+
+    #[test]
+    fn graph_request_names_exactly_one_scope() {
+        use palisade_analysis::graph::Scope;
+        let r: Request =
+            serde_json::from_str(r#"{"op":"graph","namespace":"prod","window_seconds":60}"#)
+                .unwrap();
+        let Request::Graph(g) = r else { panic!() };
+        assert_eq!(g.scope(), Ok(Scope::Namespace("prod".into())));
+        assert_eq!(g.window_seconds, Some(60));
+        let pod = GraphRequest {
+            pod: Some("prod/web".into()),
+            ..Default::default()
+        };
+        assert!(matches!(pod.scope(), Ok(Scope::Pod(_))));
+        for bad in [
+            GraphRequest::default(),
+            GraphRequest {
+                pod: Some("web".into()),
+                ..Default::default()
+            },
+            GraphRequest {
+                namespace: Some("a".into()),
+                all_namespaces: true,
+                ..Default::default()
+            },
+        ] {
+            assert!(bad.scope().is_err(), "{bad:?}");
+        }
     }
 }

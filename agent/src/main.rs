@@ -247,7 +247,7 @@ enum GraphFormat {
 
 #[derive(Args)]
 #[command(group(clap::ArgGroup::new("scope").required(true).args(["namespace", "all_namespaces", "pod"])))]
-#[command(group(clap::ArgGroup::new("input").required(true).args(["manifests", "files"])))]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["manifests", "files", "live"])))]
 struct GraphArgs {
     /// The pods of this namespace and every peer they reach or are
     /// reached by.
@@ -265,6 +265,16 @@ struct GraphArgs {
     /// Read the cluster from these manifest files.
     #[arg(short = 'f', long = "file", num_args = 1..)]
     files: Vec<PathBuf>,
+    /// Ask the running agent (its compiled model), with the drops it saw
+    /// and the connections it tracks laid over the graph.
+    #[arg(long)]
+    live: bool,
+    /// With --live: how far back drops count (300, 90s, 5m, 1h; default
+    /// 5m, at most what the agent keeps: 15m).
+    #[arg(long, requires = "live")]
+    window: Option<String>,
+    #[command(flatten)]
+    node: NodeArgs,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     output: GraphFormat,
@@ -492,21 +502,28 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Explain(_) | Command::Diff(_) => unreachable!("handled in main"),
         Command::Graph(a) => {
-            let scope = if let Some(ns) = a.namespace {
-                palisade_analysis::graph::Scope::Namespace(ns)
-            } else if let Some(p) = a.pod {
-                let (ns, name) = p
-                    .split_once('/')
-                    .with_context(|| format!("--pod {p}: expected NAMESPACE/NAME"))?;
-                palisade_analysis::graph::Scope::Pod(palisade_compiler::PodRef::new(ns, name))
+            let req = palisade::control::GraphRequest {
+                namespace: a.namespace,
+                pod: a.pod,
+                all_namespaces: a.all_namespaces,
+                window_seconds: None,
+            };
+            let scope = req.scope().map_err(anyhow::Error::msg)?;
+            let input = if a.live {
+                cli::graph::Input::Live {
+                    socket: node_paths(a.node)?.socket,
+                    window_seconds: a
+                        .window
+                        .as_deref()
+                        .map(cli::graph::parse_window)
+                        .transpose()?,
+                }
+            } else if let Some(d) = a.manifests {
+                cli::graph::Input::Dir(d)
             } else {
-                palisade_analysis::graph::Scope::AllNamespaces
+                cli::graph::Input::Files(a.files)
             };
-            let input = match a.manifests {
-                Some(d) => cli::graph::Input::Dir(d),
-                None => cli::graph::Input::Files(a.files),
-            };
-            let (g, warnings) = cli::graph::compute(&input, &scope)?;
+            let (g, warnings) = cli::graph::compute(&input, &req)?;
             for w in warnings {
                 eprintln!("palisade: warning: {w}");
             }
@@ -515,6 +532,9 @@ fn run(command: Command) -> anyhow::Result<()> {
                     "palisade: warning: the picture is partial: {} object(s) left out",
                     g.rejected.len()
                 );
+            }
+            for p in &g.overlay_partial {
+                eprintln!("palisade: warning: the live overlay is partial: {p}");
             }
             let format = match a.output {
                 GraphFormat::Json => cli::graph::Format::Json,

@@ -365,6 +365,11 @@ async fn checks(client: &Client, graph: &Graph, page: &Path, screenshot: &Path) 
     assert_eq!(passed, [format!("passed by {}", edge.rules[0].passed[0])]);
     let (_, _, ports) = panel(client, ".port").await;
     assert_eq!(ports, ["TCP 8080"]);
+    // The live overlay: in use, its drops and their causes.
+    let (_, _, status) = panel(client, ".pill, .drops").await;
+    assert_eq!(status, ["allowed", "in use", "2 drops in the last 5 min"]);
+    let (_, _, causes) = panel(client, ".cause").await;
+    assert_eq!(causes, ["policy-revoked: 2"]);
     let (_, _, meta) = panel(client, ".rule .meta").await;
     assert_eq!(
         meta,
@@ -382,6 +387,8 @@ async fn checks(client: &Client, graph: &Graph, page: &Path, screenshot: &Path) 
     let (_, title, status) = panel(client, ".pill, .drops").await;
     assert_eq!(title, "test-pod → database");
     assert_eq!(status, ["denied, attempted", "37 drops in the last 5 min"]);
+    let (_, _, causes) = panel(client, ".cause").await;
+    assert_eq!(causes, ["policy-denied: 37"]);
 
     // Clicking a node shows its pods, labels and isolation.
     let node = graph

@@ -12,6 +12,7 @@ mod commit;
 mod endpoints;
 mod error;
 mod feed;
+mod graph;
 mod observe;
 mod sources;
 
@@ -322,6 +323,9 @@ impl Agent {
             }
             Request::Explain(r) => {
                 let _ = reply.send(self.explain_answer(&r));
+            }
+            Request::Graph(r) => {
+                let _ = reply.send(self.graph_answer(&r));
             }
             // Served by the control socket itself (streams).
             Request::Monitor(_) => {

@@ -477,7 +477,7 @@ impl Agent {
         }
     }
 
-    fn data(v: Value) -> Response {
+    pub(super) fn data(v: Value) -> Response {
         Response {
             ok: true,
             data: Some(v),

@@ -194,7 +194,8 @@ fn protocol_name(p: u8) -> String {
     }
 }
 
-fn address(fam: u8, a: palisade_common::Addr) -> Option<IpAddr> {
+/// An event's address of family `fam` (none if not IP).
+pub(crate) fn address(fam: u8, a: palisade_common::Addr) -> Option<IpAddr> {
     let b = addr_to_bytes(a);
     match fam {
         family::V4 => Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),

@@ -1,13 +1,17 @@
 //! Fan-out of events to monitors. Publishing never waits: each subscriber
 //! has a bounded queue, and an event that does not fit is counted as lost
-//! for that subscriber (and in `palisade_monitor_events_lost_total`).
+//! for that subscriber (and in `palisade_monitor_events_lost_total`). The
+//! hub also holds the recent drops' [`Aggregate`] (`graph --live`), fed by
+//! the reader whether or not a monitor listens.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
-use palisade_common::EventStats;
+use palisade_common::{DROP_EVENT_VERSION, DropEvent, EventStats, event_kind};
 use tokio::sync::{mpsc, watch};
 
+use super::aggregate::{Aggregate, Counts, DropKey};
 use super::{Directory, MonitorEvent, MonitorFilter};
 
 /// Events a subscriber may have queued before it loses some.
@@ -46,6 +50,10 @@ pub struct Hub {
     pub lost_total: AtomicU64,
     /// Events read from the ring, in total.
     pub read_total: AtomicU64,
+    /// The recent drops.
+    drops: Mutex<Aggregate>,
+    /// The aggregate's clock starts here.
+    started: Instant,
 }
 
 impl Default for Hub {
@@ -57,6 +65,8 @@ impl Default for Hub {
             stats_tx: watch::channel(EventStats::default()).0,
             lost_total: AtomicU64::new(0),
             read_total: AtomicU64::new(0),
+            drops: Mutex::new(Aggregate::default()),
+            started: Instant::now(),
         }
     }
 }
@@ -88,6 +98,56 @@ impl Hub {
     /// The datapath's event counters, as last read.
     pub fn stats(&self) -> watch::Receiver<EventStats> {
         self.stats_tx.subscribe()
+    }
+
+    /// Seconds since the hub started (the aggregate's clock).
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// Counts a raw event in the recent drops, if it is a drop of this
+    /// layout with IP addresses.
+    pub fn record_drop(&self, raw: &DropEvent) {
+        if raw.version != DROP_EVENT_VERSION || raw.kind != event_kind::DROP {
+            return;
+        }
+        let addr = |a| super::event::address(raw.family, a);
+        let (Some(src), Some(dst)) = (addr(raw.saddr), addr(raw.daddr)) else {
+            return;
+        };
+        let key = DropKey {
+            src,
+            dst,
+            protocol: raw.proto,
+            port: if palisade_common::proto::has_ports(raw.proto) {
+                raw.dport
+            } else {
+                0
+            },
+            reason: raw.reason,
+        };
+        let now = self.now();
+        self.drops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(key, now);
+    }
+
+    /// Counts events the datapath did not report.
+    pub fn note_suppressed(&self, n: u64) {
+        let now = self.now();
+        self.drops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .note_suppressed(n, now);
+    }
+
+    /// The drops of the last `window` seconds.
+    pub fn drop_counts(&self, window: u64) -> Counts {
+        let now = self.now();
+        let mut d = self.drops.lock().unwrap_or_else(|e| e.into_inner());
+        d.expire(now);
+        d.counts(window, now)
     }
 
     /// Number of monitors connected.

@@ -4,7 +4,8 @@
 //! after every commit), and fans it out ([`Hub`]) to the monitors connected
 //! to the control socket ([`stream`]). Each subscriber has a bounded queue:
 //! a slow monitor loses events (counted, and reported to it) and never
-//! holds up the ring, the agent or the other monitors.
+//! holds up the ring, the agent or the other monitors. The recent drops
+//! are also counted ([`aggregate`]) for `palisade graph --live`.
 //!
 //! ```text
 //! → {"op":"monitor","namespace":"prod","type":"all"}
@@ -13,6 +14,7 @@
 //! ← {"stats":{"emitted":12,"rate_limited":0,"ring_full":0,"lost":0}}
 //! ```
 
+pub mod aggregate;
 pub mod directory;
 pub mod event;
 pub mod hub;

@@ -1,6 +1,6 @@
-//! Drains the pinned `EVENTS` ring (epoll through tokio's `AsyncFd`), names
-//! each record and hands it to the [`Hub`]; polls `EVENT_STATS` once a
-//! second. Opens its own handles on the pins, so it never contends with the
+//! Drains the pinned `EVENTS` ring (epoll through tokio's `AsyncFd`), counts
+//! each drop in the hub's recent drops, names each record and hands it to
+//! the [`Hub`]; polls `EVENT_STATS` once a second. Opens its own handles on the pins, so it never contends with the
 //! agent's map writer.
 
 use std::path::Path;
@@ -86,6 +86,8 @@ async fn run(
     hub: Arc<Hub>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Events the datapath did not report, as of the last tick.
+    let mut unreported: Option<u64> = None;
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -107,7 +109,9 @@ async fn run(
                         break;
                     };
                     hub.read_total.fetch_add(1, Ordering::Relaxed);
-                    if let (Some(d), Some(raw)) = (&dir, decode(&item))
+                    let Some(raw) = decode(&item) else { continue };
+                    hub.record_drop(&raw);
+                    if let Some(d) = &dir
                         && let Some(ev) = enrich(&raw, d)
                     {
                         hub.publish(ev);
@@ -121,6 +125,11 @@ async fn run(
             }
             _ = tick.tick() => {
                 if let Some(s) = sum_stats(&stats) {
+                    let now = s.rate_limited + s.ring_full;
+                    if let Some(before) = unreported {
+                        hub.note_suppressed(now.saturating_sub(before));
+                    }
+                    unreported = Some(now);
                     hub.set_stats(s);
                 }
             }

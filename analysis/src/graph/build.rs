@@ -25,6 +25,7 @@ use std::net::IpAddr;
 
 use super::connectivity::{Allowed, Connectivity, EndKind, Scope};
 use super::model::{Edge, EdgeKind, Graph, Isolation, Node, NodeKind};
+use super::overlay::{self, EndObserved};
 
 /// The labels that name a workload, first found wins.
 pub const WORKLOAD_LABELS: [&str; 3] = ["app.kubernetes.io/name", "app", "k8s-app"];
@@ -122,8 +123,14 @@ fn isolation(conn: &Connectivity, members: &[usize], dir: usize) -> Isolation {
 }
 
 /// Draws the survey: nodes, edges, the scope's name and the rejected
-/// objects.
-pub fn build(conn: &Connectivity, scope: &Scope, rejected: Vec<String>) -> Graph {
+/// objects; with `observed`, the live overlay too (the ends of denied
+/// attempts are drawn as well).
+pub(crate) fn build(
+    conn: &Connectivity,
+    scope: &Scope,
+    rejected: Vec<String>,
+    observed: Option<&EndObserved>,
+) -> Graph {
     let aggregated = *scope == Scope::AllNamespaces;
     let inside: BTreeSet<usize> = conn.inside.iter().copied().collect();
     // Drawn: the scope's ends and every end they exchange traffic with.
@@ -133,6 +140,10 @@ pub fn build(conn: &Connectivity, scope: &Scope, rejected: Vec<String>) -> Graph
             drawn.insert(a);
             drawn.insert(b);
         }
+    }
+    for (a, b, ..) in observed.iter().flat_map(|o| &o.drops) {
+        drawn.insert(*a);
+        drawn.insert(*b);
     }
     let drawn: Vec<usize> = drawn.into_iter().collect();
     let mut candidates: BTreeMap<(NodeKind, String, String), Vec<usize>> = BTreeMap::new();
@@ -249,8 +260,14 @@ pub fn build(conn: &Connectivity, scope: &Scope, rejected: Vec<String>) -> Graph
             ports: allowed.port_specs(),
             rules: allowed.rules.into_iter().collect(),
             drops: None,
+            causes: BTreeMap::new(),
+            used: None,
         })
         .collect();
+    if let Some(o) = observed {
+        let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
+        overlay::apply(conn, &node_of, &ids, &mut edges, o);
+    }
     edges.sort_by(|x, y| (&x.from, &x.to, x.kind).cmp(&(&y.from, &y.to, y.kind)));
     nodes.sort_by(|x, y| x.id.cmp(&y.id));
     Graph {
@@ -259,6 +276,7 @@ pub fn build(conn: &Connectivity, scope: &Scope, rejected: Vec<String>) -> Graph
         edges,
         rejected,
         aggregated,
-        window_seconds: None,
+        window_seconds: observed.map(|o| o.window_seconds),
+        overlay_partial: observed.map(|o| o.partial.clone()).unwrap_or_default(),
     }
 }

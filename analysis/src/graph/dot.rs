@@ -52,6 +52,12 @@ pub fn render(g: &Graph) -> String {
             g.rejected.join("\n")
         ));
     }
+    if let Some(w) = g.window_seconds {
+        title.push_str(&format!("\nlive: drops over the last {w} s"));
+    }
+    for p in &g.overlay_partial {
+        title.push_str(&format!("\nPARTIAL overlay: {p}"));
+    }
     let _ = writeln!(out, "digraph palisade {{");
     let _ = writeln!(
         out,
@@ -93,17 +99,26 @@ pub fn render(g: &Graph) -> String {
         );
     }
     for e in &g.edges {
-        let ports: Vec<String> = e.ports.iter().map(port_text).collect();
-        let style = match e.kind {
-            super::EdgeKind::Allowed => "solid",
-            super::EdgeKind::Denied => "dashed",
+        let mut label: Vec<String> = e.ports.iter().map(port_text).collect();
+        if e.kind == super::EdgeKind::Denied {
+            label.insert(0, "denied".into());
+        }
+        if let Some(n) = e.drops {
+            label.push(format!("{n} drop(s)"));
+        }
+        // Live: denied attempts red and dashed, allowed edges nothing used
+        // grey.
+        let style = match (e.kind, e.used) {
+            (super::EdgeKind::Denied, _) => "style=dashed, color=red, fontcolor=red",
+            (super::EdgeKind::Allowed, Some(false)) => "style=dotted, color=grey, fontcolor=grey",
+            (super::EdgeKind::Allowed, _) => "style=solid",
         };
         let _ = writeln!(
             out,
-            "  {} -> {} [label={}, style={style}];",
+            "  {} -> {} [label={}, {style}];",
             quote(&e.from),
             quote(&e.to),
-            quote(&ports.join("\n"))
+            quote(&label.join("\n"))
         );
     }
     out.push_str("}\n");

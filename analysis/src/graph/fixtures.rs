@@ -43,6 +43,8 @@ fn edge(from: &str, to: &str, port: u16) -> Edge {
             passed: Vec::new(),
         }],
         drops: None,
+        causes: Default::default(),
+        used: None,
     }
 }
 
@@ -78,6 +80,7 @@ pub(crate) fn many(count: usize, namespaces: usize) -> Graph {
         rejected: Vec::new(),
         aggregated: false,
         window_seconds: None,
+        overlay_partial: Vec::new(),
     })
 }
 
@@ -124,6 +127,7 @@ pub(crate) fn aggregated() -> Graph {
         rejected: Vec::new(),
         aggregated: true,
         window_seconds: None,
+        overlay_partial: Vec::new(),
     })
 }
 
@@ -149,5 +153,6 @@ pub(crate) fn hostile() -> Graph {
         rejected: vec!["NetworkPolicy x/<y>: spec.podSelector: \"&\" is not a label".into()],
         aggregated: false,
         window_seconds: None,
+        overlay_partial: Vec::new(),
     })
 }

@@ -3,7 +3,8 @@
 //! script (no fetches, no CDN: the page works offline and its Content
 //! Security Policy forbids loading anything), with pan (drag), zoom (wheel
 //! and buttons), and a side panel that shows what was clicked: an edge's
-//! ports, drops and every rule behind it (direction, tier, name, Pass
+//! ports, drops (with `--live`: counts by cause, in use or not) and every
+//! rule behind it (direction, tier, name, Pass
 //! chain), a node's isolation, pods and labels. Nodes and edges are
 //! reachable with Tab too (Enter shows one, Escape closes the panel).
 //!
@@ -56,6 +57,9 @@ html,body{margin:0;height:100%;overflow:hidden;background:#ffffff;color:#0f172a;
 #details .rule .name{font-family:ui-monospace,'DejaVu Sans Mono',monospace;font-size:12.5px}
 #details .rule .passed{font-size:12px;color:#92400e;margin-top:3px}
 #details .drops{color:#b91c1c;font-weight:600;font-size:13px}
+#details .pill.used{background:#dbeafe;color:#1e40af}
+#details .pill.unused{background:#f1f5f9;color:#94a3b8}
+#details .quiet{color:#64748b;font-size:13px}
 #details .none{color:#64748b;font-size:13px}
 "#;
 
@@ -148,11 +152,13 @@ const SCRIPT: &str = r#"
       ? 'for traffic it receives (ingress)' : 'for traffic it sends (egress)'));
     return li;
   }
-  function drops(n) {
-    var text = n + (n === 1 ? ' drop' : ' drops');
+  function windowText() {
     var w = data.window_seconds;
-    if (w) text += ' in the last ' + (w % 3600 === 0 ? w / 3600 + ' h' : w % 60 === 0 ? w / 60 + ' min' : w + ' s');
-    return text;
+    if (!w) return '';
+    return ' in the last ' + (w % 3600 === 0 ? w / 3600 + ' h' : w % 60 === 0 ? w / 60 + ' min' : w + ' s');
+  }
+  function drops(n) {
+    return n + (n === 1 ? ' drop' : ' drops') + windowText();
   }
   function open(title, kind) {
     document.getElementById('details-title').textContent = title;
@@ -180,7 +186,9 @@ const SCRIPT: &str = r#"
     var peers = function (pick, other) {
       return data.edges.filter(pick).map(function (e) {
         var li = el('li', 'peer ' + e.kind, label(other(e)));
-        if (e.kind === 'denied') li.appendChild(el('span', 'drops', ' · denied'));
+        if (e.kind === 'denied') li.appendChild(el('span', 'drops', ' · denied' + (e.drops ? ', ' + drops(e.drops) : '')));
+        else if (e.drops) li.appendChild(el('span', 'drops', ' · ' + drops(e.drops)));
+        if (e.used === false) li.appendChild(el('span', 'quiet', ' · unused'));
         return li;
       });
     };
@@ -191,8 +199,22 @@ const SCRIPT: &str = r#"
     var body = open(label(edge.from) + ' → ' + label(edge.to), edge.from + ' → ' + edge.to);
     var status = el('div');
     status.appendChild(el('span', 'pill ' + edge.kind, edge.kind === 'denied' ? 'denied, attempted' : 'allowed'));
+    if (edge.used === true) status.appendChild(el('span', 'pill used', 'in use'));
+    if (edge.used === false) status.appendChild(el('span', 'pill unused', 'unused'));
     if (edge.drops !== undefined && edge.drops !== null) status.appendChild(el('span', 'drops', drops(edge.drops)));
+    else if (data.window_seconds) status.appendChild(el('span', 'quiet', 'no drops' + windowText()));
     body.appendChild(status);
+    var causes = Object.keys(edge.causes || {});
+    if (causes.length) {
+      section(body, 'Drops by cause', causes.map(function (c) {
+        return el('li', 'cause', c + ': ' + edge.causes[c]);
+      }), '');
+    }
+    if ((data.overlay_partial || []).length) {
+      section(body, 'Live overlay is partial', data.overlay_partial.map(function (p) {
+        return el('li', 'partial', p);
+      }), '');
+    }
     var ports = (g.dataset.ports || '').split(', ').filter(Boolean);
     section(body, edge.kind === 'denied' ? 'Ports seen dropped' : 'Ports',
       ports.map(function (p) { return el('li', 'port', p); }), 'None.');

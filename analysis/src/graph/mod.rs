@@ -5,7 +5,7 @@
 //! (`connectivity.rs`), then groups the ends into drawn nodes
 //! (`build.rs`); `dot.rs`, `table.rs`, `svg.rs` and `html.rs` (with
 //! `layout.rs`) render the result (JSON is the model itself, through
-//! serde).
+//! serde). `overlay.rs` lays what the agent saw on it (`--live`).
 
 mod build;
 mod connectivity;
@@ -15,6 +15,7 @@ mod fixtures;
 pub mod html;
 mod layout;
 mod model;
+mod overlay;
 pub mod svg;
 pub mod table;
 
@@ -23,14 +24,28 @@ pub use connectivity::{
     Allowed, Connectivity, End, EndKind, PORT_PROTOCOLS, Scope, ScopeError, survey, survey_regions,
 };
 pub use model::{Edge, EdgeKind, Graph, Isolation, Node, NodeKind, PortSpec, RuleRef, Tier};
+pub use overlay::{Observed, SeenDrop, SeenFlow};
 
 use palisade_compiler::Compiler;
 
 /// The graph of `scope` as the compiler judges it. `rejected` names the
 /// objects left out (invalid), which makes the picture partial.
 pub fn compute(c: &Compiler, scope: &Scope, rejected: Vec<String>) -> Result<Graph, ScopeError> {
+    compute_observed(c, scope, rejected, None)
+}
+
+/// [`compute`], with the live overlay of what the agent saw (`--live`):
+/// drop counts per edge, denied attempts, used and unused allowed edges.
+/// The allowed graph is the same computation either way.
+pub fn compute_observed(
+    c: &Compiler,
+    scope: &Scope,
+    rejected: Vec<String>,
+    observed: Option<&Observed>,
+) -> Result<Graph, ScopeError> {
     let conn = survey(c, scope)?;
-    Ok(build::build(&conn, scope, rejected))
+    let observed = observed.map(|o| overlay::resolve(c, &conn, o));
+    Ok(build::build(&conn, scope, rejected, observed.as_ref()))
 }
 
 impl PortSpec {
@@ -63,5 +78,12 @@ impl Graph {
     /// Whether the picture is partial (objects were left out).
     pub fn partial(&self) -> bool {
         !self.rejected.is_empty()
+    }
+
+    /// The denied-attempt edge from node `from` to node `to`, if any.
+    pub fn denied_edge(&self, from: &str, to: &str) -> Option<&Edge> {
+        self.edges
+            .iter()
+            .find(|e| e.kind == EdgeKind::Denied && e.from == from && e.to == to)
     }
 }

@@ -4,6 +4,8 @@
 //! output (`-o json`) and the input of the other renderers (dot, table,
 //! svg, html), so its field names are part of the CLI's interface.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// The allowed connectivity of one scope.
@@ -26,6 +28,10 @@ pub struct Graph {
     /// For `--live`: the window the drop counts cover, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_seconds: Option<u64>,
+    /// For `--live`: why the overlay's counts are incomplete (drops the
+    /// agent could not keep or was not told of); empty when complete.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overlay_partial: Vec<String>,
 }
 
 /// What a node stands for.
@@ -160,4 +166,13 @@ pub struct Edge {
     /// `--live`: drops seen on this pair in the window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drops: Option<u64>,
+    /// `--live`: those drops by cause (`policy-denied`, `admin-denied`,
+    /// ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub causes: BTreeMap<String, u64>,
+    /// `--live`, allowed edges: whether a live connection of the
+    /// datapath's connection tracking uses it (`false`: unused in the
+    /// window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used: Option<bool>,
 }

@@ -66,6 +66,8 @@ const STYLE: &str = "
 .edge{cursor:pointer}
 .edge .line{fill:none;stroke:#64748b;stroke-width:1.5}
 .edge-denied .line{stroke:#dc2626;stroke-width:1.7;stroke-dasharray:7 4}
+.edge-unused .line{stroke:#cbd5e1;stroke-dasharray:2 3}
+.edge-unused .edge-label{fill:#94a3b8}
 .edge .hit{fill:none;stroke:transparent;stroke-width:14}
 .edge-label{font-size:11px;fill:#334155;paint-order:stroke;stroke:#ffffff;stroke-width:4px;stroke-linejoin:round}
 .edge-denied .edge-label{fill:#b91c1c;font-weight:600}
@@ -303,10 +305,32 @@ fn draw_edge(
     );
     if let Some(drops) = edge.drops {
         tooltip.push_str(&format!(", {}", drops_text(drops, window)));
+        let causes: Vec<String> = edge
+            .causes
+            .iter()
+            .map(|(c, n)| format!("{c} {n}"))
+            .collect();
+        if !causes.is_empty() {
+            tooltip.push_str(&format!(" ({})", causes.join(", ")));
+        }
     }
+    let (used_class, used_attr) = match edge.used {
+        Some(true) => {
+            tooltip.push_str(", in use");
+            ("", r#" data-used="true""#)
+        }
+        Some(false) => {
+            tooltip.push_str(", unused");
+            if let Some(w) = window {
+                tooltip.push_str(&format!(" in the last {}", duration_text(w)));
+            }
+            (" edge-unused", r#" data-used="false""#)
+        }
+        None => ("", ""),
+    };
     let _ = write!(
         s,
-        r#"<g class="edge edge-{kind}" data-index="{index}" data-from="{from}" data-to="{to}" data-kind="{kind}" data-ports="{ports}"><title>{tooltip}</title><path class="hit" d="{path}"/><path class="line" d="{path}" marker-end="url(#{marker})"/>"#,
+        r#"<g class="edge edge-{kind}{used_class}" data-index="{index}" data-from="{from}" data-to="{to}" data-kind="{kind}"{used_attr} data-ports="{ports}"><title>{tooltip}</title><path class="hit" d="{path}"/><path class="line" d="{path}" marker-end="url(#{marker})"/>"#,
         from = escape(&edge.from),
         to = escape(&edge.to),
         ports = escape(&ports.join(", ")),
@@ -421,6 +445,12 @@ fn header(s: &mut String, graph: &Graph) {
     if let Some(window) = graph.window_seconds {
         subtitle.push_str(&format!(" · drops seen over {}", duration_text(window)));
     }
+    if !graph.overlay_partial.is_empty() {
+        subtitle.push_str(&format!(
+            " · overlay partial: {}",
+            graph.overlay_partial.join("; ")
+        ));
+    }
     let _ = writeln!(
         s,
         r#"<text class="pg-kicker" x="24" y="24">PALISADE · ALLOWED CONNECTIVITY{}</text><text class="pg-title" x="24" y="49">{}</text><text class="pg-subtitle" x="24" y="70">{}</text>"#,
@@ -467,6 +497,15 @@ fn legend(s: &mut String, graph: &Graph) {
         x + 38.0
     );
     x += 38.0 + text_width("denied, attempted (drops)") + 26.0;
+    if graph.window_seconds.is_some() {
+        let _ = write!(
+            s,
+            r#"<g class="edge edge-unused"><path class="line" d="M{x:.0},{:.0} h30" marker-end="url(#pg-arrow)"/></g><text x="{:.0}" y="{y:.0}">allowed, unused</text>"#,
+            y - 4.0,
+            x + 38.0
+        );
+        x += 38.0 + text_width("allowed, unused") + 26.0;
+    }
     for (class, symbol, text) in [
         ("isolated", "pg-lock", "isolated"),
         ("partly", "pg-lock", "partly isolated"),
@@ -716,11 +755,11 @@ mod tests {
             .collect();
         assert_eq!(label, "denied TCP 5432 · 37 drops");
         // The style makes that class dashed and red.
-        assert!(
-            STYLE.contains(
-                ".edge-denied .line{stroke:#dc2626;stroke-width:1.7;stroke-dasharray:7 4}"
-            )
-        );
+        assert!(STYLE.contains(
+            ".edge-denied .line{stroke:#dc2626;stroke-width:1.7;stroke-dasharray:7 4}
+.edge-unused .line{stroke:#cbd5e1;stroke-dasharray:2 3}
+.edge-unused .edge-label{fill:#94a3b8}"
+        ));
         // Drops on an allowed edge are shown too.
         let frontend_backend = elements(&doc, "edge")
             .find(|n| {

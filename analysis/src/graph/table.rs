@@ -3,7 +3,9 @@
 //! columns receivers (numbered, with a legend), `.` allowed, `X` denied,
 //! `-` not judged (neither end is in the scope, or both are outside the
 //! cluster). Pods are listed one by one; aggregated nodes and external
-//! nodes are one row each.
+//! nodes are one row each. With the live overlay, a list follows: denied
+//! attempts and drops per edge, and the allowed edges unused in the
+//! window.
 
 use std::collections::BTreeSet;
 use std::fmt::Write;
@@ -11,7 +13,7 @@ use std::fmt::Write;
 use palisade_common::proto;
 
 use super::connectivity::PORT_PROTOCOLS;
-use super::model::{Graph, Node, NodeKind};
+use super::model::{EdgeKind, Graph, Node, NodeKind};
 
 /// One row/column: a name and the node it belongs to.
 struct Entry<'g> {
@@ -45,7 +47,12 @@ fn probes(g: &Graph) -> Vec<(u8, u16, u16)> {
     for pr in PORT_PROTOCOLS {
         let name = proto::Name(pr).to_string();
         let mut starts = BTreeSet::from([0u16]);
-        for p in g.edges.iter().flat_map(|e| &e.ports) {
+        for p in g
+            .edges
+            .iter()
+            .filter(|e| e.kind == EdgeKind::Allowed)
+            .flat_map(|e| &e.ports)
+        {
             if p.protocol == name {
                 starts.insert(p.first);
                 if let Some(n) = p.last.checked_add(1) {
@@ -58,6 +65,7 @@ fn probes(g: &Graph) -> Vec<(u8, u16, u16)> {
             let hi = starts.get(k + 1).map_or(u16::MAX, |n| n - 1);
             if g.edges
                 .iter()
+                .filter(|e| e.kind == EdgeKind::Allowed)
                 .any(|e| e.ports.iter().any(|p| p.allows(pr, lo)))
             {
                 out.push((pr, lo, hi));
@@ -66,6 +74,7 @@ fn probes(g: &Graph) -> Vec<(u8, u16, u16)> {
     }
     if g.edges
         .iter()
+        .filter(|e| e.kind == EdgeKind::Allowed)
         .any(|e| e.ports.iter().any(|p| p.allows(proto::ICMP, 0)))
     {
         out.push((proto::ICMP, 0, 0));
@@ -144,5 +153,82 @@ pub fn render(g: &Graph, in_scope: &dyn Fn(&Node) -> bool) -> String {
             out.push('\n');
         }
     }
+    overlay(g, &mut out);
     out
+}
+
+/// The live overlay as a list (nothing without one).
+fn overlay(g: &Graph, out: &mut String) {
+    let Some(w) = g.window_seconds else {
+        return;
+    };
+    let label = |id: &str| {
+        g.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .map_or(id.to_string(), |n| match &n.namespace {
+                Some(ns) if n.kind == NodeKind::Workload => format!("{ns}/{}", n.label),
+                _ => n.label.clone(),
+            })
+    };
+    let ports = |e: &super::Edge| {
+        e.ports
+            .iter()
+            .map(super::dot::port_text)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let causes = |e: &super::Edge| {
+        e.causes
+            .iter()
+            .map(|(c, n)| format!("{c} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(out, "\nlive, the last {w} s:");
+    for p in &g.overlay_partial {
+        let _ = writeln!(out, "  PARTIAL: {p}");
+    }
+    let mut any = false;
+    for e in g.edges.iter().filter(|e| e.drops.is_some_and(|n| n > 0)) {
+        any = true;
+        let kind = match e.kind {
+            EdgeKind::Denied => "denied, attempted",
+            EdgeKind::Allowed => "allowed, dropped",
+        };
+        let _ = writeln!(
+            out,
+            "  {kind}: {} -> {} on {}: {} drop(s) ({})",
+            label(&e.from),
+            label(&e.to),
+            ports(e),
+            e.drops.unwrap_or(0),
+            causes(e)
+        );
+    }
+    if !any {
+        let _ = writeln!(out, "  no drops");
+    }
+    let unused: Vec<String> = g
+        .edges
+        .iter()
+        .filter(|e| e.used == Some(false))
+        .map(|e| {
+            format!(
+                "  unused: {} -> {} on {}",
+                label(&e.from),
+                label(&e.to),
+                ports(e)
+            )
+        })
+        .collect();
+    let used = g.edges.iter().filter(|e| e.used == Some(true)).count();
+    let _ = writeln!(
+        out,
+        "  {used} allowed edge(s) in use, {} unused",
+        unused.len()
+    );
+    for u in unused {
+        let _ = writeln!(out, "{u}");
+    }
 }
