@@ -2,8 +2,9 @@
 //! (`palisade_lab::scale`: 10 000 pods, 100 namespaces, 2 000
 //! NetworkPolicies, 200 ClusterNetworkPolicies): the time to compute one
 //! namespace's view and, with `--all`, the whole-cluster view aggregated
-//! by namespace. Run with
-//! `cargo bench -p palisade-analysis --bench graph [-- --all]`.
+//! by namespace; with `--every`, the view of every namespace (the slowest
+//! and the median). Run with
+//! `cargo bench -p palisade-analysis --bench graph [-- --all] [--every]`.
 
 use std::time::Instant;
 
@@ -40,6 +41,7 @@ fn cluster() -> Compiler {
 
 fn main() {
     let all = std::env::args().any(|a| a == "--all");
+    let every = std::env::args().any(|a| a == "--every");
     let t = Instant::now();
     let c = cluster();
     println!(
@@ -62,6 +64,24 @@ fn main() {
             t.elapsed().as_secs_f64(),
             g.nodes.len(),
             g.edges.len()
+        );
+    }
+    if every {
+        let mut times: Vec<(f64, usize)> = (0..NAMESPACES)
+            .map(|n| {
+                let t = Instant::now();
+                compute(&c, &Scope::Namespace(format!("ns-{n}")), Vec::new())
+                    .expect("a known namespace");
+                (t.elapsed().as_secs_f64(), n)
+            })
+            .collect();
+        times.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (slowest, n) = times[times.len() - 1];
+        println!(
+            "graph of every namespace ({NAMESPACES}): median {:.2} s, slowest ns-{n} {slowest:.2} s, \
+             total {:.1} s",
+            times[times.len() / 2].0,
+            times.iter().map(|t| t.0).sum::<f64>()
         );
     }
 }

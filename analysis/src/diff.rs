@@ -194,7 +194,7 @@ fn expand(conn: &Connectivity) -> BTreeMap<(String, String), Allowed> {
         let (fa, tb) = (names(conn, a), names(conn, b));
         for f in &fa {
             for t in &tb {
-                out.insert((f.clone(), t.clone()), allowed.clone());
+                out.insert((f.clone(), t.clone()), Allowed::clone(allowed));
             }
         }
     }

@@ -2,21 +2,23 @@
 //! addresses) × protocols × ports, equal the naive evaluators of
 //! NetworkPolicy and ClusterNetworkPolicy tiers the compiler's own tests
 //! use (`compiler/tests/common/`, written from the API text and working on
-//! the objects, never on the compiler's model).
+//! the objects, never on the compiler's model). The whole-cluster view,
+//! aggregated by namespace, equals the union of every pod's own view
+//! (`--pod`) grouped by namespace: ports and rules.
 
 #[path = "../../compiler/tests/common/mod.rs"]
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use common::Cluster;
 use common::generate::{NAMESPACES, TIER_PROBE_PORTS, arb_tier_cluster};
 use common::tiers::Model;
 use ipnet::IpNet;
-use palisade_analysis::graph::{Graph, NodeKind, Scope, compute};
+use palisade_analysis::graph::{Allowed, Graph, NodeKind, PORT_PROTOCOLS, RuleRef, Scope, compute};
 use palisade_common::{direction, proto};
-use palisade_compiler::PodRef;
+use palisade_compiler::{PodRef, PortSet};
 use proptest::prelude::*;
 
 fn family(a: &IpAddr) -> u8 {
@@ -184,8 +186,128 @@ fn check_namespace(cl: &Cluster, ns: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The names a node's traffic is compared under across views: pods by
+/// namespace, node addresses one by one, the world per family, CIDR
+/// regions by their id (one node per named prefix in every view). With
+/// `coarse`, every node address is `host` and both families `world`: a
+/// view may draw several of them as one node when they allow the same
+/// traffic, and then its edge carries the rules of all of them.
+fn compared_as(g: &Graph, id: &str, coarse: bool) -> Vec<String> {
+    let n = g
+        .nodes
+        .iter()
+        .find(|n| n.id == id)
+        .unwrap_or_else(|| panic!("edge end {id} is not a node"));
+    match n.kind {
+        NodeKind::Workload | NodeKind::Namespace => {
+            vec![format!(
+                "namespace:{}",
+                n.namespace.as_deref().unwrap_or("")
+            )]
+        }
+        NodeKind::Host if coarse => vec!["host".into()],
+        NodeKind::Host => n.addresses.iter().map(|a| format!("host {a}")).collect(),
+        NodeKind::World if coarse => vec!["world".into()],
+        NodeKind::World if id == "world" => vec!["world:ipv4".into(), "world:ipv6".into()],
+        NodeKind::World | NodeKind::Cidr => vec![id.to_string()],
+    }
+}
+
+/// Every edge of `g` under the compared names: its traffic (rules apart)
+/// under the fine names, its rules under the coarse ones; edges meeting
+/// under one name pair are unioned.
+#[derive(Default)]
+struct Expanded {
+    traffic: BTreeMap<(String, String), Allowed>,
+    rules: BTreeMap<(String, String), BTreeSet<RuleRef>>,
+}
+
+fn expand(g: &Graph, out: &mut Expanded) {
+    for e in &g.edges {
+        let mut traffic = Allowed::default();
+        for p in &e.ports {
+            match p.protocol.as_str() {
+                "any" => {
+                    traffic.other = true;
+                    traffic.ports = std::array::from_fn(|_| PortSet::all());
+                }
+                "other" => traffic.other = true,
+                name => {
+                    let i = PORT_PROTOCOLS
+                        .iter()
+                        .position(|pr| proto::Name(*pr).to_string() == name)
+                        .unwrap_or_else(|| panic!("unknown protocol {name}"));
+                    traffic.ports[i].insert(p.first, p.last);
+                }
+            }
+        }
+        for from in compared_as(g, &e.from, false) {
+            for to in compared_as(g, &e.to, false) {
+                let t = out.traffic.entry((from.clone(), to)).or_default();
+                t.union_with(&traffic);
+            }
+        }
+        for from in compared_as(g, &e.from, true) {
+            for to in compared_as(g, &e.to, true) {
+                let r = out.rules.entry((from.clone(), to)).or_default();
+                r.extend(e.rules.iter().cloned());
+            }
+        }
+    }
+}
+
+/// Where two maps differ, if they do.
+fn differ<V: PartialEq + std::fmt::Debug>(
+    got: &BTreeMap<(String, String), V>,
+    want: &BTreeMap<(String, String), V>,
+    same: impl Fn(&V, &V) -> bool,
+) -> Option<String> {
+    got.keys().chain(want.keys()).find_map(|key| {
+        let (g, w) = (got.get(key), want.get(key));
+        let ok = matches!((g, w), (Some(g), Some(w)) if same(g, w));
+        (!ok).then(|| {
+            format!(
+                "{} -> {}: the whole-cluster view has {g:?}, the pods' own views {w:?}",
+                key.0, key.1
+            )
+        })
+    })
+}
+
+fn check_aggregated(cl: &Cluster) -> Result<(), String> {
+    let c = cl.compile();
+    let all = compute(&c, &Scope::AllNamespaces, Vec::new()).map_err(|e| e.to_string())?;
+    if !all.aggregated || all.nodes.iter().any(|n| n.kind == NodeKind::Workload) {
+        return Err(format!("not aggregated by namespace: {all:#?}"));
+    }
+    let mut got = Expanded::default();
+    expand(&all, &mut got);
+    let mut want = Expanded::default();
+    for ((ns, name), p) in &cl.pods {
+        if !Cluster::pod_live(p) {
+            continue;
+        }
+        let pod = PodRef::new(ns.clone(), name.clone());
+        // A pod the compiler does not run (no address yet) has no view.
+        if let Ok(g) = compute(&c, &Scope::Pod(pod), Vec::new()) {
+            expand(&g, &mut want);
+        }
+    }
+    let bad = differ(&got.traffic, &want.traffic, Allowed::same_traffic)
+        .or_else(|| differ(&got.rules, &want.rules, |a, b| a == b));
+    if let Some(bad) = bad {
+        return Err(format!("{bad}\nwhole-cluster view: {all:#?}"));
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn whole_cluster_view_is_the_pods_views_by_namespace(cluster in arb_tier_cluster()) {
+        check_aggregated(&cluster).map_err(TestCaseError::fail)?;
+    }
 
     #[test]
     fn graph_edges_equal_the_naive_evaluators(cluster in arb_tier_cluster()) {

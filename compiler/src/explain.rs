@@ -26,15 +26,17 @@
 //! the rule's blocks; see `rules.rs`).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use palisade_common::{direction, proto};
 
 use crate::cluster::{self, TierRuleName};
 use crate::engine::Engine;
+use crate::identity::IdentityKey;
 use crate::inspect::{self, PolicyName};
 use crate::ipcache::Claim;
 use crate::model::{
-    Action, ClusterPolicyObj, Peers, PolicyObj, PolicyRef, Rule, Tier, resolve_named,
+    Action, ClusterPolicyObj, NamedPorts, Peers, PolicyObj, PolicyRef, Tier, resolve_named,
 };
 use crate::ports::class_index;
 use crate::rules::World;
@@ -86,7 +88,7 @@ pub struct End {
 }
 
 /// Which peer of a rule matched.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PeerMatch {
     /// The rule has no `from`/`to`: every peer.
     All,
@@ -381,39 +383,116 @@ fn resolve(e: &Engine, side: &Side, want: Option<u8>) -> Result<End, ExplainErro
     }
 }
 
-/// The rules of `pol` (in `policy_ns`) in `dir` that allow the flow
-/// between the local `pod` and `peer`.
-#[allow(clippy::too_many_arguments)]
-fn matching_rules(
-    e: &Engine,
+/// One peer of a rule that matches a flow's peer, ports aside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct PeerHit {
+    peer: PeerMatch,
+    /// Whether the rule's named ports may match this way (numeric ports
+    /// always may): egress named ports only ever match pods, and towards
+    /// ipBlocks only the pods of `World::named_block_matches`.
+    named: bool,
+}
+
+/// What matching needs of a flow's peer, looked up once.
+struct PeerFacts<'e> {
+    addr: IpAddr,
+    id: Option<u32>,
+    key: Option<&'e IdentityKey>,
+}
+
+impl<'e> PeerFacts<'e> {
+    fn new(e: &'e Engine, peer: &End) -> Self {
+        let id = match &peer.kind {
+            PeerKind::Pod(p) => e.pods.get(p).and_then(|s| s.identity),
+            _ => None,
+        };
+        PeerFacts {
+            addr: peer.addr,
+            id,
+            key: id
+                .and_then(|id| e.identities.by_id.get(&id))
+                .map(|i| &i.key),
+        }
+    }
+}
+
+/// For each rule of `pol` (in `policy_ns`) in `dir`, in written order, the
+/// peers of the rule that match `peer`, ports aside: the half of the
+/// matching that depends on the peer and not on the port.
+fn peer_hits(
     world: &World<'_>,
+    policy_ns: &str,
+    pol: &PolicyObj,
+    dir: u8,
+    peer: &PeerFacts<'_>,
+) -> Vec<Vec<PeerHit>> {
+    let ingress = dir == direction::INGRESS;
+    pol.rules[dir as usize]
+        .iter()
+        .flatten()
+        .map(|rule| {
+            let named = !rule.ports.named.is_empty();
+            let mut hits = Vec::new();
+            match &rule.peers {
+                Peers::All => hits.push(PeerHit {
+                    peer: PeerMatch::All,
+                    named: named && (ingress || peer.id.is_some()),
+                }),
+                Peers::Listed { selectors, blocks } => {
+                    if let Some(key) = peer.key {
+                        for (j, sel) in selectors.iter().enumerate() {
+                            if world.peer_selector_matches(policy_ns, sel, key) {
+                                hits.push(PeerHit {
+                                    peer: PeerMatch::Selector(j),
+                                    named,
+                                });
+                            }
+                        }
+                    }
+                    for (k, b) in blocks.iter().enumerate() {
+                        if b.contains_addr(&peer.addr) {
+                            let named = named
+                                && (ingress
+                                    || peer
+                                        .id
+                                        .is_some_and(|id| world.named_block_matches(rule, id)));
+                            hits.push(PeerHit {
+                                peer: PeerMatch::Block(k),
+                                named,
+                            });
+                        }
+                    }
+                }
+            }
+            hits
+        })
+        .collect()
+}
+
+/// The rules of `pol` in `dir` that allow `protocol` to `port`, given the
+/// peers of each rule that match the flow's peer ([`peer_hits`]) and the
+/// named ports of the destination (on which named ports resolve).
+fn rules_matching(
     policy: &PolicyName,
     pol: &PolicyObj,
     dir: u8,
-    local: &PodRef,
-    peer: &End,
+    hits: &[Vec<PeerHit>],
+    dest_named: Option<&NamedPorts>,
     protocol: u8,
     port: u16,
 ) -> Vec<RuleMatch> {
     let class = proto::policy_class(protocol);
     let port = if proto::has_ports(protocol) { port } else { 0 };
-    let ingress = dir == direction::INGRESS;
-    let peer_pod = match &peer.kind {
-        PeerKind::Pod(p) => e.pods.get(p),
-        _ => None,
-    };
-    let peer_id = peer_pod.and_then(|s| s.identity);
-    let peer_key = peer_id
-        .and_then(|id| e.identities.by_id.get(&id))
-        .map(|i| &i.key);
-    // Named ports resolve on the destination.
-    let dest_named = if ingress {
-        e.pods.get(local).map(|s| s.obj.named_ports.as_ref())
-    } else {
-        peer_key.map(|k| k.named_ports.as_ref())
-    };
     let mut out = Vec::new();
-    for (ri, rule) in pol.rules[dir as usize].iter().flatten().enumerate() {
+    for ((ri, rule), hits) in pol.rules[dir as usize]
+        .iter()
+        .flatten()
+        .enumerate()
+        .zip(hits)
+    {
+        if hits.is_empty() {
+            continue;
+        }
         let numeric = &rule.ports.numeric[class_index(class)];
         let numeric_hit = numeric
             .ranges()
@@ -435,63 +514,47 @@ fn matching_rules(
                     .map(|p| PortMatch::Named(name.clone(), p))
             })
         };
-        let mut push = |peer: PeerMatch, port: PortMatch| {
-            out.push(RuleMatch {
-                policy: policy.clone(),
-                rule: ri,
-                peer,
-                port,
-            });
-        };
-        match &rule.peers {
-            Peers::All => {
-                if let Some(p) = numeric_hit.clone() {
-                    push(PeerMatch::All, p);
-                } else if ingress || peer_id.is_some() {
-                    // Egress named ports only ever match pods.
-                    if let Some(p) = named_hit() {
-                        push(PeerMatch::All, p);
-                    }
-                }
-            }
-            Peers::Listed { selectors, blocks } => {
-                if let Some(key) = peer_key {
-                    for (j, _) in selectors.iter().enumerate() {
-                        let one = Rule {
-                            peers: Peers::Listed {
-                                selectors: vec![selectors[j].clone()],
-                                blocks: Vec::new(),
-                            },
-                            ports: rule.ports.clone(),
-                        };
-                        if world.selector_matches(&policy.namespace, &one, key)
-                            && let Some(p) = numeric_hit.clone().or_else(named_hit)
-                        {
-                            push(PeerMatch::Selector(j), p);
-                        }
-                    }
-                }
-                for (k, b) in blocks.iter().enumerate() {
-                    if !b.contains_addr(&peer.addr) {
-                        continue;
-                    }
-                    if let Some(p) = numeric_hit.clone() {
-                        push(PeerMatch::Block(k), p);
-                    } else if ingress {
-                        if let Some(p) = named_hit() {
-                            push(PeerMatch::Block(k), p);
-                        }
-                    } else if let Some(id) = peer_id
-                        && world.named_block_matches(rule, id)
-                        && let Some(p) = named_hit()
-                    {
-                        push(PeerMatch::Block(k), p);
-                    }
-                }
+        for h in hits {
+            let port = numeric_hit
+                .clone()
+                .or_else(|| h.named.then(named_hit).flatten());
+            if let Some(port) = port {
+                out.push(RuleMatch {
+                    policy: policy.clone(),
+                    rule: ri,
+                    peer: h.peer,
+                    port,
+                });
             }
         }
     }
     out
+}
+
+/// What one side's walk needs to know of a peer, found once per peer:
+/// the peers of every rule consulted that match it, the nodes peers
+/// holding its address, whether it is this node, and (egress) the named
+/// ports it serves. Every judgement of the side, for every protocol and
+/// port, is a function of its view: peers with equal views are judged
+/// alike ([`SideContext::judge_view`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct PeerView {
+    host: bool,
+    /// Egress, when a rule of the side names ports: the peer's named ports.
+    dest_named: Option<Arc<NamedPorts>>,
+    enforced: Vec<Vec<Vec<PeerHit>>>,
+    audited: Vec<Vec<Vec<PeerHit>>>,
+    admin: Vec<TierHits>,
+    baseline: Vec<TierHits>,
+    audit_tiers: Option<(Vec<TierHits>, Vec<TierHits>)>,
+}
+
+/// [`peer_hits`] of one ClusterNetworkPolicy, and per rule the first of
+/// its `nodes` peers that selects a node holding the peer's address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct TierHits {
+    rules: Vec<Vec<PeerHit>>,
+    nodes: Vec<Option<usize>>,
 }
 
 /// The ClusterNetworkPolicies of one tier consulted for a side, in order,
@@ -524,15 +587,20 @@ pub(crate) struct SideContext<'e> {
     world: World<'e>,
     local: PodRef,
     dir: u8,
-    selecting: Vec<PolicyName>,
-    audited: Vec<PolicyName>,
+    pub(crate) selecting: Vec<PolicyName>,
+    pub(crate) audited: Vec<PolicyName>,
     enforced_objs: Vec<(PolicyName, &'e PolicyObj)>,
     audited_objs: Vec<(PolicyName, &'e PolicyObj)>,
     admin: TierContext<'e>,
     baseline: TierContext<'e>,
-    audited_cluster: Vec<String>,
+    pub(crate) audited_cluster: Vec<String>,
     /// With audited ClusterNetworkPolicies (only when some select the pod).
     audit_tiers: Option<(TierContext<'e>, TierContext<'e>)>,
+    /// The pod's named ports (ingress named ports resolve on them).
+    local_named: Option<Arc<NamedPorts>>,
+    /// Whether some rule consulted names ports (egress: they resolve on
+    /// the peer, which its view then carries).
+    names_ports: bool,
 }
 
 impl<'e> SideContext<'e> {
@@ -563,19 +631,37 @@ impl<'e> SideContext<'e> {
                 TierContext::new(e, Tier::Baseline, dir, local, true),
             )
         });
+        let admin = TierContext::new(e, Tier::Admin, dir, local, false);
+        let baseline = TierContext::new(e, Tier::Baseline, dir, local, false);
+        let enforced_objs = objs(&selecting);
+        let audited_objs = objs(&audited);
+        let names_ports = {
+            let tiers = [&admin, &baseline]
+                .into_iter()
+                .chain(audit_tiers.iter().flat_map(|(a, b)| [a, b]));
+            enforced_objs
+                .iter()
+                .chain(&audited_objs)
+                .map(|(_, p)| *p)
+                .chain(tiers.flat_map(|t| t.policies.iter().map(|c| &c.3)))
+                .flat_map(|p| p.rules[dir as usize].iter().flatten())
+                .any(|r| !r.ports.named.is_empty())
+        };
         SideContext {
             e,
             world: e.world(),
             local: local.clone(),
             dir,
-            enforced_objs: objs(&selecting),
-            audited_objs: objs(&audited),
+            enforced_objs,
+            audited_objs,
             selecting,
             audited,
-            admin: TierContext::new(e, Tier::Admin, dir, local, false),
-            baseline: TierContext::new(e, Tier::Baseline, dir, local, false),
+            admin,
+            baseline,
             audited_cluster,
             audit_tiers,
+            local_named: e.pods.get(local).map(|s| s.obj.named_ports.clone()),
+            names_ports,
         }
     }
 
@@ -584,93 +670,170 @@ impl<'e> SideContext<'e> {
         !self.selecting.is_empty()
     }
 
-    fn rules_of(&self, objs: &[(PolicyName, &PolicyObj)], peer: &End, q: &Query) -> Vec<RuleMatch> {
+    /// The Admin-tier ClusterNetworkPolicies consulted, in order.
+    pub(crate) fn admin_names(&self) -> &[String] {
+        &self.admin.names
+    }
+
+    /// The Baseline-tier ClusterNetworkPolicies consulted, in order.
+    pub(crate) fn baseline_names(&self) -> &[String] {
+        &self.baseline.names
+    }
+
+    fn tier_hits(&self, t: &TierContext<'_>, peer: &PeerFacts<'_>) -> Vec<TierHits> {
+        let (e, dir) = (self.e, self.dir);
+        t.policies
+            .iter()
+            .map(|(_, p, _, shaped)| {
+                let rules = peer_hits(&self.world, "", shaped, dir, peer);
+                // Blocks past a rule's own `networks` are its nodes'
+                // addresses: the nodes peer is named (preferred over a
+                // network that also holds the address).
+                let nodes = rules
+                    .iter()
+                    .zip(&p.rules[dir as usize])
+                    .map(|(hits, rule)| {
+                        if hits.is_empty() {
+                            return None;
+                        }
+                        rule.nodes.iter().position(|sel| {
+                            e.nodes
+                                .values()
+                                .any(|n| sel.matches(&n.labels) && n.addrs.contains(&peer.addr))
+                        })
+                    })
+                    .collect();
+                TierHits { rules, nodes }
+            })
+            .collect()
+    }
+
+    /// What this side's walk needs to know of `peer` (see [`PeerView`]).
+    pub(crate) fn view(&self, peer: &End) -> PeerView {
+        let facts = PeerFacts::new(self.e, peer);
+        let hits = |objs: &[(PolicyName, &PolicyObj)]| -> Vec<Vec<Vec<PeerHit>>> {
+            objs.iter()
+                .map(|(n, p)| peer_hits(&self.world, &n.namespace, p, self.dir, &facts))
+                .collect()
+        };
+        PeerView {
+            host: peer.kind == PeerKind::Host,
+            dest_named: (self.dir == direction::EGRESS && self.names_ports)
+                .then(|| facts.key.map(|k| k.named_ports.clone()))
+                .flatten(),
+            enforced: hits(&self.enforced_objs),
+            audited: hits(&self.audited_objs),
+            admin: self.tier_hits(&self.admin, &facts),
+            baseline: self.tier_hits(&self.baseline, &facts),
+            audit_tiers: self
+                .audit_tiers
+                .as_ref()
+                .map(|(a, b)| (self.tier_hits(a, &facts), self.tier_hits(b, &facts))),
+        }
+    }
+
+    /// The named ports of the flow's destination, as seen by `view`.
+    fn dest_named<'v>(&'v self, view: &'v PeerView) -> Option<&'v NamedPorts> {
+        if self.dir == direction::INGRESS {
+            self.local_named.as_deref()
+        } else {
+            view.dest_named.as_deref()
+        }
+    }
+
+    fn rules_of(
+        &self,
+        objs: &[(PolicyName, &PolicyObj)],
+        hits: &[Vec<Vec<PeerHit>>],
+        view: &PeerView,
+        protocol: u8,
+        port: u16,
+    ) -> Vec<RuleMatch> {
         objs.iter()
-            .flat_map(|(n, p)| {
-                matching_rules(
-                    self.e,
-                    &self.world,
-                    n,
-                    p,
-                    self.dir,
-                    &self.local,
-                    peer,
-                    q.protocol,
-                    q.port,
-                )
+            .zip(hits)
+            .flat_map(|((n, p), hits)| {
+                rules_matching(n, p, self.dir, hits, self.dest_named(view), protocol, port)
             })
             .collect()
     }
 
     /// The first matching rule of a tier, with its ties.
-    fn tier_match(&self, t: &TierContext<'_>, peer: &End, q: &Query) -> Option<TierMatch> {
-        let (e, dir) = (self.e, self.dir);
-        let first_hit =
-            |(name, p, position, shaped): &(&str, &ClusterPolicyObj, u32, PolicyObj)| {
-                let policy = PolicyName::new("", *name);
-                let hits = matching_rules(
-                    e,
-                    &self.world,
-                    &policy,
-                    shaped,
-                    dir,
-                    &self.local,
-                    peer,
-                    q.protocol,
-                    q.port,
-                );
-                let first = hits.iter().map(|m| m.rule).min()?;
-                let rule = &p.rules[dir as usize][first];
-                // Blocks past the rule's own `networks` are its nodes'
-                // addresses: name the nodes peer (preferred over a network
-                // that also holds the address).
-                let own = match &rule.rule.peers {
-                    Peers::Listed { blocks, .. } => blocks.len(),
-                    Peers::All => 0,
-                };
-                let node_peer = rule.nodes.iter().position(|sel| {
-                    e.nodes
-                        .values()
-                        .any(|n| sel.matches(&n.labels) && n.addrs.contains(&peer.addr))
-                });
-                let mut hits: Vec<RuleMatch> =
-                    hits.into_iter().filter(|m| m.rule == first).collect();
-                for m in &mut hits {
-                    if let (PeerMatch::Block(k), Some(j)) = (m.peer, node_peer)
-                        && k >= own
-                    {
-                        m.peer = PeerMatch::Nodes(j);
-                    }
-                }
-                let m = hits
-                    .iter()
-                    .find(|m| matches!(m.peer, PeerMatch::Nodes(_)))
-                    .or(hits.first())?
-                    .clone();
-                Some((cluster::rule_name(name, p, *position, dir, m.rule), m))
+    fn tier_match(
+        &self,
+        t: &TierContext<'_>,
+        hits: &[TierHits],
+        view: &PeerView,
+        protocol: u8,
+        port: u16,
+    ) -> Option<TierMatch> {
+        let dir = self.dir;
+        let first_hit = |((name, p, position, shaped), th): (
+            &(&str, &ClusterPolicyObj, u32, PolicyObj),
+            &TierHits,
+        )| {
+            let policy = PolicyName::new("", *name);
+            let hits = rules_matching(
+                &policy,
+                shaped,
+                dir,
+                &th.rules,
+                self.dest_named(view),
+                protocol,
+                port,
+            );
+            let first = hits.iter().map(|m| m.rule).min()?;
+            let own = match &p.rules[dir as usize][first].rule.peers {
+                Peers::Listed { blocks, .. } => blocks.len(),
+                Peers::All => 0,
             };
-        let hits: Vec<_> = t
-            .policies
-            .iter()
-            .filter_map(|c| Some((c.1.priority, first_hit(c)?)))
-            .collect();
-        hits.first().map(|(priority, (rule, m))| TierMatch {
+            let node_peer = th.nodes[first];
+            let mut hits: Vec<RuleMatch> = hits.into_iter().filter(|m| m.rule == first).collect();
+            for m in &mut hits {
+                if let (PeerMatch::Block(k), Some(j)) = (m.peer, node_peer)
+                    && k >= own
+                {
+                    m.peer = PeerMatch::Nodes(j);
+                }
+            }
+            let m = hits
+                .iter()
+                .find(|m| matches!(m.peer, PeerMatch::Nodes(_)))
+                .or(hits.first())?
+                .clone();
+            Some((
+                p.priority,
+                cluster::rule_name(name, p, *position, dir, m.rule),
+                m,
+            ))
+        };
+        let hits: Vec<_> = t.policies.iter().zip(hits).filter_map(first_hit).collect();
+        hits.first().map(|(priority, rule, m)| TierMatch {
             rule: rule.clone(),
             peer: m.peer,
             port: m.port.clone(),
             ties: hits[1..]
                 .iter()
-                .take_while(|(p, _)| p == priority)
-                .map(|(_, (r, _))| r.clone())
+                .take_while(|(p, _, _)| p == priority)
+                .map(|(_, r, _)| r.clone())
                 .collect(),
         })
     }
 
-    /// Judges this side of the flow with `peer` (`q`'s protocol and port).
-    pub(crate) fn judge(&self, peer: &End, q: &Query) -> Judgement {
-        let (audit_admin, audit_baseline) = match &self.audit_tiers {
-            Some((a, b)) => (self.tier_match(a, peer, q), self.tier_match(b, peer, q)),
-            None => (None, None),
+    /// Judges this side of the flow with a peer seen as `view`, for
+    /// `protocol` to `port`.
+    pub(crate) fn judge_view(
+        &self,
+        view: &PeerView,
+        protocol: u8,
+        port: u16,
+        enforce_host: bool,
+    ) -> Judgement {
+        let (audit_admin, audit_baseline) = match (&self.audit_tiers, &view.audit_tiers) {
+            (Some((a, b)), Some((ha, hb))) => (
+                self.tier_match(a, ha, view, protocol, port),
+                self.tier_match(b, hb, view, protocol, port),
+            ),
+            _ => (None, None),
         };
         Judgement {
             audited_cluster: self.audited_cluster.clone(),
@@ -679,17 +842,26 @@ impl<'e> SideContext<'e> {
             pod: self.local.clone(),
             direction: self.dir,
             admin_selecting: self.admin.names.clone(),
-            admin: self.tier_match(&self.admin, peer, q),
+            admin: self.tier_match(&self.admin, &view.admin, view, protocol, port),
             baseline_selecting: self.baseline.names.clone(),
-            baseline: self.tier_match(&self.baseline, peer, q),
-            allowed_by: self.rules_of(&self.enforced_objs, peer, q),
-            audit_allowed_by: self.rules_of(&self.audited_objs, peer, q),
+            baseline: self.tier_match(&self.baseline, &view.baseline, view, protocol, port),
+            allowed_by: self.rules_of(&self.enforced_objs, &view.enforced, view, protocol, port),
+            audit_allowed_by: self.rules_of(
+                &self.audited_objs,
+                &view.audited,
+                view,
+                protocol,
+                port,
+            ),
             selecting: self.selecting.clone(),
             audited: self.audited.clone(),
-            host_exempt: self.dir == direction::INGRESS
-                && peer.kind == PeerKind::Host
-                && !q.enforce_host,
+            host_exempt: self.dir == direction::INGRESS && view.host && !enforce_host,
         }
+    }
+
+    /// Judges this side of the flow with `peer` (`q`'s protocol and port).
+    pub(crate) fn judge(&self, peer: &End, q: &Query) -> Judgement {
+        self.judge_view(&self.view(peer), q.protocol, q.port, q.enforce_host)
     }
 }
 

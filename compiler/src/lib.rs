@@ -179,7 +179,7 @@ pub use numbering::Meaning;
 pub use order::{Changes, PolicyChange, order, reconcile};
 pub use ports::PortSet;
 pub use state::{DesiredState, Endpoint, EndpointEntry, MapOp, PodRef, Tables, Write};
-pub use survey::{SidePorts, SideSurvey};
+pub use survey::{SideKey, SidePorts, SideSurvey};
 pub use ties::PriorityOverlap;
 pub use validate::{MODE_ANNOTATION, MODE_AUDIT};
 pub use verdicts::{PortCodes, Verdicts};

@@ -37,7 +37,8 @@ use crate::cidr::Regions;
 use crate::identity::{Identities, IdentityKey};
 use crate::idset::IdSet;
 use crate::model::{
-    NamedPorts, Peers, PodObj, PolicyObj, Rule, default_namespace_labels, resolve_named,
+    NamedPorts, PeerSelector, Peers, PodObj, PolicyObj, Rule, default_namespace_labels,
+    resolve_named,
 };
 use crate::ports::{CLASSES, PortSet};
 use crate::selector::Labels;
@@ -116,13 +117,24 @@ impl World<'_> {
         let Peers::Listed { selectors, .. } = &rule.peers else {
             return false;
         };
-        selectors.iter().any(|s| {
-            let ns_ok = match &s.namespaces {
-                None => key.namespace == policy_ns,
-                Some(nsel) => nsel.matches(&self.ns_labels(&key.namespace)),
-            };
-            ns_ok && s.pods.matches(&key.labels)
-        })
+        selectors
+            .iter()
+            .any(|s| self.peer_selector_matches(policy_ns, s, key))
+    }
+
+    /// Whether one selector peer (of a policy in `policy_ns`) matches pods
+    /// with identity `key`.
+    pub(crate) fn peer_selector_matches(
+        &self,
+        policy_ns: &str,
+        s: &PeerSelector,
+        key: &IdentityKey,
+    ) -> bool {
+        let ns_ok = match &s.namespaces {
+            None => key.namespace == policy_ns,
+            Some(nsel) => nsel.matches(&self.ns_labels(&key.namespace)),
+        };
+        ns_ok && s.pods.matches(&key.labels)
     }
 
     /// Whether identity `id` belongs to `named_block_ids` of `rule`: it

@@ -9,18 +9,22 @@
 //! ClusterNetworkPolicies consulted for it) either covers the whole
 //! interval or none of it. So one judgement per interval and protocol
 //! answers for all of its ports: [`SideSurvey`] judges one side of a pod's
-//! flows that way, peer by peer, with explain's own walk.
+//! flows that way, with explain's own walk. Likewise most peers are alike
+//! for a side: the walk reads of a peer only which peers of the rules
+//! consulted match it (and a few facts beside: see `explain::PeerView`),
+//! so the side judges each class of peers with one view once.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use palisade_common::{direction, proto};
 
 use crate::cluster;
 use crate::engine::Engine;
-use crate::explain::{End, Judgement, Query, Side, SideContext};
-use crate::inspect;
-use crate::model::{Rule, Tier, resolve_named};
+use crate::explain::{End, Judgement, PeerView, SideContext};
+use crate::inspect::{self, PolicyName};
+use crate::model::{NamedPorts, Rule, Tier, resolve_named};
 use crate::ports::{CLASSES, class_index};
 use crate::state::PodRef;
 
@@ -90,10 +94,34 @@ pub(crate) fn port_boundaries(e: &Engine, pod: &PodRef, dir: u8) -> [Vec<u16>; 3
 /// same walk as `Compiler::explain`. A flow is allowed when both
 /// of its sides allow it, so a survey judges each side once per peer
 /// instead of each flow once per port.
+///
+/// Peers that no rule of the side tells apart (the same peers of the same
+/// rules match them, the same nodes peers hold them, both or neither are
+/// this node, and egress, they serve the same named ports) form one class
+/// of the side and are judged once: [`SideSurvey::class_of`].
 pub struct SideSurvey<'c> {
     ctx: SideContext<'c>,
     bounds: [Vec<u16>; 3],
     enforce_host: bool,
+    key: SideKey,
+    classes: HashMap<PeerView, usize>,
+    judged: Vec<SidePorts>,
+}
+
+/// What a side's judgements depend on besides the peer: two sides with
+/// equal keys judge every peer alike, their judgements differing only in
+/// the pod they name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SideKey {
+    dir: u8,
+    enforce_host: bool,
+    selecting: Vec<PolicyName>,
+    audited: Vec<PolicyName>,
+    admin: Vec<String>,
+    baseline: Vec<String>,
+    audited_cluster: Vec<String>,
+    /// Ingress named ports resolve on the pod.
+    named: Option<Arc<NamedPorts>>,
 }
 
 /// What one side allows with one peer.
@@ -106,12 +134,35 @@ pub struct SidePorts {
     pub other: Option<Judgement>,
 }
 
+impl SidePorts {
+    /// Nothing allowed.
+    pub fn is_empty(&self) -> bool {
+        self.other.is_none() && self.ports.iter().all(Vec::is_empty)
+    }
+}
+
 impl<'c> SideSurvey<'c> {
     pub(crate) fn new(e: &'c Engine, pod: &PodRef, dir: u8, enforce_host: bool) -> Self {
+        let ctx = SideContext::new(e, pod, dir);
+        let key = SideKey {
+            dir,
+            enforce_host,
+            selecting: ctx.selecting.clone(),
+            audited: ctx.audited.clone(),
+            admin: ctx.admin_names().to_vec(),
+            baseline: ctx.baseline_names().to_vec(),
+            audited_cluster: ctx.audited_cluster.clone(),
+            named: (dir == direction::INGRESS)
+                .then(|| e.pods.get(pod).map(|s| s.obj.named_ports.clone()))
+                .flatten(),
+        };
         SideSurvey {
-            ctx: SideContext::new(e, pod, dir),
+            ctx,
             bounds: port_boundaries(e, pod, dir),
             enforce_host,
+            key,
+            classes: HashMap::new(),
+            judged: Vec::new(),
         }
     }
 
@@ -120,18 +171,42 @@ impl<'c> SideSurvey<'c> {
         self.ctx.isolated()
     }
 
-    /// What this side allows with `peer` (the other end of the flow, as
-    /// `Compiler::resolve_flow` gives it), every port judged.
-    pub fn allowed(&self, peer: &End) -> SidePorts {
-        let query = |protocol: u8, port: u16| Query {
-            from: Side::Addr(peer.addr),
-            to: Side::Addr(peer.addr),
-            protocol,
-            port,
-            enforce_host: self.enforce_host,
-        };
+    /// What the side's judgements depend on besides the peer.
+    pub fn key(&self) -> &SideKey {
+        &self.key
+    }
+
+    /// The class of `peer` (the other end of the flow, as
+    /// `Compiler::resolve_flow` gives it): peers of one class are judged
+    /// alike, and each class is judged once, on first sight.
+    pub fn class_of(&mut self, peer: &End) -> usize {
+        let view = self.ctx.view(peer);
+        if let Some(&i) = self.classes.get(&view) {
+            return i;
+        }
+        let judged = self.judge(&view);
+        self.judged.push(judged);
+        let i = self.judged.len() - 1;
+        self.classes.insert(view, i);
+        i
+    }
+
+    /// What this side allows with the peers of class `class`.
+    pub fn class(&self, class: usize) -> &SidePorts {
+        &self.judged[class]
+    }
+
+    /// What this side allows with `peer`, every port judged.
+    pub fn allowed(&mut self, peer: &End) -> &SidePorts {
+        let i = self.class_of(peer);
+        self.class(i)
+    }
+
+    fn judge(&self, view: &PeerView) -> SidePorts {
+        let judge =
+            |protocol: u8, port: u16| self.ctx.judge_view(view, protocol, port, self.enforce_host);
         let mut out = SidePorts::default();
-        let j = self.ctx.judge(peer, &query(proto::ICMP, 0));
+        let j = judge(proto::ICMP, 0);
         if j.allowed() {
             out.other = Some(j);
         }
@@ -139,7 +214,7 @@ impl<'c> SideSurvey<'c> {
             let starts = &self.bounds[i];
             for (k, &lo) in starts.iter().enumerate() {
                 let hi = starts.get(k + 1).map_or(u16::MAX, |n| n - 1);
-                let j = self.ctx.judge(peer, &query(*class, lo));
+                let j = judge(*class, lo);
                 if j.allowed() {
                     out.ports[i].push((lo, hi, j));
                 }

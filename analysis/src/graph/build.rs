@@ -20,8 +20,9 @@
 //! without the check, an edge carries the union of what its pods allow,
 //! and a namespace whose pods differ in isolation is `partly` isolated.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use super::connectivity::{Allowed, Connectivity, EndKind, Scope};
 use super::model::{Edge, EdgeKind, Graph, Isolation, Node, NodeKind};
@@ -69,7 +70,7 @@ fn group_key(kind: &EndKind, aggregated: bool) -> (NodeKind, String, String) {
 fn same(a: Option<&Allowed>, b: Option<&Allowed>) -> bool {
     match (a, b) {
         (None, None) => true,
-        (Some(x), Some(y)) => x.same_traffic(y),
+        (Some(x), Some(y)) => std::ptr::eq(x, y) || x.same_traffic(y),
         _ => false,
     }
 }
@@ -242,6 +243,8 @@ pub(crate) fn build(
         }
     }
     let mut by_pair: BTreeMap<(usize, usize), Allowed> = BTreeMap::new();
+    // Pairs judged alike share one value: each is added to an edge once.
+    let mut added: HashSet<(usize, usize, *const Allowed)> = HashSet::new();
     for (&(a, b), allowed) in &conn.pairs {
         if !(inside.contains(&a) || inside.contains(&b)) {
             continue;
@@ -249,7 +252,9 @@ pub(crate) fn build(
         let (Some(&na), Some(&nb)) = (node_of.get(&a), node_of.get(&b)) else {
             continue;
         };
-        by_pair.entry((na, nb)).or_default().union_with(allowed);
+        if added.insert((na, nb, Arc::as_ptr(allowed))) {
+            by_pair.entry((na, nb)).or_default().union_with(allowed);
+        }
     }
     let mut edges: Vec<Edge> = by_pair
         .into_iter()

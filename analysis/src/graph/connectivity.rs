@@ -15,12 +15,19 @@
 //!
 //! **Sides and ports.** A flow is allowed when both of its sides allow
 //! it: the sender's egress (if it is a pod) and the receiver's ingress (if
-//! it is a pod). Each side is judged once per pair of ends over whole port
-//! ranges (one judgement per interval of the pod's own port boundaries and
-//! protocol, other protocols once), with the policies and tiers consulted
-//! for the pod found once per pod and direction; the pair's ports are
-//! where both sides' intervals overlap, and its rules those of both sides
-//! there.
+//! it is a pod). Each side is judged over whole port ranges (one judgement
+//! per interval of the pod's own port boundaries and protocol, other
+//! protocols once), with the policies and tiers consulted for the pod
+//! found once per pod and direction; the pair's ports are where both
+//! sides' intervals overlap, and its rules those of both sides there.
+//!
+//! **Sharing.** Pods whose sides have equal keys (`SideKey`: the same
+//! policies and tiers consulted, the same named ports) share one side.
+//! A side sorts its peers into classes that no rule of it tells apart
+//! (`SideSurvey::class_of`) and judges each class once. A pair is then
+//! its two sides' classes, and pairs judged alike share one [`Allowed`]
+//! (rules included), computed once: a whole cluster's pairs cost a few
+//! hundred thousand class look-ups and a few thousand judgements.
 //!
 //! **Pairs.** Every pair with at least one end inside the scope: pods to
 //! pods, pods to external ends and back. Two external ends are never
@@ -28,12 +35,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use palisade_common::{direction, proto};
 use palisade_compiler::{
-    Compiler, Decider, IdentityInfo, Judgement, PeerKind, PodRef, PortSet, Side, SidePorts,
-    SideSurvey,
+    Compiler, Decider, IdentityInfo, Judgement, PeerKind, PodRef, PortSet, Side, SideKey,
+    SidePorts, SideSurvey,
 };
 
 use super::model::{PortSpec, RuleRef, Tier};
@@ -194,14 +202,14 @@ pub struct Connectivity {
     /// The ends inside the scope.
     pub inside: Vec<usize>,
     /// What is allowed between judged pairs `(from, to)`; pairs that allow
-    /// nothing are absent.
-    pub pairs: HashMap<(usize, usize), Allowed>,
+    /// nothing are absent. Pairs judged alike share one value.
+    pub pairs: HashMap<(usize, usize), Arc<Allowed>>,
 }
 
 impl Connectivity {
     /// What `from → to` allows (nothing if not judged or nothing allowed).
     pub fn get(&self, from: usize, to: usize) -> Option<&Allowed> {
-        self.pairs.get(&(from, to))
+        self.pairs.get(&(from, to)).map(|a| &**a)
     }
 }
 
@@ -417,79 +425,132 @@ fn intervals(side: Option<&SidePorts>, i: usize) -> Intervals<'_> {
     }
 }
 
+/// What both sides of a pair allow: each side's allowed intervals of a
+/// protocol overlapped, with the rules of both sides there (no side: the
+/// end is not a pod, nothing of Palisade's judges it).
+fn combine(egress: Option<&SidePorts>, ingress: Option<&SidePorts>) -> Allowed {
+    let mut out = Allowed::default();
+    fn other(s: Option<&SidePorts>) -> Option<Option<&Judgement>> {
+        s.map(|s| s.other.as_ref())
+    }
+    match (other(egress), other(ingress)) {
+        (Some(None), _) | (_, Some(None)) => {}
+        (e, i) => {
+            out.other = true;
+            for j in e.into_iter().chain(i).flatten() {
+                rule_refs(j, &mut out.rules);
+            }
+        }
+    }
+    for i in 0..PORT_PROTOCOLS.len() {
+        let es = intervals(egress, i);
+        let is = intervals(ingress, i);
+        let (mut x, mut y) = (0, 0);
+        while x < es.len() && y < is.len() {
+            let (elo, ehi, ej) = es[x];
+            let (ilo, ihi, ij) = is[y];
+            let (lo, hi) = (elo.max(ilo), ehi.min(ihi));
+            if lo <= hi {
+                out.ports[i].insert(lo, hi);
+                for j in [ej, ij].into_iter().flatten() {
+                    rule_refs(j, &mut out.rules);
+                }
+            }
+            if ehi < ihi {
+                x += 1;
+            } else {
+                y += 1;
+            }
+        }
+    }
+    out
+}
+
+/// One side of a pair as judged: (side, class of the peer in it).
+type Judged = Option<(usize, usize)>;
+
 struct Judge<'c> {
     c: &'c Compiler,
-    /// Each pod's side per direction, built on first use.
-    sides: HashMap<(PodRef, u8), SideSurvey<'c>>,
+    /// The distinct sides (pods whose sides have equal keys share one).
+    sides: Vec<SideSurvey<'c>>,
+    by_key: HashMap<SideKey, usize>,
+    /// Each pod end's side per direction (ingress, egress), built on
+    /// first use.
+    side_of: HashMap<(usize, u8), usize>,
+    /// The class of a peer end (with the flow's address family: IPv4) in
+    /// a side.
+    class_of: HashMap<(usize, usize, bool), usize>,
+    /// What a pair allows, by how its two sides judged it: pairs judged
+    /// alike share one value.
+    allowed: HashMap<(Judged, Judged), Option<Arc<Allowed>>>,
 }
 
 impl Judge<'_> {
-    /// What the side of `pod` in `dir` allows with `peer`.
-    fn side(&mut self, pod: &PodRef, dir: u8, peer: &palisade_compiler::End) -> SidePorts {
-        let c = self.c;
-        self.sides
-            .entry((pod.clone(), dir))
-            .or_insert_with(|| c.side_survey(pod, dir, false))
-            .allowed(peer)
+    /// The class of `peer` (end `peer_end`) in the side of `pod` (end
+    /// `end`) in `dir`.
+    fn class(
+        &mut self,
+        end: usize,
+        pod: &PodRef,
+        dir: u8,
+        peer_end: usize,
+        peer: &palisade_compiler::End,
+    ) -> (usize, usize) {
+        let side = match self.side_of.get(&(end, dir)) {
+            Some(&s) => s,
+            None => {
+                let survey = self.c.side_survey(pod, dir, false);
+                let s = match self.by_key.get(survey.key()) {
+                    Some(&s) => s,
+                    None => {
+                        self.by_key.insert(survey.key().clone(), self.sides.len());
+                        self.sides.push(survey);
+                        self.sides.len() - 1
+                    }
+                };
+                self.side_of.insert((end, dir), s);
+                s
+            }
+        };
+        let key = (side, peer_end, peer.addr.is_ipv4());
+        let class = match self.class_of.get(&key) {
+            Some(&k) => k,
+            None => {
+                let k = self.sides[side].class_of(peer);
+                self.class_of.insert(key, k);
+                k
+            }
+        };
+        (side, class)
     }
 
     /// What `from → to` allows: each side judged over whole port ranges
     /// (egress at the sender, ingress at the receiver), the flow allowed
     /// where both are, with the rules of both sides.
-    fn pair(&mut self, ends: &[End], a: usize, b: usize) -> Allowed {
-        let mut out = Allowed::default();
+    fn pair(&mut self, ends: &[End], a: usize, b: usize) -> Option<Arc<Allowed>> {
         // Ends without an address family in common never meet.
-        let Ok((from, to)) = self.c.resolve_flow(&ends[a].side, &ends[b].side) else {
-            return out;
-        };
+        let (from, to) = self.c.resolve_flow(&ends[a].side, &ends[b].side).ok()?;
         let egress = match &from.kind {
-            PeerKind::Pod(p) => Some(self.side(p, direction::EGRESS, &to)),
+            PeerKind::Pod(p) => Some(self.class(a, p, direction::EGRESS, b, &to)),
             _ => None,
         };
-        if egress
-            .as_ref()
-            .is_some_and(|s| s.other.is_none() && s.ports.iter().all(Vec::is_empty))
+        if let Some((s, k)) = egress
+            && self.sides[s].class(k).is_empty()
         {
-            return out;
+            return None;
         }
         let ingress = match &to.kind {
-            PeerKind::Pod(p) => Some(self.side(p, direction::INGRESS, &from)),
+            PeerKind::Pod(p) => Some(self.class(b, p, direction::INGRESS, a, &from)),
             _ => None,
         };
-        fn other(s: &Option<SidePorts>) -> Option<Option<&Judgement>> {
-            s.as_ref().map(|s| s.other.as_ref())
+        if let Some(known) = self.allowed.get(&(egress, ingress)) {
+            return known.clone();
         }
-        match (other(&egress), other(&ingress)) {
-            (Some(None), _) | (_, Some(None)) => {}
-            (e, i) => {
-                out.other = true;
-                for j in e.into_iter().chain(i).flatten() {
-                    rule_refs(j, &mut out.rules);
-                }
-            }
-        }
-        for i in 0..PORT_PROTOCOLS.len() {
-            let es = intervals(egress.as_ref(), i);
-            let is = intervals(ingress.as_ref(), i);
-            let (mut x, mut y) = (0, 0);
-            while x < es.len() && y < is.len() {
-                let (elo, ehi, ej) = es[x];
-                let (ilo, ihi, ij) = is[y];
-                let (lo, hi) = (elo.max(ilo), ehi.min(ihi));
-                if lo <= hi {
-                    out.ports[i].insert(lo, hi);
-                    for j in [ej, ij].into_iter().flatten() {
-                        rule_refs(j, &mut out.rules);
-                    }
-                }
-                if ehi < ihi {
-                    x += 1;
-                } else {
-                    y += 1;
-                }
-            }
-        }
-        out
+        let side = |j: Judged| j.map(|(s, k)| self.sides[s].class(k));
+        let allowed = combine(side(egress), side(ingress));
+        let allowed = (!allowed.is_empty()).then(|| Arc::new(allowed));
+        self.allowed.insert((egress, ingress), allowed.clone());
+        allowed
     }
 }
 
@@ -540,7 +601,11 @@ pub fn survey_regions(
     let is_inside: BTreeSet<usize> = inside.iter().copied().collect();
     let mut judge = Judge {
         c,
-        sides: HashMap::new(),
+        sides: Vec::new(),
+        by_key: HashMap::new(),
+        side_of: HashMap::new(),
+        class_of: HashMap::new(),
+        allowed: HashMap::new(),
     };
     let mut pairs = HashMap::new();
     for &a in &inside {
@@ -550,8 +615,7 @@ pub fn survey_regions(
                 todo.push((b, a));
             }
             for (x, y) in todo {
-                let allowed = judge.pair(&ends, x, y);
-                if !allowed.is_empty() {
+                if let Some(allowed) = judge.pair(&ends, x, y) {
                     pairs.insert((x, y), allowed);
                 }
             }
