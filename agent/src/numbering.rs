@@ -200,7 +200,25 @@ mod tests {
         };
         r.save(&path, &c).unwrap();
         let (back, entries) = NumberRecord::load(&path).unwrap();
+        assert_eq!((back.revision, entries), (7, numbers.clone()));
+        // A commit that only moves the revision: the cached entries are
+        // written again with the new revision.
+        r.revision = 8;
+        r.save(&path, &c).unwrap();
+        let (back, entries) = NumberRecord::load(&path).unwrap();
+        assert_eq!((back.revision, entries), (8, numbers.clone()));
+        // A new number: the entries are serialised again.
+        c.remember_numbering([(
+            Meaning::Cidr {
+                prefix: "192.0.2.0/24".into(),
+            },
+            (1 << 24) + 1,
+        )]);
+        r.revision = 9;
+        r.save(&path, &c).unwrap();
+        let (back, entries) = NumberRecord::load(&path).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!((back.revision, entries), (7, numbers));
+        assert_eq!(back.revision, 9);
+        assert_eq!(entries.len(), numbers.len() + 1, "{entries:?}");
     }
 }
