@@ -22,7 +22,9 @@
 //! and the agent process's VmHWM and VmRSS at that size.
 //!
 //! Needs root (a lab node namespace, a private bpffs). Run with
-//! `cargo xtask bench agent`.
+//! `cargo xtask bench agent`. `PALISADE_BENCH_BIN` runs another agent
+//! binary (two builds compared in one session), `PALISADE_BENCH_LOG` sets
+//! the agent's `RUST_LOG` and `PALISADE_BENCH_LOGS` keeps its logs there.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -104,10 +106,27 @@ fn mem_row(what: &str, (hwm, rss): (u64, u64)) {
     );
 }
 
+/// The agent binary: this build's, or `PALISADE_BENCH_BIN` (another
+/// build, to compare in the same run).
+fn bin() -> std::path::PathBuf {
+    std::env::var_os("PALISADE_BENCH_BIN").map_or_else(|| BIN.into(), Into::into)
+}
+
+/// Copies the agent's log to `PALISADE_BENCH_LOGS/<name>.log` when set
+/// (with `PALISADE_BENCH_LOG=warn,palisade::round=debug` it holds each
+/// round's phases).
+fn keep_log(a: &Agent, name: &str) {
+    if let Some(dir) = std::env::var_os("PALISADE_BENCH_LOGS") {
+        let path = std::path::Path::new(&dir).join(format!("{name}.log"));
+        std::fs::write(&path, a.log_text())
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    }
+}
+
 fn start(cmd: std::process::Command, d: &NodeDirs) -> Agent {
     let t0 = Instant::now();
-    let p = AgentProcess::spawn_command(std::path::Path::new(BIN), cmd, d, "warn")
-        .expect("spawn agent");
+    let log = std::env::var("PALISADE_BENCH_LOG").unwrap_or_else(|_| "warn".into());
+    let p = AgentProcess::spawn_command(&bin(), cmd, d, &log).expect("spawn agent");
     let a = Agent::ready(p, Duration::from_secs(300));
     println!(
         "{:<44} {:>7.0} ms",
@@ -164,7 +183,7 @@ fn manifests_bench(lab: &palisade_lab::Lab, d: &NodeDirs) {
         let docs: Vec<Value> = (0..1000).map(|p| labelled_pod(p, roles[p])).collect();
         d.write("10-pods-00.yaml", &docs);
     };
-    let mut cmd = AgentProcess::command(std::path::Path::new(BIN), lab.node("n1"), d);
+    let mut cmd = AgentProcess::command(&bin(), lab.node("n1"), d);
     cmd.arg("--manifests").arg(&d.manifests);
     let a = start(cmd, d);
     assert_eq!(local_endpoints_enforced(&a), LOCAL, "{}", a.log_text());
@@ -200,6 +219,7 @@ fn manifests_bench(lab: &palisade_lab::Lab, d: &NodeDirs) {
     row("  ClusterNetworkPolicy file change → enforced", cluster);
     row("  local pod relabel (1000-pod file) → enforced", relabel);
     mem_row("  agent memory", memory(&a));
+    keep_log(&a, "manifests");
 }
 
 /// The mock API server: lists from memory, watches kept open; `push`
@@ -335,7 +355,7 @@ fn kube_bench(lab: &palisade_lab::Lab, d: &NodeDirs) {
         ),
     )
     .unwrap();
-    let mut cmd = AgentProcess::command(std::path::Path::new(BIN), node, d);
+    let mut cmd = AgentProcess::command(&bin(), node, d);
     cmd.env("KUBECONFIG", &kubeconfig)
         .env_remove("KUBERNETES_SERVICE_HOST");
     let a = start(cmd, d);
@@ -377,6 +397,7 @@ fn kube_bench(lab: &palisade_lab::Lab, d: &NodeDirs) {
     row("  ClusterNetworkPolicy watch event → enforced", cluster);
     row("  local pod relabel watch event → enforced", relabel);
     mem_row("  agent memory", memory(&a));
+    keep_log(&a, "kubernetes");
 }
 
 fn main() {

@@ -54,6 +54,9 @@ pub struct NumberRecord {
     /// (revision, numbering generation) the file holds (`None`: not
     /// written by this process yet).
     written: Option<(u64, u64)>,
+    /// The entries as JSON, at the numbering generation they were
+    /// serialised at (a commit that only moves the revision reuses them).
+    entries_json: Option<(u64, Vec<u8>)>,
 }
 
 impl NumberRecord {
@@ -107,33 +110,56 @@ impl NumberRecord {
 
     /// Writes the revision and the compiler's numbering unless the file
     /// already holds exactly these.
+    ///
+    /// The record is replaced atomically (temporary file, rename), and
+    /// synced to disk only when the numbering changed: a commit that only
+    /// moves the revision (most commits reuse every number) writes the
+    /// same entries again without waiting for the disk. The revision is
+    /// not what the write-ahead rule protects (it only keeps `status` and
+    /// `sync` answers growing across restarts).
     pub fn save(&mut self, path: &Path, compiler: &Compiler) -> Result<(), NumberingError> {
         let generation = compiler.numbering_generation();
         if self.written == Some((self.revision, generation)) {
             return Ok(());
         }
         let revision = self.revision;
-        let numbers = self.numbering(compiler);
         let err = |message: String| NumberingError {
             path: path.to_path_buf(),
             message,
         };
-        let f = File {
-            version: FILE_VERSION,
-            revision,
-            entries: numbers
+        let numbering_changed = self.written.is_none_or(|(_, g)| g != generation);
+        if self
+            .entries_json
+            .as_ref()
+            .is_none_or(|(g, _)| *g != generation)
+        {
+            let entries: Vec<Entry> = self
+                .numbering(compiler)
                 .iter()
                 .map(|(meaning, id)| Entry {
                     id: *id,
                     meaning: meaning.clone(),
                 })
-                .collect(),
-        };
-        let text = serde_json::to_vec(&f).map_err(|e| err(e.to_string()))?;
+                .collect();
+            let json = serde_json::to_vec(&entries).map_err(|e| err(e.to_string()))?;
+            self.entries_json = Some((generation, json));
+        }
+        let entries = &self.entries_json.as_ref().expect("just set").1;
+        // The same document `File` reads back.
+        let mut text =
+            format!(r#"{{"version":{FILE_VERSION},"revision":{revision},"entries":"#).into_bytes();
+        text.extend_from_slice(entries);
+        text.push(b'}');
         let tmp = path.with_extension("json.tmp");
         let mut file = std::fs::File::create(&tmp).map_err(|e| err(e.to_string()))?;
         file.write_all(&text)
-            .and_then(|()| file.sync_all())
+            .and_then(|()| {
+                if numbering_changed {
+                    file.sync_all()
+                } else {
+                    Ok(())
+                }
+            })
             .map_err(|e| err(e.to_string()))?;
         std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))?;
         self.written = Some((revision, generation));
@@ -174,7 +200,25 @@ mod tests {
         };
         r.save(&path, &c).unwrap();
         let (back, entries) = NumberRecord::load(&path).unwrap();
+        assert_eq!((back.revision, entries), (7, numbers.clone()));
+        // A commit that only moves the revision: the cached entries are
+        // written again with the new revision.
+        r.revision = 8;
+        r.save(&path, &c).unwrap();
+        let (back, entries) = NumberRecord::load(&path).unwrap();
+        assert_eq!((back.revision, entries), (8, numbers.clone()));
+        // A new number: the entries are serialised again.
+        c.remember_numbering([(
+            Meaning::Cidr {
+                prefix: "192.0.2.0/24".into(),
+            },
+            (1 << 24) + 1,
+        )]);
+        r.revision = 9;
+        r.save(&path, &c).unwrap();
+        let (back, entries) = NumberRecord::load(&path).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!((back.revision, entries), (7, numbers));
+        assert_eq!(back.revision, 9);
+        assert_eq!(entries.len(), numbers.len() + 1, "{entries:?}");
     }
 }

@@ -472,10 +472,19 @@ impl Engine {
     ) -> Result<(), Reason> {
         let key = PolicyRef::cluster(&name);
         let old = self.cluster_policies.get(&name).cloned();
+        // A new version with the same tier, priority and subject selects
+        // the same endpoints and leaves every rank as it was: only the
+        // cells its old and new rules match can change (marked by
+        // `mark_policy` here and when the new version is materialised),
+        // not whole rows, and no other policy's codes.
+        let in_place = matches!((&old, &new), (Some(o), Some(n))
+            if o.tier == n.tier && o.priority == n.priority && o.subject == n.subject);
         let shaped = new.as_ref().map(|n| shape(n, &self.nodes));
         let new_prefixes = shaped.as_ref().map(|s| s.prefixes()).unwrap_or_default();
         self.acquire_prefixes(&new_prefixes)?;
-        if let Some(o) = &old {
+        if let Some(o) = &old
+            && !in_place
+        {
             self.mark_peers_of(o.tier, o.priority);
         }
         if let Some(state) = self.policies.remove(&key) {
@@ -484,7 +493,9 @@ impl Engine {
                 if let Some(ep) = self.eps.get_mut(pod) {
                     ep.tiers.remove(&key);
                     let ep_id = ep.ep_id;
-                    self.dirty.mark_row(ep_id);
+                    if !in_place {
+                        self.dirty.mark_row(ep_id);
+                    }
                 }
             }
             for net in state.obj.prefixes() {
@@ -514,7 +525,9 @@ impl Engine {
             if let Some(ep) = self.eps.get_mut(pod) {
                 ep.tiers.insert(key.clone());
                 let ep_id = ep.ep_id;
-                self.dirty.mark_row(ep_id);
+                if !in_place {
+                    self.dirty.mark_row(ep_id);
+                }
             }
         }
         self.dirty.endpoints.extend(selected.iter().cloned());
@@ -528,7 +541,9 @@ impl Engine {
                 materialized: false,
             },
         );
-        self.mark_peers_of(tier, priority);
+        if !in_place {
+            self.mark_peers_of(tier, priority);
+        }
         Ok(())
     }
 }

@@ -180,6 +180,9 @@ fn check_audit_view(cluster: &Cluster) -> Result<(), String> {
 #[derive(Clone, Debug)]
 enum Op {
     Cnp(Box<ClusterNetworkPolicy>),
+    /// New rules for a policy already there, its tier, priority and
+    /// subject kept (an edit in place: the compiler marks cells, not rows).
+    CnpRules(Box<ClusterNetworkPolicy>),
     /// An invalid version of a policy: rejected, the last valid one stays.
     BadCnp(Box<ClusterNetworkPolicy>),
     DelCnp(&'static str),
@@ -200,6 +203,7 @@ fn arb_op(slots: Vec<&'static str>) -> impl Strategy<Value = Op> {
     let pod = (0..POD_SLOTS).prop_flat_map(move |i| arb_pod(i, slots[i]));
     prop_oneof![
         5 => select(&CNP_NAMES[..]).prop_flat_map(arb_cnp).prop_map(|p| Op::Cnp(Box::new(p))),
+        3 => select(&CNP_NAMES[..]).prop_flat_map(arb_cnp).prop_map(|p| Op::CnpRules(Box::new(p))),
         1 => select(&CNP_NAMES[..]).prop_flat_map(arb_cnp).prop_map(|p| Op::BadCnp(Box::new(p))),
         2 => select(&CNP_NAMES[..]).prop_map(Op::DelCnp),
         1 => (0..POD_SLOTS).prop_map(Op::DelPod),
@@ -242,6 +246,15 @@ fn apply(c: &mut Compiler, model: &mut Cluster, op: &Op, to_compiler: bool) {
                 c.apply_cluster_policy(p).unwrap();
             }
             model.add_cnp(p.as_ref().clone());
+        }
+        Op::CnpRules(p) => {
+            let mut p = p.as_ref().clone();
+            if let Some(old) = p.metadata.name.as_ref().and_then(|n| model.cnps.get(n)) {
+                p.spec.tier = old.spec.tier.clone();
+                p.spec.priority = old.spec.priority;
+                p.spec.subject = old.spec.subject.clone();
+            }
+            apply(c, model, &Op::Cnp(Box::new(p)), to_compiler);
         }
         Op::BadCnp(p) => {
             let mut bad = p.as_ref().clone();

@@ -88,7 +88,9 @@ impl Agent {
     /// Commits and applies.
     #[instrument(skip_all, fields(node = %self.cfg.node_name))]
     pub(super) fn commit(&mut self) -> Result<(), CommitError> {
+        let t0 = std::time::Instant::now();
         let diff = self.compiler.commit();
+        let t_compile = t0.elapsed();
         if self.needs_full {
             return self.full_reconcile();
         }
@@ -98,7 +100,10 @@ impl Agent {
             return Ok(endpoints.place_all(&mut io)?);
         }
         self.numbers.revision += 1;
+        let t1 = std::time::Instant::now();
         self.record_numbering()?;
+        let t_record = t1.elapsed();
+        let t2 = std::time::Instant::now();
         let n = diff.ops.len();
         let removal_reasons: HashMap<PodRef, String> = diff
             .ops
@@ -132,6 +137,9 @@ impl Agent {
             self.keep_written_numbers();
             return Err(e.into());
         }
+        tracing::debug!(target: "palisade::round", compile_us = t_compile.as_micros() as u64,
+            record_us = t_record.as_micros() as u64, write_us = t2.elapsed().as_micros() as u64,
+            ops = n, "commit");
         info!(revision = self.numbers.revision, ops = n, "policy applied");
         Ok(())
     }

@@ -224,7 +224,7 @@ impl Feed {
 
     /// The policy objects of kinds Palisade does not enforce.
     pub fn unenforced(&self) -> impl Iterator<Item = &UnenforcedPolicy> {
-        self.objects.values().filter_map(|o| match o {
+        self.of_kind(Kind::Unenforced).filter_map(|o| match o {
             Object::Unenforced(u) => Some(&**u),
             _ => None,
         })
@@ -236,13 +236,26 @@ impl Feed {
         if old == Some(&obj) {
             return;
         }
-        if let (Some(Object::Pod(old)), Object::Pod(new)) = (old, &obj)
-            && status_ips(old) != status_ips(new)
-        {
-            // An observed change: the kubelet reported new addresses now.
-            self.status_changed.insert(pod_ref(new), SystemTime::now());
-        }
+        let relabel = if let (Some(Object::Pod(old)), Object::Pod(new)) = (old, &obj) {
+            if status_ips(old) != status_ips(new) {
+                // An observed change: the kubelet reported new addresses now.
+                self.status_changed.insert(pod_ref(new), SystemTime::now());
+            }
+            old.labels != new.labels
+                && **old
+                    == PodInfo {
+                        labels: old.labels.clone(),
+                        ..(**new).clone()
+                    }
+        } else {
+            false
+        };
+        let pods_generation = self.pods_generation;
         self.feed(c, &obj);
+        if relabel {
+            // Labels alone change no pod's name or addresses.
+            self.pods_generation = pods_generation;
+        }
         self.objects.insert(key, obj);
     }
 
@@ -341,7 +354,8 @@ impl Feed {
         self.generation
     }
 
-    /// Like [`Feed::generation`], for pods only.
+    /// Like [`Feed::generation`], for the pods' names and addresses only
+    /// (a change of labels alone leaves it).
     pub fn pods_generation(&self) -> u64 {
         self.pods_generation
     }
@@ -376,12 +390,26 @@ impl Feed {
         self.objects.get(key)
     }
 
+    /// The objects of one kind (a range of the map, not a walk of every
+    /// object: the agent asks after each round).
+    fn of_kind(&self, kind: Kind) -> impl Iterator<Item = &Object> {
+        let from = ObjectKey {
+            kind,
+            namespace: String::new(),
+            name: String::new(),
+        };
+        self.objects
+            .range(from..)
+            .take_while(move |(k, _)| k.kind == kind)
+            .map(|(_, o)| o)
+    }
+
     /// Every namespace with the value of an annotation (`None`: not set).
     pub fn namespace_annotations<'a>(
         &'a self,
         key: &'a str,
     ) -> impl Iterator<Item = (&'a str, Option<&'a str>)> + 'a {
-        self.objects.values().filter_map(move |o| match o {
+        self.of_kind(Kind::Namespace).filter_map(move |o| match o {
             Object::Namespace(ns) => Some((
                 ns.metadata.name.as_deref().unwrap_or_default(),
                 ns.metadata

@@ -2,7 +2,8 @@
 //! local endpoints, driven by source updates, netlink events and control
 //! requests. At startup it adopts pinned maps and links, compiles once the
 //! source is in sync, reconciles the maps by diff (never a flush), and then
-//! applies every later commit's ordered diff.
+//! applies every later commit's ordered diff. Each round that commits logs
+//! the time of its phases at debug level (target `palisade::round`).
 
 mod allowed_sources;
 mod bpffs;
@@ -76,6 +77,12 @@ pub struct Agent {
     replies: Vec<(oneshot::Sender<Response>, Response)>,
     last_error: Option<String>,
     obs: observe::Observe,
+    /// Time spent feeding source changes to the compiler since the last
+    /// round (reported with the round's phases).
+    fed: std::time::Duration,
+    /// Rounds that changed nothing since the last reported one, and
+    /// their time.
+    idle: (u64, std::time::Duration),
 }
 
 fn state_path(cfg: &AgentConfig) -> std::path::PathBuf {
@@ -217,6 +224,8 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         replies: Vec::new(),
         last_error: None,
         obs,
+        fed: std::time::Duration::ZERO,
+        idle: (0, std::time::Duration::ZERO),
     };
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -276,9 +285,11 @@ impl Agent {
         if !u.changes.is_empty() {
             self.obs.note_change();
         }
+        let t = std::time::Instant::now();
         for change in u.changes {
             self.feed.apply(&mut self.compiler, change);
         }
+        self.fed += t.elapsed();
         if u.synced && !self.synced {
             info!("source in sync");
         }
@@ -377,9 +388,11 @@ impl Agent {
     /// One round: read the kernel's view if it changed, commit and apply,
     /// place endpoints, answer whoever waits.
     async fn step(&mut self) {
+        let t0 = std::time::Instant::now();
         self.refresh_net().await;
         self.expire_cni_records();
         self.allowed_sources.update(self.feed.namespaces());
+        let t_pre = t0.elapsed();
         let mut committed = None;
         if self.synced {
             let (t, before) = (std::time::Instant::now(), self.numbers.revision);
@@ -403,12 +416,36 @@ impl Agent {
                 self.ready.store(!stale, Ordering::Relaxed);
             }
         }
+        let t1 = std::time::Instant::now();
         self.cni_progress();
         self.sync_sources();
+        let t2 = std::time::Instant::now();
         self.observe_round(committed);
+        let t3 = std::time::Instant::now();
         self.answer_syncs();
         for (tx, r) in self.replies.drain(..) {
             let _ = tx.send(r);
+        }
+        let fed = std::mem::take(&mut self.fed);
+        if let Some((_, took, before)) = committed
+            && before != self.numbers.revision
+        {
+            tracing::debug!(
+                target: "palisade::round",
+                fed_us = fed.as_micros() as u64,
+                pre_us = t_pre.as_micros() as u64,
+                commit_us = took.as_micros() as u64,
+                sources_us = (t2 - t1).as_micros() as u64,
+                observe_us = (t3 - t2).as_micros() as u64,
+                total_us = (t0.elapsed() + fed).as_micros() as u64,
+                idle_rounds = self.idle.0,
+                idle_us = self.idle.1.as_micros() as u64,
+                "round"
+            );
+            self.idle = (0, std::time::Duration::ZERO);
+        } else {
+            self.idle.0 += 1;
+            self.idle.1 += t0.elapsed();
         }
     }
 

@@ -208,6 +208,7 @@ impl Agent {
 
     /// After a round: directory and metrics.
     pub(super) fn observe_round(&mut self, committed: Option<(bool, Duration, u64)>) {
+        let t0 = Instant::now();
         let status = self.endpoints.status();
         let key = (self.numbers.revision, status.clone());
         if self.obs.last_directory.as_ref() != Some(&key) {
@@ -215,6 +216,7 @@ impl Agent {
             self.obs.hub.set_directory(d);
             self.obs.last_directory = Some(key);
         }
+        let t_dir = t0.elapsed();
         let m = &self.obs.metrics.agent;
         if let Some((ok, took, before)) = committed {
             if ok {
@@ -266,10 +268,13 @@ impl Agent {
         }
         let counted = (self.numbers.revision, self.feed.generation());
         let recount = self.obs.counted != Some(counted);
+        let t1 = Instant::now();
         if recount {
             self.obs.counted = Some(counted);
             self.count_model();
         }
+        let t_count = t1.elapsed();
+        let t2 = Instant::now();
         let mir = &self.mirror;
         for (map, n) in [
             (MapLabel::Endpoints, mir.tables.endpoints.len()),
@@ -338,9 +343,19 @@ impl Agent {
                 .get_or_create(&UnenforcedLabels { kind, api_version })
                 .set(n);
         }
+        let t_metrics = t2.elapsed();
+        let t3 = Instant::now();
         if recount {
             self.report_overlaps();
+        }
+        let t_overlaps = t3.elapsed();
+        let t4 = Instant::now();
+        if recount {
             self.report_tier_overflows();
+            tracing::debug!(target: "palisade::round", dir_us = t_dir.as_micros() as u64,
+                count_us = t_count.as_micros() as u64, metrics_us = t_metrics.as_micros() as u64,
+                overlaps_us = t_overlaps.as_micros() as u64,
+                overflows_us = t4.elapsed().as_micros() as u64, "observe");
         }
     }
 

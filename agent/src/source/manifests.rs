@@ -541,7 +541,10 @@ pub fn spawn(dir: PathBuf) -> Result<SourceHandle, notify::Error> {
                 continue;
             }
             settle = None;
+            let t = std::time::Instant::now();
             let changes = src.scan();
+            debug!(target: "palisade::round", scan_us = t.elapsed().as_micros() as u64,
+                   changes = changes.len(), "manifests scanned");
             let update = SourceUpdate {
                 changes,
                 synced: true,
