@@ -43,6 +43,19 @@
 //! allowed SYN (distinct flows), denied SYN (repeated) and denied SYNs from
 //! distinct peers. `--tiers-only` prints only this table.
 //!
+//! The stage table (`--stages-only`, at 1 policy entry and 1 prefix and
+//! at 100,000 and 50,000): where a denied SYN and a new flow spend their
+//! nanoseconds, measured by changing the map contents so that the
+//! unchanged program stops at each stage in turn: no endpoint on the
+//! interface, passed (parse, flow cache, conntrack, the endpoint lookup)
+//! or dropped (plus the drop's counters and rate-limited event); the
+//! endpoint's policy pending (plus the endpoint and the peer's identity);
+//! denied by policy (plus the policy lookups: the whole denied path); an
+//! allowed RST (judged like a SYN, but it opens no flow) and an allowed
+//! SYN (plus the conntrack insert and the flow-cache write). Each a SYN
+//! (RST) repeated N times, from M distinct source addresses in
+//! 10.0.0.0/8 and on M distinct source ports, once each.
+//!
 //! Then the datapath log (`--datapath-log`), off (the default) and debug,
 //! loaded side by side in the same run, on the ingress of the isolated pod:
 //! the established ACK (fast path: never looks at the switch), a later
@@ -311,13 +324,24 @@ fn egress_setup(flags: u32) -> TestDatapath {
 }
 
 /// ns per run from the pod: (palisade, noop) over `frames`, once each,
-/// each returning `expect` (`u32::MAX` passed, 2 dropped). The ring is
-/// drained every 1000 frames, as drops report.
+/// each returning `expect` (`u32::MAX` passed, 2 dropped).
 fn once_each_from_pod(t: &mut TestDatapath, frames: &[Vec<u8>], expect: u32) -> (f64, f64) {
+    once_each(t, program_names::FROM_POD, frames, expect)
+}
+
+/// ns per run through program `prog`: (palisade, noop) over `frames`, once
+/// each, each returning `expect` (`u32::MAX` passed, 2 dropped). The ring
+/// is drained every 1000 frames, as drops report.
+fn once_each(
+    t: &mut TestDatapath,
+    prog: &'static str,
+    frames: &[Vec<u8>],
+    expect: u32,
+) -> (f64, f64) {
     let (mut ours, mut noop) = (0.0, 0.0);
     for (i, f) in frames.iter().enumerate() {
-        let (rv, d) = t.run_program(program_names::FROM_POD, f, 1);
-        assert_eq!(rv, expect, "unexpected verdict on the pod's own flow");
+        let (rv, d) = t.run_program(prog, f, 1);
+        assert_eq!(rv, expect, "unexpected verdict through {prog}");
         ours += d;
         noop += t.run_program(program_names::NOOP, f, 1).1;
         if i % 1000 == 999 {
@@ -387,6 +411,121 @@ fn egress_table(repeat: u32, flows: u16) {
             cell(den_distinct)
         );
     }
+}
+
+/// The stage table (see the module's doc): the ingress of the pod of
+/// [`setup`], its map contents changed so that the program stops at each
+/// stage in turn; nothing in the program is there for the benchmark.
+fn stages_table(repeat: u32, flows: u16, policy: u32, cidrs: u32) {
+    println!();
+    println!(
+        "where new and denied flows spend (ingress, {policy} policy entries, {cidrs} CIDR prefixes), \
+         repeat={repeat}, distinct={flows}; ns/packet (palisade / empty program = ratio)"
+    );
+    println!(
+        "{:>44} | {:>24} | {:>24} | {:>24}",
+        "the program stops", "repeated", "distinct sources", "distinct flows (ports)"
+    );
+    let cell = |(a, b): (f64, f64)| format!("{a:7.1} / {b:5.1} = {:4.2}x", a / b);
+    let (mut t, _) = setup(policy, cidrs);
+    let sources = random_sources(flows as usize);
+    let to_22 = |src: IpAddr, sport: u16| PacketSpec::tcp(src, pod(), sport, 22, tcp::SYN).frame();
+    let to_80 = |sport: u16, flags| PacketSpec::tcp(peer(), pod(), sport, 80, flags).frame();
+    let endpoint = |flags| EndpointInfo {
+        ep_id: EP,
+        identity: POD,
+        flags,
+        _pad: 0,
+    };
+    const DROP: u32 = 2;
+    const PASS: u32 = u32::MAX;
+    // A SYN to TCP/22, which the pod does not allow, stopped at each stage.
+    let denied_rows: [(&str, Option<EndpointInfo>, u32, u32); 4] = [
+        (
+            "after conntrack: no endpoint, passes",
+            None,
+            palisade_common::config_flags::UNKNOWN_ENDPOINT_PASS,
+            PASS,
+        ),
+        ("after conntrack: no endpoint, drop + event", None, 0, DROP),
+        (
+            "after identity: policy pending, drop + event",
+            Some(endpoint(ef::ISOLATED_INGRESS | ef::POLICY_PENDING)),
+            0,
+            DROP,
+        ),
+        (
+            "after policy: denied, drop + event (full)",
+            Some(endpoint(ef::ISOLATED_INGRESS)),
+            0,
+            DROP,
+        ),
+    ];
+    for (name, ep, flags, expect) in denied_rows {
+        match ep {
+            Some(ep) => t.set_endpoint(ep),
+            None => t.remove_endpoint(),
+        }
+        t.set_config(Config {
+            flags,
+            ..Default::default()
+        });
+        let f = to_22(peer(), 40_001);
+        assert_eq!(
+            t.run_program(program_names::TO_POD, &f, 1).0,
+            expect,
+            "{name}"
+        );
+        let (rv, ours) = t.run_program(program_names::TO_POD, &f, repeat);
+        assert_eq!(rv, expect, "{name}");
+        let (_, noop) = t.run_program(program_names::NOOP, &f, repeat);
+        let _ = t.events();
+        let from: Vec<Vec<u8>> = sources.iter().map(|s| to_22(*s, 40_001)).collect();
+        let srcs = once_each(&mut t, program_names::TO_POD, &from, expect);
+        let ports: Vec<Vec<u8>> = (0..flows).map(|i| to_22(peer(), 10_000 + i)).collect();
+        let flows = once_each(&mut t, program_names::TO_POD, &ports, expect);
+        assert_eq!(
+            t.ct_len(),
+            0,
+            "{name}: no stage before the insert leaves state"
+        );
+        println!(
+            "{name:>44} | {:>24} | {:>24} | {:>24}",
+            cell((ours, noop)),
+            cell(srcs),
+            cell(flows)
+        );
+    }
+    // Allowed (TCP/80 from the peer): a RST is judged like a SYN but opens
+    // no flow, so the difference to the SYN is the conntrack insert and
+    // the flow-cache write.
+    t.set_endpoint(endpoint(ef::ISOLATED_INGRESS));
+    t.set_config(Config::default());
+    t.clear_ct();
+    let rst = to_80(40_002, tcp::RST);
+    let (rv, ours) = t.run_program(program_names::TO_POD, &rst, repeat);
+    assert_eq!(rv, PASS, "an allowed RST passes");
+    let (_, noop) = t.run_program(program_names::NOOP, &rst, repeat);
+    let rsts: Vec<Vec<u8>> = (0..flows).map(|i| to_80(10_000 + i, tcp::RST)).collect();
+    let rst_flows = once_each(&mut t, program_names::TO_POD, &rsts, PASS);
+    assert_eq!(t.ct_len(), 0, "an allowed RST leaves no state");
+    println!(
+        "{:>44} | {:>24} | {:>24} | {:>24}",
+        "after policy: allowed RST, no state",
+        cell((ours, noop)),
+        "-",
+        cell(rst_flows)
+    );
+    let syns: Vec<Vec<u8>> = (0..flows).map(|i| to_80(10_000 + i, tcp::SYN)).collect();
+    let syn_flows = once_each(&mut t, program_names::TO_POD, &syns, PASS);
+    t.clear_ct();
+    println!(
+        "{:>44} | {:>24} | {:>24} | {:>24}",
+        "full: allowed SYN, conntrack insert",
+        "-",
+        "-",
+        cell(syn_flows)
+    );
 }
 
 /// The tier table: ClusterNetworkPolicy rules on the largest tables.
@@ -520,6 +659,12 @@ fn main() {
     }
     if std::env::args().any(|a| a == "--tiers-only") {
         tiers_table(repeat, flows);
+        return;
+    }
+    if std::env::args().any(|a| a == "--stages-only") {
+        for (policy, cidrs) in [(1, 1), (100_000, 50_000)] {
+            stages_table(repeat, flows, policy, cidrs);
+        }
         return;
     }
     if std::env::args().any(|a| a == "--log-only") {
